@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the system packages the test suite talks to, from Debian's archive.
+# Idempotent: does nothing when everything is already there.
+#   prometheus-alertmanager  the real Alertmanager, used as a webhook client in tests
+set -euo pipefail
+
+missing=()
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# Keep the packages' maintainer scripts from starting their daemons: the tests start their own,
+# on loopback, with their own config.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod +x "$policy"
+  created_policy=1
+fi
+cleanup() { [ "$created_policy" -eq 1 ] && $sudo rm -f "$policy"; }
+trap cleanup EXIT
+
+echo "installing test dependencies: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,507 @@
+//! Configuration: an optional TOML file, then command-line and environment overrides, then
+//! built-in defaults that work with no file at all (listen on 127.0.0.1:8080, SQLite under
+//! `./data`).
+//!
+//! Loading is two steps so `runbookd check` can report every problem at once:
+//! [`Config::load`] parses the file (a syntax or type error stops there, with its line), then
+//! [`Config::resolve_tokens`] reads every token secret and collects all that is wrong.
+//! Secrets are read from an env var or a file, never from the config itself, and never printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::auth::{Role, Token, TokenTable};
+
+/// Env var that adds an admin token, for quick starts and scripts.
+pub const ADMIN_TOKEN_ENV: &str = "RUNBOOKD_ADMIN_TOKEN";
+/// Env var that adds an ingest token, for quick starts and scripts.
+pub const INGEST_TOKEN_ENV: &str = "RUNBOOKD_INGEST_TOKEN";
+/// Shorter secrets are refused: a bearer token is the only thing between the network and a
+/// service that restarts backup servers.
+pub const MIN_SECRET_LEN: usize = 16;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub tokens: Vec<Spanned<TokenConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The SQLite file; its directory is created if missing.
+    pub path: PathBuf,
+    /// How long a statement waits for a lock before it fails.
+    pub busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// A request that takes longer gets 503, so Alertmanager retries it.
+    pub request_timeout_secs: u64,
+    /// Accept alerts with no token. Off unless the config says so.
+    pub allow_anonymous_ingest: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `runbookd=debug,tower_http=info`; `RUST_LOG`
+    /// overrides it.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One `[[tokens]]` entry. The secret comes from exactly one of `secret_env` or `secret_file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Values from the command line or its env vars; each wins over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub database: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/runbookd.db"),
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            allow_anonymous_ingest: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One thing wrong with the configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `FILE:LINE:COL`, `FILE`, or `env NAME`.
+    pub location: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Where the config came from, kept to point problems at lines.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    path: Option<PathBuf>,
+    text: String,
+}
+
+impl ConfigSource {
+    fn locate(&self, span: std::ops::Range<usize>) -> String {
+        let Some(path) = &self.path else {
+            return "config".to_owned();
+        };
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("{}:{line}:{column}", path.display())
+    }
+
+    fn file(&self) -> String {
+        self.path
+            .as_deref()
+            .map_or_else(|| "config".to_owned(), |p| p.display().to_string())
+    }
+}
+
+impl Config {
+    /// Reads `path` (or nothing: all defaults), then applies `overrides`.
+    pub fn load(
+        path: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<(Config, ConfigSource), Vec<Problem>> {
+        let (mut config, source) = match path {
+            None => (Config::default(), ConfigSource::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    vec![Problem {
+                        location: path.display().to_string(),
+                        message: format!("cannot read the config file: {e}"),
+                    }]
+                })?;
+                let source = ConfigSource {
+                    path: Some(path.to_owned()),
+                    text,
+                };
+                let config = toml::from_str::<Config>(&source.text).map_err(|e| {
+                    vec![Problem {
+                        location: e
+                            .span()
+                            .map_or_else(|| source.file(), |span| source.locate(span)),
+                        message: e.message().to_owned(),
+                    }]
+                })?;
+                (config, source)
+            }
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(database) = &overrides.database {
+            config.database.path = database.clone();
+        }
+        if let Some(format) = overrides.log_format {
+            config.log.format = format;
+        }
+        let problems = config.check_values(&source);
+        if problems.is_empty() {
+            Ok((config, source))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Range checks that serde cannot express.
+    fn check_values(&self, source: &ConfigSource) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                location: format!("{} [{key}]", source.file()),
+                message,
+            })
+        };
+        if self.database.path.as_os_str().is_empty() {
+            problem("database.path", "must not be empty".into());
+        }
+        if !(100..=60_000).contains(&self.database.busy_timeout_ms) {
+            problem(
+                "database.busy_timeout_ms",
+                format!("{} is outside 100..=60000", self.database.busy_timeout_ms),
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            problem(
+                "http.max_body_bytes",
+                format!("{} is outside 1024..=67108864", self.http.max_body_bytes),
+            );
+        }
+        if !(1..=600).contains(&self.http.request_timeout_secs) {
+            problem(
+                "http.request_timeout_secs",
+                format!("{} is outside 1..=600", self.http.request_timeout_secs),
+            );
+        }
+        problems
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.request_timeout_secs)
+    }
+
+    /// Reads every token's secret, plus the quick-start env tokens, and reports every problem.
+    /// `env` looks up an environment variable (a parameter so tests need not touch the
+    /// process environment).
+    pub fn resolve_tokens(
+        &self,
+        source: &ConfigSource,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<TokenTable, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut tokens: Vec<Token> = Vec::new();
+        let mut secrets: Vec<(String, String)> = Vec::new();
+
+        for entry in &self.tokens {
+            let location = source.locate(entry.span());
+            let token = entry.get_ref();
+            let mut problem = |message: String| {
+                problems.push(Problem {
+                    location: location.clone(),
+                    message: format!("token '{}': {message}", token.name),
+                })
+            };
+            if !is_token_name(&token.name) {
+                problem("the name must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit".into());
+            }
+            if tokens.iter().any(|t| t.name() == token.name) {
+                problem("this name is used by an earlier token".into());
+            }
+            let secret = match (&token.secret_env, &token.secret_file) {
+                (Some(_), Some(_)) => {
+                    problem("set secret_env or secret_file, not both".into());
+                    None
+                }
+                (None, None) => {
+                    problem("set secret_env (an env var name) or secret_file (a path)".into());
+                    None
+                }
+                (Some(var), None) => match env(var) {
+                    Some(value) => Some(value),
+                    None => {
+                        problem(format!("the env var {var} is not set"));
+                        None
+                    }
+                },
+                (None, Some(path)) => match std::fs::read_to_string(path) {
+                    // Files usually end with a newline that is not part of the secret.
+                    Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+                    Err(e) => {
+                        problem(format!("cannot read secret_file {}: {e}", path.display()));
+                        None
+                    }
+                },
+            };
+            if let Some(secret) = secret {
+                match check_secret(&secret, &secrets) {
+                    Ok(()) => {
+                        secrets.push((token.name.clone(), secret.clone()));
+                        tokens.push(Token::new(&token.name, token.role, &secret));
+                    }
+                    Err(message) => problem(message),
+                }
+            }
+        }
+
+        for (var, name, role) in [
+            (ADMIN_TOKEN_ENV, "env-admin", Role::Admin),
+            (INGEST_TOKEN_ENV, "env-ingest", Role::Ingest),
+        ] {
+            let Some(secret) = env(var).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            match check_secret(&secret, &secrets) {
+                Ok(()) => {
+                    secrets.push((name.to_owned(), secret.clone()));
+                    tokens.push(Token::new(name, role, &secret));
+                }
+                Err(message) => problems.push(Problem {
+                    location: format!("env {var}"),
+                    message,
+                }),
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(TokenTable::new(tokens))
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn is_token_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
+/// Refuses short secrets, whitespace and a secret shared with another token (which would make
+/// its role ambiguous). Messages never contain the secret.
+fn check_secret(secret: &str, earlier: &[(String, String)]) -> Result<(), String> {
+    if secret.chars().count() < MIN_SECRET_LEN {
+        return Err(format!(
+            "the secret is shorter than {MIN_SECRET_LEN} characters"
+        ));
+    }
+    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the secret contains whitespace or control characters".into());
+    }
+    if let Some((other, _)) = earlier.iter().find(|(_, s)| s == secret) {
+        return Err(format!("the secret is the same as token '{other}''s"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn no_file_gives_working_defaults() {
+        let (config, _) = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database.path, PathBuf::from("data/runbookd.db"));
+        assert_eq!(config.http.max_body_bytes, 1024 * 1024);
+        assert!(!config.http.allow_anonymous_ingest);
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file = write_config("listen = \"127.0.0.1:9000\"\n[database]\npath = \"a.db\"\n");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            database: None,
+            log_format: Some(LogFormat::Json),
+        };
+        let (config, _) = Config::load(Some(file.path()), &overrides).unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.database.path, PathBuf::from("a.db"));
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_type_error_points_at_its_line() {
+        let file =
+            write_config("listen = \"127.0.0.1:9000\"\n\n[http]\nmax_body_bytes = \"big\"\n");
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        let expected = format!("{}:4:", file.path().display());
+        assert!(problems[0].location.starts_with(&expected), "{problems:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let file = write_config("[http]\nallow_anonymous_ingestion = true\n");
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        assert!(
+            problems[0].message.contains("unknown field"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn every_token_problem_is_reported_with_its_line_and_no_secret() {
+        let file = write_config(concat!(
+            "[[tokens]]\nname = \"am\"\nrole = \"ingest\"\nsecret_env = \"AM_SECRET\"\n\n",
+            "[[tokens]]\nname = \"am\"\nrole = \"admin\"\nsecret_env = \"SHORT\"\n\n",
+            "[[tokens]]\nname = \"both\"\nrole = \"agent\"\nsecret_env = \"X\"\nsecret_file = \"/x\"\n\n",
+            "[[tokens]]\nname = \"missing\"\nrole = \"agent\"\nsecret_file = \"/nonexistent/secret\"\n",
+        ));
+        let (config, source) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+        let env: HashMap<&str, &str> = [
+            ("AM_SECRET", "am-secret-0123456789"),
+            ("SHORT", "tiny-secret"),
+            (ADMIN_TOKEN_ENV, "am-secret-0123456789"),
+        ]
+        .into();
+        let problems = config
+            .resolve_tokens(&source, |k| env.get(k).map(|v| v.to_string()))
+            .unwrap_err();
+        let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let at = |line: usize| format!("{}:{line}:", file.path().display());
+        assert!(
+            printed
+                .iter()
+                .any(|p| p.starts_with(&at(6)) && p.contains("earlier token")),
+            "{printed:#?}"
+        );
+        assert!(
+            printed
+                .iter()
+                .any(|p| p.starts_with(&at(6)) && p.contains("shorter than 16")),
+            "{printed:#?}"
+        );
+        assert!(
+            printed
+                .iter()
+                .any(|p| p.starts_with(&at(11)) && p.contains("not both")),
+            "{printed:#?}"
+        );
+        assert!(
+            printed
+                .iter()
+                .any(|p| p.starts_with(&at(17)) && p.contains("cannot read secret_file")),
+            "{printed:#?}"
+        );
+        assert!(
+            printed
+                .iter()
+                .any(|p| p.starts_with("env RUNBOOKD_ADMIN_TOKEN")
+                    && p.contains("same as token 'am'")),
+            "{printed:#?}"
+        );
+        assert_eq!(problems.len(), 5, "{printed:#?}");
+        for p in &printed {
+            assert!(
+                !p.contains("am-secret") && !p.contains("tiny-secret"),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_files_lose_their_trailing_newline() {
+        let secret = write_config("file-secret-0123456789\n");
+        let file = write_config(&format!(
+            "[[tokens]]\nname = \"ops\"\nrole = \"admin\"\nsecret_file = \"{}\"\n",
+            secret.path().display()
+        ));
+        let (config, source) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+        let table = config.resolve_tokens(&source, |_| None).unwrap();
+        let caller = table.authenticate("file-secret-0123456789").unwrap();
+        assert_eq!((caller.name.as_str(), caller.role), ("ops", Role::Admin));
+    }
+}

@@ -1,0 +1,116 @@
+//! The one error type of the HTTP layer. Every failure becomes
+//! `{"error":{"code":"...","message":"..."}}` with the right status. Messages for 4xx tell the
+//! caller what to change; 5xx causes are logged here and never returned.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::intake::IntakeError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this path does not accept that method")]
+    MethodNotAllowed,
+    #[error("the body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error("the request took too long; retry it")]
+    Timeout,
+    #[error("the service is temporarily unavailable; retry it")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error; the cause is in the service log")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Intake(IntakeError::UnknownSource(_) | IntakeError::InvalidJson(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Intake(IntakeError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Timeout | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::BadRequest(_) => "bad_request",
+            Self::Intake(IntakeError::UnknownSource(_)) => "unknown_source",
+            Self::Intake(IntakeError::InvalidJson(_)) => "invalid_json",
+            Self::Intake(IntakeError::Invalid(_)) => "invalid_payload",
+            Self::Timeout => "timeout",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Busy(_) => Self::Unavailable(error),
+            StoreError::Other(_) => Self::Internal(error.into()),
+        }
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, code = self.code(), "request failed");
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"runbookd\""),
+            );
+        }
+        response
+    }
+}

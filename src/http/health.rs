@@ -1,0 +1,36 @@
+//! Open endpoints for orchestrators and Prometheus: liveness, readiness, metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::AppError;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The database answers, within a short timeout.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Err(error)) => Err(AppError::Unavailable(error)),
+        Err(_) => Err(AppError::Timeout),
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

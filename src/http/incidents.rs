@@ -1,0 +1,92 @@
+//! `GET /api/v1/incidents` and `GET /api/v1/incidents/{id}`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::{ApiPath, ApiQuery};
+use crate::store::audit::AuditEvent;
+use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus, StoredAlert};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+/// The detail view shows this many of an incident's most recent alerts.
+const DETAIL_ALERTS: u32 = 100;
+/// And at most this many timeline events.
+const DETAIL_EVENTS: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<IncidentStatus>,
+    name: Option<String>,
+    source: Option<String>,
+    fingerprint: Option<String>,
+    /// Cursor: the `next_before` of the previous page.
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentPage {
+    incidents: Vec<Incident>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    next_before: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<IncidentPage>, AppError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AppError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let filter = IncidentFilter {
+        status: query.status,
+        name: query.name,
+        source: query.source,
+        fingerprint: query.fingerprint,
+        before: query.before,
+        limit,
+    };
+    let incidents = state.store.list_incidents(&filter).await?;
+    let next_before = (incidents.len() == limit as usize)
+        .then(|| incidents.last().map(|i| i.id))
+        .flatten();
+    Ok(Json(IncidentPage {
+        incidents,
+        next_before,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentDetail {
+    incident: Incident,
+    /// The most recent alerts, newest first.
+    alerts: Vec<StoredAlert>,
+    /// The audit trail of this incident, oldest first.
+    timeline: Vec<AuditEvent>,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<IncidentDetail>, AppError> {
+    let incident = state
+        .store
+        .incident(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("there is no incident {id}")))?;
+    let alerts = state.store.incident_alerts(id, DETAIL_ALERTS).await?;
+    let timeline = state.store.incident_timeline(id, DETAIL_EVENTS).await?;
+    Ok(Json(IncidentDetail {
+        incident,
+        alerts,
+        timeline,
+    }))
+}

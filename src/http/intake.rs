@@ -1,0 +1,152 @@
+//! `POST /ingest[?source=]` and `POST /webhook/alertmanager`: the same answer as the existing
+//! pipeline, `{"status":"accepted","count":N,"incidents":[...]}` with 202, so moving a sender to
+//! runbookd is a change of URL only.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::{ApiQuery, JsonBody};
+use crate::auth::Principal;
+use crate::intake::{self, AlertStatus, Format, Source};
+use crate::store::intake::IntakeAction;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestQuery {
+    source: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    status: &'static str,
+    count: usize,
+    incidents: Vec<IngestedAlert>,
+}
+
+/// One entry per alert of the delivery, in order.
+#[derive(Debug, Serialize)]
+pub struct IngestedAlert {
+    incident_id: Option<i64>,
+    /// The run the incident started; `null` until the engine runs playbooks.
+    run_id: Option<i64>,
+    deduplicated: bool,
+    action: IntakeAction,
+    alert_name: String,
+    fingerprint: String,
+    status: AlertStatus,
+}
+
+type Accepted = (StatusCode, Json<IngestResponse>);
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    query: Result<ApiQuery<IngestQuery>, AppError>,
+    body: Result<JsonBody, AppError>,
+) -> Result<Accepted, AppError> {
+    let declared = query.and_then(|ApiQuery(q)| {
+        q.source
+            .map(|name| intake::declared_source(&name))
+            .transpose()
+            .map_err(AppError::from)
+    });
+    accept(&state, &caller, declared, body).await
+}
+
+pub async fn alertmanager_webhook(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    body: Result<JsonBody, AppError>,
+) -> Result<Accepted, AppError> {
+    let declared = intake::declared_source("alertmanager").map_err(AppError::from);
+    accept(&state, &caller, declared.map(Some), body).await
+}
+
+/// Parses, stores and counts one delivery; every refusal is counted and logged too.
+async fn accept(
+    state: &AppState,
+    caller: &Principal,
+    declared: Result<Option<(Source, Format)>, AppError>,
+    body: Result<JsonBody, AppError>,
+) -> Result<Accepted, AppError> {
+    let source_label = match &declared {
+        Ok(Some((source, _))) => source.as_str().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    let result = async {
+        let declared = declared?;
+        let JsonBody(body) = body?;
+        let delivery = intake::parse(&body, declared)?;
+        // serde_json has validated the bytes as UTF-8 JSON already.
+        let raw = std::str::from_utf8(&body)
+            .map_err(|e| AppError::Intake(intake::IntakeError::InvalidJson(e.to_string())))?;
+        let outcomes = state
+            .store
+            .record_delivery(&delivery, raw, caller, state.clock.now())
+            .await?;
+        Ok::<_, AppError>((delivery, outcomes))
+    }
+    .await;
+
+    match result {
+        Ok((delivery, outcomes)) => {
+            let incidents: Vec<IngestedAlert> = delivery
+                .alerts
+                .iter()
+                .zip(&outcomes)
+                .map(|(alert, outcome)| {
+                    metrics::counter!(
+                        "runbookd_alerts_total",
+                        "source" => delivery.source.as_str().to_owned(),
+                        "outcome" => outcome.action.as_str(),
+                    )
+                    .increment(1);
+                    IngestedAlert {
+                        incident_id: outcome.incident_id,
+                        run_id: None,
+                        deduplicated: outcome.action == IntakeAction::Deduplicated,
+                        action: outcome.action,
+                        alert_name: alert.name.as_str().to_owned(),
+                        fingerprint: alert.fingerprint.as_str().to_owned(),
+                        status: alert.status,
+                    }
+                })
+                .collect();
+            tracing::info!(
+                caller = %caller.name,
+                source = delivery.source.as_str(),
+                alerts = incidents.len(),
+                "delivery accepted"
+            );
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(IngestResponse {
+                    status: "accepted",
+                    count: incidents.len(),
+                    incidents,
+                }),
+            ))
+        }
+        Err(error) => {
+            let outcome = if error.status().is_client_error() {
+                "rejected"
+            } else {
+                "failed"
+            };
+            metrics::counter!(
+                "runbookd_alerts_total",
+                "source" => source_label,
+                "outcome" => outcome,
+            )
+            .increment(1);
+            if error.status().is_client_error() {
+                tracing::info!(caller = %caller.name, code = error.code(), reason = %error, "delivery refused");
+            }
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Alertmanager's webhook body, version 4 (reference/alertmanager-v4.json).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::Deserialize;
+
+use super::fingerprint::fingerprint;
+use super::{
+    Alert, AlertName, AlertStatus, Annotations, Delivery, IntakeError, Labels,
+    MAX_ALERTS_PER_DELIVERY, Severity, Source, at,
+};
+
+/// Only what runbookd reads; the group fields stay in the kept raw body.
+#[derive(Debug, Deserialize)]
+pub(super) struct Webhook {
+    version: String,
+    alerts: Vec<WebhookAlert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookAlert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    fingerprint: Option<String>,
+}
+
+pub(super) fn normalize(webhook: Webhook, source: Option<Source>) -> Result<Delivery, IntakeError> {
+    if webhook.version != "4" {
+        return Err(IntakeError::Invalid(format!(
+            "version: webhook version '{}' is not supported; runbookd reads version 4",
+            webhook.version.escape_debug()
+        )));
+    }
+    if webhook.alerts.is_empty() {
+        return Err(IntakeError::Invalid(
+            "alerts: the array is empty; a notification carries at least one alert".to_owned(),
+        ));
+    }
+    if webhook.alerts.len() > MAX_ALERTS_PER_DELIVERY {
+        return Err(IntakeError::Invalid(format!(
+            "alerts: {} alerts in one delivery; at most {MAX_ALERTS_PER_DELIVERY} are accepted \
+             (set max_alerts on the webhook receiver)",
+            webhook.alerts.len()
+        )));
+    }
+    let source = match source {
+        Some(source) => source,
+        None => Source::parse("alertmanager").map_err(IntakeError::Invalid)?,
+    };
+    let alerts = webhook
+        .alerts
+        .into_iter()
+        .enumerate()
+        .map(|(i, alert)| normalize_alert(i, alert, &source))
+        .collect::<Result<_, _>>()?;
+    Ok(Delivery { source, alerts })
+}
+
+fn normalize_alert(i: usize, alert: WebhookAlert, source: &Source) -> Result<Alert, IntakeError> {
+    let status = AlertStatus::parse(&alert.status).map_err(at(format!("alerts[{i}].status")))?;
+    let name = alert.labels.get("alertname").ok_or_else(|| {
+        IntakeError::Invalid(format!(
+            "alerts[{i}].labels: the alertname label is missing"
+        ))
+    })?;
+    let name = AlertName::parse(name).map_err(at(format!("alerts[{i}].labels.alertname")))?;
+    let severity = Severity::parse(alert.labels.get("severity").map(String::as_str))
+        .map_err(at(format!("alerts[{i}].labels.severity")))?;
+    let labels = Labels::parse(alert.labels).map_err(at(format!("alerts[{i}].labels")))?;
+    let annotations =
+        Annotations::parse(alert.annotations).map_err(at(format!("alerts[{i}].annotations")))?;
+    let fingerprint = fingerprint(alert.fingerprint.as_deref(), &name, &labels)
+        .map_err(at(format!("alerts[{i}].fingerprint")))?;
+    Ok(Alert {
+        source: source.clone(),
+        name,
+        severity,
+        status,
+        labels,
+        annotations,
+        starts_at: alert.starts_at.and_then(set_time),
+        ends_at: alert.ends_at.and_then(set_time),
+        fingerprint,
+    })
+}
+
+/// Go's zero time (`0001-01-01T00:00:00Z`) means "not set".
+fn set_time(time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (time.year() > 1).then_some(time)
+}

@@ -1,0 +1,67 @@
+//! The flat IngestPayload of the existing pipeline: the alert-forwarder CronJob
+//! (reference/ingest-pbs-forwarder.json) and manual posts (reference/ingest-generic.json).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::fingerprint::fingerprint;
+use super::{
+    Alert, AlertName, AlertStatus, Annotations, Delivery, IntakeError, Labels, Severity, Source, at,
+};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct IngestPayload {
+    alert_name: String,
+    description: Option<String>,
+    severity: Option<String>,
+    fingerprint: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    source: Option<String>,
+    status: Option<String>,
+}
+
+pub(super) fn normalize(
+    payload: IngestPayload,
+    declared: Option<Source>,
+) -> Result<Delivery, IntakeError> {
+    let source = match (declared, &payload.source) {
+        (Some(source), _) => source,
+        (None, Some(named)) => Source::parse(named).map_err(at("source"))?,
+        (None, None) => Source::parse("generic").map_err(IntakeError::Invalid)?,
+    };
+    let name = AlertName::parse(&payload.alert_name).map_err(at("alert_name"))?;
+    let severity = Severity::parse(payload.severity.as_deref()).map_err(at("severity"))?;
+    let status = match &payload.status {
+        Some(status) => AlertStatus::parse(status).map_err(at("status"))?,
+        None => AlertStatus::Firing,
+    };
+    let labels = Labels::parse(payload.labels).map_err(at("labels"))?;
+    let mut annotations = payload.annotations;
+    if let Some(description) = payload.description {
+        annotations
+            .entry("description".to_owned())
+            .or_insert(description);
+    }
+    let annotations = Annotations::parse(annotations).map_err(at("annotations"))?;
+    let fingerprint =
+        fingerprint(payload.fingerprint.as_deref(), &name, &labels).map_err(at("fingerprint"))?;
+    let alert = Alert {
+        source: source.clone(),
+        name,
+        severity,
+        status,
+        labels,
+        annotations,
+        starts_at: None,
+        ends_at: None,
+        fingerprint,
+    };
+    Ok(Delivery {
+        source,
+        alerts: vec![alert],
+    })
+}

@@ -1,0 +1,118 @@
+//! Intake: every payload shape runbookd accepts, turned into normalized [`Alert`]s.
+//!
+//! | format | how it is recognised | source |
+//! |---|---|---|
+//! | Alertmanager webhook v4 | `?source=alertmanager`, `/webhook/alertmanager`, or an `alerts` array | `alertmanager` |
+//! | sweep finding | `?source=sweep`, or a `check_name` field | `sweep` |
+//! | IngestPayload (forwarder, manual) | `?source=pbs\|manual\|generic`, or an `alert_name` field | the query, else the body's `source`, else `generic` |
+//!
+//! Parsing is pure: it touches no database, so a payload is either wholly valid or refused
+//! before anything is stored.
+
+pub mod alert;
+mod alertmanager;
+pub mod fingerprint;
+mod ingest_payload;
+mod sweep;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use alert::{
+    Alert, AlertName, AlertStatus, Annotations, Fingerprint, Labels, Severity, Source,
+};
+
+/// One delivery may carry at most this many alerts.
+pub const MAX_ALERTS_PER_DELIVERY: usize = 1000;
+
+/// The body shapes runbookd reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Alertmanager,
+    SweepFinding,
+    IngestPayload,
+}
+
+/// Why a delivery was refused. Every message says what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IntakeError {
+    #[error(
+        "unknown source '{0}': use one of {KNOWN_SOURCES}, or leave ?source out and let the body tell"
+    )]
+    UnknownSource(String),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+const KNOWN_SOURCES: &str = "alertmanager, sweep, pbs, manual, generic";
+
+/// A delivery's alerts, all valid, and who sent them.
+#[derive(Debug)]
+pub struct Delivery {
+    pub source: Source,
+    pub alerts: Vec<Alert>,
+}
+
+/// Resolves `?source=` to the sender and its format. Unknown names are refused rather than
+/// guessed: a typo in a forwarder's URL should fail loudly, not land as `generic`.
+pub fn declared_source(name: &str) -> Result<(Source, Format), IntakeError> {
+    let format = match name {
+        "alertmanager" => Format::Alertmanager,
+        "sweep" => Format::SweepFinding,
+        "pbs" | "manual" | "generic" => Format::IngestPayload,
+        _ => return Err(IntakeError::UnknownSource(name.escape_debug().to_string())),
+    };
+    let source = Source::parse(name).map_err(IntakeError::Invalid)?;
+    Ok((source, format))
+}
+
+/// Parses one delivery. `declared` is the source the URL named; without it the body's shape
+/// decides.
+pub fn parse(body: &[u8], declared: Option<(Source, Format)>) -> Result<Delivery, IntakeError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| IntakeError::InvalidJson(e.to_string()))?;
+    let Value::Object(object) = &value else {
+        return Err(IntakeError::Invalid(
+            "the body must be a JSON object".to_owned(),
+        ));
+    };
+    let (source, format) = match declared {
+        Some(declared) => (Some(declared.0), declared.1),
+        None if object.contains_key("alerts") => (None, Format::Alertmanager),
+        None if object.contains_key("check_name") => (None, Format::SweepFinding),
+        None if object.contains_key("alert_name") => (None, Format::IngestPayload),
+        None => {
+            return Err(IntakeError::Invalid(format!(
+                "cannot tell the payload's format: expected an `alerts` array (Alertmanager), \
+                 `check_name` (sweep finding) or `alert_name` (IngestPayload), or name the \
+                 sender with ?source= ({KNOWN_SOURCES})"
+            )));
+        }
+    };
+    let delivery = match format {
+        Format::Alertmanager => alertmanager::normalize(typed(value)?, source)?,
+        Format::SweepFinding => sweep::normalize(typed(value)?, source)?,
+        Format::IngestPayload => ingest_payload::normalize(typed(value)?, source)?,
+    };
+    Ok(delivery)
+}
+
+/// Deserializes with the failing field's path in the message (`alerts[0].labels.backup_id:
+/// invalid type: integer 451, expected a string`).
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, IntakeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            IntakeError::Invalid(e.inner().to_string())
+        } else {
+            IntakeError::Invalid(format!("{path}: {}", e.inner()))
+        }
+    })
+}
+
+/// Prefixes a validation message with the field it is about.
+fn at(path: impl std::fmt::Display) -> impl FnOnce(String) -> IntakeError {
+    move |message| IntakeError::Invalid(format!("{path}: {message}"))
+}

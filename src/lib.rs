@@ -1,0 +1,35 @@
+//! runbookd fixes a Proxmox homelab's broken backups before a human wakes up.
+//!
+//! Alerts arrive over HTTP, become incidents, and (with the engine) each incident runs the
+//! matching playbook as a durable state machine. Everything is recorded in SQLite.
+//!
+//! ```text
+//! HTTP intake ─► normalize (Alert) ─► dedupe into Incident ─► (engine: match Playbook ─► Run)
+//!                                           │
+//!                                     audit log ◄── every intake and transition, with its actor
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML config, overrides, defaults, and `runbookd check`'s validation.
+//! - [`auth`]: roles and tokens, compared in constant time.
+//! - [`intake`]: every accepted payload format → [`intake::Alert`], and the one fingerprint
+//!   function.
+//! - [`store`]: SQLite repositories (one writer connection, read-only readers), migrations in
+//!   `migrations/`, the append-only audit trail.
+//! - [`http`]: routes, auth layer, the one [`http::AppError`].
+//! - [`startup`]: builds the app bound to a port (port 0 in tests) and runs it until shutdown.
+//! - [`telemetry`]: logs and metrics. [`clock`]: the one clock.
+//!
+//! # Errors
+//! Library code that callers branch on returns concrete errors (`IntakeError`, `StoreError`,
+//! `AppError`), classified where they happen. Start-up and CLI plumbing, where the only thing
+//! to do with an error is to report it, use `anyhow` with context.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod intake;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
