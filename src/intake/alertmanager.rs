@@ -14,8 +14,10 @@ use super::{
 /// Only what runbookd reads; the group fields stay in the kept raw body.
 #[derive(Debug, Deserialize)]
 pub(super) struct Webhook {
-    version: String,
+    // `alerts` first: when both are missing, the body is not a webhook at all, and saying so
+    // helps more than asking for a version.
     alerts: Vec<WebhookAlert>,
+    version: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,201 @@
+//! Shared test harness: the app in-process on port 0 with its own SQLite file, the real binary
+//! as a child process, a settable clock, and waiting on observable conditions.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use runbookd::auth::{Role, Token, TokenTable};
+use runbookd::clock::Clock;
+use runbookd::config::Config;
+use runbookd::startup::Application;
+use serde_json::Value;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
+pub const AGENT_TOKEN: &str = "test-agent-token-0123456789";
+pub const APPROVER_TOKEN: &str = "test-approver-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// One token per role, named after the role.
+pub fn role_tokens() -> TokenTable {
+    TokenTable::new(vec![
+        Token::new("ingest", Role::Ingest, INGEST_TOKEN),
+        Token::new("agent", Role::Agent, AGENT_TOKEN),
+        Token::new("approver", Role::Approver, APPROVER_TOKEN),
+        Token::new("admin", Role::Admin, ADMIN_TOKEN),
+    ])
+}
+
+pub fn token_for(role: Role) -> &'static str {
+    match role {
+        Role::Ingest => INGEST_TOKEN,
+        Role::Agent => AGENT_TOKEN,
+        Role::Approver => APPROVER_TOKEN,
+        Role::Admin => ADMIN_TOKEN,
+    }
+}
+
+/// A clock that only moves when a test moves it.
+pub struct TestClock(Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    pub fn new() -> Self {
+        Self(Mutex::new(Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap()))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// A payload from `tests/fixtures/reference/`.
+pub fn reference(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The app, in this process, on a free loopback port, with its own database file.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<TestClock>,
+    pub db_path: PathBuf,
+    dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.database.path = dir.path().join("runbookd.db");
+        adjust(&mut config);
+        let clock = Arc::new(TestClock::new());
+        let app = Application::build(&config, role_tokens(), clock.clone())
+            .await
+            .expect("the app builds");
+        let address = format!("http://{}", app.local_addr());
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        Self {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            clock,
+            db_path: config.database.path,
+            dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs `body` as JSON with a bearer token.
+    pub async fn post_json(&self, path: &str, token: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the request completes")
+    }
+
+    /// GETs `path` as admin and returns the JSON body, asserting 200.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// A separate connection to the app's database file, as an operator's sqlite3 would be.
+    pub async fn db(&self) -> SqliteConnection {
+        SqliteConnectOptions::new()
+            .filename(&self.db_path)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Rows in `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        let mut db = self.db().await;
+        let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+        count
+    }
+
+    /// Asks for a graceful shutdown and waits for it; keeps the database directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.server
+            .take()
+            .unwrap()
+            .await
+            .unwrap()
+            .expect("the app stops cleanly");
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within`. For conditions that an
+/// outside process (Alertmanager, the service binary) makes true in its own time.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+    }
+}

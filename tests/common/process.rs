@@ -1,0 +1,92 @@
+//! The real `runbookd` binary as a child process, for tests and benchmarks that need a
+//! separate process: restarts, signals, RSS.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct ServiceProcess {
+    pub child: Child,
+    pub address: String,
+    /// Every log line the process has printed so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `runbookd serve` on a free loopback port with `db`, and returns once it logs
+    /// that it is listening. `env` adds environment variables.
+    pub async fn start(db: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runbookd"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--db"])
+            .arg(db)
+            .env_remove("RUNBOOKD_CONFIG")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("the runbookd binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = stdout.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let Some(address) = event["address"].as_str() {
+                    return format!("http://{address}");
+                }
+            }
+            panic!("runbookd exited before listening: {:?}", log.lock().unwrap());
+        })
+        .await
+        .expect("runbookd starts listening within 30 s");
+
+        drain(log.clone(), stdout);
+        drain(log.clone(), BufReader::new(child.stderr.take().unwrap()).lines());
+        Self {
+            child,
+            address,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("runbookd exits within 30 s of SIGTERM")
+            .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Keeps reading a child's output into `log`, so the child never blocks on a full pipe.
+fn drain<R>(log: Arc<Mutex<Vec<String>>>, mut lines: tokio::io::Lines<R>)
+where
+    R: tokio::io::AsyncBufRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.lock().unwrap().push(line);
+        }
+    });
+}

@@ -1,0 +1,96 @@
+//! Acceptance 2: concurrent identical alerts make exactly one incident whose counter equals the
+//! number of posts; resolve closes it; a later firing opens a new one.
+
+mod common;
+
+use chrono::Duration;
+use common::{INGEST_TOKEN, TestApp, reference};
+use futures::future::join_all;
+use serde_json::Value;
+
+const POSTS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_make_one_incident_and_count_every_post() {
+    let app = TestApp::spawn().await;
+    let body = reference("alertmanager-v4.json");
+    let responses = join_all((0..POSTS).map(|_| async {
+        let response = app.post_json("/webhook/alertmanager", INGEST_TOKEN, &body).await;
+        assert_eq!(response.status(), 202);
+        response.json::<Value>().await.unwrap()["incidents"][0].clone()
+    }))
+    .await;
+
+    let first = responses[0]["incident_id"].clone();
+    assert!(responses.iter().all(|r| r["incident_id"] == first));
+    let fresh = responses.iter().filter(|r| r["deduplicated"] == false).count();
+    assert_eq!(fresh, 1, "exactly one post opened the incident");
+
+    let open = app.get_json("/api/v1/incidents?status=open").await;
+    let incidents = open["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["alert_count"], POSTS);
+    assert_eq!(app.count("alerts").await, POSTS as i64);
+    assert_eq!(app.count("audit_events").await, POSTS as i64);
+}
+
+#[tokio::test]
+async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
+    let app = TestApp::spawn().await;
+    let firing = reference("alertmanager-v4.json");
+    let resolved = firing.replace("\"firing\"", "\"resolved\"");
+
+    let post = |body: String| {
+        let app = &app;
+        async move {
+            let response = app.post_json("/webhook/alertmanager", INGEST_TOKEN, &body).await;
+            assert_eq!(response.status(), 202);
+            response.json::<Value>().await.unwrap()["incidents"][0].clone()
+        }
+    };
+
+    let opened = post(firing.clone()).await;
+    let first_id = opened["incident_id"].as_i64().unwrap();
+    app.clock.advance(Duration::minutes(5));
+    let repeat = post(firing.clone()).await;
+    assert_eq!(repeat["incident_id"], first_id);
+    assert_eq!(repeat["deduplicated"], true);
+
+    app.clock.advance(Duration::minutes(5));
+    let closed = post(resolved.clone()).await;
+    assert_eq!(closed["incident_id"], first_id);
+    assert_eq!(closed["action"], "resolved");
+    let detail = app.get_json(&format!("/api/v1/incidents/{first_id}")).await;
+    assert_eq!(detail["incident"]["status"], "resolved");
+    assert_eq!(detail["incident"]["alert_count"], 2);
+    assert!(detail["incident"]["resolved_at"].as_str().unwrap().starts_with("2026-11-26T03:10:00"));
+    assert!(detail["incident"]["last_seen"].as_str().unwrap().starts_with("2026-11-26T03:10:00"));
+    let actions: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["incident.opened", "incident.deduplicated", "incident.source_resolved"]
+    );
+
+    // Alertmanager repeats resolved notifications: a second one changes nothing.
+    let again = post(resolved).await;
+    assert_eq!(again["incident_id"], Value::Null);
+    assert_eq!(again["action"], "resolve_unmatched");
+
+    let reopened = post(firing).await;
+    let second_id = reopened["incident_id"].as_i64().unwrap();
+    assert_ne!(second_id, first_id);
+    assert_eq!(reopened["deduplicated"], false);
+    let all = app.get_json("/api/v1/incidents").await;
+    let statuses: Vec<&str> = all["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["open", "resolved"], "newest first");
+}
