@@ -1,0 +1,177 @@
+//! Acceptance 4: every route × {no token, wrong token, each role}, plus the anonymous-ingest
+//! opt-in.
+
+mod common;
+
+use common::{INGEST_TOKEN, TestApp, reference, token_for};
+use runbookd::auth::Role;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Nobody,
+    WrongToken,
+    Role(Role),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Needs {
+    Ingest,
+    Read,
+    Nothing,
+}
+
+struct Route {
+    method: &'static str,
+    path: String,
+    body: Option<String>,
+    needs: Needs,
+}
+
+fn expected_status(needs: Needs, caller: Caller, success: u16) -> u16 {
+    match (needs, caller) {
+        (Needs::Nothing, _) => success,
+        (_, Caller::Nobody | Caller::WrongToken) => 401,
+        (Needs::Ingest, Caller::Role(Role::Ingest | Role::Admin)) => success,
+        (Needs::Read, Caller::Role(Role::Agent | Role::Approver | Role::Admin)) => success,
+        (_, Caller::Role(_)) => 403,
+    }
+}
+
+#[tokio::test]
+async fn every_route_checks_its_role() {
+    let app = TestApp::spawn().await;
+    let opened = app
+        .post_json("/webhook/alertmanager", INGEST_TOKEN, &reference("alertmanager-v4.json"))
+        .await;
+    let id = opened.json::<Value>().await.unwrap()["incidents"][0]["incident_id"].clone();
+
+    let routes = [
+        Route { method: "POST", path: "/ingest".into(), body: Some(reference("ingest-generic.json")), needs: Needs::Ingest },
+        Route { method: "POST", path: "/ingest?source=pbs".into(), body: Some(reference("ingest-pbs-forwarder.json")), needs: Needs::Ingest },
+        Route { method: "POST", path: "/webhook/alertmanager".into(), body: Some(reference("alertmanager-v4.json")), needs: Needs::Ingest },
+        Route { method: "GET", path: "/api/v1/incidents".into(), body: None, needs: Needs::Read },
+        Route { method: "GET", path: format!("/api/v1/incidents/{id}"), body: None, needs: Needs::Read },
+        Route { method: "GET", path: "/healthz".into(), body: None, needs: Needs::Nothing },
+        Route { method: "GET", path: "/readyz".into(), body: None, needs: Needs::Nothing },
+        Route { method: "GET", path: "/metrics".into(), body: None, needs: Needs::Nothing },
+    ];
+    let callers = [
+        Caller::Nobody,
+        Caller::WrongToken,
+        Caller::Role(Role::Ingest),
+        Caller::Role(Role::Agent),
+        Caller::Role(Role::Approver),
+        Caller::Role(Role::Admin),
+    ];
+
+    let mut failures = Vec::new();
+    let mut accepted_posts = 0;
+    for route in &routes {
+        for caller in callers {
+            let mut request = match route.method {
+                "POST" => app.client.post(app.url(&route.path)),
+                _ => app.client.get(app.url(&route.path)),
+            };
+            if let Some(body) = &route.body {
+                request = request.header("content-type", "application/json").body(body.clone());
+            }
+            request = match caller {
+                Caller::Nobody => request,
+                Caller::WrongToken => request.bearer_auth("not-a-token-of-this-service"),
+                Caller::Role(role) => request.bearer_auth(token_for(role)),
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let challenge = response.headers().get("www-authenticate").cloned();
+            let success = if route.method == "POST" { 202 } else { 200 };
+            let want = expected_status(route.needs, caller, success);
+            if status == 202 {
+                accepted_posts += 1;
+            }
+            let body = response.text().await.unwrap();
+            if status != want {
+                failures.push(format!("{} {} as {caller:?}: got {status}, want {want}: {body}", route.method, route.path));
+            }
+            if want == 401 && challenge.is_none() {
+                failures.push(format!("{} {} as {caller:?}: 401 without WWW-Authenticate", route.method, route.path));
+            }
+            if (want == 401 || want == 403) && !serde_json::from_str::<Value>(&body).is_ok_and(|b| b["error"]["code"].is_string()) {
+                failures.push(format!("{} {} as {caller:?}: error body is not JSON: {body}", route.method, route.path));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Refused posts stored nothing: only the opening post and the accepted ones are there.
+    assert_eq!(app.count("deliveries").await, 1 + accepted_posts);
+}
+
+#[tokio::test]
+async fn a_forbidden_caller_is_told_its_role() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/incidents"))
+        .bearer_auth(INGEST_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "token 'ingest' has role 'ingest', which may not read incidents"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_authorization_header_gets_401() {
+    let app = TestApp::spawn().await;
+    for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", INGEST_TOKEN] {
+        let response = app
+            .client
+            .post(app.url("/ingest"))
+            .header("authorization", header)
+            .header("content-type", "application/json")
+            .body(reference("ingest-generic.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{header:?}");
+    }
+    assert_eq!(app.count("deliveries").await, 0);
+}
+
+#[tokio::test]
+async fn anonymous_ingest_only_when_the_config_opts_in() {
+    let post_anonymously = |app: &TestApp| {
+        app.client
+            .post(app.url("/webhook/alertmanager"))
+            .header("content-type", "application/json")
+            .body(reference("alertmanager-v4.json"))
+            .send()
+    };
+
+    let closed = TestApp::spawn().await;
+    assert_eq!(post_anonymously(&closed).await.unwrap().status(), 401);
+
+    let open = TestApp::spawn_with(|config| config.http.allow_anonymous_ingest = true).await;
+    let response = post_anonymously(&open).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let detail = open.get_json("/api/v1/incidents/1").await;
+    assert_eq!(detail["timeline"][0]["actor"], "anonymous");
+
+    // A wrong token is still refused, and anonymity grants no reading.
+    let wrong = open
+        .client
+        .post(open.url("/webhook/alertmanager"))
+        .bearer_auth("not-a-token-of-this-service")
+        .header("content-type", "application/json")
+        .body(reference("alertmanager-v4.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let read = open.client.get(open.url("/api/v1/incidents")).send().await.unwrap();
+    assert_eq!(read.status(), 401);
+}
