@@ -66,7 +66,10 @@ receivers:
     let am = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(alertmanager_binary())
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         // An empty address turns clustering (gossip on 0.0.0.0:9094) off.
         .arg("--cluster.listen-address=")
@@ -84,10 +87,14 @@ receivers:
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    eventually("Alertmanager to be ready", Duration::from_secs(30), || async {
-        let ready = client.get(format!("{am}/-/ready")).send().await.ok()?;
-        ready.status().is_success().then_some(())
-    })
+    eventually(
+        "Alertmanager to be ready",
+        Duration::from_secs(30),
+        || async {
+            let ready = client.get(format!("{am}/-/ready")).send().await.ok()?;
+            ready.status().is_success().then_some(())
+        },
+    )
     .await;
 
     let now = Utc::now();
@@ -106,7 +113,11 @@ receivers:
         .send()
         .await
         .unwrap();
-    assert!(posted.status().is_success(), "{}", posted.text().await.unwrap());
+    assert!(
+        posted.status().is_success(),
+        "{}",
+        posted.text().await.unwrap()
+    );
     let active: Value = client
         .get(format!("{am}/api/v2/alerts"))
         .send()
@@ -127,17 +138,30 @@ receivers:
     assert_eq!(incident["source"], "alertmanager");
     let id = incident["id"].as_i64().unwrap();
 
-    let resolved = eventually("the incident to resolve after endsAt", Duration::from_secs(60), || async {
-        let detail = app.get_json(&format!("/api/v1/incidents/{id}")).await;
-        (detail["incident"]["status"] == "resolved").then_some(detail)
-    })
+    let resolved = eventually(
+        "the incident to resolve after endsAt",
+        Duration::from_secs(60),
+        || async {
+            let detail = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+            (detail["incident"]["status"] == "resolved").then_some(detail)
+        },
+    )
     .await;
     let timeline = resolved["timeline"].as_array().unwrap();
-    assert!(timeline.iter().all(|e| e["actor"] == "ingest"), "Alertmanager used the bearer token: {timeline:?}");
-    assert_eq!(timeline.last().unwrap()["action"], "incident.source_resolved");
+    assert!(
+        timeline.iter().all(|e| e["actor"] == "ingest"),
+        "Alertmanager used the bearer token: {timeline:?}"
+    );
+    assert_eq!(
+        timeline.last().unwrap()["action"],
+        "incident.source_resolved"
+    );
     let resolve_alert = &resolved["alerts"][0];
     assert_eq!(resolve_alert["status"], "resolved");
-    assert!(resolve_alert["ends_at"].is_string(), "a resolved alert carries its end: {resolve_alert}");
+    assert!(
+        resolve_alert["ends_at"].is_string(),
+        "a resolved alert carries its end: {resolve_alert}"
+    );
     // One open incident for one alert, however many notifications Alertmanager sent.
     let all = app.get_json("/api/v1/incidents").await;
     assert_eq!(all["incidents"].as_array().unwrap().len(), 1);

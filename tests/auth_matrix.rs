@@ -42,19 +42,63 @@ fn expected_status(needs: Needs, caller: Caller, success: u16) -> u16 {
 async fn every_route_checks_its_role() {
     let app = TestApp::spawn().await;
     let opened = app
-        .post_json("/webhook/alertmanager", INGEST_TOKEN, &reference("alertmanager-v4.json"))
+        .post_json(
+            "/webhook/alertmanager",
+            INGEST_TOKEN,
+            &reference("alertmanager-v4.json"),
+        )
         .await;
     let id = opened.json::<Value>().await.unwrap()["incidents"][0]["incident_id"].clone();
 
     let routes = [
-        Route { method: "POST", path: "/ingest".into(), body: Some(reference("ingest-generic.json")), needs: Needs::Ingest },
-        Route { method: "POST", path: "/ingest?source=pbs".into(), body: Some(reference("ingest-pbs-forwarder.json")), needs: Needs::Ingest },
-        Route { method: "POST", path: "/webhook/alertmanager".into(), body: Some(reference("alertmanager-v4.json")), needs: Needs::Ingest },
-        Route { method: "GET", path: "/api/v1/incidents".into(), body: None, needs: Needs::Read },
-        Route { method: "GET", path: format!("/api/v1/incidents/{id}"), body: None, needs: Needs::Read },
-        Route { method: "GET", path: "/healthz".into(), body: None, needs: Needs::Nothing },
-        Route { method: "GET", path: "/readyz".into(), body: None, needs: Needs::Nothing },
-        Route { method: "GET", path: "/metrics".into(), body: None, needs: Needs::Nothing },
+        Route {
+            method: "POST",
+            path: "/ingest".into(),
+            body: Some(reference("ingest-generic.json")),
+            needs: Needs::Ingest,
+        },
+        Route {
+            method: "POST",
+            path: "/ingest?source=pbs".into(),
+            body: Some(reference("ingest-pbs-forwarder.json")),
+            needs: Needs::Ingest,
+        },
+        Route {
+            method: "POST",
+            path: "/webhook/alertmanager".into(),
+            body: Some(reference("alertmanager-v4.json")),
+            needs: Needs::Ingest,
+        },
+        Route {
+            method: "GET",
+            path: "/api/v1/incidents".into(),
+            body: None,
+            needs: Needs::Read,
+        },
+        Route {
+            method: "GET",
+            path: format!("/api/v1/incidents/{id}"),
+            body: None,
+            needs: Needs::Read,
+        },
+        Route {
+            method: "GET",
+            path: "/healthz".into(),
+            body: None,
+            needs: Needs::Nothing,
+        },
+        Route {
+            method: "GET",
+            path: "/readyz".into(),
+            body: None,
+            needs: Needs::Nothing,
+        },
+        Route {
+            method: "GET",
+            path: "/metrics".into(),
+            body: None,
+            needs: Needs::Nothing,
+        },
     ];
     let callers = [
         Caller::Nobody,
@@ -74,7 +118,9 @@ async fn every_route_checks_its_role() {
                 _ => app.client.get(app.url(&route.path)),
             };
             if let Some(body) = &route.body {
-                request = request.header("content-type", "application/json").body(body.clone());
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.clone());
             }
             request = match caller {
                 Caller::Nobody => request,
@@ -91,13 +137,25 @@ async fn every_route_checks_its_role() {
             }
             let body = response.text().await.unwrap();
             if status != want {
-                failures.push(format!("{} {} as {caller:?}: got {status}, want {want}: {body}", route.method, route.path));
+                failures.push(format!(
+                    "{} {} as {caller:?}: got {status}, want {want}: {body}",
+                    route.method, route.path
+                ));
             }
             if want == 401 && challenge.is_none() {
-                failures.push(format!("{} {} as {caller:?}: 401 without WWW-Authenticate", route.method, route.path));
+                failures.push(format!(
+                    "{} {} as {caller:?}: 401 without WWW-Authenticate",
+                    route.method, route.path
+                ));
             }
-            if (want == 401 || want == 403) && !serde_json::from_str::<Value>(&body).is_ok_and(|b| b["error"]["code"].is_string()) {
-                failures.push(format!("{} {} as {caller:?}: error body is not JSON: {body}", route.method, route.path));
+            if (want == 401 || want == 403)
+                && !serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|b| b["error"]["code"].is_string())
+            {
+                failures.push(format!(
+                    "{} {} as {caller:?}: error body is not JSON: {body}",
+                    route.method, route.path
+                ));
             }
         }
     }
@@ -172,6 +230,11 @@ async fn anonymous_ingest_only_when_the_config_opts_in() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let read = open.client.get(open.url("/api/v1/incidents")).send().await.unwrap();
+    let read = open
+        .client
+        .get(open.url("/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(read.status(), 401);
 }

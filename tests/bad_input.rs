@@ -17,7 +17,14 @@ struct Case {
     says: &'static str,
 }
 
-fn case(what: &'static str, path: &str, body: impl Into<Vec<u8>>, status: u16, code: &'static str, says: &'static str) -> Case {
+fn case(
+    what: &'static str,
+    path: &str,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+    says: &'static str,
+) -> Case {
     Case {
         what,
         path: path.to_owned(),
@@ -41,61 +48,317 @@ fn cases() -> Vec<Case> {
     let ingest = "/ingest";
     let generic = |v: Value| v.to_string().into_bytes();
     let mut cases = vec![
-        case("malformed JSON", am, r#"{"alerts": ["#, 400, "invalid_json", "not valid JSON"),
-        case("empty body", ingest, "", 400, "invalid_json", "not valid JSON"),
-        case("non-UTF-8 bytes", ingest, b"{\"alert_name\": \"caf\xe9\"}".to_vec(), 400, "invalid_json", "not valid JSON"),
-        case("a form body declared as JSON", ingest, "alert_name=x&severity=warning", 400, "invalid_json", "not valid JSON"),
-        case("2 MiB body", ingest, format!("{{\"alert_name\":\"x\",\"description\":\"{}\"}}", "a".repeat(2 * 1024 * 1024)), 413, "payload_too_large", "larger than the limit of 1048576 bytes"),
-        case("missing alerts", am, r#"{"version":"4","status":"firing"}"#, 422, "invalid_payload", "missing field `alerts`"),
-        case("empty alerts", am, r#"{"version":"4","alerts":[]}"#, 422, "invalid_payload", "alerts: the array is empty"),
-        case("alerts is an object", am, r#"{"version":"4","alerts":{}}"#, 422, "invalid_payload", "alerts: invalid type"),
-        case("unsupported webhook version", am, reference("alertmanager-v4.json").replace("\"version\": \"4\"", "\"version\": \"3\""), 422, "invalid_payload", "version 4"),
-        case("unknown ?source", "/ingest?source=nagios", reference("ingest-generic.json"), 400, "unknown_source", "unknown source 'nagios'"),
-        case("unknown query parameter", "/ingest?sauce=pbs", reference("ingest-generic.json"), 400, "bad_request", "sauce"),
-        case("a body of no known shape", ingest, r#"{"title":"disk full"}"#, 422, "invalid_payload", "cannot tell the payload's format"),
-        case("a JSON array body", ingest, "[]", 422, "invalid_payload", "must be a JSON object"),
-        case("a label value of the wrong type", am, am_with(|a| a["labels"]["backup_id"] = json!(451)), 422, "invalid_payload", "alerts[0].labels.backup_id: invalid type: integer"),
-        case("alert_name of the wrong type", ingest, generic(json!({"alert_name": 7})), 422, "invalid_payload", "alert_name: invalid type"),
-        case("startsAt that is not a time", am, am_with(|a| a["startsAt"] = json!("yesterday")), 422, "invalid_payload", "alerts[0].startsAt"),
-        case("an unknown alert status", am, am_with(|a| a["status"] = json!("pending")), 422, "invalid_payload", "alerts[0].status: status 'pending'"),
-        case("no alertname label", am, am_with(|a| { a["labels"].as_object_mut().unwrap().remove("alertname"); }), 422, "invalid_payload", "alertname label is missing"),
-        case("10k labels", am, am_with(|a| { for i in 0..10_000 { a["labels"][format!("l{i}")] = json!("x"); } }), 422, "invalid_payload", "at most 64 are accepted"),
-        case("a control character in a label", am, am_with(|a| a["labels"]["backup_id"] = json!("451\u{7}")), 422, "invalid_payload", "label 'backup_id' contains control characters"),
-        case("a newline in a label", ingest, generic(json!({"alert_name": "x", "labels": {"backup_id": "451\nrm -rf /"}})), 422, "invalid_payload", "control characters"),
-        case("a NUL in the alert name", ingest, generic(json!({"alert_name": "PBS\u{0}Stale"})), 422, "invalid_payload", "alert_name: the alert name contains control characters"),
-        case("an empty alert name", ingest, generic(json!({"alert_name": "  "})), 422, "invalid_payload", "alert_name: the alert name is empty"),
-        case("a label name that Prometheus refuses", ingest, generic(json!({"alert_name": "x", "labels": {"backup-id": "1"}})), 422, "invalid_payload", "'backup-id' is not a valid name"),
-        case("a 3000-character label value", ingest, generic(json!({"alert_name": "x", "labels": {"a": "v".repeat(3000)}})), 422, "invalid_payload", "longer than 2048"),
-        case("a control character in an annotation", am, am_with(|a| a["annotations"]["summary"] = json!("bell\u{7}")), 422, "invalid_payload", "annotation 'summary' contains control characters"),
-        case("shell text in the fingerprint", am, am_with(|a| a["fingerprint"] = json!("451; rm -rf /")), 422, "invalid_payload", "alerts[0].fingerprint"),
-        case("an unknown severity", ingest, generic(json!({"alert_name": "x", "severity": "sev1"})), 422, "invalid_payload", "severity 'sev1' is not one of"),
-        case("a sweep finding without check_name", "/ingest?source=sweep", generic(json!({"check_name": null})), 422, "invalid_payload", "check_name: invalid type: null"),
-        case("an Alertmanager source with a flat body", "/ingest?source=alertmanager", reference("ingest-generic.json"), 422, "invalid_payload", "missing field `alerts`"),
-        case("1001 alerts in one delivery", am, {
-            let mut body: Value = serde_json::from_str(&reference("alertmanager-v4.json")).unwrap();
-            let alert = body["alerts"][0].clone();
-            body["alerts"] = Value::Array(vec![alert; 1001]);
-            body.to_string().into_bytes()
-        }, 422, "invalid_payload", "at most 1000 are accepted"),
-        case("one bad alert after a good one", am, {
-            let mut body: Value = serde_json::from_str(&reference("alertmanager-v4.json")).unwrap();
-            let mut bad = body["alerts"][0].clone();
-            bad["labels"]["alertname"] = json!("");
-            body["alerts"].as_array_mut().unwrap().push(bad);
-            body.to_string().into_bytes()
-        }, 422, "invalid_payload", "alerts[1].labels.alertname: the alert name is empty"),
+        case(
+            "malformed JSON",
+            am,
+            r#"{"alerts": ["#,
+            400,
+            "invalid_json",
+            "not valid JSON",
+        ),
+        case(
+            "empty body",
+            ingest,
+            "",
+            400,
+            "invalid_json",
+            "not valid JSON",
+        ),
+        case(
+            "non-UTF-8 bytes",
+            ingest,
+            b"{\"alert_name\": \"caf\xe9\"}".to_vec(),
+            400,
+            "invalid_json",
+            "not valid JSON",
+        ),
+        case(
+            "a form body declared as JSON",
+            ingest,
+            "alert_name=x&severity=warning",
+            400,
+            "invalid_json",
+            "not valid JSON",
+        ),
+        case(
+            "2 MiB body",
+            ingest,
+            format!(
+                "{{\"alert_name\":\"x\",\"description\":\"{}\"}}",
+                "a".repeat(2 * 1024 * 1024)
+            ),
+            413,
+            "payload_too_large",
+            "larger than the limit of 1048576 bytes",
+        ),
+        case(
+            "missing alerts",
+            am,
+            r#"{"version":"4","status":"firing"}"#,
+            422,
+            "invalid_payload",
+            "missing field `alerts`",
+        ),
+        case(
+            "empty alerts",
+            am,
+            r#"{"version":"4","alerts":[]}"#,
+            422,
+            "invalid_payload",
+            "alerts: the array is empty",
+        ),
+        case(
+            "alerts is an object",
+            am,
+            r#"{"version":"4","alerts":{}}"#,
+            422,
+            "invalid_payload",
+            "alerts: invalid type",
+        ),
+        case(
+            "unsupported webhook version",
+            am,
+            reference("alertmanager-v4.json").replace("\"version\": \"4\"", "\"version\": \"3\""),
+            422,
+            "invalid_payload",
+            "version 4",
+        ),
+        case(
+            "unknown ?source",
+            "/ingest?source=nagios",
+            reference("ingest-generic.json"),
+            400,
+            "unknown_source",
+            "unknown source 'nagios'",
+        ),
+        case(
+            "unknown query parameter",
+            "/ingest?sauce=pbs",
+            reference("ingest-generic.json"),
+            400,
+            "bad_request",
+            "sauce",
+        ),
+        case(
+            "a body of no known shape",
+            ingest,
+            r#"{"title":"disk full"}"#,
+            422,
+            "invalid_payload",
+            "cannot tell the payload's format",
+        ),
+        case(
+            "a JSON array body",
+            ingest,
+            "[]",
+            422,
+            "invalid_payload",
+            "must be a JSON object",
+        ),
+        case(
+            "a label value of the wrong type",
+            am,
+            am_with(|a| a["labels"]["backup_id"] = json!(451)),
+            422,
+            "invalid_payload",
+            "alerts[0].labels.backup_id: invalid type: integer",
+        ),
+        case(
+            "alert_name of the wrong type",
+            ingest,
+            generic(json!({"alert_name": 7})),
+            422,
+            "invalid_payload",
+            "alert_name: invalid type",
+        ),
+        case(
+            "startsAt that is not a time",
+            am,
+            am_with(|a| a["startsAt"] = json!("yesterday")),
+            422,
+            "invalid_payload",
+            "alerts[0].startsAt",
+        ),
+        case(
+            "an unknown alert status",
+            am,
+            am_with(|a| a["status"] = json!("pending")),
+            422,
+            "invalid_payload",
+            "alerts[0].status: status 'pending'",
+        ),
+        case(
+            "no alertname label",
+            am,
+            am_with(|a| {
+                a["labels"].as_object_mut().unwrap().remove("alertname");
+            }),
+            422,
+            "invalid_payload",
+            "alertname label is missing",
+        ),
+        case(
+            "10k labels",
+            am,
+            am_with(|a| {
+                for i in 0..10_000 {
+                    a["labels"][format!("l{i}")] = json!("x");
+                }
+            }),
+            422,
+            "invalid_payload",
+            "at most 64 are accepted",
+        ),
+        case(
+            "a control character in a label",
+            am,
+            am_with(|a| a["labels"]["backup_id"] = json!("451\u{7}")),
+            422,
+            "invalid_payload",
+            "label 'backup_id' contains control characters",
+        ),
+        case(
+            "a newline in a label",
+            ingest,
+            generic(json!({"alert_name": "x", "labels": {"backup_id": "451\nrm -rf /"}})),
+            422,
+            "invalid_payload",
+            "control characters",
+        ),
+        case(
+            "a NUL in the alert name",
+            ingest,
+            generic(json!({"alert_name": "PBS\u{0}Stale"})),
+            422,
+            "invalid_payload",
+            "alert_name: the alert name contains control characters",
+        ),
+        case(
+            "an empty alert name",
+            ingest,
+            generic(json!({"alert_name": "  "})),
+            422,
+            "invalid_payload",
+            "alert_name: the alert name is empty",
+        ),
+        case(
+            "a label name that Prometheus refuses",
+            ingest,
+            generic(json!({"alert_name": "x", "labels": {"backup-id": "1"}})),
+            422,
+            "invalid_payload",
+            "'backup-id' is not a valid name",
+        ),
+        case(
+            "a 3000-character label value",
+            ingest,
+            generic(json!({"alert_name": "x", "labels": {"a": "v".repeat(3000)}})),
+            422,
+            "invalid_payload",
+            "longer than 2048",
+        ),
+        case(
+            "a control character in an annotation",
+            am,
+            am_with(|a| a["annotations"]["summary"] = json!("bell\u{7}")),
+            422,
+            "invalid_payload",
+            "annotation 'summary' contains control characters",
+        ),
+        case(
+            "shell text in the fingerprint",
+            am,
+            am_with(|a| a["fingerprint"] = json!("451; rm -rf /")),
+            422,
+            "invalid_payload",
+            "alerts[0].fingerprint",
+        ),
+        case(
+            "an unknown severity",
+            ingest,
+            generic(json!({"alert_name": "x", "severity": "sev1"})),
+            422,
+            "invalid_payload",
+            "severity 'sev1' is not one of",
+        ),
+        case(
+            "a sweep finding without check_name",
+            "/ingest?source=sweep",
+            generic(json!({"check_name": null})),
+            422,
+            "invalid_payload",
+            "check_name: invalid type: null",
+        ),
+        case(
+            "an Alertmanager source with a flat body",
+            "/ingest?source=alertmanager",
+            reference("ingest-generic.json"),
+            422,
+            "invalid_payload",
+            "missing field `alerts`",
+        ),
+        case(
+            "1001 alerts in one delivery",
+            am,
+            {
+                let mut body: Value =
+                    serde_json::from_str(&reference("alertmanager-v4.json")).unwrap();
+                let alert = body["alerts"][0].clone();
+                body["alerts"] = Value::Array(vec![alert; 1001]);
+                body.to_string().into_bytes()
+            },
+            422,
+            "invalid_payload",
+            "at most 1000 are accepted",
+        ),
+        case(
+            "one bad alert after a good one",
+            am,
+            {
+                let mut body: Value =
+                    serde_json::from_str(&reference("alertmanager-v4.json")).unwrap();
+                let mut bad = body["alerts"][0].clone();
+                bad["labels"]["alertname"] = json!("");
+                body["alerts"].as_array_mut().unwrap().push(bad);
+                body.to_string().into_bytes()
+            },
+            422,
+            "invalid_payload",
+            "alerts[1].labels.alertname: the alert name is empty",
+        ),
     ];
     cases.push(Case {
         content_type: Some("text/plain"),
-        ..case("a text/plain body", ingest, reference("ingest-generic.json"), 415, "unsupported_media_type", "Content-Type 'text/plain' is not JSON")
+        ..case(
+            "a text/plain body",
+            ingest,
+            reference("ingest-generic.json"),
+            415,
+            "unsupported_media_type",
+            "Content-Type 'text/plain' is not JSON",
+        )
     });
     cases.push(Case {
         content_type: None,
-        ..case("no Content-Type", am, reference("alertmanager-v4.json"), 415, "unsupported_media_type", "Content-Type header is missing")
+        ..case(
+            "no Content-Type",
+            am,
+            reference("alertmanager-v4.json"),
+            415,
+            "unsupported_media_type",
+            "Content-Type header is missing",
+        )
     });
     cases.push(Case {
         content_type: Some("application/x-www-form-urlencoded"),
-        ..case("a form content type", am, reference("alertmanager-v4.json"), 415, "unsupported_media_type", "send Content-Type: application/json")
+        ..case(
+            "a form content type",
+            am,
+            reference("alertmanager-v4.json"),
+            415,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        )
     });
     cases
 }
@@ -133,7 +396,13 @@ async fn every_bad_input_is_refused_clearly_and_stores_nothing() {
     }
 
     // The same service still accepts a good delivery afterwards.
-    let good = app.post_json("/webhook/alertmanager", INGEST_TOKEN, &reference("alertmanager-v4.json")).await;
+    let good = app
+        .post_json(
+            "/webhook/alertmanager",
+            INGEST_TOKEN,
+            &reference("alertmanager-v4.json"),
+        )
+        .await;
     assert_eq!(good.status(), 202);
 }
 
@@ -170,7 +439,13 @@ async fn unknown_paths_and_methods_answer_in_json() {
         .unwrap();
     assert_eq!(bad_filter.status(), 400);
     let body: Value = bad_filter.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("unknown variant `burning`"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `burning`"),
+        "{body}"
+    );
 
     let unknown = app
         .client

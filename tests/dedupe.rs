@@ -15,7 +15,9 @@ async fn concurrent_duplicates_make_one_incident_and_count_every_post() {
     let app = TestApp::spawn().await;
     let body = reference("alertmanager-v4.json");
     let responses = join_all((0..POSTS).map(|_| async {
-        let response = app.post_json("/webhook/alertmanager", INGEST_TOKEN, &body).await;
+        let response = app
+            .post_json("/webhook/alertmanager", INGEST_TOKEN, &body)
+            .await;
         assert_eq!(response.status(), 202);
         response.json::<Value>().await.unwrap()["incidents"][0].clone()
     }))
@@ -23,7 +25,10 @@ async fn concurrent_duplicates_make_one_incident_and_count_every_post() {
 
     let first = responses[0]["incident_id"].clone();
     assert!(responses.iter().all(|r| r["incident_id"] == first));
-    let fresh = responses.iter().filter(|r| r["deduplicated"] == false).count();
+    let fresh = responses
+        .iter()
+        .filter(|r| r["deduplicated"] == false)
+        .count();
     assert_eq!(fresh, 1, "exactly one post opened the incident");
 
     let open = app.get_json("/api/v1/incidents?status=open").await;
@@ -43,7 +48,9 @@ async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
     let post = |body: String| {
         let app = &app;
         async move {
-            let response = app.post_json("/webhook/alertmanager", INGEST_TOKEN, &body).await;
+            let response = app
+                .post_json("/webhook/alertmanager", INGEST_TOKEN, &body)
+                .await;
             assert_eq!(response.status(), 202);
             response.json::<Value>().await.unwrap()["incidents"][0].clone()
         }
@@ -63,8 +70,18 @@ async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
     let detail = app.get_json(&format!("/api/v1/incidents/{first_id}")).await;
     assert_eq!(detail["incident"]["status"], "resolved");
     assert_eq!(detail["incident"]["alert_count"], 2);
-    assert!(detail["incident"]["resolved_at"].as_str().unwrap().starts_with("2026-11-26T03:10:00"));
-    assert!(detail["incident"]["last_seen"].as_str().unwrap().starts_with("2026-11-26T03:10:00"));
+    assert!(
+        detail["incident"]["resolved_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-26T03:10:00")
+    );
+    assert!(
+        detail["incident"]["last_seen"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-26T03:10:00")
+    );
     let actions: Vec<&str> = detail["timeline"]
         .as_array()
         .unwrap()
@@ -73,7 +90,11 @@ async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
         .collect();
     assert_eq!(
         actions,
-        ["incident.opened", "incident.deduplicated", "incident.source_resolved"]
+        [
+            "incident.opened",
+            "incident.deduplicated",
+            "incident.source_resolved"
+        ]
     );
 
     // Alertmanager repeats resolved notifications: a second one changes nothing.

@@ -24,7 +24,11 @@ async fn ingest_one(app: &TestApp, path: &str, body: &str) -> (Value, Value) {
 #[tokio::test]
 async fn alertmanager_webhook_v4() {
     let app = TestApp::spawn().await;
-    for path in ["/webhook/alertmanager", "/ingest", "/ingest?source=alertmanager"] {
+    for path in [
+        "/webhook/alertmanager",
+        "/ingest",
+        "/ingest?source=alertmanager",
+    ] {
         let (entry, detail) = ingest_one(&app, path, &reference("alertmanager-v4.json")).await;
         assert_eq!(entry["fingerprint"], "5f1c2a9e7b3d4c10");
         let incident = &detail["incident"];
@@ -47,7 +51,12 @@ async fn alertmanager_webhook_v4() {
             alert["annotations"]["description"],
             "Backup group vm/451 on pbs-datastore last backed up 52h ago"
         );
-        assert!(alert["starts_at"].as_str().unwrap().starts_with("2026-11-26T02:30:00"));
+        assert!(
+            alert["starts_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-11-26T02:30:00")
+        );
         assert_eq!(alert["ends_at"], Value::Null, "Go's zero time means unset");
         // Resolve it so the next path opens a fresh incident rather than deduping.
         let resolved = reference("alertmanager-v4.json").replace("\"firing\"", "\"resolved\"");
@@ -59,8 +68,12 @@ async fn alertmanager_webhook_v4() {
 #[tokio::test]
 async fn alert_forwarder_payload_with_source_pbs() {
     let app = TestApp::spawn().await;
-    let (entry, detail) =
-        ingest_one(&app, "/ingest?source=pbs", &reference("ingest-pbs-forwarder.json")).await;
+    let (entry, detail) = ingest_one(
+        &app,
+        "/ingest?source=pbs",
+        &reference("ingest-pbs-forwarder.json"),
+    )
+    .await;
     assert_eq!(entry["status"], "firing");
     let incident = &detail["incident"];
     assert_eq!(incident["name"], "PBS backup failed: pbs-datastore:vm/451");
@@ -127,7 +140,9 @@ async fn without_an_upstream_fingerprint_the_labels_decide() {
     let c = json!({"alert_name": "DiskFull", "labels": {"mount": "/var", "host": "pbs"}});
     let mut ids = Vec::new();
     for body in [a, b, c] {
-        let response = app.post_json("/ingest", INGEST_TOKEN, &body.to_string()).await;
+        let response = app
+            .post_json("/ingest", INGEST_TOKEN, &body.to_string())
+            .await;
         assert_eq!(response.status(), 202);
         let accepted: Value = response.json().await.unwrap();
         ids.push(accepted["incidents"][0].clone());

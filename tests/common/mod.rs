@@ -48,7 +48,9 @@ pub struct TestClock(Mutex<DateTime<Utc>>);
 
 impl TestClock {
     pub fn new() -> Self {
-        Self(Mutex::new(Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap()))
+        Self(Mutex::new(
+            Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap(),
+        ))
     }
 
     pub fn advance(&self, by: chrono::Duration) {
@@ -88,8 +90,10 @@ impl TestApp {
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
         config.database.path = dir.path().join("runbookd.db");
         adjust(&mut config);
         let clock = Arc::new(TestClock::new());

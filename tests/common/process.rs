@@ -21,7 +21,14 @@ impl ServiceProcess {
     pub async fn start(db: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_runbookd"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--db"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--db",
+            ])
             .arg(db)
             .env_remove("RUNBOOKD_CONFIG")
             .env("RUST_LOG", "info")
@@ -43,13 +50,19 @@ impl ServiceProcess {
                     return format!("http://{address}");
                 }
             }
-            panic!("runbookd exited before listening: {:?}", log.lock().unwrap());
+            panic!(
+                "runbookd exited before listening: {:?}",
+                log.lock().unwrap()
+            );
         })
         .await
         .expect("runbookd starts listening within 30 s");
 
         drain(log.clone(), stdout);
-        drain(log.clone(), BufReader::new(child.stderr.take().unwrap()).lines());
+        drain(
+            log.clone(),
+            BufReader::new(child.stderr.take().unwrap()).lines(),
+        );
         Self {
             child,
             address,
