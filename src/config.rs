@@ -23,6 +23,8 @@ pub const INGEST_TOKEN_ENV: &str = "RUNBOOKD_INGEST_TOKEN";
 /// Shorter secrets are refused: a bearer token is the only thing between the network and a
 /// service that restarts backup servers.
 pub const MIN_SECRET_LEN: usize = 16;
+/// Names the audit trail uses for callers that are not `[[tokens]]` entries.
+const RESERVED_TOKEN_NAMES: [&str; 3] = ["anonymous", "env-admin", "env-ingest"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +172,25 @@ impl ConfigSource {
         format!("{}:{line}:{column}", path.display())
     }
 
+    /// Where a dotted key such as `http.max_body_bytes` is set, or the file and key when the
+    /// file does not set it.
+    fn locate_key(&self, key: &str) -> String {
+        let span = toml::de::DeTable::parse(&self.text).ok().and_then(|table| {
+            let mut value = toml::de::DeValue::Table(table.into_inner());
+            let mut span = None;
+            for part in key.split('.') {
+                let next = value.get(part)?;
+                span = Some(next.span());
+                value = next.get_ref().clone();
+            }
+            span
+        });
+        match span {
+            Some(span) => self.locate(span),
+            None => format!("{} [{key}]", self.file()),
+        }
+    }
+
     fn file(&self) -> String {
         self.path
             .as_deref()
@@ -229,8 +250,8 @@ impl Config {
         let mut problems = Vec::new();
         let mut problem = |key: &str, message: String| {
             problems.push(Problem {
-                location: format!("{} [{key}]", source.file()),
-                message,
+                location: source.locate_key(key),
+                message: format!("{key}: {message}"),
             })
         };
         if self.database.path.as_os_str().is_empty() {
@@ -284,6 +305,9 @@ impl Config {
             };
             if !is_token_name(&token.name) {
                 problem("the name must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit".into());
+            }
+            if RESERVED_TOKEN_NAMES.contains(&token.name.as_str()) {
+                problem("this name is reserved for runbookd's own use".into());
             }
             if tokens.iter().any(|t| t.name() == token.name) {
                 problem("this name is used by an earlier token".into());
@@ -420,6 +444,39 @@ mod tests {
         assert_eq!(problems.len(), 1);
         let expected = format!("{}:4:", file.path().display());
         assert!(problems[0].location.starts_with(&expected), "{problems:?}");
+    }
+
+    #[test]
+    fn a_value_out_of_range_points_at_its_line() {
+        let file = write_config(
+            "[database]\npath = \"x.db\"\n\n[http]\nrequest_timeout_secs = 0\nmax_body_bytes = 10\n",
+        );
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let at = |line: usize| format!("{}:{line}:", file.path().display());
+        assert_eq!(printed.len(), 2, "{printed:#?}");
+        assert!(
+            printed[0].starts_with(&at(6))
+                && printed[0].contains("http.max_body_bytes: 10 is outside"),
+            "{printed:#?}"
+        );
+        assert!(
+            printed[1].starts_with(&at(5))
+                && printed[1].contains("http.request_timeout_secs: 0 is outside"),
+            "{printed:#?}"
+        );
+    }
+
+    #[test]
+    fn reserved_token_names_are_refused() {
+        let file = write_config(
+            "[[tokens]]\nname = \"anonymous\"\nrole = \"admin\"\nsecret_env = \"S\"\n",
+        );
+        let (config, source) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+        let problems = config
+            .resolve_tokens(&source, |_| Some("some-secret-0123456789".into()))
+            .unwrap_err();
+        assert!(problems[0].message.contains("reserved"), "{problems:?}");
     }
 
     #[test]

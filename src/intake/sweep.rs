@@ -69,7 +69,7 @@ pub(super) fn normalize(
             annotations.insert(key.to_owned(), value);
         }
     }
-    let annotations = Annotations::parse(annotations).map_err(at("description"))?;
+    let annotations = Annotations::parse(annotations).map_err(at("finding"))?;
     let fingerprint =
         fingerprint(finding.fingerprint.as_deref(), &name, &labels).map_err(at("fingerprint"))?;
 

@@ -49,7 +49,6 @@ impl IntakeAction {
 /// The result for one alert of a delivery, in delivery order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntakeOutcome {
-    pub alert_id: i64,
     pub incident_id: Option<i64>,
     pub action: IntakeAction,
 }
@@ -139,7 +138,6 @@ impl Store {
             )
             .await?;
             outcomes.push(IntakeOutcome {
-                alert_id,
                 incident_id,
                 action,
             });
