@@ -28,6 +28,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod exec;
 pub mod http;
 pub mod intake;
 pub mod startup;

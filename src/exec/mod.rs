@@ -1,0 +1,4 @@
+//! Executors: how runbookd reaches hosts. SSH for commands, HTTPS for the PBS and PVE APIs.
+//! Each sits behind a trait so the engine and its tests can swap the real one for another.
+
+pub mod command;
