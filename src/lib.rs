@@ -31,6 +31,7 @@ pub mod config;
 pub mod exec;
 pub mod http;
 pub mod intake;
+pub mod lab;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
