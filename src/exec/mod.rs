@@ -2,3 +2,5 @@
 //! Each sits behind a trait so the engine and its tests can swap the real one for another.
 
 pub mod command;
+pub mod output;
+pub mod ssh;

@@ -60,11 +60,21 @@ pub struct EstateGuest {
 }
 
 const fn qemu(host: &'static str, vmid: u32, name: &'static str) -> EstateGuest {
-    EstateGuest { host, kind: GuestKind::Qemu, vmid, name }
+    EstateGuest {
+        host,
+        kind: GuestKind::Qemu,
+        vmid,
+        name,
+    }
 }
 
 const fn lxc(host: &'static str, vmid: u32, name: &'static str) -> EstateGuest {
-    EstateGuest { host, kind: GuestKind::Lxc, vmid, name }
+    EstateGuest {
+        host,
+        kind: GuestKind::Lxc,
+        vmid,
+        name,
+    }
 }
 
 pub const GUESTS: [EstateGuest; 13] = [

@@ -1,6 +1,146 @@
 //! The simulated estate ("the twin"): the hosts of reference/estate.toml on loopback, all
 //! backed by one [`world::World`].
+//!
+//! - [`estate`]: who is who (hosts, guests, datastore), with loopback in place of addresses.
+//! - [`world`]: the state and the scenarios; remediations change it.
+//! - [`shell`]: what a host does with a command line.
+//! - [`ssh`]: one SSH server per host.
 
 pub mod estate;
 pub mod shell;
+pub mod ssh;
 pub mod world;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::exec::command::Name;
+use crate::exec::ssh::{HostKeyCheck, SshAuth, SshHost, SshSettings};
+use ssh::{LabLogin, SharedWorld};
+use world::World;
+
+/// A running twin.
+pub struct Lab {
+    pub world: SharedWorld,
+    /// SSH address of each host, by name.
+    pub ssh: BTreeMap<String, SocketAddr>,
+    /// Files a client needs: `id_ed25519`, `known_hosts`, `password`.
+    pub dir: PathBuf,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Lab {
+    /// Starts every host of the estate on loopback, with `scenario` loaded, and writes the
+    /// client's key, known_hosts and password under `dir`.
+    pub async fn start(dir: &Path, scenario: &str, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let placeholder_fingerprint = crate::exec::command::CertFingerprint::from_digest(&[0; 32]);
+        let world = World::new(scenario, clock, placeholder_fingerprint.as_str())
+            .map_err(anyhow::Error::msg)?;
+        let world: SharedWorld = Arc::new(Mutex::new(world));
+
+        let client_key = ssh::generate_key();
+        let password = random_hex(12);
+        write_private(&dir.join("id_ed25519"), &ssh::private_key_pem(&client_key))?;
+        write_private(&dir.join("password"), &format!("{password}\n"))?;
+        let login = LabLogin {
+            client_key: client_key.public_key().clone(),
+            password,
+        };
+
+        let mut ssh_addrs = BTreeMap::new();
+        let mut known_hosts = String::new();
+        let mut tasks = Vec::new();
+        for host in estate::PVE_HOSTS.iter().chain([&estate::PBS_HOST]) {
+            let host_key = ssh::generate_key();
+            let (listener, addr) = ssh::bind().await?;
+            known_hosts.push_str(&format!(
+                "[{}]:{} {}\n",
+                addr.ip(),
+                addr.port(),
+                ssh::public_key_line(host_key.public_key())
+            ));
+            tasks.push(ssh::serve(
+                host,
+                listener,
+                host_key,
+                login.clone(),
+                world.clone(),
+            ));
+            ssh_addrs.insert(host.to_string(), addr);
+        }
+        std::fs::write(dir.join("known_hosts"), known_hosts)?;
+        Ok(Self {
+            world,
+            ssh: ssh_addrs,
+            dir: dir.to_owned(),
+            tasks,
+        })
+    }
+
+    /// The inventory entries a [`crate::exec::ssh::SshSession`] needs to reach the twin.
+    pub fn ssh_hosts(&self) -> Vec<SshHost> {
+        self.ssh
+            .iter()
+            .map(|(name, addr)| SshHost {
+                name: Name::parse(name).expect("estate names are valid"),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                user: "root".to_owned(),
+            })
+            .collect()
+    }
+
+    /// Key auth with pinned host keys: what runbookd's config for the twin says.
+    pub fn ssh_settings(&self) -> SshSettings {
+        SshSettings {
+            auth: SshAuth::KeyFile(self.dir.join("id_ed25519")),
+            host_keys: HostKeyCheck::KnownHosts(self.dir.join("known_hosts")),
+            connect_timeout: std::time::Duration::from_secs(5),
+            output_cap: 64 * 1024,
+        }
+    }
+
+    /// Runs `f` on the world, under its lock.
+    pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        f(&mut self.world.lock().expect("world lock"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `bytes` random bytes from the system's source, in hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buffer)
+        .expect("the system random source works");
+    hex::encode(buffer)
+}

@@ -31,11 +31,23 @@ pub struct Outcome {
 
 impl Outcome {
     fn ok(stdout: impl Into<String>) -> Self {
-        Self { stdout: stdout.into(), stderr: String::new(), exit: 0, completion: Completion::Now, executed: Vec::new() }
+        Self {
+            stdout: stdout.into(),
+            stderr: String::new(),
+            exit: 0,
+            completion: Completion::Now,
+            executed: Vec::new(),
+        }
     }
 
     fn fail(exit: u32, stderr: impl Into<String>) -> Self {
-        Self { stdout: String::new(), stderr: stderr.into(), exit, completion: Completion::Now, executed: Vec::new() }
+        Self {
+            stdout: String::new(),
+            stderr: stderr.into(),
+            exit,
+            completion: Completion::Now,
+            executed: Vec::new(),
+        }
     }
 
     fn with_stdout(mut self, stdout: impl Into<String>) -> Self {
@@ -142,7 +154,9 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
                             }
                             i += 2;
                         }
-                        '$' if chars.get(i + 1) == Some(&'(') => take_substitution(&mut i, &mut substitutions)?,
+                        '$' if chars.get(i + 1) == Some(&'(') => {
+                            take_substitution(&mut i, &mut substitutions)?
+                        }
                         '`' => take_backtick(&mut i, &mut substitutions)?,
                         _ => {
                             word.push(c);
@@ -243,7 +257,13 @@ pub fn run(world: &mut World, host: &str, line: &str) -> Outcome {
         }
         stderr.push_str(&last.stderr);
     }
-    Outcome { stdout, stderr, exit: last.exit, completion: last.completion, executed }
+    Outcome {
+        stdout,
+        stderr,
+        exit: last.exit,
+        completion: last.completion,
+        executed,
+    }
 }
 
 fn words(tokens: &[Token]) -> Vec<String> {
@@ -303,7 +323,9 @@ fn timeout(world: &mut World, host: &str, argv: &[String], stdin: Option<&str>) 
     while let Some(first) = rest.first() {
         match first.as_str() {
             "-k" | "-s" | "--kill-after" | "--signal" => rest = rest.get(2..).unwrap_or_default(),
-            flag if flag.starts_with("--kill-after=") || flag.starts_with("--signal=") => rest = &rest[1..],
+            flag if flag.starts_with("--kill-after=") || flag.starts_with("--signal=") => {
+                rest = &rest[1..]
+            }
             "--preserve-status" | "--foreground" | "-v" | "--verbose" => rest = &rest[1..],
             _ => break,
         }
@@ -324,7 +346,13 @@ fn timeout(world: &mut World, host: &str, argv: &[String], stdin: Option<&str>) 
         Completion::Now => false,
     };
     if timed_out {
-        Outcome { stdout: String::new(), stderr: String::new(), exit: 124, completion: Completion::After(limit), executed: Vec::new() }
+        Outcome {
+            stdout: String::new(),
+            stderr: String::new(),
+            exit: 124,
+            completion: Completion::After(limit),
+            executed: Vec::new(),
+        }
     } else {
         inner
     }
@@ -335,7 +363,10 @@ fn cat(world: &World, host: &str, args: &[&str]) -> Outcome {
     for path in args {
         match world.read_file(host, path) {
             Some(text) => out.push_str(&text),
-            None => return Outcome::fail(1, format!("cat: {path}: No such file or directory\n")).with_stdout(out),
+            None => {
+                return Outcome::fail(1, format!("cat: {path}: No such file or directory\n"))
+                    .with_stdout(out);
+            }
         }
     }
     Outcome::ok(out)
@@ -368,15 +399,27 @@ fn tail(world: &World, host: &str, args: &[&str]) -> Outcome {
         Some(text) => {
             let all: Vec<&str> = text.lines().collect();
             let start = all.len().saturating_sub(lines);
-            Outcome::ok(all[start..].iter().map(|l| format!("{l}\n")).collect::<String>())
+            Outcome::ok(
+                all[start..]
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>(),
+            )
         }
-        None => Outcome::fail(1, format!("tail: cannot open '{path}' for reading: No such file or directory\n")),
+        None => Outcome::fail(
+            1,
+            format!("tail: cannot open '{path}' for reading: No such file or directory\n"),
+        ),
     }
 }
 
 fn grep(world: &World, host: &str, args: &[&str], stdin: Option<&str>) -> Outcome {
     let ignore_case = args.iter().any(|a| *a == "-i");
-    let rest: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with('-')).collect();
+    let rest: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let Some((pattern, files)) = rest.split_first() else {
         return Outcome::fail(2, "Usage: grep [OPTION]... PATTERNS [FILE]...\n");
     };
@@ -394,8 +437,16 @@ fn grep(world: &World, host: &str, args: &[&str], stdin: Option<&str>) -> Outcom
             line.contains(pattern)
         }
     };
-    let found: String = text.lines().filter(|l| matches(l)).map(|l| format!("{l}\n")).collect();
-    if found.is_empty() { Outcome::fail(1, "") } else { Outcome::ok(found) }
+    let found: String = text
+        .lines()
+        .filter(|l| matches(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if found.is_empty() {
+        Outcome::fail(1, "")
+    } else {
+        Outcome::ok(found)
+    }
 }
 
 fn unit_name(unit: &str) -> String {
@@ -406,11 +457,19 @@ fn systemctl(world: &mut World, host: &str, args: &[&str]) -> Outcome {
     let Some((verb, units)) = args.split_first() else {
         return Outcome::fail(1, "systemctl: listing units is not simulated\n");
     };
-    let units: Vec<String> = units.iter().filter(|u| !u.starts_with('-')).map(|u| unit_name(u)).collect();
+    let units: Vec<String> = units
+        .iter()
+        .filter(|u| !u.starts_with('-'))
+        .map(|u| unit_name(u))
+        .collect();
     let known = |u: &str| host == PBS_HOST && PBS_SERVICES.contains(&u);
     let state = |world: &World, u: &str| {
         if known(u) {
-            world.services.get(u).copied().unwrap_or(ServiceState::Inactive)
+            world
+                .services
+                .get(u)
+                .copied()
+                .unwrap_or(ServiceState::Inactive)
         } else {
             ServiceState::Inactive
         }
@@ -419,7 +478,8 @@ fn systemctl(world: &mut World, host: &str, args: &[&str]) -> Outcome {
         "is-active" => {
             let states: Vec<ServiceState> = units.iter().map(|u| state(world, u)).collect();
             let out: String = states.iter().map(|s| format!("{}\n", s.as_str())).collect();
-            let all_active = !states.is_empty() && states.iter().all(|s| *s == ServiceState::Active);
+            let all_active =
+                !states.is_empty() && states.iter().all(|s| *s == ServiceState::Active);
             Outcome::ok(out).exit(if all_active { 0 } else { 3 })
         }
         "status" => {
@@ -429,22 +489,33 @@ fn systemctl(world: &mut World, host: &str, args: &[&str]) -> Outcome {
                 let s = state(world, u);
                 all_active &= s == ServiceState::Active;
                 let active = match s {
-                    ServiceState::Active => "active (running) since Wed 2026-11-25 02:13:40 NZDT; 1 day ago".to_owned(),
+                    ServiceState::Active => {
+                        "active (running) since Wed 2026-11-25 02:13:40 NZDT; 1 day ago".to_owned()
+                    }
                     ServiceState::Inactive => "inactive (dead)".to_owned(),
-                    ServiceState::Failed => "failed (Result: exit-code) since Thu 2026-11-26 01:58:02 NZDT".to_owned(),
+                    ServiceState::Failed => {
+                        "failed (Result: exit-code) since Thu 2026-11-26 01:58:02 NZDT".to_owned()
+                    }
                 };
                 let loaded = if known(u) {
                     format!("loaded (/lib/systemd/system/{u}.service; enabled; preset: enabled)")
                 } else {
                     "not-found (Reason: Unit {u}.service not found.)".replace("{u}", u)
                 };
-                out.push_str(&format!("● {u}.service\n     Loaded: {loaded}\n     Active: {active}\n\n"));
+                out.push_str(&format!(
+                    "● {u}.service\n     Loaded: {loaded}\n     Active: {active}\n\n"
+                ));
             }
             Outcome::ok(out).exit(if all_active { 0 } else { 3 })
         }
         "restart" | "start" | "stop" => {
             if let Some(unknown) = units.iter().find(|u| !known(u)) {
-                return Outcome::fail(5, format!("Failed to {verb} {unknown}.service: Unit {unknown}.service not found.\n"));
+                return Outcome::fail(
+                    5,
+                    format!(
+                        "Failed to {verb} {unknown}.service: Unit {unknown}.service not found.\n"
+                    ),
+                );
             }
             if *verb == "stop" {
                 for u in &units {
@@ -479,7 +550,10 @@ fn mount(world: &mut World, args: &[&str]) -> Outcome {
         }
         [target] if **target == MOUNTPOINT || **target == NFS_EXPORT => {
             if world.nfs != Nfs::Unmounted {
-                return Outcome::fail(32, format!("mount: {MOUNTPOINT}: {NFS_EXPORT} already mounted on {MOUNTPOINT}.\n"));
+                return Outcome::fail(
+                    32,
+                    format!("mount: {MOUNTPOINT}: {NFS_EXPORT} already mounted on {MOUNTPOINT}.\n"),
+                );
             }
             world.nfs = Nfs::Mounted;
             Outcome::ok("")
@@ -498,7 +572,10 @@ fn umount(world: &mut World, args: &[&str]) -> Outcome {
     }
     match world.nfs {
         Nfs::Unmounted => Outcome::fail(32, format!("umount: {MOUNTPOINT}: not mounted.\n")),
-        Nfs::Hung if !lazy => Outcome { completion: Completion::Never, ..Outcome::fail(32, "") },
+        Nfs::Hung if !lazy => Outcome {
+            completion: Completion::Never,
+            ..Outcome::fail(32, "")
+        },
         _ => {
             world.nfs = Nfs::Unmounted;
             // The PBS processes keep their now-dangling handles until restarted.
@@ -517,7 +594,10 @@ fn findmnt(world: &World, args: &[&str]) -> Outcome {
         match args[i] {
             "-n" | "--noheadings" => no_header = true,
             "-o" | "--output" => {
-                columns = args.get(i + 1).map(|c| c.split(',').collect()).unwrap_or_default();
+                columns = args
+                    .get(i + 1)
+                    .map(|c| c.split(',').collect())
+                    .unwrap_or_default();
                 i += 1;
             }
             arg => target = Some(arg),
@@ -539,20 +619,37 @@ fn findmnt(world: &World, args: &[&str]) -> Outcome {
         out.push_str(&columns.join(" "));
         out.push('\n');
     }
-    out.push_str(&columns.iter().map(|c| value(c)).collect::<Vec<_>>().join(" "));
+    out.push_str(
+        &columns
+            .iter()
+            .map(|c| value(c))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     out.push('\n');
     Outcome::ok(out)
 }
 
 fn df(world: &World, args: &[&str]) -> Outcome {
-    let path = args.iter().find(|a| !a.starts_with('-')).copied().unwrap_or("/");
+    let path = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .copied()
+        .unwrap_or("/");
     let header = "Filesystem                  Size  Used Avail Use% Mounted on\n";
     let root = "/dev/mapper/pbs-root         30G  4.1G   24G  15% /\n";
     if path.starts_with(MOUNTPOINT) {
         match world.nfs {
-            Nfs::Hung => return Outcome { completion: Completion::Never, ..Outcome::ok("") },
+            Nfs::Hung => {
+                return Outcome {
+                    completion: Completion::Never,
+                    ..Outcome::ok("")
+                };
+            }
             Nfs::Mounted => {
-                return Outcome::ok(format!("{header}{NFS_EXPORT}  7.3T  2.1T  5.2T  29% {MOUNTPOINT}\n"));
+                return Outcome::ok(format!(
+                    "{header}{NFS_EXPORT}  7.3T  2.1T  5.2T  29% {MOUNTPOINT}\n"
+                ));
             }
             Nfs::Unmounted => {}
         }
@@ -568,11 +665,25 @@ fn ls(world: &World, args: &[&str]) -> Outcome {
     let path = path.trim_end_matches('/');
     if path.starts_with(MOUNTPOINT) {
         match world.nfs {
-            Nfs::Hung => return Outcome { completion: Completion::Never, ..Outcome::ok("") },
-            Nfs::Unmounted if path != MOUNTPOINT => {
-                return Outcome::fail(2, format!("ls: cannot access '{path}': No such file or directory\n"));
+            Nfs::Hung => {
+                return Outcome {
+                    completion: Completion::Never,
+                    ..Outcome::ok("")
+                };
             }
-            Nfs::Unmounted => return Outcome::ok(if dir_only { format!("{path}\n") } else { String::new() }),
+            Nfs::Unmounted if path != MOUNTPOINT => {
+                return Outcome::fail(
+                    2,
+                    format!("ls: cannot access '{path}': No such file or directory\n"),
+                );
+            }
+            Nfs::Unmounted => {
+                return Outcome::ok(if dir_only {
+                    format!("{path}\n")
+                } else {
+                    String::new()
+                });
+            }
             Nfs::Mounted => {}
         }
         if dir_only {
@@ -580,38 +691,70 @@ fn ls(world: &World, args: &[&str]) -> Outcome {
         }
         return match path.strip_prefix(MOUNTPOINT) {
             Some("") => Outcome::ok(".chunks\n.gc-status\n.lock\nct\nvm\n"),
-            Some("/.chunks") => Outcome::ok((0..16).map(|i| format!("{i:04x}\n")).collect::<String>()),
-            _ => Outcome::fail(2, format!("ls: cannot access '{path}': No such file or directory\n")),
+            Some("/.chunks") => {
+                Outcome::ok((0..16).map(|i| format!("{i:04x}\n")).collect::<String>())
+            }
+            _ => Outcome::fail(
+                2,
+                format!("ls: cannot access '{path}': No such file or directory\n"),
+            ),
         };
     }
-    Outcome::fail(2, format!("ls: cannot access '{path}': No such file or directory\n"))
+    Outcome::fail(
+        2,
+        format!("ls: cannot access '{path}': No such file or directory\n"),
+    )
 }
 
 fn openssl(world: &World, args: &[&str]) -> Outcome {
     let reads_proxy_cert = args.first() == Some(&"x509")
-        && args.windows(2).any(|w| w == ["-in", "/etc/proxmox-backup/proxy.pem"])
+        && args
+            .windows(2)
+            .any(|w| w == ["-in", "/etc/proxmox-backup/proxy.pem"])
         && args.contains(&"-fingerprint");
     if !reads_proxy_cert {
-        return Outcome::fail(1, "twin: only `openssl x509 -in /etc/proxmox-backup/proxy.pem -noout -fingerprint -sha256` is simulated\n");
+        return Outcome::fail(
+            1,
+            "twin: only `openssl x509 -in /etc/proxmox-backup/proxy.pem -noout -fingerprint -sha256` is simulated\n",
+        );
     }
-    Outcome::ok(format!("sha256 Fingerprint={}\n", world.pbs_cert_fingerprint))
+    Outcome::ok(format!(
+        "sha256 Fingerprint={}\n",
+        world.pbs_cert_fingerprint
+    ))
 }
 
 fn guest_command(world: &mut World, host: &str, kind: GuestKind, args: &[&str]) -> Outcome {
     let tool = if kind == GuestKind::Qemu { "qm" } else { "pct" };
     let (Some(verb), Some(id)) = (args.first(), args.get(1)) else {
-        return Outcome::fail(255, format!("400 not enough arguments\n{tool} <command> <vmid>\n"));
+        return Outcome::fail(
+            255,
+            format!("400 not enough arguments\n{tool} <command> <vmid>\n"),
+        );
     };
     let Ok(vmid) = id.parse::<u32>() else {
-        return Outcome::fail(255, format!("400 Parameter verification failed.\nvmid: type check ('integer') failed - got '{id}'\n"));
+        return Outcome::fail(
+            255,
+            format!(
+                "400 Parameter verification failed.\nvmid: type check ('integer') failed - got '{id}'\n"
+            ),
+        );
     };
-    let config_dir = if kind == GuestKind::Qemu { "qemu-server" } else { "lxc" };
-    let missing = format!("Configuration file 'nodes/{host}/{config_dir}/{vmid}.conf' does not exist\n");
+    let config_dir = if kind == GuestKind::Qemu {
+        "qemu-server"
+    } else {
+        "lxc"
+    };
+    let missing =
+        format!("Configuration file 'nodes/{host}/{config_dir}/{vmid}.conf' does not exist\n");
     let Some(guest) = world.guest(host, kind, vmid) else {
         return Outcome::fail(2, missing);
     };
     match *verb {
-        "status" => Outcome::ok(format!("status: {}\n", if guest.running { "running" } else { "stopped" })),
+        "status" => Outcome::ok(format!(
+            "status: {}\n",
+            if guest.running { "running" } else { "stopped" }
+        )),
         "start" => match world.start_guest(host, kind, vmid) {
             Ok(()) => Outcome::ok(""),
             Err(message) => Outcome::fail(255, format!("{message}\n")),
@@ -635,7 +778,14 @@ fn vzdump(world: &mut World, host: &str, args: &[&str]) -> Outcome {
         }
         match arg.parse::<u32>() {
             Ok(id) => vmids.push(id),
-            Err(_) => return Outcome::fail(255, format!("400 Parameter verification failed.\nvmid: invalid format - value '{arg}' does not look like a valid VM ID\n")),
+            Err(_) => {
+                return Outcome::fail(
+                    255,
+                    format!(
+                        "400 Parameter verification failed.\nvmid: invalid format - value '{arg}' does not look like a valid VM ID\n"
+                    ),
+                );
+            }
         }
         i += 1;
     }
@@ -676,7 +826,10 @@ fn pvesh(world: &mut World, args: &[&str]) -> Outcome {
             world.job_enabled = *value == "1";
             Outcome::ok("")
         }
-        _ => Outcome::fail(255, format!("twin: pvesh {} is not simulated\n", args.join(" "))),
+        _ => Outcome::fail(
+            255,
+            format!("twin: pvesh {} is not simulated\n", args.join(" ")),
+        ),
     }
 }
 
@@ -684,18 +837,32 @@ fn pvesm(world: &mut World, args: &[&str]) -> Outcome {
     match args {
         ["set", storage, rest @ ..] => {
             if *storage != PVE_STORAGE_ID {
-                return Outcome::fail(255, format!("update storage failed: storage '{storage}' does not exist\n"));
+                return Outcome::fail(
+                    255,
+                    format!("update storage failed: storage '{storage}' does not exist\n"),
+                );
             }
-            if let Some(fingerprint) = rest.windows(2).find(|w| w[0] == "--fingerprint").map(|w| w[1]) {
+            if let Some(fingerprint) = rest
+                .windows(2)
+                .find(|w| w[0] == "--fingerprint")
+                .map(|w| w[1])
+            {
                 world.storage_fingerprint = fingerprint.to_owned();
             }
             Outcome::ok("")
         }
         ["status", ..] => Outcome::ok(format!(
             "Name             Type     Status           Total            Used       Available        %\nlocal             dir     active        98497780        10420112        83028088   10.58%\n{PVE_STORAGE_ID}       pbs     {}     7811796992      2254857830      5556939162   28.87%\n",
-            if world.pbs_api_up() && world.datastore_error().is_none() { "active  " } else { "inactive" }
+            if world.pbs_api_up() && world.datastore_error().is_none() {
+                "active  "
+            } else {
+                "inactive"
+            }
         )),
-        _ => Outcome::fail(255, format!("twin: pvesm {} is not simulated\n", args.join(" "))),
+        _ => Outcome::fail(
+            255,
+            format!("twin: pvesm {} is not simulated\n", args.join(" ")),
+        ),
     }
 }
 
@@ -714,14 +881,21 @@ mod tests {
     #[test]
     fn quoting_keeps_words_together() {
         assert_eq!(lexed("qm status 451").0, [w("qm"), w("status"), w("451")]);
-        assert_eq!(lexed("echo 'a; b' \"c $ d\" e\\ f").0, [w("echo"), w("a; b"), w("c $ d"), w("e f")]);
+        assert_eq!(
+            lexed("echo 'a; b' \"c $ d\" e\\ f").0,
+            [w("echo"), w("a; b"), w("c $ d"), w("e f")]
+        );
         assert_eq!(lexed("x 'it'\\''s'").0, [w("x"), w("it's")]);
     }
 
     #[test]
     fn operators_and_substitutions_are_seen() {
         let (tokens, subs) = lexed("qm status 451; rm -rf / && reboot | grep x");
-        assert!(tokens.contains(&Token::Op(";")) && tokens.contains(&Token::Op("&&")) && tokens.contains(&Token::Op("|")));
+        assert!(
+            tokens.contains(&Token::Op(";"))
+                && tokens.contains(&Token::Op("&&"))
+                && tokens.contains(&Token::Op("|"))
+        );
         assert!(subs.is_empty());
         let (_, subs) = lexed("qm status $(reboot) `id` \"$(halt)\"");
         assert_eq!(subs, ["reboot", "id", "halt"]);

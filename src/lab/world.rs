@@ -199,7 +199,11 @@ pub const FLAKY_EVERY: u32 = 3;
 
 impl World {
     /// A fresh, healthy estate, then `scenario` applied. Times are relative to `clock`.
-    pub fn new(scenario: &str, clock: Arc<dyn Clock>, pbs_cert_fingerprint: &str) -> Result<Self, String> {
+    pub fn new(
+        scenario: &str,
+        clock: Arc<dyn Clock>,
+        pbs_cert_fingerprint: &str,
+    ) -> Result<Self, String> {
         let mut world = World {
             scenario: String::new(),
             nfs: Nfs::Mounted,
@@ -270,7 +274,12 @@ impl World {
         self.groups = GUESTS
             .iter()
             .filter(|g| !(g.host == PBS_VM_HOST && g.vmid == PBS_VMID && g.kind == GuestKind::Qemu))
-            .map(|g| Group { kind: g.kind, vmid: g.vmid, last_backup: last_run, count: 30 })
+            .map(|g| Group {
+                kind: g.kind,
+                vmid: g.vmid,
+                last_backup: last_run,
+                count: 30,
+            })
             .collect();
         // Decommissioned guests' groups linger (old, harmless) in the scenarios about them;
         // elsewhere they have been cleaned up.
@@ -286,16 +295,30 @@ impl World {
         let guests: Vec<Guest> = self.guests.clone();
         for guest in &guests {
             if self.group(guest.kind, guest.vmid).is_some() {
-                self.write_guest_log(&guest.host, guest.kind, guest.vmid, success_log(guest, last_run));
+                self.write_guest_log(
+                    &guest.host,
+                    guest.kind,
+                    guest.vmid,
+                    success_log(guest, last_run),
+                );
             }
         }
 
         let stale = |world: &mut World, cause: Option<GuestFailure>| {
             for (kind, vmid) in STALE_GUESTS {
-                if let Some(group) = world.groups.iter_mut().find(|g| g.kind == kind && g.vmid == vmid) {
+                if let Some(group) = world
+                    .groups
+                    .iter_mut()
+                    .find(|g| g.kind == kind && g.vmid == vmid)
+                {
                     group.last_backup = last_good;
                 }
-                let Some(guest) = world.guests.iter().find(|g| g.kind == kind && g.vmid == vmid).cloned() else {
+                let Some(guest) = world
+                    .guests
+                    .iter()
+                    .find(|g| g.kind == kind && g.vmid == vmid)
+                    .cloned()
+                else {
                     continue;
                 };
                 let log = match cause {
@@ -361,7 +384,9 @@ impl World {
     }
 
     pub fn group(&self, kind: GuestKind, vmid: u32) -> Option<&Group> {
-        self.groups.iter().find(|g| g.kind == kind && g.vmid == vmid)
+        self.groups
+            .iter()
+            .find(|g| g.kind == kind && g.vmid == vmid)
     }
 
     pub fn guest(&self, host: &str, kind: GuestKind, vmid: u32) -> Option<&Guest> {
@@ -437,7 +462,11 @@ impl World {
 
     /// Backs up `vmids` on `node` (or every guest there when `vmids` is empty), deciding each
     /// outcome now. Returns `None` when none of the guests is on the node.
-    pub fn backup_plan(&mut self, node: &str, vmids: &[u32]) -> Option<(Vec<GuestBackup>, Vec<String>)> {
+    pub fn backup_plan(
+        &mut self,
+        node: &str,
+        vmids: &[u32],
+    ) -> Option<(Vec<GuestBackup>, Vec<String>)> {
         let guests: Vec<Guest> = self
             .guests
             .iter()
@@ -465,14 +494,24 @@ impl World {
         };
         let mut task_log = vec![format!(
             "INFO: starting new backup job: vzdump {} --storage {PVE_STORAGE_ID} --mode snapshot",
-            guests.iter().map(|g| g.vmid.to_string()).collect::<Vec<_>>().join(" ")
+            guests
+                .iter()
+                .map(|g| g.vmid.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         )];
         let mut results = Vec::new();
         if let Some(error) = &job_error {
             task_log.push(format!("ERROR: {error}"));
             task_log.push("INFO: Backup job finished with errors".to_owned());
             for g in &guests {
-                results.push(GuestBackup { host: g.host.clone(), kind: g.kind, vmid: g.vmid, ok: false, guest_log: None });
+                results.push(GuestBackup {
+                    host: g.host.clone(),
+                    kind: g.kind,
+                    vmid: g.vmid,
+                    ok: false,
+                    guest_log: None,
+                });
             }
             return Some((results, task_log));
         }
@@ -484,13 +523,25 @@ impl World {
                 Some(cause) => failure_log(g, now, cause),
             };
             if failure == Some(GuestFailure::Fingerprint) {
-                task_log.push("WARNING: certificate fingerprint does not match expected fingerprint!".to_owned());
-                task_log.push("certificate validation failed - Certificate fingerprint was not confirmed.".to_owned());
+                task_log.push(
+                    "WARNING: certificate fingerprint does not match expected fingerprint!"
+                        .to_owned(),
+                );
+                task_log.push(
+                    "certificate validation failed - Certificate fingerprint was not confirmed."
+                        .to_owned(),
+                );
                 task_log.push("Error: client error (Connect)".to_owned());
             }
             task_log.extend(lines.iter().map(|l| strip_timestamp(l).to_owned()));
             all_ok &= failure.is_none();
-            results.push(GuestBackup { host: g.host.clone(), kind: g.kind, vmid: g.vmid, ok: failure.is_none(), guest_log: Some(lines) });
+            results.push(GuestBackup {
+                host: g.host.clone(),
+                kind: g.kind,
+                vmid: g.vmid,
+                ok: failure.is_none(),
+                guest_log: Some(lines),
+            });
         }
         task_log.push(if all_ok {
             "INFO: Backup job finished successfully".to_owned()
@@ -504,12 +555,21 @@ impl World {
     pub fn apply_backups(&mut self, results: &[GuestBackup], at: DateTime<Utc>) {
         for result in results {
             if result.ok {
-                match self.groups.iter_mut().find(|g| g.kind == result.kind && g.vmid == result.vmid) {
+                match self
+                    .groups
+                    .iter_mut()
+                    .find(|g| g.kind == result.kind && g.vmid == result.vmid)
+                {
                     Some(group) => {
                         group.last_backup = at;
                         group.count += 1;
                     }
-                    None => self.groups.push(Group { kind: result.kind, vmid: result.vmid, last_backup: at, count: 1 }),
+                    None => self.groups.push(Group {
+                        kind: result.kind,
+                        vmid: result.vmid,
+                        last_backup: at,
+                        count: 1,
+                    }),
                 }
             }
             if let Some(lines) = &result.guest_log {
@@ -524,7 +584,11 @@ impl World {
         let (results, log) = self.backup_plan(node, vmids)?;
         let now = self.now();
         self.next_pid += 1;
-        let id = if vmids.len() == 1 { vmids[0].to_string() } else { String::new() };
+        let id = if vmids.len() == 1 {
+            vmids[0].to_string()
+        } else {
+            String::new()
+        };
         let upid = format!(
             "UPID:{node}:{:08X}:{:08X}:{:08X}:vzdump:{id}:root@pam!runbookd:",
             self.next_pid,
@@ -538,7 +602,11 @@ impl World {
             vmids: vmids.to_vec(),
             started: now,
             ends: now + chrono::Duration::from_std(self.vzdump_duration).unwrap_or_default(),
-            exitstatus: if ok { "OK".to_owned() } else { "job errors".to_owned() },
+            exitstatus: if ok {
+                "OK".to_owned()
+            } else {
+                "job errors".to_owned()
+            },
             log,
             applied: false,
             results,
@@ -615,8 +683,16 @@ enum GuestFailure {
 
 /// The most recent 02:00 UTC at or before `now`.
 pub fn last_daily_run(now: DateTime<Utc>) -> DateTime<Utc> {
-    let today = now.date_naive().and_hms_opt(2, 0, 0).expect("02:00 exists").and_utc();
-    if today <= now { today } else { today - chrono::Duration::days(1) }
+    let today = now
+        .date_naive()
+        .and_hms_opt(2, 0, 0)
+        .expect("02:00 exists")
+        .and_utc();
+    if today <= now {
+        today
+    } else {
+        today - chrono::Duration::days(1)
+    }
 }
 
 fn stamp(at: DateTime<Utc>, seconds: i64) -> String {
@@ -634,7 +710,11 @@ fn success_log(guest: &Guest, at: DateTime<Utc>) -> Vec<String> {
     let id = guest.vmid;
     let archive_time = at.format("%Y-%m-%dT%H:%M:%SZ");
     vec![
-        format!("{} INFO: Starting Backup of {word} {id} ({})", stamp(at, 4), guest.kind.log_prefix()),
+        format!(
+            "{} INFO: Starting Backup of {word} {id} ({})",
+            stamp(at, 4),
+            guest.kind.log_prefix()
+        ),
         format!("{} INFO: status = running", stamp(at, 4)),
         format!("{} INFO: {word} Name: {}", stamp(at, 4), guest.name),
         format!("{} INFO: backup mode: snapshot", stamp(at, 4)),
@@ -644,8 +724,14 @@ fn success_log(guest: &Guest, at: DateTime<Utc>) -> Vec<String> {
             stamp(at, 4),
             guest.kind.backup_type()
         ),
-        format!("{} INFO: transferred 412.00 MiB in 3 seconds (137.3 MiB/s)", stamp(at, 8)),
-        format!("{} INFO: Finished Backup of {word} {id} (00:00:04)", stamp(at, 8)),
+        format!(
+            "{} INFO: transferred 412.00 MiB in 3 seconds (137.3 MiB/s)",
+            stamp(at, 8)
+        ),
+        format!(
+            "{} INFO: Finished Backup of {word} {id} (00:00:04)",
+            stamp(at, 8)
+        ),
     ]
 }
 
@@ -653,7 +739,11 @@ fn failure_log(guest: &Guest, at: DateTime<Utc>, cause: GuestFailure) -> Vec<Str
     let word = guest.kind.vzdump_word();
     let id = guest.vmid;
     let mut lines = vec![
-        format!("{} INFO: Starting Backup of {word} {id} ({})", stamp(at, 3), guest.kind.log_prefix()),
+        format!(
+            "{} INFO: Starting Backup of {word} {id} ({})",
+            stamp(at, 3),
+            guest.kind.log_prefix()
+        ),
         format!("{} INFO: status = running", stamp(at, 3)),
         format!("{} INFO: backup mode: snapshot", stamp(at, 3)),
     ];
@@ -673,7 +763,10 @@ fn failure_log(guest: &Guest, at: DateTime<Utc>, cause: GuestFailure) -> Vec<Str
                 at.format("%Y-%m-%dT%H:%M:%SZ")
             ));
             lines.push(format!("{} ERROR: {detail}", stamp(at, 4)));
-            lines.push(format!("{} ERROR: Backup of VM {id} failed - {detail}", stamp(at, 4)));
+            lines.push(format!(
+                "{} ERROR: Backup of VM {id} failed - {detail}",
+                stamp(at, 4)
+            ));
         }
         (GuestFailure::ChunkStore(handles), GuestKind::Lxc) => {
             let errno = if handles == Handles::StaleEstale {
