@@ -2,5 +2,8 @@
 //! Each sits behind a trait so the engine and its tests can swap the real one for another.
 
 pub mod command;
+pub mod http;
 pub mod output;
+pub mod pbs;
+pub mod pve;
 pub mod ssh;

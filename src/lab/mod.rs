@@ -6,7 +6,9 @@
 //! - [`shell`]: what a host does with a command line.
 //! - [`ssh`]: one SSH server per host.
 
+pub mod api;
 pub mod estate;
+pub mod https;
 pub mod shell;
 pub mod ssh;
 pub mod world;
@@ -20,8 +22,11 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::exec::command::Name;
+use crate::exec::command::{CertFingerprint, Name};
+use crate::exec::http::{ApiEndpoint, TlsTrust};
 use crate::exec::ssh::{HostKeyCheck, SshAuth, SshHost, SshSettings};
+use api::ApiToken;
+use https::{Admission, SelfSigned};
 use ssh::{LabLogin, SharedWorld};
 use world::World;
 
@@ -30,6 +35,14 @@ pub struct Lab {
     pub world: SharedWorld,
     /// SSH address of each host, by name.
     pub ssh: BTreeMap<String, SocketAddr>,
+    /// The PBS API's address and certificate fingerprint.
+    pub pbs_api: SocketAddr,
+    pub pbs_fingerprint: CertFingerprint,
+    /// The PVE API's address on each PVE host, and their (shared) certificate fingerprint.
+    pub pve_api: BTreeMap<String, SocketAddr>,
+    pub pve_fingerprint: CertFingerprint,
+    /// The token both APIs accept: PBS as `ID:SECRET`, PVE as `ID=SECRET`.
+    pub api_token: ApiToken,
     /// Files a client needs: `id_ed25519`, `known_hosts`, `password`.
     pub dir: PathBuf,
     tasks: Vec<JoinHandle<()>>,
@@ -40,10 +53,16 @@ impl Lab {
     /// client's key, known_hosts and password under `dir`.
     pub async fn start(dir: &Path, scenario: &str, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let placeholder_fingerprint = crate::exec::command::CertFingerprint::from_digest(&[0; 32]);
-        let world = World::new(scenario, clock, placeholder_fingerprint.as_str())
-            .map_err(anyhow::Error::msg)?;
+        let pbs_cert = SelfSigned::generate()?;
+        let pve_cert = SelfSigned::generate()?;
+        let pbs_fingerprint = pbs_cert.fingerprint();
+        let world =
+            World::new(scenario, clock, pbs_fingerprint.as_str()).map_err(anyhow::Error::msg)?;
         let world: SharedWorld = Arc::new(Mutex::new(world));
+        let api_token = ApiToken {
+            id: "root@pam!runbookd".to_owned(),
+            secret: random_hex(16),
+        };
 
         let client_key = ssh::generate_key();
         let password = random_hex(12);
@@ -76,9 +95,47 @@ impl Lab {
             ssh_addrs.insert(host.to_string(), addr);
         }
         std::fs::write(dir.join("known_hosts"), known_hosts)?;
+
+        let (listener, pbs_api) = https::bind().await?;
+        let pbs_world = world.clone();
+        let pbs_router = api::pbs_router(world.clone(), api_token.clone());
+        tasks.push(https::serve(listener, &pbs_cert, pbs_router, move || {
+            let world = pbs_world.lock().expect("world lock");
+            if !world.pbs_vm_running() {
+                Admission::Stall
+            } else if !world.pbs_api_up() {
+                Admission::Refuse
+            } else {
+                Admission::Serve
+            }
+        })?);
+        let mut pve_api = BTreeMap::new();
+        for host in estate::PVE_HOSTS {
+            let (listener, addr) = https::bind().await?;
+            let host_world = world.clone();
+            let router = api::pve_router(world.clone(), host, api_token.clone());
+            tasks.push(https::serve(listener, &pve_cert, router, move || {
+                if host_world
+                    .lock()
+                    .expect("world lock")
+                    .unreachable
+                    .contains(host)
+                {
+                    Admission::Stall
+                } else {
+                    Admission::Serve
+                }
+            })?);
+            pve_api.insert(host.to_owned(), addr);
+        }
         Ok(Self {
             world,
             ssh: ssh_addrs,
+            pbs_api,
+            pbs_fingerprint,
+            pve_api,
+            pve_fingerprint: pve_cert.fingerprint(),
+            api_token,
             dir: dir.to_owned(),
             tasks,
         })
@@ -104,6 +161,27 @@ impl Lab {
             host_keys: HostKeyCheck::KnownHosts(self.dir.join("known_hosts")),
             connect_timeout: std::time::Duration::from_secs(5),
             output_cap: 64 * 1024,
+        }
+    }
+
+    /// How to reach the PBS API, with its certificate pinned.
+    pub fn pbs_endpoint(&self) -> ApiEndpoint {
+        self.endpoint(self.pbs_api, &self.pbs_fingerprint)
+    }
+
+    /// How to reach the PVE API on `host`.
+    pub fn pve_endpoint(&self, host: &str) -> ApiEndpoint {
+        self.endpoint(self.pve_api[host], &self.pve_fingerprint)
+    }
+
+    fn endpoint(&self, addr: SocketAddr, fingerprint: &CertFingerprint) -> ApiEndpoint {
+        ApiEndpoint {
+            base_url: format!("https://{addr}"),
+            trust: TlsTrust::Fingerprint(fingerprint.clone()),
+            token_id: self.api_token.id.clone(),
+            token_secret: self.api_token.secret.clone(),
+            timeout: std::time::Duration::from_secs(10),
+            connect_timeout: std::time::Duration::from_secs(5),
         }
     }
 

@@ -414,7 +414,7 @@ fn tail(world: &World, host: &str, args: &[&str]) -> Outcome {
 }
 
 fn grep(world: &World, host: &str, args: &[&str], stdin: Option<&str>) -> Outcome {
-    let ignore_case = args.iter().any(|a| *a == "-i");
+    let ignore_case = args.contains(&"-i");
     let rest: Vec<&str> = args
         .iter()
         .copied()
@@ -563,7 +563,7 @@ fn mount(world: &mut World, args: &[&str]) -> Outcome {
 }
 
 fn umount(world: &mut World, args: &[&str]) -> Outcome {
-    let lazy = args.iter().any(|a| *a == "-l");
+    let lazy = args.contains(&"-l");
     let Some(target) = args.iter().find(|a| !a.starts_with('-')) else {
         return Outcome::fail(1, "umount: bad usage\n");
     };

@@ -93,6 +93,8 @@ pub struct GuestBackup {
     pub kind: GuestKind,
     pub vmid: u32,
     pub ok: bool,
+    /// The status of PBS's own backup task, when the client reached PBS at all.
+    pub pbs_status: Option<String>,
     /// Lines for the per-guest log; `None` when the job failed before any guest (the old log
     /// file stays, stale).
     pub guest_log: Option<Vec<String>>,
@@ -412,17 +414,17 @@ impl World {
             && self.services.get("proxmox-backup-proxy") == Some(&ServiceState::Active)
     }
 
-    /// Why the datastore cannot be opened, in PBS's words, or `None` when it can.
+    /// Why PBS cannot open the datastore, in its words, or `None` when it can. Stale handles
+    /// inside the PBS processes do not show here: listing and usage go by path and work; only
+    /// backups, which write through the held chunk store, fail.
     pub fn datastore_error(&self) -> Option<String> {
-        let errno = match (self.nfs, self.handles) {
-            (Nfs::Mounted, Handles::Fresh) => return None,
-            (Nfs::Hung, _) => return Some("datastore is not responding".to_owned()),
-            (_, Handles::StaleEstale) => "Stale file handle (os error 116)",
-            _ => "No such file or directory (os error 2)",
-        };
-        Some(format!(
-            "unable to open chunk store at \"{MOUNTPOINT}/.chunks\" - {errno}"
-        ))
+        match self.nfs {
+            Nfs::Mounted => None,
+            Nfs::Hung => Some("datastore is not responding".to_owned()),
+            Nfs::Unmounted => Some(format!(
+                "unable to open chunk store at \"{MOUNTPOINT}/.chunks\" - No such file or directory (os error 2)"
+            )),
+        }
     }
 
     pub fn fingerprint_matches(&self) -> bool {
@@ -510,6 +512,7 @@ impl World {
                     kind: g.kind,
                     vmid: g.vmid,
                     ok: false,
+                    pbs_status: None,
                     guest_log: None,
                 });
             }
@@ -535,11 +538,18 @@ impl World {
             }
             task_log.extend(lines.iter().map(|l| strip_timestamp(l).to_owned()));
             all_ok &= failure.is_none();
+            let pbs_status = match failure {
+                None => Some("OK".to_owned()),
+                Some(GuestFailure::ChunkStore(handles)) => Some(chunk_store_error(handles)),
+                Some(GuestFailure::Timeout) => Some("datastore is not responding".to_owned()),
+                Some(GuestFailure::Fingerprint) => None,
+            };
             results.push(GuestBackup {
                 host: g.host.clone(),
                 kind: g.kind,
                 vmid: g.vmid,
                 ok: failure.is_none(),
+                pbs_status,
                 guest_log: Some(lines),
             });
         }
@@ -681,6 +691,16 @@ enum GuestFailure {
     Timeout,
 }
 
+/// PBS's words for a chunk store it cannot use.
+fn chunk_store_error(handles: Handles) -> String {
+    let errno = if handles == Handles::StaleEstale {
+        "Stale file handle (os error 116)"
+    } else {
+        "No such file or directory (os error 2)"
+    };
+    format!("unable to open chunk store at \"{MOUNTPOINT}/.chunks\" - {errno}")
+}
+
 /// The most recent 02:00 UTC at or before `now`.
 pub fn last_daily_run(now: DateTime<Utc>) -> DateTime<Utc> {
     let today = now
@@ -749,13 +769,9 @@ fn failure_log(guest: &Guest, at: DateTime<Utc>, cause: GuestFailure) -> Vec<Str
     ];
     match (cause, guest.kind) {
         (GuestFailure::ChunkStore(handles), GuestKind::Qemu) => {
-            let errno = if handles == Handles::StaleEstale {
-                "Stale file handle (os error 116)"
-            } else {
-                "No such file or directory (os error 2)"
-            };
             let detail = format!(
-                "VM {id} qmp command 'backup' failed - backup connect failed: command error: unable to open chunk store at \"{MOUNTPOINT}/.chunks\" - {errno}"
+                "VM {id} qmp command 'backup' failed - backup connect failed: command error: {}",
+                chunk_store_error(handles)
             );
             lines.push(format!(
                 "{} INFO: creating Proxmox Backup Server archive 'vm/{id}/{}'",
@@ -769,14 +785,10 @@ fn failure_log(guest: &Guest, at: DateTime<Utc>, cause: GuestFailure) -> Vec<Str
             ));
         }
         (GuestFailure::ChunkStore(handles), GuestKind::Lxc) => {
-            let errno = if handles == Handles::StaleEstale {
-                "Stale file handle (os error 116)"
-            } else {
-                "No such file or directory (os error 2)"
-            };
             lines.push(format!(
-                "{} ERROR: Backup of CT {id} failed - command '/usr/bin/proxmox-backup-client backup ...' failed: unable to open chunk store at \"{MOUNTPOINT}/.chunks\" - {errno}",
-                stamp(at, 4)
+                "{} ERROR: Backup of CT {id} failed - command '/usr/bin/proxmox-backup-client backup ...' failed: {}",
+                stamp(at, 4),
+                chunk_store_error(handles)
             ));
         }
         (GuestFailure::Fingerprint, _) => {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod process;
+pub mod twin;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
