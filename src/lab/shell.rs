@@ -76,6 +76,8 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
     let mut substitutions = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
+    // An unquoted word that expands to nothing (`$(x)`) is no word at all; `''` is one.
+    let mut quoted = false;
     let mut i = 0;
     let take_substitution = |i: &mut usize, subs: &mut Vec<String>| -> Result<(), String> {
         // At `$(`: find the matching `)`.
@@ -117,7 +119,7 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
         match c {
             ' ' | '\t' => {
                 if in_word {
-                    tokens.push(Token::Word(std::mem::take(&mut word)));
+                    end_word(&mut tokens, &mut word, &mut quoted);
                     in_word = false;
                 }
                 i += 1;
@@ -129,6 +131,7 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
             }
             '\'' => {
                 in_word = true;
+                quoted = true;
                 let end = chars[i + 1..]
                     .iter()
                     .position(|&c| c == '\'')
@@ -138,6 +141,7 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
             }
             '"' => {
                 in_word = true;
+                quoted = true;
                 i += 1;
                 loop {
                     let Some(&c) = chars.get(i) else {
@@ -167,6 +171,7 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
             }
             '\\' => {
                 in_word = true;
+                quoted = true;
                 match chars.get(i + 1) {
                     Some('\n') => {}
                     Some(&next) => word.push(next),
@@ -184,7 +189,7 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
             }
             ';' | '\n' | '&' | '|' | '<' | '>' => {
                 if in_word {
-                    tokens.push(Token::Word(std::mem::take(&mut word)));
+                    end_word(&mut tokens, &mut word, &mut quoted);
                     in_word = false;
                 }
                 let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
@@ -209,9 +214,16 @@ fn lex(line: &str) -> Result<(Vec<Token>, Vec<String>), String> {
         }
     }
     if in_word {
-        tokens.push(Token::Word(word));
+        end_word(&mut tokens, &mut word, &mut quoted);
     }
     Ok((tokens, substitutions))
+}
+
+fn end_word(tokens: &mut Vec<Token>, word: &mut String, quoted: &mut bool) {
+    if !word.is_empty() || *quoted {
+        tokens.push(Token::Word(std::mem::take(word)));
+    }
+    *quoted = false;
 }
 
 fn join(argv: &[String]) -> String {
