@@ -5,7 +5,7 @@
 mod common;
 
 use common::twin::Twin;
-use runbookd::exec::command::{AbsPath, CertFingerprint, Name, Value, Vmid, quote, render};
+use runbookd::exec::command::{AbsPath, CertFingerprint, Name, Value, Vmid, quote};
 
 /// Shell metacharacters, option injection and unicode tricks.
 const NASTY: [&str; 14] = [
