@@ -2,10 +2,12 @@
 # Installs the system packages the test suite talks to, from Debian's archive.
 # Idempotent: does nothing when everything is already there.
 #   prometheus-alertmanager  the real Alertmanager, used as a webhook client in tests
+#   openssh-server           Debian's sshd, which the SSH executor is tested against
 set -euo pipefail
 
 missing=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
