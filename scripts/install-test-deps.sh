@@ -3,11 +3,14 @@
 # Idempotent: does nothing when everything is already there.
 #   prometheus-alertmanager  the real Alertmanager, used as a webhook client in tests
 #   openssh-server           Debian's sshd, which the SSH executor is tested against
+#   openssh-client, curl     the README's lab walkthrough, run as a test
 set -euo pipefail
 
 missing=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use runbookd::clock::SystemClock;
 use runbookd::config::{Config, ConfigSource, LogFormat, Overrides, Problem};
+use runbookd::lab::RunningLab;
 use runbookd::startup::{Application, shutdown_signal};
 use runbookd::telemetry;
 
@@ -25,9 +26,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service.
-    Serve(ConfigArgs),
-    /// Validate the config (and every token's secret) and report every problem.
+    Serve(ServeArgs),
+    /// Validate the config (tokens, inventory, secrets) and report every problem.
     Check(ConfigArgs),
+    /// Run the simulated estate on loopback until interrupted.
+    Lab(LabArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +49,28 @@ struct ConfigArgs {
     log_format: Option<LogFormat>,
 }
 
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Start the simulated estate in-process (optionally with a scenario) and use it as the
+    /// inventory.
+    #[arg(long, num_args = 0..=1, default_missing_value = "healthy", value_name = "SCENARIO")]
+    lab: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LabArgs {
+    /// healthy, stale-nfs, stale-nfs-estale, nfs-unmounted, cert-mismatch, pbs-down,
+    /// pbs-vm-stopped, decommissioned-only, mixed, job-disabled, host-unreachable, flaky-ssh,
+    /// hung-nfs.
+    #[arg(long, default_value = "healthy")]
+    scenario: String,
+    /// Where to write the lab's config, keys and certificates.
+    #[arg(long, default_value = "lab")]
+    dir: PathBuf,
+}
+
 impl ConfigArgs {
     fn load(&self) -> Result<(Config, ConfigSource), Vec<Problem>> {
         let overrides = Overrides {
@@ -61,6 +86,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
+        Command::Lab(args) => lab(&args),
     }
 }
 
@@ -74,6 +100,16 @@ fn report(problems: &[Problem]) {
     }
 }
 
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
 fn check(args: &ConfigArgs) -> ExitCode {
     let (config, source) = match args.load() {
         Ok(loaded) => loaded,
@@ -82,30 +118,44 @@ fn check(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match config.resolve_tokens(&source, env_var) {
-        Ok(tokens) => {
-            println!(
-                "config ok: listen {}, database {}, {} token(s)",
-                config.listen,
-                config.database.path.display(),
-                tokens.tokens().len()
-            );
-            for token in tokens.tokens() {
-                println!("  token {} ({})", token.name(), token.role().as_str());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            report(&problems);
-            ExitCode::FAILURE
-        }
+    let tokens = config.resolve_tokens(&source, env_var);
+    let inventory = config.resolve_inventory(&source, &env_var);
+    let mut problems = Vec::new();
+    problems.extend(tokens.as_ref().err().into_iter().flatten().cloned());
+    problems.extend(inventory.as_ref().err().into_iter().flatten().cloned());
+    let (Ok(tokens), Ok(inventory)) = (tokens, inventory) else {
+        report(&problems);
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "config ok: listen {}, database {}, {} token(s), {} host(s), PBS {}, PVE {}",
+        config.listen,
+        config.database.path.display(),
+        tokens.tokens().len(),
+        inventory.ssh_hosts.len(),
+        if inventory.pbs.is_some() {
+            "configured"
+        } else {
+            "not configured"
+        },
+        if inventory.pve.is_some() {
+            "configured"
+        } else {
+            "not configured"
+        },
+    );
+    for token in tokens.tokens() {
+        println!("  token {} ({})", token.name(), token.role().as_str());
     }
+    ExitCode::SUCCESS
 }
 
-fn serve(args: &ConfigArgs) -> ExitCode {
-    let loaded = args
-        .load()
-        .and_then(|(config, source)| Ok((config.resolve_tokens(&source, env_var)?, config)));
+fn serve(args: &ServeArgs) -> ExitCode {
+    let loaded = args.config.load().and_then(|(config, source)| {
+        let tokens = config.resolve_tokens(&source, env_var)?;
+        config.resolve_inventory(&source, &env_var)?;
+        Ok((tokens, config))
+    });
     let (tokens, config) = match loaded {
         Ok(loaded) => loaded,
         Err(problems) => {
@@ -115,14 +165,41 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         }
     };
     telemetry::init_logging(&config.log);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
+        // Kept alive for as long as the service runs.
+        let _lab = match &args.lab {
+            Some(scenario) => {
+                let dir = config
+                    .database
+                    .path
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("lab");
+                let lab = RunningLab::launch(&dir, scenario).await?;
+                // The twin is the inventory: its generated config must hold up like any other.
+                let (lab_config, source) = Config::load(Some(&lab.config), &Overrides::default())
+                    .map_err(|problems| {
+                    anyhow::anyhow!("the lab's config is invalid: {problems:?}")
+                })?;
+                lab_config
+                    .resolve_inventory(&source, &env_var)
+                    .map_err(|problems| {
+                        anyhow::anyhow!("the lab's inventory is invalid: {problems:?}")
+                    })?;
+                tracing::info!(
+                    scenario,
+                    config = %lab.config.display(),
+                    control = %format!("http://{}", lab.control),
+                    "the simulated estate is running in-process"
+                );
+                eprint!("{}", lab.guide());
+                Some(lab)
+            }
+            None => None,
+        };
         let app = Application::build(&config, tokens, Arc::new(SystemClock)).await?;
         tracing::info!(address = %app.local_addr(), "listening on {}", app.local_addr());
         app.run_until(shutdown_signal()).await
@@ -131,6 +208,27 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("runbookd stopped: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn lab(args: &LabArgs) -> ExitCode {
+    telemetry::init_logging(&Default::default());
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async {
+        let lab = RunningLab::launch(&args.dir, &args.scenario).await?;
+        print!("{}", lab.guide());
+        println!("lab ready; Ctrl-C stops it");
+        shutdown_signal().await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("runbookd lab: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@
 //! - [`ssh`]: one SSH server per host.
 
 pub mod api;
+pub mod control;
 pub mod estate;
 pub mod https;
 pub mod shell;
@@ -43,6 +44,8 @@ pub struct Lab {
     pub pve_fingerprint: CertFingerprint,
     /// The token both APIs accept: PBS as `ID:SECRET`, PVE as `ID=SECRET`.
     pub api_token: ApiToken,
+    pbs_cert_pem: String,
+    pve_cert_pem: String,
     /// Files a client needs: `id_ed25519`, `known_hosts`, `password`.
     pub dir: PathBuf,
     tasks: Vec<JoinHandle<()>>,
@@ -136,6 +139,8 @@ impl Lab {
             pve_api,
             pve_fingerprint: pve_cert.fingerprint(),
             api_token,
+            pbs_cert_pem: pbs_cert.cert_pem.clone(),
+            pve_cert_pem: pve_cert.cert_pem.clone(),
             dir: dir.to_owned(),
             tasks,
         })
@@ -185,9 +190,160 @@ impl Lab {
         }
     }
 
+    /// Writes what a person or runbookd needs to use the twin, and returns the config's path:
+    /// - `runbookd.toml`: `[ssh]`, `[[hosts]]`, `[pbs]`, `[pve]` for this twin;
+    /// - `api.token`: the API token's secret; `pbs.pem`, `pve.pem`: the API certificates;
+    /// - `ssh_config`: for `ssh -F lab/ssh_config pbs ...`;
+    /// - `env`: shell variables (`PBS_API`, `PVE_API`, `TOKEN_ID`, ...) for `curl`.
+    pub fn write_files(&self) -> anyhow::Result<PathBuf> {
+        let dir = &self.dir;
+        write_private(
+            &dir.join("api.token"),
+            &format!("{}\n", self.api_token.secret),
+        )?;
+        std::fs::write(dir.join("pbs.pem"), &self.pbs_cert_pem)?;
+        std::fs::write(dir.join("pve.pem"), &self.pve_cert_pem)?;
+        let mut ssh_config = String::new();
+        let mut hosts = String::new();
+        for (name, addr) in &self.ssh {
+            ssh_config.push_str(&format!(
+                "Host {name}\n  HostName {}\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n\n",
+                addr.ip(),
+                addr.port(),
+                dir.join("id_ed25519").display(),
+                dir.join("known_hosts").display()
+            ));
+            let kind = if name == estate::PBS_HOST {
+                "pbs"
+            } else {
+                "pve"
+            };
+            hosts.push_str(&format!(
+                "[[hosts]]\nname = \"{name}\"\nkind = \"{kind}\"\naddress = \"{}\"\nport = {}\n\n",
+                addr.ip(),
+                addr.port()
+            ));
+        }
+        std::fs::write(dir.join("ssh_config"), ssh_config)?;
+        let pve_url = format!("https://{}", self.pve_api[estate::PVE_HOSTS[0]]);
+        let config = format!(
+            "# runbookd config for the simulated estate (runbookd lab). Check it with:\n\
+             #   runbookd check --config {config}\n\n\
+             [ssh]\nuser = \"root\"\nkey_file = \"{key}\"\nknown_hosts = \"{known_hosts}\"\nconnect_timeout_secs = 5\n\n\
+             {hosts}\
+             [pbs]\nhost = \"{pbs_host}\"\nurl = \"https://{pbs_api}\"\nfingerprint = \"{pbs_fp}\"\n\
+             token_id = \"{token_id}\"\ntoken_secret_file = \"{token_file}\"\ndatastore = \"{store}\"\n\
+             mountpoint = \"{mountpoint}\"\nservices = [\"proxmox-backup\", \"proxmox-backup-proxy\"]\n\
+             vm = {{ host = \"{vm_host}\", vmid = {vmid} }}\n\n\
+             [pve]\nurl = \"{pve_url}\"\nfingerprint = \"{pve_fp}\"\ntoken_id = \"{token_id}\"\n\
+             token_secret_file = \"{token_file}\"\nstorage = \"{storage}\"\n",
+            config = dir.join("runbookd.toml").display(),
+            key = dir.join("id_ed25519").display(),
+            known_hosts = dir.join("known_hosts").display(),
+            pbs_host = estate::PBS_HOST,
+            pbs_api = self.pbs_api,
+            pbs_fp = self.pbs_fingerprint.as_str(),
+            token_id = self.api_token.id,
+            token_file = dir.join("api.token").display(),
+            store = estate::DATASTORE,
+            mountpoint = estate::MOUNTPOINT,
+            vm_host = estate::PBS_VM_HOST,
+            vmid = estate::PBS_VMID,
+            pve_fp = self.pve_fingerprint.as_str(),
+            storage = estate::PVE_STORAGE_ID,
+        );
+        let path = dir.join("runbookd.toml");
+        std::fs::write(&path, config)?;
+        let mut env = format!(
+            "PBS_API=https://{}\nPVE_API={pve_url}\nTOKEN_ID='{}'\n",
+            self.pbs_api, self.api_token.id
+        );
+        for (name, addr) in &self.ssh {
+            env.push_str(&format!(
+                "{}_SSH_PORT={}\n",
+                name.to_uppercase(),
+                addr.port()
+            ));
+        }
+        std::fs::write(dir.join("env"), env)?;
+        Ok(path)
+    }
+
+    /// Serves the control API on a loopback port; `clock` must be the one the lab runs on.
+    pub async fn start_control(
+        &mut self,
+        clock: Arc<control::OffsetClock>,
+    ) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let router = control::router(self.world.clone(), clock);
+        self.tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }));
+        Ok(addr)
+    }
+
     /// Runs `f` on the world, under its lock.
     pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
         f(&mut self.world.lock().expect("world lock"))
+    }
+}
+
+/// A lab with its control API and its files written: what `runbookd lab` and
+/// `runbookd serve --lab` run.
+pub struct RunningLab {
+    pub lab: Lab,
+    pub control: SocketAddr,
+    /// The generated runbookd config for this twin.
+    pub config: PathBuf,
+}
+
+impl RunningLab {
+    pub async fn launch(dir: &Path, scenario: &str) -> anyhow::Result<Self> {
+        let clock = Arc::new(control::OffsetClock::default());
+        let mut lab = Lab::start(dir, scenario, clock.clone()).await?;
+        let control = lab.start_control(clock).await?;
+        let config = lab.write_files()?;
+        let mut env = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("env"))?;
+        std::io::Write::write_all(&mut env, format!("CONTROL=http://{control}\n").as_bytes())?;
+        Ok(Self {
+            lab,
+            control,
+            config,
+        })
+    }
+
+    /// How to use it, for a person at a terminal.
+    pub fn guide(&self) -> String {
+        let dir = self.lab.dir.display();
+        let scenario = self.lab.with_world(|w| w.scenario.clone());
+        let mut text = format!("runbookd lab: scenario {scenario}, files in {dir}/\n");
+        text.push_str(&format!(
+            "  config   {}   (runbookd check --config {})\n",
+            self.config.display(),
+            self.config.display()
+        ));
+        for (name, addr) in &self.lab.ssh {
+            text.push_str(&format!(
+                "  ssh      {name:<10} {addr}   ssh -F {dir}/ssh_config {name} hostname\n"
+            ));
+        }
+        text.push_str(&format!(
+            "  PBS API  https://{}   fingerprint {}\n",
+            self.lab.pbs_api,
+            self.lab.pbs_fingerprint.as_str()
+        ));
+        for (name, addr) in &self.lab.pve_api {
+            text.push_str(&format!("  PVE API  {name:<10} https://{addr}\n"));
+        }
+        text.push_str(&format!(
+            "  token    {} (secret in {dir}/api.token)\n",
+            self.lab.api_token.id
+        ));
+        text.push_str(&format!("  control  http://{}   GET /received, GET /world, POST /scenario/NAME, POST /clock/advance?seconds=N, PUT /latency/HOST?ms=N\n", self.control));
+        text
     }
 }
 

@@ -130,6 +130,7 @@ pub struct World {
     /// The fingerprint in /etc/pve/storage.cfg for the PBS storage.
     pub storage_fingerprint: String,
     /// Per-guest vzdump logs: (host, path) → text.
+    #[serde(serialize_with = "files_by_host_path")]
     pub files: BTreeMap<(String, String), String>,
     pub tasks: Vec<Task>,
     /// Hosts whose SSH and API accept a connection and then never answer.
@@ -149,6 +150,19 @@ pub struct World {
     next_pid: u32,
     #[serde(skip)]
     clock: Option<Arc<dyn Clock>>,
+}
+
+/// `{"host:/path": "text"}`: JSON keys must be strings.
+fn files_by_host_path<S: serde::Serializer>(
+    files: &BTreeMap<(String, String), String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut out = s.serialize_map(Some(files.len()))?;
+    for ((host, path), text) in files {
+        out.serialize_entry(&format!("{host}:{path}"), text)?;
+    }
+    out.end()
 }
 
 mod duration_millis {

@@ -19,16 +19,16 @@ impl ServiceProcess {
     /// Starts `runbookd serve` on a free loopback port with `db`, and returns once it logs
     /// that it is listening. `env` adds environment variables.
     pub async fn start(db: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(db, env, &[]).await
+    }
+
+    /// As [`Self::start`], with more arguments for `serve`.
+    pub async fn start_with(db: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_runbookd"));
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--db",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .arg("--db")
             .arg(db)
             .env_remove("RUNBOOKD_CONFIG")
             .env("RUST_LOG", "info")

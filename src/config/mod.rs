@@ -16,6 +16,10 @@ use toml::Spanned;
 
 use crate::auth::{Role, Token, TokenTable};
 
+pub mod inventory;
+
+pub use inventory::{HostConfig, Inventory, PbsConfig, PveConfig, SshConfig};
+
 /// Env var that adds an admin token, for quick starts and scripts.
 pub const ADMIN_TOKEN_ENV: &str = "RUNBOOKD_ADMIN_TOKEN";
 /// Env var that adds an ingest token, for quick starts and scripts.
@@ -40,6 +44,12 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub tokens: Vec<Spanned<TokenConfig>>,
+    /// How to reach the estate's hosts; see [`inventory`].
+    pub ssh: Option<Spanned<SshConfig>>,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<HostConfig>>,
+    pub pbs: Option<Spanned<PbsConfig>>,
+    pub pve: Option<Spanned<PveConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +146,10 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             tokens: Vec::new(),
+            ssh: None,
+            hosts: Vec::new(),
+            pbs: None,
+            pve: None,
         }
     }
 }
@@ -162,7 +176,7 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    fn locate(&self, span: std::ops::Range<usize>) -> String {
+    pub(crate) fn locate(&self, span: std::ops::Range<usize>) -> String {
         let Some(path) = &self.path else {
             return "config".to_owned();
         };
@@ -174,7 +188,7 @@ impl ConfigSource {
 
     /// Where a dotted key such as `http.max_body_bytes` is set, or the file and key when the
     /// file does not set it.
-    fn locate_key(&self, key: &str) -> String {
+    pub(crate) fn locate_key(&self, key: &str) -> String {
         let span = toml::de::DeTable::parse(&self.text).ok().and_then(|table| {
             let mut value = toml::de::DeValue::Table(table.into_inner());
             let mut span = None;
@@ -312,31 +326,14 @@ impl Config {
             if tokens.iter().any(|t| t.name() == token.name) {
                 problem("this name is used by an earlier token".into());
             }
-            let secret = match (&token.secret_env, &token.secret_file) {
-                (Some(_), Some(_)) => {
-                    problem("set secret_env or secret_file, not both".into());
-                    None
-                }
-                (None, None) => {
-                    problem("set secret_env (an env var name) or secret_file (a path)".into());
-                    None
-                }
-                (Some(var), None) => match env(var) {
-                    Some(value) => Some(value),
-                    None => {
-                        problem(format!("the env var {var} is not set"));
-                        None
-                    }
-                },
-                (None, Some(path)) => match std::fs::read_to_string(path) {
-                    // Files usually end with a newline that is not part of the secret.
-                    Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
-                    Err(e) => {
-                        problem(format!("cannot read secret_file {}: {e}", path.display()));
-                        None
-                    }
-                },
-            };
+            let secret = read_secret(
+                "secret",
+                token.secret_env.as_deref(),
+                token.secret_file.as_deref(),
+                &env,
+            )
+            .map_err(&mut problem)
+            .ok();
             if let Some(secret) = secret {
                 match check_secret(&secret, &secrets) {
                     Ok(()) => {
@@ -372,6 +369,27 @@ impl Config {
         } else {
             Err(problems)
         }
+    }
+}
+
+/// Reads a secret from exactly one of an env var or a file (its trailing newline dropped).
+/// `what` names the pair of keys in messages: `secret` for `secret_env`/`secret_file`.
+pub(crate) fn read_secret(
+    what: &str,
+    from_env: Option<&str>,
+    from_file: Option<&Path>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    match (from_env, from_file) {
+        (Some(_), Some(_)) => Err(format!("set {what}_env or {what}_file, not both")),
+        (None, None) => Err(format!(
+            "set {what}_env (an env var name) or {what}_file (a path)"
+        )),
+        (Some(var), None) => env(var).ok_or_else(|| format!("the env var {var} is not set")),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            // Files usually end with a newline that is not part of the secret.
+            .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| format!("cannot read {what}_file {}: {e}", path.display())),
     }
 }
 
