@@ -202,6 +202,8 @@ impl SshSession {
         let config = russh::client::Config {
             inactivity_timeout: Some(Duration::from_secs(300)),
             keepalive_interval: Some(Duration::from_secs(15)),
+            // Small request/response exchanges: Nagle's algorithm would add ~40 ms to each.
+            nodelay: true,
             ..Default::default()
         };
         let (name, address) = (
