@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 const OUTPUT_CAP: usize = 64 * 1024;
 
 struct Sshd {
-    _child: Child,
+    child: Child,
     port: u16,
     dir: tempfile::TempDir,
     user: String,
@@ -82,29 +82,19 @@ impl Sshd {
             ),
         )
         .unwrap();
-        // sshd insists on its privilege-separation directory.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("/usr/sbin/sshd starts (scripts/test.sh installs openssh-server)");
-        eventually("sshd to greet", Duration::from_secs(20), || async {
-            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()?;
-            let mut banner = [0u8; 8];
-            stream.read_exact(&mut banner).await.ok()?;
-            (&banner == b"SSH-2.0-").then_some(())
-        })
-        .await;
+        let child = spawn_sshd(&config, port).await;
         Self {
-            _child: child,
+            child,
             port,
             dir,
             user,
         }
+    }
+
+    /// Stops sshd and starts it again on the same port: every open connection dies.
+    async fn restart(&mut self) {
+        self.child.kill().await.unwrap();
+        self.child = spawn_sshd(&self.path("sshd_config"), self.port).await;
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -130,6 +120,27 @@ impl Sshd {
     fn good_session(&self) -> SshSession {
         self.session(&self.path("id_ed25519"), &self.path("known_hosts"))
     }
+}
+
+async fn spawn_sshd(config: &Path, port: u16) -> Child {
+    // sshd insists on its privilege-separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(config)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("/usr/sbin/sshd starts (scripts/test.sh installs openssh-server)");
+    eventually("sshd to greet", Duration::from_secs(20), || async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let mut banner = [0u8; 8];
+        stream.read_exact(&mut banner).await.ok()?;
+        (&banner == b"SSH-2.0-").then_some(())
+    })
+    .await;
+    child
 }
 
 fn path(p: &Path) -> Value {
@@ -297,4 +308,61 @@ async fn five_megabytes_of_output_are_capped() {
         "[runbookd: output truncated, {} more bytes dropped]\n",
         5_000_000 - OUTPUT_CAP
     )));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_reopened_once_for_the_next_command() {
+    let mut sshd = Sshd::start().await;
+    let ssh = sshd.good_session();
+    let hostname = render("hostname", &[]).unwrap();
+    let first = ssh
+        .run(&host(), &hostname, Duration::from_secs(5))
+        .await
+        .unwrap();
+    sshd.restart().await;
+    let second = ssh
+        .run(&host(), &hostname, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[tokio::test]
+async fn secrets_in_output_are_redacted() {
+    let sshd = Sshd::start().await;
+    let host_entry = SshHost {
+        name: host(),
+        address: "127.0.0.1".into(),
+        port: sshd.port,
+        user: sshd.user.clone(),
+    };
+    let settings = SshSettings {
+        auth: SshAuth::KeyFile(sshd.path("id_ed25519")),
+        host_keys: HostKeyCheck::KnownHosts(sshd.path("known_hosts")),
+        connect_timeout: Duration::from_secs(5),
+        output_cap: OUTPUT_CAP,
+    };
+    let ssh = SshSession::new(
+        [host_entry],
+        settings,
+        Redactor::new(["s3cret-api-token".to_owned()]),
+    );
+    let file = sshd.path("storage.cfg");
+    std::fs::write(
+        &file,
+        "password s3cret-api-token\nAuthorization: PBSAPIToken=root@pam!ops:abc-123\n",
+    )
+    .unwrap();
+    let out = ssh
+        .run(
+            &host(),
+            &render("cat {p}", &[("p", path(&file))]).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        "password [REDACTED]\nAuthorization: PBSAPIToken=root@pam!ops:[REDACTED]\n"
+    );
 }
