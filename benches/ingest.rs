@@ -11,7 +11,7 @@ mod process;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use process::ServiceProcess;
+use process::{ServiceProcess, rss_mib};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -22,15 +22,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 struct Figures {
@@ -102,7 +93,7 @@ fn main() {
         let pid = service.pid();
         // Let start-up allocations settle before reading the idle figure.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let idle_rss = rss_kib(pid);
+        let idle_rss = rss_mib(pid);
 
         let unique = (0..requests)
             .map(|i| {
@@ -131,9 +122,8 @@ fn main() {
         let figures = load(&service.address, vec![duplicate; requests], concurrency).await;
         print("duplicate alerts", requests, &figures);
         println!(
-            "RSS: idle {:.1} MiB, after load {:.1} MiB",
-            idle_rss as f64 / 1024.0,
-            rss_kib(pid) as f64 / 1024.0
+            "RSS: idle {idle_rss:.1} MiB, after load {:.1} MiB",
+            rss_mib(pid)
         );
         assert!(service.terminate().await.success());
     });

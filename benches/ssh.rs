@@ -15,15 +15,10 @@ use runbookd::exec::ssh::{RemoteShell, SshSession};
 use runbookd::lab::Lab;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
+#[allow(dead_code)] // the bench uses only part of the test harness
+#[path = "../tests/common/process.rs"]
+mod process;
+use process::rss_mib;
 
 fn main() {
     let commands: usize = std::env::var("RUNBOOKD_BENCH_COMMANDS")

@@ -49,8 +49,8 @@ pub(super) fn normalize(
     let annotations = Annotations::parse(annotations).map_err(at("annotations"))?;
     let fingerprint =
         fingerprint(payload.fingerprint.as_deref(), &name, &labels).map_err(at("fingerprint"))?;
-    let alert = Alert {
-        source: source.clone(),
+    Ok(Delivery::one(Alert {
+        source,
         name,
         severity,
         status,
@@ -59,9 +59,5 @@ pub(super) fn normalize(
         starts_at: None,
         ends_at: None,
         fingerprint,
-    };
-    Ok(Delivery {
-        source,
-        alerts: vec![alert],
-    })
+    }))
 }

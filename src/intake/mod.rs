@@ -55,6 +55,16 @@ pub struct Delivery {
     pub alerts: Vec<Alert>,
 }
 
+impl Delivery {
+    /// A delivery of one alert (the flat formats), from the alert's own source.
+    fn one(alert: Alert) -> Self {
+        Self {
+            source: alert.source.clone(),
+            alerts: vec![alert],
+        }
+    }
+}
+
 /// Resolves `?source=` to the sender and its format. Unknown names are refused rather than
 /// guessed: a typo in a forwarder's URL should fail loudly, not land as `generic`.
 pub fn declared_source(name: &str) -> Result<(Source, Format), IntakeError> {

@@ -73,8 +73,8 @@ pub(super) fn normalize(
     let fingerprint =
         fingerprint(finding.fingerprint.as_deref(), &name, &labels).map_err(at("fingerprint"))?;
 
-    let alert = Alert {
-        source: source.clone(),
+    Ok(Delivery::one(Alert {
+        source,
         name,
         severity,
         // A sweep reports what it finds now; it has no resolve message.
@@ -84,9 +84,5 @@ pub(super) fn normalize(
         starts_at: None,
         ends_at: None,
         fingerprint,
-    };
-    Ok(Delivery {
-        source,
-        alerts: vec![alert],
-    })
+    }))
 }

@@ -50,6 +50,14 @@ impl Outcome {
         }
     }
 
+    /// Blocks until killed, as I/O on a hung NFS mount does.
+    fn hang() -> Self {
+        Self {
+            completion: Completion::Never,
+            ..Self::ok("")
+        }
+    }
+
     fn with_stdout(mut self, stdout: impl Into<String>) -> Self {
         self.stdout = stdout.into();
         self
@@ -584,10 +592,7 @@ fn umount(world: &mut World, args: &[&str]) -> Outcome {
     }
     match world.nfs {
         Nfs::Unmounted => Outcome::fail(32, format!("umount: {MOUNTPOINT}: not mounted.\n")),
-        Nfs::Hung if !lazy => Outcome {
-            completion: Completion::Never,
-            ..Outcome::fail(32, "")
-        },
+        Nfs::Hung if !lazy => Outcome::hang(),
         _ => {
             world.nfs = Nfs::Unmounted;
             // The PBS processes keep their now-dangling handles until restarted.
@@ -652,12 +657,7 @@ fn df(world: &World, args: &[&str]) -> Outcome {
     let root = "/dev/mapper/pbs-root         30G  4.1G   24G  15% /\n";
     if path.starts_with(MOUNTPOINT) {
         match world.nfs {
-            Nfs::Hung => {
-                return Outcome {
-                    completion: Completion::Never,
-                    ..Outcome::ok("")
-                };
-            }
+            Nfs::Hung => return Outcome::hang(),
             Nfs::Mounted => {
                 return Outcome::ok(format!(
                     "{header}{NFS_EXPORT}  7.3T  2.1T  5.2T  29% {MOUNTPOINT}\n"
@@ -677,12 +677,7 @@ fn ls(world: &World, args: &[&str]) -> Outcome {
     let path = path.trim_end_matches('/');
     if path.starts_with(MOUNTPOINT) {
         match world.nfs {
-            Nfs::Hung => {
-                return Outcome {
-                    completion: Completion::Never,
-                    ..Outcome::ok("")
-                };
-            }
+            Nfs::Hung => return Outcome::hang(),
             Nfs::Unmounted if path != MOUNTPOINT => {
                 return Outcome::fail(
                     2,
