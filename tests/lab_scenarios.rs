@@ -458,3 +458,45 @@ async fn hung_nfs_blocks_df_and_ls_until_the_remote_timeout() {
         Err(ApiError::Timeout { .. })
     ));
 }
+
+#[tokio::test]
+async fn one_connection_per_host_per_session_and_password_auth_from_a_file() {
+    let twin = Twin::start("healthy").await;
+    for _ in 0..5 {
+        twin.sh("pbs", "hostname").await;
+    }
+    twin.sh("ruapehu", "hostname").await;
+    assert_eq!(
+        twin.lab.with_world(|w| w.ssh_connections),
+        2,
+        "one per host, reused"
+    );
+
+    // A password from a file, and (for a lab only) no host key check.
+    let settings = runbookd::exec::ssh::SshSettings {
+        auth: runbookd::exec::ssh::SshAuth::PasswordFile(twin.lab.dir.join("password")),
+        host_keys: runbookd::exec::ssh::HostKeyCheck::InsecureSkip,
+        ..twin.lab.ssh_settings()
+    };
+    let ssh =
+        runbookd::exec::ssh::SshSession::new(twin.lab.ssh_hosts(), settings, Default::default());
+    let command = runbookd::exec::command::render("hostname", &[]).unwrap();
+    let out = ssh
+        .run(&name("pihanga"), &command, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "pihanga\n");
+
+    std::fs::write(twin.lab.dir.join("wrong-password"), "not-the-password\n").unwrap();
+    let settings = runbookd::exec::ssh::SshSettings {
+        auth: runbookd::exec::ssh::SshAuth::PasswordFile(twin.lab.dir.join("wrong-password")),
+        ..twin.lab.ssh_settings()
+    };
+    let ssh =
+        runbookd::exec::ssh::SshSession::new(twin.lab.ssh_hosts(), settings, Default::default());
+    assert!(matches!(
+        ssh.run(&name("pihanga"), &command, Duration::from_secs(5))
+            .await,
+        Err(SshError::AuthRejected { .. })
+    ));
+}
