@@ -20,6 +20,20 @@ pub enum AuditAction {
     IncidentSourceResolved,
     /// The source sent `resolved` and no incident was open for it.
     ResolveUnmatched,
+    /// A run of a playbook was created for an incident (or by hand).
+    RunCreated,
+    /// A worker took a run's lease (first start, or resuming after a crash).
+    RunLeased,
+    /// A run moved to another step.
+    RunAdvanced,
+    /// A run stopped to wait for an approval.
+    RunParked,
+    /// A run ended: resolved, escalated or cancelled.
+    RunFinished,
+    /// A step's side effect is about to happen.
+    StepStarted,
+    /// A step's side effect happened (or failed).
+    StepFinished,
 }
 
 impl AuditAction {
@@ -29,6 +43,13 @@ impl AuditAction {
             Self::IncidentDeduplicated => "incident.deduplicated",
             Self::IncidentSourceResolved => "incident.source_resolved",
             Self::ResolveUnmatched => "alert.resolve_unmatched",
+            Self::RunCreated => "run.created",
+            Self::RunLeased => "run.leased",
+            Self::RunAdvanced => "run.advanced",
+            Self::RunParked => "run.parked",
+            Self::RunFinished => "run.finished",
+            Self::StepStarted => "step.started",
+            Self::StepFinished => "step.finished",
         }
     }
 }
@@ -41,26 +62,37 @@ pub struct AuditEvent {
     pub actor: String,
     pub action: String,
     pub incident_id: Option<i64>,
+    pub run_id: Option<i64>,
     pub detail: Json<Value>,
 }
 
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent<'a> {
+    pub actor: &'a str,
+    pub action: AuditAction,
+    pub incident_id: Option<i64>,
+    pub run_id: Option<i64>,
+    /// A JSON object: the reason and the particulars.
+    pub detail: Value,
+}
+
 /// Appends one event on `conn`, normally inside the transaction that made the change.
-pub(super) async fn append(
+pub(crate) async fn append(
     conn: &mut SqliteConnection,
     at: DateTime<Utc>,
-    actor: &str,
-    action: AuditAction,
-    incident_id: Option<i64>,
-    detail: Value,
+    event: NewAuditEvent<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, incident_id, detail) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO audit_events (at, actor, action, incident_id, run_id, detail)
+         VALUES (?, ?, ?, ?, ?, ?)",
     )
     .bind(at)
-    .bind(actor)
-    .bind(action.as_str())
-    .bind(incident_id)
-    .bind(Json(detail))
+    .bind(event.actor)
+    .bind(event.action.as_str())
+    .bind(event.incident_id)
+    .bind(event.run_id)
+    .bind(Json(event.detail))
     .execute(conn)
     .await?;
     Ok(())
@@ -74,10 +106,29 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let events = sqlx::query_as::<_, AuditEvent>(
-            "SELECT id, at, actor, action, incident_id, detail FROM audit_events
+            "SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
              WHERE incident_id = ? ORDER BY id LIMIT ?",
         )
         .bind(incident_id)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(events)
+    }
+}
+
+impl Store {
+    /// A run's events, oldest first, at most `limit`.
+    pub async fn run_timeline(
+        &self,
+        run_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let events = sqlx::query_as::<_, AuditEvent>(
+            "SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
+             WHERE run_id = ? ORDER BY id LIMIT ?",
+        )
+        .bind(run_id)
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::types::Json;
 
-use super::audit::{self, AuditAction};
+use super::audit::{self, AuditAction, NewAuditEvent};
 use super::{Store, StoreError};
 use crate::auth::Principal;
 use crate::intake::{Alert, AlertStatus, Delivery};
@@ -124,17 +124,20 @@ impl Store {
             audit::append(
                 &mut tx,
                 now,
-                &actor.name,
-                action.audit_action(),
-                incident_id,
-                json!({
+                NewAuditEvent {
+                    actor: &actor.name,
+                    action: action.audit_action(),
+                    incident_id,
+                    run_id: None,
+                    detail: json!({
                     "delivery_id": delivery_id,
                     "alert_id": alert_id,
                     "source": alert.source,
                     "alert_name": alert.name,
                     "fingerprint": alert.fingerprint,
                     "status": alert.status,
-                }),
+                    }),
+                },
             )
             .await?;
             outcomes.push(IntakeOutcome {

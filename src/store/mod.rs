@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod incidents;
 pub mod intake;
+pub mod runs;
 
 use std::str::FromStr;
 use std::time::Duration;

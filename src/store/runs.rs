@@ -1,0 +1,611 @@
+//! Runs: every state change of a run, in one place.
+//!
+//! A run is worked on by whoever holds its lease. Taking a lease bumps the run's `attempt`, the
+//! fencing token, and every later write of that worker says which attempt it holds: the
+//! `UPDATE`/`INSERT` checks the state, the owner and the attempt in its `WHERE`, so a worker
+//! that lost its lease (it stalled past the expiry and another worker took over, or the run was
+//! cancelled) changes nothing and learns it from [`RunError::LeaseLost`]. Each change is audited
+//! in the same transaction.
+//!
+//! ```text
+//! pending ──acquire──► running ──finish──► resolved | escalated
+//!    ▲                  │   │
+//!    └──(approval)── waiting_approval      cancel: any non-final state ──► cancelled
+//! ```
+//! A `running` run whose lease expired (its worker died) is acquired again as it stands: the
+//! new worker resumes at the recorded step.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::FromRow;
+use sqlx::types::Json;
+
+use super::audit::{self, AuditAction, NewAuditEvent};
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+pub enum RunState {
+    Pending,
+    Running,
+    WaitingApproval,
+    Resolved,
+    Escalated,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::WaitingApproval => "waiting_approval",
+            Self::Resolved => "resolved",
+            Self::Escalated => "escalated",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Resolved | Self::Escalated | Self::Cancelled)
+    }
+}
+
+/// How a run ends, by its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Resolved,
+    Escalated,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// This worker no longer holds the run: stop touching it.
+    #[error("run {run_id}: lease attempt {attempt} is no longer held")]
+    LeaseLost { run_id: i64, attempt: i64 },
+    #[error("run {0} does not exist")]
+    NotFound(i64),
+    #[error("run {run_id} is {state} and cannot be {verb}")]
+    Final {
+        run_id: i64,
+        state: &'static str,
+        verb: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Run {
+    pub id: i64,
+    pub incident_id: Option<i64>,
+    pub playbook: String,
+    pub target: String,
+    pub state: RunState,
+    pub step: Option<String>,
+    pub facts: Json<Value>,
+    pub dry_run: bool,
+    pub attempt: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub outcome: Option<Json<Value>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A worker's hold on a run: the fencing token every write presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub run_id: i64,
+    pub attempt: i64,
+    pub owner: String,
+}
+
+/// What creating a run found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New(i64),
+    /// A run for the same target is already active: nothing new was started.
+    AlreadyActive(i64),
+}
+
+/// A new run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub incident_id: Option<i64>,
+    pub playbook: &'a str,
+    pub target: &'a str,
+    pub dry_run: bool,
+    /// Who asked: a token name, or `engine` for an alert.
+    pub actor: &'a str,
+}
+
+/// One attempt of one step, as recorded.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct StepAttempt {
+    pub id: i64,
+    pub run_id: i64,
+    pub step: String,
+    pub run_attempt: i64,
+    pub status: String,
+    pub host: Option<String>,
+    pub command: String,
+    pub exit_status: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+}
+
+/// What a step did, to record when it finishes.
+#[derive(Debug, Clone, Default)]
+pub struct StepResult {
+    pub exit_status: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+const RUN_COLUMNS: &str = "id, incident_id, playbook, target, state, step, facts, dry_run, attempt, \
+    lease_owner, lease_expires_at, heartbeat_at, outcome, created_at, updated_at, finished_at";
+
+fn expiry(now: DateTime<Utc>, lease_for: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Store {
+    /// Creates a run, unless one is already active for the target.
+    pub async fn create_run(
+        &self,
+        run: NewRun<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Created, RunError> {
+        let mut tx = self.writer.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO runs (incident_id, playbook, target, state, facts, dry_run, attempt,
+                               created_at, updated_at)
+             VALUES (?, ?, ?, 'pending', '{}', ?, 0, ?, ?)
+             ON CONFLICT (target) WHERE state IN ('pending', 'running', 'waiting_approval')
+             DO NOTHING
+             RETURNING id",
+        )
+        .bind(run.incident_id)
+        .bind(run.playbook)
+        .bind(run.target)
+        .bind(run.dry_run)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE target = ?
+                 AND state IN ('pending', 'running', 'waiting_approval')",
+            )
+            .bind(run.target)
+            .fetch_one(&mut *tx)
+            .await?;
+            return Ok(Created::AlreadyActive(active));
+        };
+        audit::append(
+            &mut tx,
+            now,
+            NewAuditEvent {
+                actor: run.actor,
+                action: AuditAction::RunCreated,
+                incident_id: run.incident_id,
+                run_id: Some(id),
+                detail: json!({"playbook": run.playbook, "target": run.target, "dry_run": run.dry_run}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Created::New(id))
+    }
+
+    /// Takes the lease of the oldest run that needs a worker: a pending one, or a running one
+    /// whose lease expired (its worker died). Bumps the fencing token.
+    pub async fn acquire_run(
+        &self,
+        owner: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Lease, Run)>, RunError> {
+        let mut tx = self.writer.begin().await?;
+        let run: Option<Run> = sqlx::query_as(&format!(
+            "UPDATE runs SET state = 'running', lease_owner = ?, lease_expires_at = ?,
+                 heartbeat_at = ?, attempt = attempt + 1, updated_at = ?
+             WHERE id = (SELECT id FROM runs
+                         WHERE state = 'pending' OR (state = 'running' AND lease_expires_at < ?)
+                         ORDER BY id LIMIT 1)
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(expiry(now, lease_for))
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(run) = run else {
+            return Ok(None);
+        };
+        audit::append(
+            &mut tx,
+            now,
+            NewAuditEvent {
+                actor: owner,
+                action: AuditAction::RunLeased,
+                incident_id: run.incident_id,
+                run_id: Some(run.id),
+                detail: json!({"attempt": run.attempt, "step": run.step, "resumed": run.attempt > 1}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let lease = Lease {
+            run_id: run.id,
+            attempt: run.attempt,
+            owner: owner.to_owned(),
+        };
+        Ok(Some((lease, run)))
+    }
+
+    /// Extends the lease; fails if it was lost.
+    pub async fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let updated = sqlx::query(
+            "UPDATE runs SET lease_expires_at = ?, heartbeat_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(expiry(now, lease_for))
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&self.writer)
+        .await?;
+        fenced(updated.rows_affected(), lease)
+    }
+
+    /// Moves the run to `step` with `facts`, and records why.
+    pub async fn advance(
+        &self,
+        lease: &Lease,
+        step: &str,
+        facts: &Value,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET step = ?, facts = ?, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(step)
+        .bind(Json(facts))
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(updated.rows_affected(), lease)?;
+        audit::append(
+            &mut tx,
+            now,
+            run_event(
+                lease,
+                AuditAction::RunAdvanced,
+                json!({"step": step, "reason": reason}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Parks the run until a human decides; it holds no lease while it waits.
+    pub async fn park_for_approval(
+        &self,
+        lease: &Lease,
+        step: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = 'waiting_approval', step = ?, lease_owner = NULL,
+                 lease_expires_at = NULL, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(step)
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(updated.rows_affected(), lease)?;
+        audit::append(
+            &mut tx,
+            now,
+            run_event(
+                lease,
+                AuditAction::RunParked,
+                json!({"step": step, "reason": reason}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Hands a parked run back to the workers (its approval was decided).
+    pub async fn unpark(
+        &self,
+        run_id: i64,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query("UPDATE runs SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'waiting_approval'")
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(self.why_not(run_id, "resumed").await);
+        }
+        audit::append(
+            &mut tx,
+            now,
+            NewAuditEvent {
+                actor,
+                action: AuditAction::RunAdvanced,
+                incident_id: None,
+                run_id: Some(run_id),
+                detail: json!({"state": "pending", "reason": reason}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the run as its worker decided.
+    pub async fn finish_run(
+        &self,
+        lease: &Lease,
+        ending: Ending,
+        outcome: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let state = match ending {
+            Ending::Resolved => RunState::Resolved,
+            Ending::Escalated => RunState::Escalated,
+        };
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = ?, outcome = ?, lease_owner = NULL, lease_expires_at = NULL,
+                 finished_at = ?, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(state)
+        .bind(Json(outcome))
+        .bind(now)
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(updated.rows_affected(), lease)?;
+        audit::append(
+            &mut tx,
+            now,
+            run_event(
+                lease,
+                AuditAction::RunFinished,
+                json!({"state": state, "outcome": outcome}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Cancels a run that has not ended, whoever holds it: its worker finds out at its next
+    /// write (the lease check fails) and stops at that step boundary.
+    pub async fn cancel_run(
+        &self,
+        run_id: i64,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                 outcome = ?, finished_at = ?, updated_at = ?
+             WHERE id = ? AND state IN ('pending', 'running', 'waiting_approval')",
+        )
+        .bind(Json(json!({"reason": reason})))
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(self.why_not(run_id, "cancelled").await);
+        }
+        audit::append(
+            &mut tx,
+            now,
+            NewAuditEvent {
+                actor,
+                action: AuditAction::RunFinished,
+                incident_id: None,
+                run_id: Some(run_id),
+                detail: json!({"state": "cancelled", "reason": reason}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that a step's side effect is about to happen. Refused if the lease was lost, so a
+    /// stale worker never starts a side effect.
+    pub async fn step_started(
+        &self,
+        lease: &Lease,
+        step: &str,
+        host: Option<&str>,
+        command: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, RunError> {
+        let mut tx = self.writer.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO step_attempts (run_id, step, run_attempt, status, host, command, started_at)
+             SELECT id, ?, attempt, 'started', ?, ?, ? FROM runs
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?
+             RETURNING id",
+        )
+        .bind(step)
+        .bind(host)
+        .bind(command)
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = id.ok_or(RunError::LeaseLost {
+            run_id: lease.run_id,
+            attempt: lease.attempt,
+        })?;
+        audit::append(
+            &mut tx,
+            now,
+            run_event(
+                lease,
+                AuditAction::StepStarted,
+                json!({"step": step, "host": host, "command": command, "step_attempt": id}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Records what the step did. Written even if the lease was lost meanwhile: the side
+    /// effect happened, and the record must say so.
+    pub async fn step_finished(
+        &self,
+        lease: &Lease,
+        step_attempt: i64,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE step_attempts SET status = 'finished', exit_status = ?, stdout = ?, stderr = ?,
+                 error = ?, finished_at = ?, duration_ms = ?
+             WHERE id = ? AND run_id = ? AND status = 'started'",
+        )
+        .bind(result.exit_status)
+        .bind(&result.stdout)
+        .bind(&result.stderr)
+        .bind(&result.error)
+        .bind(now)
+        .bind(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX))
+        .bind(step_attempt)
+        .bind(lease.run_id)
+        .execute(&mut *tx)
+        .await?;
+        audit::append(
+            &mut tx,
+            now,
+            run_event(lease, AuditAction::StepFinished, json!({"step_attempt": step_attempt, "exit_status": result.exit_status, "error": result.error})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
+                .bind(run_id)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The run's step attempts, in order.
+    pub async fn step_attempts(&self, run_id: i64) -> Result<Vec<StepAttempt>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, run_id, step, run_attempt, status, host, command, exit_status, stdout,
+                    stderr, error, started_at, finished_at, duration_ms
+             FROM step_attempts WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Why a transition that needed a live run found none.
+    async fn why_not(&self, run_id: i64, verb: &'static str) -> RunError {
+        match self.run(run_id).await {
+            Ok(Some(run)) => RunError::Final {
+                run_id,
+                state: run.state.as_str(),
+                verb,
+            },
+            Ok(None) => RunError::NotFound(run_id),
+            Err(error) => RunError::Store(error),
+        }
+    }
+}
+
+fn fenced(rows_affected: u64, lease: &Lease) -> Result<(), RunError> {
+    if rows_affected == 0 {
+        Err(RunError::LeaseLost {
+            run_id: lease.run_id,
+            attempt: lease.attempt,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn run_event(lease: &Lease, action: AuditAction, detail: Value) -> NewAuditEvent<'_> {
+    NewAuditEvent {
+        actor: &lease.owner,
+        action,
+        incident_id: None,
+        run_id: Some(lease.run_id),
+        detail,
+    }
+}

@@ -1,0 +1,332 @@
+//! Run state transitions: one active run per target, fenced leases, step attempts written
+//! around side effects, parking for approval, cancellation. Against a real SQLite file.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use futures::future::join_all;
+use runbookd::config::DatabaseConfig;
+use runbookd::store::Store;
+use runbookd::store::runs::{Created, Ending, NewRun, RunError, RunState, StepResult};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig {
+        path: dir.path().join("runs.db"),
+        busy_timeout_ms: 5_000,
+    };
+    (Store::open(&config).await.unwrap(), dir)
+}
+
+fn t(seconds: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap() + chrono::Duration::seconds(seconds)
+}
+
+fn new_run(target: &str) -> NewRun<'_> {
+    NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        target,
+        dry_run: false,
+        actor: "engine",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_for_one_target_make_one_run() {
+    let (store, _dir) = store().await;
+    let results = join_all((0..50).map(|_| store.create_run(new_run("pbs"), t(0)))).await;
+    let created: Vec<Created> = results.into_iter().map(Result::unwrap).collect();
+    let new: Vec<i64> = created
+        .iter()
+        .filter_map(|c| match c {
+            Created::New(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert!(
+        created
+            .iter()
+            .all(|c| matches!(c, Created::New(id) | Created::AlreadyActive(id) if *id == new[0]))
+    );
+    // Another target is independent.
+    assert!(matches!(
+        store.create_run(new_run("other"), t(0)).await.unwrap(),
+        Created::New(_)
+    ));
+}
+
+#[tokio::test]
+async fn fenced_attempts_ignore_stale_workers() {
+    let (store, _dir) = store().await;
+    let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
+        panic!()
+    };
+    let (a, _) = store
+        .acquire_run("worker-a", LEASE, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.run_id, a.attempt), (id, 1));
+    store
+        .advance(
+            &a,
+            "diagnose",
+            &json!({"nfs_mounted": true}),
+            "diagnosis started",
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .acquire_run("worker-b", LEASE, t(29))
+            .await
+            .unwrap()
+            .is_none(),
+        "the lease still holds"
+    );
+
+    // Worker A stalls past its lease; B takes over where A was.
+    let (b, run) = store
+        .acquire_run("worker-b", LEASE, t(31))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.attempt, 2);
+    assert_eq!(run.step.as_deref(), Some("diagnose"));
+    assert_eq!(run.facts.0, json!({"nfs_mounted": true}));
+
+    // Everything A tries now changes nothing.
+    assert!(matches!(
+        store
+            .advance(&a, "remediate", &json!({}), "late", t(32))
+            .await,
+        Err(RunError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.heartbeat(&a, LEASE, t(32)).await,
+        Err(RunError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store
+            .step_started(&a, "restart", Some("pbs"), "systemctl restart x", t(32))
+            .await,
+        Err(RunError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store
+            .finish_run(&a, Ending::Resolved, &json!({}), t(32))
+            .await,
+        Err(RunError::LeaseLost { .. })
+    ));
+    assert!(
+        store.step_attempts(id).await.unwrap().is_empty(),
+        "a stale worker never starts a side effect"
+    );
+
+    store
+        .finish_run(&b, Ending::Resolved, &json!({"cause": "stale_nfs"}), t(33))
+        .await
+        .unwrap();
+    let run = store.run(id).await.unwrap().unwrap();
+    assert_eq!((run.state, run.attempt), (RunState::Resolved, 2));
+    let actions: Vec<String> = store
+        .run_timeline(id, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.actor, e.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "engine run.created",
+            "worker-a run.leased",
+            "worker-a run.advanced",
+            "worker-b run.leased",
+            "worker-b run.finished"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_keep_the_lease() {
+    let (store, _dir) = store().await;
+    store.create_run(new_run("pbs"), t(0)).await.unwrap();
+    let (a, _) = store
+        .acquire_run("worker-a", LEASE, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    store.heartbeat(&a, LEASE, t(20)).await.unwrap();
+    assert!(
+        store
+            .acquire_run("worker-b", LEASE, t(45))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .acquire_run("worker-b", LEASE, t(51))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_step_is_written_started_before_and_finished_after_its_side_effect() {
+    let (store, _dir) = store().await;
+    let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
+        panic!()
+    };
+    let (a, _) = store
+        .acquire_run("worker-a", LEASE, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let step = store
+        .step_started(
+            &a,
+            "restart_pbs",
+            Some("pbs"),
+            "systemctl restart proxmox-backup proxmox-backup-proxy",
+            t(1),
+        )
+        .await
+        .unwrap();
+    let started = store.step_attempts(id).await.unwrap();
+    assert_eq!(
+        (started[0].status.as_str(), started[0].finished_at),
+        ("started", None)
+    );
+
+    // The worker dies mid-step; the new worker sees the unfinished attempt.
+    let (b, _) = store
+        .acquire_run("worker-b", LEASE, t(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let unfinished: Vec<_> = store
+        .step_attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.status == "started")
+        .collect();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].run_attempt, 1);
+
+    // A late finish from the dead worker is still recorded: the side effect happened.
+    let result = StepResult {
+        exit_status: Some(0),
+        stdout: Some(String::new()),
+        duration: Duration::from_millis(1200),
+        ..Default::default()
+    };
+    store.step_finished(&a, step, &result, t(61)).await.unwrap();
+    let finished = &store.step_attempts(id).await.unwrap()[0];
+    assert_eq!(
+        (
+            finished.status.as_str(),
+            finished.exit_status,
+            finished.duration_ms
+        ),
+        ("finished", Some(0), Some(1200))
+    );
+    let _ = b;
+}
+
+#[tokio::test]
+async fn a_parked_run_holds_no_worker_until_it_is_unparked() {
+    let (store, _dir) = store().await;
+    let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
+        panic!()
+    };
+    let (a, _) = store
+        .acquire_run("worker-a", LEASE, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .park_for_approval(
+            &a,
+            "remount_nfs",
+            "NFS mount missing; remount needs approval",
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .acquire_run("worker-b", LEASE, t(600))
+            .await
+            .unwrap()
+            .is_none(),
+        "no worker picks a waiting run"
+    );
+    assert!(
+        matches!(store.create_run(new_run("pbs"), t(2)).await.unwrap(), Created::AlreadyActive(x) if x == id)
+    );
+    store.unpark(id, "alice", "approved", t(3)).await.unwrap();
+    let (b, run) = store
+        .acquire_run("worker-b", LEASE, t(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.step.as_deref(), Some("remount_nfs"));
+    assert!(matches!(
+        store.unpark(id, "alice", "twice", t(5)).await,
+        Err(RunError::Final { .. })
+    ));
+    let _ = b;
+}
+
+#[tokio::test]
+async fn cancelling_stops_the_worker_at_its_next_write_and_frees_the_target() {
+    let (store, _dir) = store().await;
+    let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
+        panic!()
+    };
+    let (a, _) = store
+        .acquire_run("worker-a", LEASE, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .cancel_run(id, "alertmanager", "the source resolved the alert", t(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .advance(&a, "remediate", &json!({}), "next", t(2))
+            .await,
+        Err(RunError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.cancel_run(id, "x", "again", t(3)).await,
+        Err(RunError::Final {
+            state: "cancelled",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.cancel_run(999, "x", "none", t(3)).await,
+        Err(RunError::NotFound(999))
+    ));
+    assert!(
+        matches!(store.create_run(new_run("pbs"), t(4)).await.unwrap(), Created::New(x) if x != id)
+    );
+    let run = store.run(id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    assert_eq!(
+        run.outcome.unwrap().0["reason"],
+        "the source resolved the alert"
+    );
+}
