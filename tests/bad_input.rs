@@ -274,12 +274,12 @@ fn cases() -> Vec<Case> {
             "alerts[0].fingerprint",
         ),
         case(
-            "an unknown severity",
+            "a severity of the wrong type",
             ingest,
-            generic(json!({"alert_name": "x", "severity": "sev1"})),
+            generic(json!({"alert_name": "x", "severity": 3})),
             422,
             "invalid_payload",
-            "severity 'sev1' is not one of",
+            "severity: invalid type: integer `3`",
         ),
         case(
             "a sweep finding without check_name",

@@ -158,3 +158,16 @@ async fn without_an_upstream_fingerprint_the_labels_decide() {
         .unwrap();
     assert!(raw.contains("\"DiskFull\""), "the raw body is kept: {raw}");
 }
+
+#[tokio::test]
+async fn an_unknown_severity_is_kept_as_a_label_not_refused() {
+    let app = TestApp::spawn().await;
+    let body = reference("alertmanager-v4.json").replace(
+        "\"severity\": \"warning\",\n        \"datastore\"",
+        "\"severity\": \"page\",\n        \"datastore\"",
+    );
+    assert!(body.contains("\"page\""), "the fixture changed shape");
+    let (_, detail) = ingest_one(&app, "/webhook/alertmanager", &body).await;
+    assert_eq!(detail["incident"]["severity"], "none");
+    assert_eq!(detail["incident"]["labels"]["severity"], "page");
+}

@@ -56,6 +56,8 @@ pub enum ApiError {
         service: &'static str,
         url: String,
         after: Duration,
+        /// A read (GET), which may be repeated.
+        idempotent: bool,
     },
     #[error("cannot connect to {service} at {url}: {detail}")]
     Connect {
@@ -69,6 +71,8 @@ pub enum ApiError {
         path: String,
         status: u16,
         message: String,
+        /// A read (GET), which may be repeated.
+        idempotent: bool,
     },
     #[error("{service} sent a response runbookd cannot read for {path}: {detail}")]
     Decode {
@@ -79,11 +83,28 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// Network trouble may pass; a bad certificate, bad credentials or a refusal will not.
+    /// Safe to try again later. A connection that never opened sent nothing. A timeout or a
+    /// gateway error is worth a retry only for a read: a POST or PUT may have been carried out
+    /// (PVE may have queued the vzdump). PVE answers 500 for errors that do not pass ("does not
+    /// exist"), so plain 500 is not retryable either.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Timeout { .. } | Self::Connect { .. } => true,
-            Self::Status { status, .. } => *status >= 500 && *status != 501,
+            Self::Connect { .. } => true,
+            Self::Timeout { idempotent, .. } => *idempotent,
+            Self::Status {
+                status, idempotent, ..
+            } => *idempotent && matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
+    /// The request may have been carried out although no answer says so.
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            Self::Timeout { idempotent, .. } => !idempotent,
+            Self::Status {
+                status, idempotent, ..
+            } => !idempotent && *status >= 500,
             _ => false,
         }
     }
@@ -220,6 +241,7 @@ impl ApiClient {
     ) -> Result<T, ApiError> {
         let service = self.dialect.service();
         let url = self.url(path);
+        let idempotent = method == reqwest::Method::GET;
         let mut request = self
             .http
             .request(method, &url)
@@ -227,18 +249,22 @@ impl ApiClient {
         if let Some(form) = form {
             request = request.form(form);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, idempotent))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(&e, idempotent))?;
         if !status.is_success() {
             return Err(ApiError::Status {
                 service,
                 path: path.to_owned(),
                 status: status.as_u16(),
                 message: self.error_message(&body),
+                idempotent,
             });
         }
         #[derive(serde::Deserialize)]
@@ -282,7 +308,7 @@ impl ApiClient {
         serde_json::from_str::<String>(trimmed).unwrap_or_else(|_| trimmed.to_owned())
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> ApiError {
+    fn transport_error(&self, error: &reqwest::Error, idempotent: bool) -> ApiError {
         let service = self.dialect.service();
         let url = self.base_url.clone();
         let detail = error_chain(error);
@@ -291,6 +317,7 @@ impl ApiClient {
                 service,
                 url,
                 after: self.timeout,
+                idempotent,
             }
         } else if detail.contains("certificate")
             || detail.contains("fingerprint")

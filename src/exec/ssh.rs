@@ -244,6 +244,21 @@ impl SshSession {
         Ok(client)
     }
 
+    /// [`Self::client`], bounded: queued behind another caller's slow connect to the same
+    /// host, a caller still gives up in time (nothing was sent, so it is a connect failure).
+    async fn client_within(&self, host: &SshHost, fresh: bool) -> Result<Client, SshError> {
+        let bound = 2 * self.settings.connect_timeout;
+        tokio::time::timeout(bound, self.client(host, fresh))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SshError::ConnectTimeout {
+                    host: host.name.to_string(),
+                    address: format!("{}:{}", host.address, host.port),
+                    after: bound,
+                })
+            })
+    }
+
     async fn exec(
         &self,
         client: &Client,
@@ -253,9 +268,10 @@ impl SshSession {
         limit: Duration,
     ) -> Result<CommandOutput, ExecFailure> {
         let started = Instant::now();
-        let mut channel = client
-            .get_channel()
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut channel = tokio::time::timeout_at(deadline, client.get_channel())
             .await
+            .map_err(|_| ExecFailure::NotStarted("opening a channel timed out".to_owned()))?
             .map_err(|e| ExecFailure::NotStarted(e.to_string()))?;
         channel
             .exec(true, line)
@@ -264,7 +280,6 @@ impl SshSession {
         let mut stdout = CappedBuffer::new(self.settings.output_cap);
         let mut stderr = CappedBuffer::new(self.settings.output_cap);
         let mut exit = None;
-        let deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, channel.wait()).await {
                 Err(_) => {
@@ -315,7 +330,7 @@ impl RemoteShell for SshSession {
         let remote_seconds = timeout.as_secs().max(1);
         let line = command.with_remote_timeout(remote_seconds);
         let limit = Duration::from_secs(remote_seconds) + CLIENT_GRACE;
-        let client = self.client(target, false).await?;
+        let client = self.client_within(target, false).await?;
         match self
             .exec(&client, target, &line, command.as_str(), limit)
             .await
@@ -324,7 +339,7 @@ impl RemoteShell for SshSession {
             Err(ExecFailure::Failed(error)) => Err(error),
             Err(ExecFailure::NotStarted(reason)) => {
                 tracing::info!(host = %host, %reason, "SSH connection was dead before the command was sent; reconnecting once");
-                let client = self.client(target, true).await?;
+                let client = self.client_within(target, true).await?;
                 match self
                     .exec(&client, target, &line, command.as_str(), limit)
                     .await

@@ -84,10 +84,19 @@ async fn accept(
         // serde_json has validated the bytes as UTF-8 JSON already.
         let raw = std::str::from_utf8(&body)
             .map_err(|e| AppError::Intake(intake::IntakeError::InvalidJson(e.to_string())))?;
-        let outcomes = state
-            .store
-            .record_delivery(&delivery, raw, caller, state.clock.now())
-            .await?;
+        // Recorded on its own task: if the request times out or the client goes away, the
+        // transaction still completes or rolls back as a whole, and is never cut mid-commit.
+        let (store, recorded, raw, actor, now) = (
+            state.store.clone(),
+            delivery.clone(),
+            raw.to_owned(),
+            caller.clone(),
+            state.clock.now(),
+        );
+        let outcomes =
+            tokio::spawn(async move { store.record_delivery(&recorded, &raw, &actor, now).await })
+                .await
+                .map_err(|e| AppError::Internal(e.into()))??;
         Ok::<_, AppError>((delivery, outcomes))
     }
     .await;

@@ -72,8 +72,9 @@ impl AlertStatus {
     }
 }
 
-/// Alert severity. `None` is Prometheus' convention for "no severity" (Watchdog) and what an
-/// alert without one gets.
+/// Alert severity. `None` is Prometheus' convention for "no severity" (Watchdog), and what an
+/// alert without a known one gets: a label such as `severity: page` must not make Alertmanager
+/// drop a whole group (it does not retry a 4xx). The label itself is kept as it came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -85,21 +86,14 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Case-insensitive; a missing severity is [`Severity::None`].
-    pub fn parse(text: Option<&str>) -> Result<Self, String> {
-        let Some(text) = text else {
-            return Ok(Self::None);
-        };
-        match text.to_ascii_lowercase().as_str() {
-            "critical" => Ok(Self::Critical),
-            "error" => Ok(Self::Error),
-            "warning" => Ok(Self::Warning),
-            "info" => Ok(Self::Info),
-            "none" | "" => Ok(Self::None),
-            _ => Err(format!(
-                "severity '{}' is not one of critical, error, warning, info, none",
-                text.escape_debug()
-            )),
+    /// Case-insensitive; a missing or unknown severity is [`Severity::None`].
+    pub fn parse(text: Option<&str>) -> Self {
+        match text.map(str::to_ascii_lowercase).as_deref() {
+            Some("critical") => Self::Critical,
+            Some("error") => Self::Error,
+            Some("warning") => Self::Warning,
+            Some("info") => Self::Info,
+            _ => Self::None,
         }
     }
 
@@ -283,10 +277,10 @@ mod tests {
     }
 
     #[test]
-    fn severity_is_case_insensitive_and_missing_is_none() {
-        assert_eq!(Severity::parse(Some("Critical")), Ok(Severity::Critical));
-        assert_eq!(Severity::parse(None), Ok(Severity::None));
-        assert!(Severity::parse(Some("sev1")).is_err());
+    fn severity_is_case_insensitive_and_missing_or_unknown_is_none() {
+        assert_eq!(Severity::parse(Some("Critical")), Severity::Critical);
+        assert_eq!(Severity::parse(None), Severity::None);
+        assert_eq!(Severity::parse(Some("page")), Severity::None);
     }
 
     #[test]

@@ -72,8 +72,7 @@ fn normalize_alert(i: usize, alert: WebhookAlert, source: &Source) -> Result<Ale
         ))
     })?;
     let name = AlertName::parse(name).map_err(at(format!("alerts[{i}].labels.alertname")))?;
-    let severity = Severity::parse(alert.labels.get("severity").map(String::as_str))
-        .map_err(at(format!("alerts[{i}].labels.severity")))?;
+    let severity = Severity::parse(alert.labels.get("severity").map(String::as_str));
     let labels = Labels::parse(alert.labels).map_err(at(format!("alerts[{i}].labels")))?;
     let annotations =
         Annotations::parse(alert.annotations).map_err(at(format!("alerts[{i}].annotations")))?;

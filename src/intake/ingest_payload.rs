@@ -34,7 +34,7 @@ pub(super) fn normalize(
         (None, None) => Source::parse("generic").map_err(IntakeError::Invalid)?,
     };
     let name = AlertName::parse(&payload.alert_name).map_err(at("alert_name"))?;
-    let severity = Severity::parse(payload.severity.as_deref()).map_err(at("severity"))?;
+    let severity = Severity::parse(payload.severity.as_deref());
     let status = match &payload.status {
         Some(status) => AlertStatus::parse(status).map_err(at("status"))?,
         None => AlertStatus::Firing,

@@ -49,7 +49,7 @@ pub enum IntakeError {
 const KNOWN_SOURCES: &str = "alertmanager, sweep, pbs, manual, generic";
 
 /// A delivery's alerts, all valid, and who sent them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub source: Source,
     pub alerts: Vec<Alert>,

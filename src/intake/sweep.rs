@@ -37,7 +37,7 @@ pub(super) fn normalize(
         None => Source::parse("sweep").map_err(IntakeError::Invalid)?,
     };
     let name = AlertName::parse(&finding.check_name).map_err(at("check_name"))?;
-    let severity = Severity::parse(finding.severity.as_deref()).map_err(at("severity"))?;
+    let severity = Severity::parse(finding.severity.as_deref());
 
     let mut labels = BTreeMap::new();
     for (key, value) in [

@@ -32,9 +32,25 @@ pub struct OffsetClock {
     offset: Mutex<chrono::Duration>,
 }
 
+/// The clock may be moved at most this far ahead, so time arithmetic never overflows.
+const MAX_OFFSET_DAYS: i64 = 3650;
+
 impl OffsetClock {
-    pub fn advance(&self, by: chrono::Duration) {
-        *self.offset.lock().expect("clock lock") += by;
+    /// Moves the clock forward, refusing to go more than ten years ahead.
+    pub fn advance(&self, by: chrono::Duration) -> Result<(), String> {
+        let mut offset = self.offset.lock().expect("clock lock");
+        let moved = offset
+            .checked_add(&by)
+            .filter(|o| *o <= chrono::Duration::days(MAX_OFFSET_DAYS));
+        match moved {
+            Some(moved) => {
+                *offset = moved;
+                Ok(())
+            }
+            None => Err(format!(
+                "the clock may move at most {MAX_OFFSET_DAYS} days ahead"
+            )),
+        }
     }
 }
 
@@ -99,7 +115,12 @@ async fn advance(
             "give ?seconds=N, a whole number of seconds to move forward".to_owned(),
         );
     };
-    state.clock.advance(chrono::Duration::seconds(seconds));
+    if let Err(message) = state
+        .clock
+        .advance(chrono::Duration::seconds(seconds.min(i64::MAX / 1000)))
+    {
+        return bad_request(message);
+    }
     Json(json!({"now": state.clock.now()})).into_response()
 }
 

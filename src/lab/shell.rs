@@ -238,8 +238,21 @@ fn join(argv: &[String]) -> String {
     shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
 }
 
+/// Command substitutions nested deeper than this are refused rather than followed.
+const MAX_NESTING: usize = 8;
+
 /// Runs `line` on `host` against `world`.
 pub fn run(world: &mut World, host: &str, line: &str) -> Outcome {
+    run_nested(world, host, line, 0)
+}
+
+fn run_nested(world: &mut World, host: &str, line: &str, depth: usize) -> Outcome {
+    if depth > MAX_NESTING {
+        return Outcome::fail(
+            2,
+            "bash: -c: line 1: command substitutions nested too deeply\n",
+        );
+    }
     world.settle();
     let (tokens, substitutions) = match lex(line) {
         Ok(lexed) => lexed,
@@ -250,7 +263,7 @@ pub fn run(world: &mut World, host: &str, line: &str) -> Outcome {
     let mut executed = Vec::new();
     // A shell runs command substitutions too; they are logged, and their output dropped.
     for inner in &substitutions {
-        executed.extend(run(world, host, inner).executed);
+        executed.extend(run_nested(world, host, inner, depth + 1).executed);
     }
     let mut last = Outcome::ok("");
     let mut stdout = String::new();
@@ -309,7 +322,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
         _ => (text, 1.0),
     };
     let seconds: f64 = number.parse().ok()?;
-    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds * unit))
+    Duration::try_from_secs_f64(seconds * unit).ok()
 }
 
 fn exec(world: &mut World, host: &str, argv: &[String], stdin: Option<&str>) -> Outcome {
@@ -561,7 +574,7 @@ fn mount(world: &mut World, args: &[&str]) -> Outcome {
     match targets.as_slice() {
         [] => {
             let mut out = String::from(
-                "sysfs on /sys type sysfs (rw,nosuid,nodev,noexec,relatime)\nproc on /proc type proc (rw,nosuid,nodev,noexec,relatime)\n/dev/mapper/pbs-root on / type ext4 (rw,relatime,errors=remount-ro)\n",
+                "sysfs on /sys type sysfs (rw,nosuid,nodev,noexec,relatime)\nproc on /proc type proc (rw,nosuid,nodev,noexec,relatime)\n/dev/mapper/vg0-root on / type ext4 (rw,relatime,errors=remount-ro)\n",
             );
             if world.nfs != Nfs::Unmounted {
                 out.push_str(&nfs_line());
@@ -654,7 +667,7 @@ fn df(world: &World, args: &[&str]) -> Outcome {
         .copied()
         .unwrap_or("/");
     let header = "Filesystem                  Size  Used Avail Use% Mounted on\n";
-    let root = "/dev/mapper/pbs-root         30G  4.1G   24G  15% /\n";
+    let root = "/dev/mapper/vg0-root         30G  4.1G   24G  15% /\n";
     if path.starts_with(MOUNTPOINT) {
         match world.nfs {
             Nfs::Hung => return Outcome::hang(),
