@@ -110,7 +110,7 @@ fn default_api_timeout() -> u64 {
 }
 
 /// The inventory, validated: what the executors are built from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Inventory {
     pub ssh_hosts: Vec<SshHost>,
     pub ssh: Option<SshSettings>,
@@ -118,6 +118,18 @@ pub struct Inventory {
     pub pve: Option<PveTarget>,
     /// Every secret the inventory holds, for output redaction.
     pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Inventory {
+    /// Everything but the secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("ssh_hosts", &self.ssh_hosts)
+            .field("ssh", &self.ssh)
+            .field("pbs", &self.pbs)
+            .field("pve", &self.pve)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -350,8 +362,19 @@ fn resolve_api(
     problems: &mut Vec<String>,
     secrets: &mut Vec<String>,
 ) -> Option<ApiEndpoint> {
-    if !api.url.starts_with("https://") {
-        problems.push(format!("url '{}' must start with https://", api.url));
+    match url::Url::parse(&api.url) {
+        Ok(url) if url.scheme() != "https" => {
+            problems.push(format!("url '{}' must start with https://", api.url))
+        }
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => problems.push(
+            "url must not carry credentials; use token_secret_env or token_secret_file".to_owned(),
+        ),
+        Ok(url) if url.path() != "/" || url.query().is_some() => problems.push(format!(
+            "url '{}' must be only https://HOST:PORT (runbookd adds /api2/json)",
+            api.url
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("url '{}' is not a URL: {e}", api.url)),
     }
     let trust = match (&api.fingerprint, &api.ca_file) {
         (Some(fingerprint), None) => CertFingerprint::parse(fingerprint)

@@ -86,6 +86,9 @@ impl Name {
         if text.starts_with('-') {
             return Err(invalid("name", text, "must not start with '-'"));
         }
+        if text == "." || text == ".." {
+            return Err(invalid("name", text, "must not be '.' or '..'"));
+        }
         if !text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -121,6 +124,9 @@ impl AbsPath {
         }
         if text.split('/').any(|part| part == "..") {
             return Err(invalid("path", text, "must not contain '..'"));
+        }
+        if text.trim_end_matches('/').is_empty() {
+            return Err(invalid("path", text, "must not be the root directory"));
         }
         if !text
             .chars()
@@ -357,6 +363,14 @@ mod tests {
             "--all", "a;b", "a b", "a'b", "a\nb", "$(x)", "`x`", "ä", "a/b",
         ] {
             assert!(Name::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_absolute_below_the_root() {
+        assert!(AbsPath::parse("/mnt/pbs-datastore").is_ok());
+        for bad in ["/", "//", "mnt", "/mnt/../etc", "/mnt/a b", ""] {
+            assert!(AbsPath::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -26,7 +26,7 @@ pub enum TlsTrust {
 }
 
 /// Where an API is and how to reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiEndpoint {
     /// `https://host:port`, without `/api2/json`.
     pub base_url: String,
@@ -36,6 +36,18 @@ pub struct ApiEndpoint {
     pub token_secret: String,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiEndpoint {
+    /// Everything but the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiEndpoint")
+            .field("base_url", &self.base_url)
+            .field("trust", &self.trust)
+            .field("token_id", &self.token_id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

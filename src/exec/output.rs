@@ -1,41 +1,51 @@
 //! What comes back from a host, bounded and cleaned before anyone stores or logs it: output is
 //! capped as it streams in (a 5 MB `cat` never sits in memory), and secrets are redacted.
 
-/// Collects up to `cap` bytes, counting what it dropped.
+/// Collects up to `cap` bytes, counting what it dropped. A little more than `cap` is held
+/// until [`CappedBuffer::finish`] redacts, so a secret that straddles the cap is still found
+/// whole and never shows a prefix.
 #[derive(Debug)]
 pub struct CappedBuffer {
     bytes: Vec<u8>,
     cap: usize,
-    dropped: usize,
+    seen: usize,
 }
+
+/// Held beyond the cap for redaction: longer than any secret runbookd knows.
+const REDACTION_SLACK: usize = 1024;
 
 impl CappedBuffer {
     pub fn new(cap: usize) -> Self {
         Self {
             bytes: Vec::new(),
             cap,
-            dropped: 0,
+            seen: 0,
         }
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        let room = self.cap.saturating_sub(self.bytes.len());
-        let take = room.min(data.len());
-        self.bytes.extend_from_slice(&data[..take]);
-        self.dropped += data.len() - take;
+        let room = (self.cap + REDACTION_SLACK).saturating_sub(self.bytes.len());
+        self.bytes.extend_from_slice(&data[..room.min(data.len())]);
+        self.seen += data.len();
     }
 
     pub fn truncated(&self) -> bool {
-        self.dropped > 0
+        self.seen > self.cap
     }
 
-    /// The text, lossily decoded and redacted, with a marker when bytes were dropped.
+    /// The text, lossily decoded and redacted, cut to the cap, with a marker when bytes were
+    /// dropped.
     pub fn finish(self, redactor: &Redactor) -> String {
         let mut text = redactor.redact(&String::from_utf8_lossy(&self.bytes));
-        if self.dropped > 0 {
+        if self.seen > self.cap {
+            let mut cut = self.cap.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
             text.push_str(&format!(
                 "\n[runbookd: output truncated, {} more bytes dropped]\n",
-                self.dropped
+                self.seen - self.cap
             ));
         }
         text
@@ -118,6 +128,15 @@ mod tests {
             text.starts_with("0123456789\n[runbookd: output truncated, 6 more bytes dropped]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_secret_across_the_cap_is_redacted_not_cut() {
+        let mut buffer = CappedBuffer::new(8);
+        buffer.push(b"pw=hunter2-secret and more");
+        let text = buffer.finish(&Redactor::new(["hunter2-secret".to_owned()]));
+        assert!(text.starts_with("pw=[REDA"), "{text}");
+        assert!(!text.contains("hunt"), "{text}");
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub struct IncidentDetail {
     incident: Incident,
     /// The most recent alerts, newest first.
     alerts: Vec<StoredAlert>,
-    /// The audit trail of this incident, oldest first.
+    /// The incident's most recent audit events, oldest first.
     timeline: Vec<AuditEvent>,
 }
 

@@ -1,8 +1,8 @@
 //! A finding from the periodic sweep (reference/error-hunter-finding.json).
 //!
-//! The finding's scalar `evidence` becomes labels next to `check_category`, `cluster` and
-//! `resource`, so playbooks read `datastore` or `group` the same way whatever the source.
-//! Nested evidence stays in the kept raw body.
+//! The finding's text `evidence` becomes labels next to `check_category`, `cluster` and
+//! `resource`, so playbooks read `datastore` or `group` the same way whatever the source;
+//! numeric evidence becomes annotations. Nested evidence stays in the kept raw body.
 
 use std::collections::BTreeMap;
 
@@ -49,18 +49,26 @@ pub(super) fn normalize(
             labels.insert(key.to_owned(), value);
         }
     }
+    // Text and flags identify the problem and become labels; numbers (`age_hours`) change
+    // from one sweep to the next and go to annotations, so they never split an incident.
+    let mut measures = BTreeMap::new();
     for (key, value) in finding.evidence {
-        let text = match value {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null | Value::Array(_) | Value::Object(_) => continue,
-        };
-        labels.entry(key).or_insert(text);
+        match value {
+            Value::String(s) => {
+                labels.entry(key).or_insert(s);
+            }
+            Value::Bool(b) => {
+                labels.entry(key).or_insert(b.to_string());
+            }
+            Value::Number(n) => {
+                measures.insert(key, n.to_string());
+            }
+            Value::Null | Value::Array(_) | Value::Object(_) => {}
+        }
     }
     let labels = Labels::parse(labels).map_err(at("evidence"))?;
 
-    let mut annotations = BTreeMap::new();
+    let mut annotations = measures;
     for (key, value) in [
         ("description", finding.description),
         ("suggested_fix", finding.suggested_fix),

@@ -99,15 +99,17 @@ pub(crate) async fn append(
 }
 
 impl Store {
-    /// An incident's events, oldest first, at most `limit`.
+    /// An incident's most recent `limit` events, oldest first.
     pub async fn incident_timeline(
         &self,
         incident_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let events = sqlx::query_as::<_, AuditEvent>(
-            "SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
-             WHERE incident_id = ? ORDER BY id LIMIT ?",
+            "SELECT * FROM (
+                 SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
+                 WHERE incident_id = ? ORDER BY id DESC LIMIT ?
+             ) ORDER BY id",
         )
         .bind(incident_id)
         .bind(limit)
