@@ -34,16 +34,29 @@ struct ApiState {
 
 /// Answers every request, records it, and applies the host's latency.
 async fn record(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let text = format!("{} {}", request.method(), request.uri());
-    let (latency, hung) = {
-        let world = state.world.lock().expect("world lock");
+    // Recorded on arrival, so a call the client gave up on (a hung datastore) is in the log
+    // too; its status is filled in if an answer goes out.
+    let (index, latency, hung) = {
+        let mut world = state.world.lock().expect("world lock");
         let hung = state.host == PBS_HOST
             && world.nfs == Nfs::Hung
             && request.uri().path().contains("/admin/datastore/");
-        (
-            world.latency.get(&state.host).copied().unwrap_or_default(),
-            hung,
-        )
+        let now = world.now();
+        let channel = if state.host == PBS_HOST {
+            "pbs-api"
+        } else {
+            "pve-api"
+        };
+        world.record(Received {
+            at: now,
+            host: state.host.clone(),
+            channel: channel.to_owned(),
+            text: format!("{} {}", request.method(), request.uri()),
+            executed: Vec::new(),
+            exit: None,
+        });
+        let latency = world.latency.get(&state.host).copied().unwrap_or_default();
+        (world.received.len() - 1, latency, hung)
     };
     tokio::time::sleep(latency).await;
     if hung {
@@ -51,21 +64,15 @@ async fn record(State(state): State<ApiState>, request: Request, next: Next) -> 
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     let response = next.run(request).await;
-    let mut world = state.world.lock().expect("world lock");
-    let now = world.now();
-    let channel = if state.host == PBS_HOST {
-        "pbs-api"
-    } else {
-        "pve-api"
-    };
-    world.record(Received {
-        at: now,
-        host: state.host.clone(),
-        channel: channel.to_owned(),
-        text,
-        executed: Vec::new(),
-        exit: Some(u32::from(response.status().as_u16())),
-    });
+    if let Some(received) = state
+        .world
+        .lock()
+        .expect("world lock")
+        .received
+        .get_mut(index)
+    {
+        received.exit = Some(u32::from(response.status().as_u16()));
+    }
     response
 }
 

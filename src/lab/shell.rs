@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::estate::{
     self, GuestKind, MOUNTPOINT, NFS_EXPORT, PBS_HOST, PBS_SERVICES, PVE_STORAGE_ID,
 };
-use super::world::{Nfs, ServiceState, World};
+use super::world::{GuestBackup, Nfs, ServiceState, World};
 
 /// When a command's answer is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct Outcome {
     pub completion: Completion,
     /// Every simple command the line ran, as shell words joined by spaces.
     pub executed: Vec<String>,
+    /// Backups that take effect only if the command runs to completion (not killed by
+    /// `timeout`): the SSH server applies them when it answers.
+    pub deferred: Vec<GuestBackup>,
 }
 
 impl Outcome {
@@ -37,6 +40,7 @@ impl Outcome {
             exit: 0,
             completion: Completion::Now,
             executed: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -47,6 +51,7 @@ impl Outcome {
             exit,
             completion: Completion::Now,
             executed: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -268,6 +273,7 @@ fn run_nested(world: &mut World, host: &str, line: &str, depth: usize) -> Outcom
     let mut last = Outcome::ok("");
     let mut stdout = String::new();
     let mut stderr = String::new();
+    let mut deferred = Vec::new();
     for pipeline in tokens.split(|t| matches!(t, Token::Op(";" | "&&" | "||" | "&"))) {
         let mut input: Option<String> = None;
         for command in pipeline.split(|t| matches!(t, Token::Op("|"))) {
@@ -283,6 +289,7 @@ fn run_nested(world: &mut World, host: &str, line: &str, depth: usize) -> Outcom
             }
             executed.push(join(&argv));
             last = exec(world, host, &argv, input.as_deref());
+            deferred.append(&mut last.deferred);
             input = Some(last.stdout.clone());
         }
         if let Some(out) = input {
@@ -296,6 +303,7 @@ fn run_nested(world: &mut World, host: &str, line: &str, depth: usize) -> Outcom
         exit: last.exit,
         completion: last.completion,
         executed,
+        deferred,
     }
 }
 
@@ -385,6 +393,8 @@ fn timeout(world: &mut World, host: &str, argv: &[String], stdin: Option<&str>) 
             exit: 124,
             completion: Completion::After(limit),
             executed: Vec::new(),
+            // Killed before it finished: its effects never happen.
+            deferred: Vec::new(),
         }
     } else {
         inner
@@ -447,13 +457,30 @@ fn tail(world: &World, host: &str, args: &[&str]) -> Outcome {
 }
 
 fn grep(world: &World, host: &str, args: &[&str], stdin: Option<&str>) -> Outcome {
-    let ignore_case = args.contains(&"-i");
-    let rest: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let Some((pattern, files)) = rest.split_first() else {
+    let mut ignore_case = false;
+    let (mut after, mut before) = (0usize, 0usize);
+    let mut pattern = None;
+    let mut files = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let value = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        match args[i] {
+            "-i" => ignore_case = true,
+            "-A" => (after, i) = (value(), i + 1),
+            "-B" => (before, i) = (value(), i + 1),
+            "-C" => (after, before, i) = (value(), value(), i + 1),
+            "-e" => (pattern, i) = (args.get(i + 1).copied(), i + 1),
+            flag if flag.starts_with('-') && flag.len() > 1 => {}
+            word if pattern.is_none() => pattern = Some(word),
+            file => files.push(file),
+        }
+        i += 1;
+    }
+    let Some(pattern) = pattern else {
         return Outcome::fail(2, "Usage: grep [OPTION]... PATTERNS [FILE]...\n");
     };
     let text = match files.first() {
@@ -463,17 +490,50 @@ fn grep(world: &World, host: &str, args: &[&str], stdin: Option<&str>) -> Outcom
         },
         None => stdin.unwrap_or_default().to_owned(),
     };
-    let matches = |line: &str| {
+    // Plain text with optional `^` and `$` anchors: what the playbook's probes use.
+    let fold = |s: &str| {
         if ignore_case {
-            line.to_lowercase().contains(&pattern.to_lowercase())
+            s.to_lowercase()
         } else {
-            line.contains(pattern)
+            s.to_owned()
         }
     };
-    let found: String = text
-        .lines()
-        .filter(|l| matches(l))
-        .map(|l| format!("{l}\n"))
+    let pattern = fold(pattern);
+    let (anchored_start, rest) = match pattern.strip_prefix('^') {
+        Some(rest) => (true, rest),
+        None => (false, pattern.as_str()),
+    };
+    let (anchored_end, needle) = match rest.strip_suffix('$') {
+        Some(needle) => (true, needle),
+        None => (false, rest),
+    };
+    let matches = |line: &str| {
+        let line = fold(line);
+        match (anchored_start, anchored_end) {
+            (true, true) => line == needle,
+            (true, false) => line.starts_with(needle),
+            (false, true) => line.ends_with(needle),
+            (false, false) => line.contains(needle),
+        }
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown = vec![false; lines.len()];
+    for (n, line) in lines.iter().enumerate() {
+        if matches(line) {
+            for s in shown
+                .iter_mut()
+                .take((n + after + 1).min(lines.len()))
+                .skip(n.saturating_sub(before))
+            {
+                *s = true;
+            }
+        }
+    }
+    let found: String = lines
+        .iter()
+        .zip(&shown)
+        .filter(|(_, s)| **s)
+        .map(|(l, _)| format!("{l}\n"))
         .collect();
     if found.is_empty() {
         Outcome::fail(1, "")
@@ -622,13 +682,29 @@ fn findmnt(world: &World, args: &[&str]) -> Outcome {
     let mut i = 0;
     while i < args.len() {
         match args[i] {
-            "-n" | "--noheadings" => no_header = true,
-            "-o" | "--output" => {
+            "--noheadings" => no_header = true,
+            "--output" => {
                 columns = args
                     .get(i + 1)
                     .map(|c| c.split(',').collect())
                     .unwrap_or_default();
                 i += 1;
+            }
+            // Short flags, alone or combined (`-no SOURCE`): `o` takes the next word.
+            flag if flag.starts_with('-') && !flag.starts_with("--") => {
+                for c in flag[1..].chars() {
+                    match c {
+                        'n' => no_header = true,
+                        'o' => {
+                            columns = args
+                                .get(i + 1)
+                                .map(|c| c.split(',').collect())
+                                .unwrap_or_default();
+                            i += 1;
+                        }
+                        _ => {}
+                    }
+                }
             }
             arg => target = Some(arg),
         }
@@ -812,8 +888,6 @@ fn vzdump(world: &mut World, host: &str, args: &[&str]) -> Outcome {
     let Some((results, log)) = world.backup_plan(host, &vmids) else {
         return Outcome::ok("");
     };
-    let now = world.now();
-    world.apply_backups(&results, now);
     let ok = results.iter().all(|r| r.ok);
     let text: String = log.iter().map(|l| format!("{l}\n")).collect();
     Outcome {
@@ -822,6 +896,7 @@ fn vzdump(world: &mut World, host: &str, args: &[&str]) -> Outcome {
         exit: if ok { 0 } else { 255 },
         completion: Completion::After(world.vzdump_duration),
         executed: Vec::new(),
+        deferred: results,
     }
 }
 
@@ -921,6 +996,84 @@ mod tests {
         assert_eq!(subs, ["reboot", "id", "halt"]);
         let (_, subs) = lexed("qm status '$(reboot)' \"\\$(halt)\"");
         assert!(subs.is_empty(), "quoted substitutions are inert: {subs:?}");
+    }
+
+    fn world() -> World {
+        World::new(
+            "healthy",
+            std::sync::Arc::new(crate::clock::SystemClock),
+            "AB:CD",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mount_grep_pbs_is_empty_when_unmounted() {
+        let mut w = world();
+        assert_eq!(run(&mut w, "pbs", "mount | grep pbs").exit, 0);
+        w.load("nfs-unmounted").unwrap();
+        let out = run(&mut w, "pbs", "mount | grep pbs");
+        assert_eq!((out.exit, out.stdout.as_str()), (1, ""));
+    }
+
+    #[test]
+    fn grep_context_and_anchors_and_findmnt_combined_flags() {
+        let mut w = world();
+        let out = run(
+            &mut w,
+            "ruapehu",
+            "grep -A 2 'pbs: pbs-pihanga' /etc/pve/storage.cfg",
+        );
+        assert_eq!(
+            out.stdout,
+            "pbs: pbs-pihanga\n\tdatastore pbs-datastore\n\tserver 127.0.0.1\n"
+        );
+        assert_eq!(
+            run(&mut w, "ruapehu", "grep ^pbs: /etc/pve/storage.cfg").stdout,
+            "pbs: pbs-pihanga\n"
+        );
+        assert_eq!(
+            run(&mut w, "pbs", "findmnt -no SOURCE /mnt/pbs-datastore").stdout,
+            "truenas-hdd:/mnt/Taupo/pbs\n"
+        );
+    }
+
+    #[test]
+    fn hostile_durations_and_nesting_are_refused_not_fatal() {
+        let mut w = world();
+        assert_eq!(run(&mut w, "pbs", "timeout inf true").exit, 125);
+        assert_eq!(run(&mut w, "pbs", "timeout 1e30 hostname").exit, 125);
+        let deep = format!("echo {}x{}", "$(".repeat(50), ")".repeat(50));
+        assert_eq!(
+            run(&mut w, "pbs", &deep).exit,
+            127,
+            "runs, refusing the deepest substitutions"
+        );
+    }
+
+    #[test]
+    fn a_vzdump_killed_by_timeout_changes_nothing() {
+        let mut w = world();
+        let killed = run(
+            &mut w,
+            "ruapehu",
+            "timeout 1 vzdump 451 --storage pbs-pihanga",
+        );
+        assert_eq!(killed.exit, 124);
+        assert!(killed.deferred.is_empty());
+        let done = run(
+            &mut w,
+            "ruapehu",
+            "timeout 60 vzdump 451 --storage pbs-pihanga",
+        );
+        assert_eq!((done.exit, done.deferred.len()), (0, 1));
+        let unknown = run(&mut w, "ruapehu", "vzdump 999 --storage pbs-pihanga");
+        assert_eq!(unknown.exit, 255);
+        assert!(
+            unknown.stderr.contains("ERROR: unable to find VM '999'"),
+            "{}",
+            unknown.stderr
+        );
     }
 
     #[test]

@@ -180,6 +180,7 @@ impl russh::server::Handler for HostSession {
         };
         session.channel_success(channel)?;
         let handle = session.handle();
+        let world = self.world.clone();
         tokio::spawn(async move {
             let wait = match outcome.completion {
                 Completion::Now => Duration::ZERO,
@@ -187,6 +188,11 @@ impl russh::server::Handler for HostSession {
                 Completion::Never => HUNG_COMMAND_CAP,
             };
             tokio::time::sleep(latency + wait).await;
+            if !outcome.deferred.is_empty() {
+                let mut world = world.lock().expect("world lock");
+                let now = world.now();
+                world.apply_backups(&outcome.deferred, now);
+            }
             if !outcome.stdout.is_empty() {
                 let _ = handle.data(channel, outcome.stdout.into_bytes()).await;
             }

@@ -87,7 +87,7 @@ pub struct Task {
 }
 
 /// The outcome of backing up one guest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GuestBackup {
     pub host: String,
     pub kind: GuestKind,
@@ -490,7 +490,13 @@ impl World {
             .filter(|g| !(g.kind == GuestKind::Qemu && g.vmid == PBS_VMID && g.host == PBS_VM_HOST))
             .cloned()
             .collect();
-        if guests.is_empty() {
+        // PVE queues VMIDs it does not know; they fail with the job.
+        let unknown: Vec<u32> = vmids
+            .iter()
+            .copied()
+            .filter(|id| !self.guests.iter().any(|g| g.vmid == *id))
+            .collect();
+        if guests.is_empty() && unknown.is_empty() {
             return None;
         }
         let now = self.now();
@@ -516,7 +522,22 @@ impl World {
                 .collect::<Vec<_>>()
                 .join(" ")
         )];
-        let mut results = Vec::new();
+        let mut results: Vec<GuestBackup> = unknown
+            .iter()
+            .map(|vmid| GuestBackup {
+                host: node.to_owned(),
+                kind: GuestKind::Qemu,
+                vmid: *vmid,
+                ok: false,
+                pbs_status: None,
+                guest_log: None,
+            })
+            .collect();
+        task_log.extend(
+            unknown
+                .iter()
+                .map(|vmid| format!("ERROR: unable to find VM '{vmid}'")),
+        );
         if let Some(error) = &job_error {
             task_log.push(format!("ERROR: {error}"));
             task_log.push("INFO: Backup job finished with errors".to_owned());
@@ -532,7 +553,7 @@ impl World {
             }
             return Some((results, task_log));
         }
-        let mut all_ok = true;
+        let mut all_ok = unknown.is_empty();
         for g in &guests {
             let failure = guest_failure;
             let lines = match failure {
