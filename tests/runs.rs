@@ -244,51 +244,6 @@ async fn a_step_is_written_started_before_and_finished_after_its_side_effect() {
 }
 
 #[tokio::test]
-async fn a_parked_run_holds_no_worker_until_it_is_unparked() {
-    let (store, _dir) = store().await;
-    let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
-        panic!()
-    };
-    let (a, _) = store
-        .acquire_run("worker-a", LEASE, t(0))
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .park_for_approval(
-            &a,
-            "remount_nfs",
-            "NFS mount missing; remount needs approval",
-            t(1),
-        )
-        .await
-        .unwrap();
-    assert!(
-        store
-            .acquire_run("worker-b", LEASE, t(600))
-            .await
-            .unwrap()
-            .is_none(),
-        "no worker picks a waiting run"
-    );
-    assert!(
-        matches!(store.create_run(new_run("pbs"), t(2)).await.unwrap(), Created::AlreadyActive(x) if x == id)
-    );
-    store.unpark(id, "alice", "approved", t(3)).await.unwrap();
-    let (b, run) = store
-        .acquire_run("worker-b", LEASE, t(4))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(run.step.as_deref(), Some("remount_nfs"));
-    assert!(matches!(
-        store.unpark(id, "alice", "twice", t(5)).await,
-        Err(RunError::Final { .. })
-    ));
-    let _ = b;
-}
-
-#[tokio::test]
 async fn cancelling_stops_the_worker_at_its_next_write_and_frees_the_target() {
     let (store, _dir) = store().await;
     let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {

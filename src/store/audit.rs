@@ -27,13 +27,15 @@ pub enum AuditAction {
     /// A run moved to another step.
     RunAdvanced,
     /// A run stopped to wait for an approval.
-    RunParked,
+    ApprovalRequested,
     /// A run ended: resolved, escalated or cancelled.
     RunFinished,
     /// A step's side effect is about to happen.
     StepStarted,
     /// A step's side effect happened (or failed).
     StepFinished,
+    /// Someone (or the clock) decided an approval.
+    ApprovalDecided,
 }
 
 impl AuditAction {
@@ -46,10 +48,11 @@ impl AuditAction {
             Self::RunCreated => "run.created",
             Self::RunLeased => "run.leased",
             Self::RunAdvanced => "run.advanced",
-            Self::RunParked => "run.parked",
+            Self::ApprovalRequested => "approval.requested",
             Self::RunFinished => "run.finished",
             Self::StepStarted => "step.started",
             Self::StepFinished => "step.finished",
+            Self::ApprovalDecided => "approval.decided",
         }
     }
 }

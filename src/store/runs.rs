@@ -324,75 +324,6 @@ impl Store {
         Ok(())
     }
 
-    /// Parks the run until a human decides; it holds no lease while it waits.
-    pub async fn park_for_approval(
-        &self,
-        lease: &Lease,
-        step: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), RunError> {
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE runs SET state = 'waiting_approval', step = ?, lease_owner = NULL,
-                 lease_expires_at = NULL, updated_at = ?
-             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
-        )
-        .bind(step)
-        .bind(now)
-        .bind(lease.run_id)
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(updated.rows_affected(), lease)?;
-        audit::append(
-            &mut tx,
-            now,
-            run_event(
-                lease,
-                AuditAction::RunParked,
-                json!({"step": step, "reason": reason}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Hands a parked run back to the workers (its approval was decided).
-    pub async fn unpark(
-        &self,
-        run_id: i64,
-        actor: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), RunError> {
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query("UPDATE runs SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'waiting_approval'")
-            .bind(now)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() == 0 {
-            return Err(self.why_not(run_id, "resumed").await);
-        }
-        audit::append(
-            &mut tx,
-            now,
-            NewAuditEvent {
-                actor,
-                action: AuditAction::RunAdvanced,
-                incident_id: None,
-                run_id: Some(run_id),
-                detail: json!({"state": "pending", "reason": reason}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Ends the run as its worker decided.
     pub async fn finish_run(
         &self,
@@ -459,6 +390,17 @@ impl Store {
         if updated.rows_affected() == 0 {
             return Err(self.why_not(run_id, "cancelled").await);
         }
+        // Nobody needs to decide for a run that stopped.
+        sqlx::query(
+            "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?, comment = ?
+             WHERE run_id = ? AND status = 'pending'",
+        )
+        .bind(actor)
+        .bind(now)
+        .bind(reason)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
         audit::append(
             &mut tx,
             now,
@@ -608,4 +550,68 @@ fn run_event(lease: &Lease, action: AuditAction, detail: Value) -> NewAuditEvent
         run_id: Some(lease.run_id),
         detail,
     }
+}
+
+/// Parks a run until a human decides: it holds no lease while it waits. Fenced like every
+/// worker write. Used by [`Store::request_approval`] in its transaction.
+pub(super) async fn park(
+    conn: &mut sqlx::SqliteConnection,
+    lease: &Lease,
+    step: &str,
+    now: DateTime<Utc>,
+) -> Result<(), RunError> {
+    let updated = sqlx::query(
+        "UPDATE runs SET state = 'waiting_approval', step = ?, lease_owner = NULL,
+             lease_expires_at = NULL, updated_at = ?
+         WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+    )
+    .bind(step)
+    .bind(now)
+    .bind(lease.run_id)
+    .bind(&lease.owner)
+    .bind(lease.attempt)
+    .execute(conn)
+    .await?;
+    fenced(updated.rows_affected(), lease)
+}
+
+/// What a decided approval does to its waiting run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterDecision {
+    /// Back to the workers, to run the approved step.
+    Continue,
+    /// Ended: a human (or the clock) said no.
+    Escalate,
+}
+
+/// Moves a waiting run on after its approval was decided. Returns whether it was waiting.
+pub(super) async fn after_decision(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    next: AfterDecision,
+    outcome: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let updated = match next {
+        AfterDecision::Continue => {
+            sqlx::query("UPDATE runs SET state = 'pending', updated_at = ? WHERE id = ? AND state = 'waiting_approval'")
+                .bind(now)
+                .bind(run_id)
+                .execute(conn)
+                .await?
+        }
+        AfterDecision::Escalate => {
+            sqlx::query(
+                "UPDATE runs SET state = 'escalated', outcome = ?, finished_at = ?, updated_at = ?
+                 WHERE id = ? AND state = 'waiting_approval'",
+            )
+            .bind(Json(outcome))
+            .bind(now)
+            .bind(now)
+            .bind(run_id)
+            .execute(conn)
+            .await?
+        }
+    };
+    Ok(updated.rows_affected() == 1)
 }
