@@ -36,6 +36,12 @@ pub enum AuditAction {
     StepFinished,
     /// Someone (or the clock) decided an approval.
     ApprovalDecided,
+    /// An operator switch changed (pause, dry-run).
+    SettingChanged,
+    /// A safety control let a mutating action through.
+    ActionAllowed,
+    /// A safety control stopped a mutating action, with its reason.
+    ActionBlocked,
 }
 
 impl AuditAction {
@@ -53,6 +59,9 @@ impl AuditAction {
             Self::StepStarted => "step.started",
             Self::StepFinished => "step.finished",
             Self::ApprovalDecided => "approval.decided",
+            Self::SettingChanged => "setting.changed",
+            Self::ActionAllowed => "control.allowed",
+            Self::ActionBlocked => "control.blocked",
         }
     }
 }

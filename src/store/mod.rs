@@ -13,6 +13,7 @@ pub mod audit;
 pub mod incidents;
 pub mod intake;
 pub mod runs;
+pub mod safety;
 
 use std::str::FromStr;
 use std::time::Duration;
