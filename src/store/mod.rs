@@ -10,6 +10,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod idempotency;
 pub mod incidents;
 pub mod intake;
 pub mod runs;
