@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! HTTP intake ─► normalize (Alert) ─► dedupe into Incident ─► (engine: match Playbook ─► Run)
+//!                                                              steps ─► exec (SSH, PBS, PVE)
 //!                                           │
 //!                                     audit log ◄── every intake and transition, with its actor
 //! ```
@@ -15,7 +16,13 @@
 //! - [`intake`]: every accepted payload format → [`intake::Alert`], and the one fingerprint
 //!   function.
 //! - [`store`]: SQLite repositories (one writer connection, read-only readers), migrations in
-//!   `migrations/`, the append-only audit trail.
+//!   `migrations/`: intake and incidents, the append-only audit trail, runs (every state change
+//!   fenced by lease owner and attempt), step attempts, approvals, safety controls, idempotency
+//!   keys.
+//! - [`exec`]: how runbookd reaches hosts: command templates and the one quoting function, the
+//!   SSH executor, the PBS and PVE API clients.
+//! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
+//!   APIs, control API.
 //! - [`http`]: routes, auth layer, the one [`http::AppError`].
 //! - [`startup`]: builds the app bound to a port (port 0 in tests) and runs it until shutdown.
 //! - [`telemetry`]: logs and metrics. [`clock`]: the one clock.
