@@ -134,3 +134,78 @@ async fn api_errors_carry_the_message_and_plain_http_is_refused() {
         Err(ApiError::Config { .. })
     ));
 }
+
+#[tokio::test]
+async fn every_read_the_playbook_needs_comes_back_typed() {
+    let twin = Twin::start("stale-nfs").await;
+    let store = name("pbs-datastore");
+    let datastores = twin.pbs.datastores().await.unwrap();
+    assert_eq!(datastores[0].store, "pbs-datastore");
+    let snapshots = twin
+        .pbs
+        .snapshots(&store, &name("vm"), &name("451"))
+        .await
+        .unwrap();
+    assert_eq!(snapshots.len(), 1);
+    assert!(snapshots[0].is_complete());
+    let cts = twin.pve.lxc(&name("hikurangi")).await.unwrap();
+    assert_eq!(
+        cts.iter().map(|g| g.vmid).collect::<Vec<_>>(),
+        [100, 101, 102]
+    );
+
+    // A failed backup shows in PBS's own task list with the chunk store error.
+    let node = name("ruapehu");
+    let vmid = runbookd::exec::command::Vmid::new(451).unwrap();
+    let runbookd::exec::pve::VzdumpStart::Task(_) = twin
+        .pve
+        .vzdump(&node, &[vmid], &name("pbs-pihanga"))
+        .await
+        .unwrap()
+    else {
+        panic!("a task")
+    };
+    let tasks = twin.pbs.backup_tasks(&store).await.unwrap();
+    assert_eq!(tasks[0].worker_id.as_deref(), Some("pbs-datastore:vm/451"));
+    assert!(
+        tasks[0].status.as_deref().unwrap().contains("(os error 2)"),
+        "{tasks:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_what_cannot_have_run_is_retryable() {
+    let twin = Twin::start("pbs-down").await;
+    let refused = twin.pbs.version().await.unwrap_err();
+    assert!(
+        refused.is_retryable() && !refused.may_have_run(),
+        "a refused connection sent nothing: {refused:?}"
+    );
+
+    let twin = Twin::start("host-unreachable").await;
+    let slow = |base: ApiEndpoint| ApiEndpoint {
+        timeout: std::time::Duration::from_millis(500),
+        ..base
+    };
+    let read = PveClient::new(&slow(twin.lab.pve_endpoint("hikurangi")))
+        .unwrap()
+        .backup_jobs()
+        .await
+        .unwrap_err();
+    assert!(
+        read.is_retryable() && !read.may_have_run(),
+        "a timed-out read may be repeated: {read:?}"
+    );
+    let write = PveClient::new(&slow(twin.lab.pve_endpoint("hikurangi")))
+        .unwrap()
+        .set_storage_fingerprint(
+            &name("pbs-pihanga"),
+            &CertFingerprint::from_digest(&[1; 32]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        !write.is_retryable() && write.may_have_run(),
+        "a timed-out write may have happened: {write:?}"
+    );
+}
