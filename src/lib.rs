@@ -39,6 +39,7 @@ pub mod exec;
 pub mod http;
 pub mod intake;
 pub mod lab;
+pub mod playbook;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

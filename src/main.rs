@@ -47,6 +47,9 @@ struct ConfigArgs {
     /// Log format [default: text].
     #[arg(long, env = "RUNBOOKD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Directory of playbooks [default: playbooks].
+    #[arg(long, env = "RUNBOOKD_PLAYBOOKS")]
+    playbooks: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +80,7 @@ impl ConfigArgs {
             listen: self.listen,
             database: self.db.clone(),
             log_format: self.log_format,
+            playbooks_dir: self.playbooks.clone(),
         };
         Config::load(self.config.as_deref(), &overrides)
     }
@@ -120,10 +124,12 @@ fn check(args: &ConfigArgs) -> ExitCode {
     };
     let tokens = config.resolve_tokens(&source, env_var);
     let inventory = config.resolve_inventory(&source, &env_var);
+    let playbooks = runbookd::playbook::load_dir(&config.playbooks_dir);
     let mut problems = Vec::new();
     problems.extend(tokens.as_ref().err().into_iter().flatten().cloned());
     problems.extend(inventory.as_ref().err().into_iter().flatten().cloned());
-    let (Ok(tokens), Ok(inventory)) = (tokens, inventory) else {
+    problems.extend(playbooks.as_ref().err().into_iter().flatten().cloned());
+    let (Ok(tokens), Ok(inventory), Ok(playbooks)) = (tokens, inventory, playbooks) else {
         report(&problems);
         return ExitCode::FAILURE;
     };
@@ -146,6 +152,13 @@ fn check(args: &ConfigArgs) -> ExitCode {
     );
     for token in tokens.tokens() {
         println!("  token {} ({})", token.name(), token.role().as_str());
+    }
+    for file in &playbooks {
+        println!(
+            "  playbook {} ({})",
+            file.playbook.name,
+            file.path.display()
+        );
     }
     ExitCode::SUCCESS
 }

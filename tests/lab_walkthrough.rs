@@ -113,7 +113,13 @@ async fn the_readme_walkthrough_drives_the_lab_by_hand() {
     assert_eq!(statuses, ["job errors", "OK"]);
 
     let check = Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["check", "--config", "lab/runbookd.toml"])
+        .args([
+            "check",
+            "--config",
+            "lab/runbookd.toml",
+            "--playbooks",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks"),
+        ])
         .current_dir(dir.path())
         .env_remove("RUNBOOKD_ADMIN_TOKEN")
         .env_remove("RUNBOOKD_INGEST_TOKEN")

@@ -42,6 +42,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Where the playbooks are (`*.yaml`).
+    #[serde(default = "default_playbooks_dir")]
+    pub playbooks_dir: PathBuf,
     #[serde(default)]
     pub tokens: Vec<Spanned<TokenConfig>>,
     /// How to reach the estate's hosts; see [`inventory`].
@@ -104,6 +107,11 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub database: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub playbooks_dir: Option<PathBuf>,
+}
+
+fn default_playbooks_dir() -> PathBuf {
+    PathBuf::from("playbooks")
 }
 
 fn default_listen() -> SocketAddr {
@@ -145,6 +153,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            playbooks_dir: default_playbooks_dir(),
             tokens: Vec::new(),
             ssh: None,
             hosts: Vec::new(),
@@ -250,6 +259,9 @@ impl Config {
         }
         if let Some(format) = overrides.log_format {
             config.log.format = format;
+        }
+        if let Some(dir) = &overrides.playbooks_dir {
+            config.playbooks_dir = dir.clone();
         }
         let problems = config.check_values(&source);
         if problems.is_empty() {
@@ -447,6 +459,7 @@ mod tests {
             listen: Some("127.0.0.1:9100".parse().unwrap()),
             database: None,
             log_format: Some(LogFormat::Json),
+            playbooks_dir: None,
         };
         let (config, _) = Config::load(Some(file.path()), &overrides).unwrap();
         assert_eq!(config.listen.port(), 9100);

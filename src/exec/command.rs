@@ -235,8 +235,17 @@ impl CommandTemplate {
                 .find('}')
                 .ok_or_else(|| fail("an unclosed '{'".into()))?;
             let name = &rest[open + 1..open + close];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                return Err(fail(format!("placeholder '{{{name}}}' must be [a-z_]+")));
+            let valid = !name.is_empty()
+                && name.split('.').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                });
+            if !valid {
+                return Err(fail(format!(
+                    "placeholder '{{{name}}}' must be dotted [a-z0-9_] words, such as {{vmid}} or {{pbs.mountpoint}}"
+                )));
             }
             placeholders.push(name.to_owned());
             rest = &rest[open + close + 1..];

@@ -1,0 +1,284 @@
+//! The playbook file, as an operator writes it (`playbooks/*.yaml`). Unknown keys are refused.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    pub name: String,
+    pub description: String,
+    pub triggers: Vec<Trigger>,
+    /// The inventory host the run is about: one active run, cooldowns and the breaker are
+    /// per target.
+    pub target: String,
+    #[serde(default)]
+    pub automation: Automation,
+    /// Data for the builtin probes and for templates (`{settings.canary.host}`).
+    #[serde(default)]
+    pub settings: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Parameter>,
+    pub diagnose: Vec<Probe>,
+    pub causes: Vec<Cause>,
+    /// Facts reported whatever the cause (mixed cases).
+    #[serde(default)]
+    pub report: Vec<String>,
+    #[serde(default)]
+    pub steps: BTreeMap<String, Step>,
+    #[serde(default)]
+    pub verify: Vec<String>,
+    pub escalation: Escalation,
+}
+
+/// An alert that starts this playbook: by Alertmanager alert name, or by sweep check name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub alertname: Option<String>,
+    pub check_name: Option<String>,
+    /// Only from this source (`alertmanager`, `sweep`, `pbs`, ...).
+    pub source: Option<String>,
+}
+
+/// Which mutating steps need a human.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Automation {
+    /// Every one.
+    Manual,
+    /// Every one, and an expired approval follows the step's `on_timeout`.
+    Prompted,
+    /// Only high-risk ones.
+    #[default]
+    Standard,
+    /// None, except steps marked `approval: always`.
+    Autonomous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    Vmid,
+    Name,
+    /// `vm`, `ct` or `host`.
+    BackupType,
+    Fingerprint,
+    Path,
+}
+
+/// A value taken from the alert's labels, validated by type before anything uses it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    /// Labels to read, first present wins.
+    pub labels: Vec<String>,
+    #[serde(rename = "type")]
+    pub kind: ValueType,
+    #[serde(default)]
+    pub optional: bool,
+    /// A template (`{pbs.datastore}`) used when no label is present.
+    pub default: Option<String>,
+}
+
+/// A command run over SSH: `host` is an inventory name or a placeholder for one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshCall {
+    pub host: String,
+    pub run: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PbsRead {
+    Version,
+    Datastores,
+    DatastoreUsage,
+    BackupTasks,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PveRead {
+    Storage,
+    BackupJobs,
+    Guests,
+}
+
+/// Probes whose logic is code: they read several sources and compute one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    StaleGroups,
+    VzdumpLogs,
+    VzdumpRunning,
+}
+
+/// A read-only probe. Exactly one of `ssh`, `pbs`, `pve`, `builtin`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub id: String,
+    pub ssh: Option<SshCall>,
+    pub pbs: Option<PbsRead>,
+    pub pve: Option<PveRead>,
+    pub builtin: Option<Builtin>,
+    /// Probes to wait for; the rest run in parallel.
+    #[serde(default)]
+    pub after: Vec<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub facts: BTreeMap<String, Extract>,
+}
+
+/// How a fact comes out of a probe's result. Exactly one of `ok`, `exit_ok`, `regex`, `json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extract {
+    /// The probe answered at all.
+    pub ok: Option<bool>,
+    /// The command exited 0.
+    pub exit_ok: Option<bool>,
+    /// A multi-line regex over stdout: the first capture group, or whether it matched.
+    pub regex: Option<String>,
+    /// A JSON pointer into the result.
+    pub json: Option<String>,
+    /// Facts used in templates must say what they are.
+    #[serde(rename = "type")]
+    pub kind: Option<ValueType>,
+}
+
+/// A condition over facts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub all: Option<Vec<Condition>>,
+    pub any: Option<Vec<Condition>>,
+    pub not: Option<Box<Condition>>,
+    pub fact: Option<String>,
+    pub is: Option<serde_norway::Value>,
+    pub empty: Option<bool>,
+    pub contains: Option<serde_norway::Value>,
+    pub equals_fact: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cause {
+    pub id: String,
+    pub when: Condition,
+    pub remediate: Vec<String>,
+    /// Steps offered, never run without an approval.
+    #[serde(default)]
+    pub offer: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Read-only: never needs approval.
+    None,
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalPolicy {
+    /// As the automation level says for the step's risk.
+    #[default]
+    Auto,
+    /// Always ask, whatever the level.
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    #[default]
+    Reject,
+    Approve,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    pub attempts: u32,
+    pub backoff: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetFingerprint {
+    pub storage: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnableJob {
+    pub job: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetGroups {
+    pub groups: String,
+}
+
+/// `host: all` and `vmids: all` back up everything everywhere.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vzdump {
+    pub host: String,
+    pub vmids: serde_norway::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Poll {
+    pub probe: String,
+    pub until: Condition,
+    pub every: String,
+}
+
+/// A step. Exactly one action: `ssh`, `pve_vzdump`, `pve_set_fingerprint`, `pve_enable_job`,
+/// `pbs_forget_groups`, `poll`, `wait`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub ssh: Option<SshCall>,
+    pub pve_vzdump: Option<Vzdump>,
+    pub pve_set_fingerprint: Option<SetFingerprint>,
+    pub pve_enable_job: Option<EnableJob>,
+    pub pbs_forget_groups: Option<ForgetGroups>,
+    pub poll: Option<Poll>,
+    pub wait: Option<String>,
+    pub risk: Risk,
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Safe to run again after a crash left it `started` but not `finished`.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// For a non-idempotent step: the probe to run again before deciding whether to repeat it.
+    pub recheck: Option<String>,
+    /// Run only when this holds; otherwise the run escalates.
+    pub only_if: Option<Condition>,
+    /// Exit codes that count as success (default `[0]`).
+    pub accept_exit: Option<Vec<u32>>,
+    /// At most once per this long per target.
+    pub cooldown: Option<String>,
+    pub retries: Option<Retries>,
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub summary: String,
+}

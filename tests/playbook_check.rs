@@ -1,0 +1,200 @@
+//! `runbookd check` validates every playbook: the shipped one passes, and each broken variant
+//! is caught with a message a person can act on, at its file and line.
+
+use std::path::Path;
+
+use runbookd::playbook;
+
+const SHIPPED: &str = include_str!("../playbooks/pbs-backup-stale.yaml");
+
+/// Each case: what is broken, a replacement applied to the shipped playbook, and a fragment
+/// the problem must say.
+const BROKEN: [(&str, &str, &str, &str); 14] = [
+    (
+        "an unknown key",
+        "automation: standard",
+        "automation: standard\nautomaton: manual",
+        "unknown field `automaton`",
+    ),
+    (
+        "a misspelled step key",
+        "    idempotent: true\n    cooldown: 30m\n    timeout: 120s\n  check_pbs_active:",
+        "    idempotnt: true\n    cooldown: 30m\n    timeout: 120s\n  check_pbs_active:",
+        "unknown field `idempotnt`",
+    ),
+    (
+        "a cause naming a missing step",
+        "remediate: [restart_pbs, check_pbs_active]\n  - id: pbs_services_down",
+        "remediate: [restart_pbs, check_pbs_activ]\n  - id: pbs_services_down",
+        "names step 'check_pbs_activ', which is not defined",
+    ),
+    (
+        "an unreachable step",
+        "verify: [canary_backup, full_backup, groups_fresh]",
+        "verify: [canary_backup, groups_fresh]",
+        "step 'full_backup' is unreachable",
+    ),
+    (
+        "a fact used but never produced",
+        "when: { fact: nfs_mounted, is: false }",
+        "when: { fact: nfs_mountd, is: false }",
+        "uses fact 'nfs_mountd', which no probe produces",
+    ),
+    (
+        "an untyped fact in a template",
+        "backup_job_id: { json: \"/0/id\", type: name }",
+        "backup_job_id: { json: \"/0/id\" }",
+        "uses fact 'backup_job_id', which declares no type",
+    ),
+    (
+        "a template with a shell pipe",
+        "run: \"findmnt -n -o SOURCE,FSTYPE {pbs.mountpoint}\"",
+        "run: \"mount | grep {pbs.mountpoint}\"",
+        "'|' is a shell operator",
+    ),
+    (
+        "a template with an unknown placeholder",
+        "run: \"df -h {pbs.mountpoint}\"",
+        "run: \"df -h {labels.mount}\"",
+        "placeholder '{labels.mount}' is not a parameter",
+    ),
+    (
+        "a regex that does not compile",
+        "regex: \"^status: running$\"",
+        "regex: \"^status: (running$\"",
+        "the regex does not compile",
+    ),
+    (
+        "a bad duration",
+        "cooldown: 30m\n    timeout: 120s\n  lazy_unmount:",
+        "cooldown: 30 minutes\n    timeout: 120s\n  lazy_unmount:",
+        "'30 minutes' is not a duration",
+    ),
+    (
+        "a trigger with neither name",
+        "  - check_name: pbs_backup_stale",
+        "  - source: sweep",
+        "exactly one of alertname or check_name",
+    ),
+    (
+        "a probe waiting for a later probe",
+        "    after: [stale_groups]",
+        "    after: [vzdump_running]",
+        "waits for 'vzdump_running', which is not a probe defined before it",
+    ),
+    (
+        "a non-idempotent step without a recheck",
+        "    idempotent: false\n    recheck: nfs_mount",
+        "    idempotent: false",
+        "neither idempotent nor has a recheck probe",
+    ),
+    (
+        "a condition with two tests",
+        "when: { fact: backup_job_enabled, is: 0 }",
+        "when: { fact: backup_job_enabled, is: 0, empty: true }",
+        "needs exactly one of is, empty, contains, equals_fact",
+    ),
+];
+
+#[test]
+fn the_shipped_playbook_is_valid() {
+    let parsed = playbook::parse(Path::new("playbooks/pbs-backup-stale.yaml"), SHIPPED).unwrap();
+    assert_eq!(parsed.name, "pbs-backup-stale");
+    let causes: Vec<&str> = parsed.causes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        causes,
+        [
+            "decommissioned_only",
+            "pbs_unreachable",
+            "nfs_mount_missing",
+            "stale_nfs_handles",
+            "pbs_services_down",
+            "fingerprint_mismatch",
+            "backup_job_disabled"
+        ],
+        "every cause of the runbook, in DESIGN.md's order"
+    );
+    assert_eq!(
+        parsed.verify,
+        ["canary_backup", "full_backup", "groups_fresh"]
+    );
+}
+
+#[test]
+fn each_broken_playbook_is_caught_with_a_useful_message_and_its_line() {
+    let path = Path::new("playbooks/broken.yaml");
+    let mut failures = Vec::new();
+    for (what, from, to, says) in BROKEN {
+        assert!(
+            SHIPPED.contains(from),
+            "{what}: the shipped playbook no longer contains {from:?}"
+        );
+        let broken = SHIPPED.replacen(from, to, 1);
+        match playbook::parse(path, &broken) {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(problems) => {
+                let found = problems.iter().find(|p| p.message.contains(says));
+                match found {
+                    None => failures.push(format!("{what}: {problems:?} does not say {says:?}")),
+                    Some(p) if !p.location.starts_with("playbooks/broken.yaml:") => {
+                        failures.push(format!("{what}: no line in {:?}", p.location))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn runbookd_check_reports_a_broken_playbook_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.yaml"), SHIPPED).unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        SHIPPED
+            .replace("name: pbs-backup-stale", "name: other")
+            .replace(
+                "when: { fact: nfs_mounted, is: false }",
+                "when: { fact: nfs_mountd, is: false }",
+            ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a playbook").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--playbooks"])
+        .arg(dir.path())
+        .env_remove("RUNBOOKD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = SHIPPED
+        .lines()
+        .position(|l| l.contains("id: nfs_mount_missing"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}: cause 'nfs_mount_missing' uses fact 'nfs_mountd'",
+            dir.path().join("bad.yaml").display()
+        )),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--playbooks"])
+        .arg(dir.path())
+        .env_remove("RUNBOOKD_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("playbook pbs-backup-stale"), "{stdout}");
+}
