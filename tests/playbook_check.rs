@@ -104,6 +104,7 @@ fn the_shipped_playbook_is_valid() {
     assert_eq!(
         causes,
         [
+            "nothing_stale",
             "decommissioned_only",
             "pbs_unreachable",
             "nfs_mount_missing",

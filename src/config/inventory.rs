@@ -113,6 +113,8 @@ fn default_api_timeout() -> u64 {
 #[derive(Clone)]
 pub struct Inventory {
     pub ssh_hosts: Vec<SshHost>,
+    /// The hosts of kind `pve`.
+    pub pve_hosts: Vec<Name>,
     pub ssh: Option<SshSettings>,
     pub pbs: Option<PbsTarget>,
     pub pve: Option<PveTarget>,
@@ -125,6 +127,7 @@ impl std::fmt::Debug for Inventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inventory")
             .field("ssh_hosts", &self.ssh_hosts)
+            .field("pve_hosts", &self.pve_hosts)
             .field("ssh", &self.ssh)
             .field("pbs", &self.pbs)
             .field("pve", &self.pve)
@@ -334,8 +337,14 @@ impl Config {
         });
 
         if problems.is_empty() {
+            let pve_hosts = kinds
+                .iter()
+                .filter(|(_, kind)| *kind == HostKind::Pve)
+                .map(|(name, _)| name.clone())
+                .collect();
             Ok(Inventory {
                 ssh_hosts,
+                pve_hosts,
                 ssh,
                 pbs,
                 pve,

@@ -1,24 +1,24 @@
 //! The Proxmox Backup Server API, typed (reference/pbs-api.md).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::command::Name;
 use super::http::{ApiClient, ApiEndpoint, ApiError, Dialect};
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Version {
     pub version: String,
     pub release: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Datastore {
     pub store: String,
     pub comment: Option<String>,
 }
 
 /// A backup group; groups with no snapshot are not listed by PBS.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct BackupGroup {
     pub backup_type: String,
@@ -30,12 +30,12 @@ pub struct BackupGroup {
     pub owner: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct SnapshotFile {
     pub filename: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Snapshot {
     pub backup_type: String,
@@ -53,7 +53,7 @@ impl Snapshot {
 
 /// One datastore's usage, or the error that stops PBS opening it (NFS gone, chunk store
 /// missing): an API-side probe of the NFS failure.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct DatastoreUsage {
     pub store: String,
     pub total: Option<u64>,
@@ -62,7 +62,7 @@ pub struct DatastoreUsage {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct PbsTask {
     pub upid: String,
     pub worker_type: String,

@@ -34,7 +34,19 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A task in a node's task list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct TaskSummary {
+    pub upid: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The VMID for a one-guest vzdump.
+    pub id: Option<String>,
+    /// Absent while the task runs.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct GuestSummary {
     pub vmid: u32,
     /// `running` or `stopped`.
@@ -42,7 +54,7 @@ pub struct GuestSummary {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Storage {
     pub storage: String,
     #[serde(rename = "type")]
@@ -52,7 +64,7 @@ pub struct Storage {
     pub fingerprint: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct BackupJob {
     pub id: String,
     pub schedule: Option<String>,
@@ -86,6 +98,8 @@ pub trait PveApi: Send + Sync {
     ) -> Result<(), ApiError>;
     async fn backup_jobs(&self) -> Result<Vec<BackupJob>, ApiError>;
     async fn enable_backup_job(&self, id: &Name) -> Result<(), ApiError>;
+    /// The vzdump tasks running on `node` now.
+    async fn running_vzdump_tasks(&self, node: &Name) -> Result<Vec<TaskSummary>, ApiError>;
 }
 
 pub struct PveClient {
@@ -181,6 +195,14 @@ impl PveApi for PveClient {
 
     async fn backup_jobs(&self) -> Result<Vec<BackupJob>, ApiError> {
         self.api.get("/cluster/backup").await
+    }
+
+    async fn running_vzdump_tasks(&self, node: &Name) -> Result<Vec<TaskSummary>, ApiError> {
+        self.api
+            .get(&format!(
+                "/nodes/{node}/tasks?source=active&typefilter=vzdump"
+            ))
+            .await
     }
 
     async fn enable_backup_job(&self, id: &Name) -> Result<(), ApiError> {

@@ -308,6 +308,7 @@ pub fn pve_router(world: SharedWorld, host: &str, token: ApiToken) -> Router {
     };
     Router::new()
         .route("/api2/json/nodes/{node}/vzdump", post(pve_vzdump))
+        .route("/api2/json/nodes/{node}/tasks", get(pve_tasks))
         .route(
             "/api2/json/nodes/{node}/tasks/{upid}/status",
             get(pve_task_status),
@@ -422,6 +423,36 @@ async fn pve_task_status(
         status["exitstatus"] = json!(task.exitstatus);
     }
     data(status)
+}
+
+/// Tasks on a node; `source=active` lists only the running ones.
+async fn pve_tasks(
+    State(state): State<ApiState>,
+    Path(node): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut world = state.world.lock().expect("world lock");
+    world.settle();
+    let now = world.now();
+    let active_only = query.get("source").map(String::as_str) == Some("active");
+    let tasks: Vec<Value> = world
+        .tasks
+        .iter()
+        .filter(|t| t.node == node && (!active_only || now < t.ends))
+        .map(|t| {
+            let mut item = json!({
+                "upid": t.upid, "node": t.node, "type": "vzdump", "user": "root@pam!runbookd",
+                "id": if t.vmids.len() == 1 { t.vmids[0].to_string() } else { String::new() },
+                "starttime": t.started.timestamp(),
+            });
+            if now >= t.ends {
+                item["status"] = json!(t.exitstatus);
+                item["endtime"] = json!(t.ends.timestamp());
+            }
+            item
+        })
+        .collect();
+    data(Value::Array(tasks))
 }
 
 async fn pve_guests(
