@@ -119,7 +119,7 @@ pub async fn diagnose(
 
 /// Runs one probe, bounded by its timeout (plus a little for connecting) however many safe
 /// retries it takes.
-async fn run_probe(
+pub(crate) async fn run_probe(
     probe: &Probe,
     scope: &Scope<'_>,
     earlier: &BTreeMap<String, ProbeResult>,

@@ -14,3 +14,4 @@ pub mod diagnose;
 pub mod estate;
 pub mod facts;
 pub mod scope;
+pub mod step;

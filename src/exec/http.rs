@@ -237,6 +237,10 @@ impl ApiClient {
         self.send(reqwest::Method::POST, path, Some(form)).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
     pub async fn put_form<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -87,6 +87,13 @@ pub trait PbsApi: Send + Sync {
     ) -> Result<Vec<Snapshot>, ApiError>;
     async fn datastore_usage(&self) -> Result<Vec<DatastoreUsage>, ApiError>;
     async fn backup_tasks(&self, store: &Name) -> Result<Vec<PbsTask>, ApiError>;
+    /// Removes a backup group and all its snapshots.
+    async fn forget_group(
+        &self,
+        store: &Name,
+        backup_type: &Name,
+        backup_id: &Name,
+    ) -> Result<(), ApiError>;
 }
 
 pub struct PbsClient {
@@ -132,6 +139,21 @@ impl PbsApi for PbsClient {
 
     async fn datastore_usage(&self) -> Result<Vec<DatastoreUsage>, ApiError> {
         self.api.get("/status/datastore-usage").await
+    }
+
+    async fn forget_group(
+        &self,
+        store: &Name,
+        backup_type: &Name,
+        backup_id: &Name,
+    ) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .api
+            .delete(&format!(
+                "/admin/datastore/{store}/groups?backup-type={backup_type}&backup-id={backup_id}"
+            ))
+            .await?;
+        Ok(())
     }
 
     async fn backup_tasks(&self, store: &Name) -> Result<Vec<PbsTask>, ApiError> {

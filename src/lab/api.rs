@@ -150,7 +150,10 @@ pub fn pbs_router(world: SharedWorld, token: ApiToken) -> Router {
             "/api2/json/admin/datastore",
             get(|| async { data(json!([{"store": DATASTORE, "comment": null}])) }),
         )
-        .route("/api2/json/admin/datastore/{store}/groups", get(pbs_groups))
+        .route(
+            "/api2/json/admin/datastore/{store}/groups",
+            get(pbs_groups).delete(pbs_forget_group),
+        )
         .route(
             "/api2/json/admin/datastore/{store}/snapshots",
             get(pbs_snapshots),
@@ -218,6 +221,37 @@ async fn pbs_groups(State(state): State<ApiState>, Path(store): Path<String>) ->
         })
         .collect();
     data(Value::Array(groups))
+}
+
+async fn pbs_forget_group(
+    State(state): State<ApiState>,
+    Path(store): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(response) = unknown_store(&store) {
+        return response;
+    }
+    let mut world = state.world.lock().expect("world lock");
+    if let Some(error) = world.datastore_error() {
+        return pbs_error(StatusCode::BAD_REQUEST, &error);
+    }
+    let (Some(kind), Some(id)) = (query.get("backup-type"), query.get("backup-id")) else {
+        return pbs_error(
+            StatusCode::BAD_REQUEST,
+            "parameter verification errors: backup-type, backup-id missing",
+        );
+    };
+    let before = world.groups.len();
+    world
+        .groups
+        .retain(|g| !(g.kind.backup_type() == kind && g.vmid.to_string() == *id));
+    if world.groups.len() == before {
+        return pbs_error(
+            StatusCode::NOT_FOUND,
+            &format!("group '{kind}/{id}' not found"),
+        );
+    }
+    data(Value::Null)
 }
 
 async fn pbs_snapshots(

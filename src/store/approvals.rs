@@ -121,7 +121,7 @@ impl Store {
         lease: &Lease,
         request: ApprovalRequest<'_>,
         now: DateTime<Utc>,
-    ) -> Result<i64, ApprovalError> {
+    ) -> Result<i64, RunError> {
         let mut tx = self.writer.begin().await?;
         runs::park(&mut tx, lease, request.step, now).await?;
         let expires_at =
