@@ -34,6 +34,7 @@ async fn waiting(on_timeout: OnTimeout) -> (Store, tempfile::TempDir, i64, i64, 
         target: "pbs",
         dry_run: false,
         actor: "engine",
+        facts: serde_json::json!({}),
     };
     let Created::New(run_id) = store.create_run(run, t(0)).await.unwrap() else {
         panic!()

@@ -32,6 +32,7 @@ fn new_run(target: &str) -> NewRun<'_> {
         target,
         dry_run: false,
         actor: "engine",
+        facts: serde_json::json!({}),
     }
 }
 

@@ -40,6 +40,7 @@ async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Leas
         target,
         dry_run: false,
         actor: "engine",
+        facts: serde_json::json!({}),
     };
     let Created::New(_) = store.create_run(run, at).await.unwrap() else {
         panic!("a run is active for {target}")

@@ -89,6 +89,7 @@ impl Bench {
             target: "pbs",
             dry_run: false,
             actor: "engine",
+            facts: serde_json::json!({}),
         };
         assert!(matches!(
             self.store

@@ -15,3 +15,4 @@ pub mod estate;
 pub mod facts;
 pub mod scope;
 pub mod step;
+pub mod worker;

@@ -269,6 +269,16 @@ impl Store {
         .await?)
     }
 
+    /// A run's approvals, oldest first.
+    pub async fn approvals_for_run(&self, run_id: i64) -> Result<Vec<Approval>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ? ORDER BY id"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     /// Approvals, newest first, optionally only those with `status`.
     pub async fn approvals(
         &self,

@@ -130,6 +130,8 @@ pub struct NewRun<'a> {
     pub dry_run: bool,
     /// Who asked: a token name, or `engine` for an alert.
     pub actor: &'a str,
+    /// What the run starts from (the alert's labels).
+    pub facts: Value,
 }
 
 /// One attempt of one step, as recorded.
@@ -179,7 +181,7 @@ impl Store {
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO runs (incident_id, playbook, target, state, facts, dry_run, attempt,
                                created_at, updated_at)
-             VALUES (?, ?, ?, 'pending', '{}', ?, 0, ?, ?)
+             VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?)
              ON CONFLICT (target) WHERE state IN ('pending', 'running', 'waiting_approval')
              DO NOTHING
              RETURNING id",
@@ -187,6 +189,7 @@ impl Store {
         .bind(run.incident_id)
         .bind(run.playbook)
         .bind(run.target)
+        .bind(Json(&run.facts))
         .bind(run.dry_run)
         .bind(now)
         .bind(now)
@@ -317,6 +320,39 @@ impl Store {
                 lease,
                 AuditAction::RunAdvanced,
                 json!({"step": step, "reason": reason}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives the run back, as it stands, for a later worker (runbookd was paused).
+    pub async fn release_run(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(updated.rows_affected(), lease)?;
+        audit::append(
+            &mut tx,
+            now,
+            run_event(
+                lease,
+                AuditAction::RunAdvanced,
+                json!({"state": "pending", "reason": reason}),
             ),
         )
         .await?;
