@@ -6,11 +6,26 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use runbookd::clock::SystemClock;
+use std::time::Duration;
+
+use runbookd::clock::{Clock, SystemClock};
 use runbookd::config::{Config, ConfigSource, LogFormat, Overrides, Problem};
+use runbookd::engine::dispatch::Dispatcher;
+use runbookd::engine::estate::Estate;
+use runbookd::engine::worker::Engine;
 use runbookd::lab::RunningLab;
 use runbookd::startup::{Application, shutdown_signal};
+use runbookd::store::safety::Limits;
 use runbookd::telemetry;
+
+/// A worker's lease on a run; heartbeats renew it every third of this.
+const LEASE: Duration = Duration::from_secs(60);
+/// The engine's safety limits: per-step cooldowns come from the playbook.
+const LIMITS: Limits = Limits {
+    cooldown: Duration::ZERO,
+    hourly_budget: 20,
+    breaker_after: 3,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -166,10 +181,10 @@ fn check(args: &ConfigArgs) -> ExitCode {
 fn serve(args: &ServeArgs) -> ExitCode {
     let loaded = args.config.load().and_then(|(config, source)| {
         let tokens = config.resolve_tokens(&source, env_var)?;
-        config.resolve_inventory(&source, &env_var)?;
-        Ok((tokens, config))
+        let inventory = config.resolve_inventory(&source, &env_var)?;
+        Ok((tokens, inventory, config))
     });
-    let (tokens, config) = match loaded {
+    let (tokens, inventory, config) = match loaded {
         Ok(loaded) => loaded,
         Err(problems) => {
             report(&problems);
@@ -178,44 +193,82 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     telemetry::init_logging(&config.log);
+    let playbooks = runbookd::playbook::load_dir(&config.playbooks_dir);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         // Kept alive for as long as the service runs.
-        let _lab = match &args.lab {
+        let mut lab = None;
+        let inventory = match &args.lab {
             Some(scenario) => {
-                let dir = config
-                    .database
-                    .path
-                    .parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join("lab");
-                let lab = RunningLab::launch(&dir, scenario).await?;
+                let dir = config.database.path.parent().unwrap_or(std::path::Path::new(".")).join("lab");
+                let running = RunningLab::launch(&dir, scenario).await?;
                 // The twin is the inventory: its generated config must hold up like any other.
-                let (lab_config, source) = Config::load(Some(&lab.config), &Overrides::default())
-                    .map_err(|problems| {
-                    anyhow::anyhow!("the lab's config is invalid: {problems:?}")
-                })?;
-                lab_config
+                let (lab_config, source) = Config::load(Some(&running.config), &Overrides::default())
+                    .map_err(|problems| anyhow::anyhow!("the lab's config is invalid: {problems:?}"))?;
+                let inventory = lab_config
                     .resolve_inventory(&source, &env_var)
-                    .map_err(|problems| {
-                        anyhow::anyhow!("the lab's inventory is invalid: {problems:?}")
-                    })?;
+                    .map_err(|problems| anyhow::anyhow!("the lab's inventory is invalid: {problems:?}"))?;
                 tracing::info!(
                     scenario,
-                    config = %lab.config.display(),
-                    control = %format!("http://{}", lab.control),
+                    config = %running.config.display(),
+                    control = %format!("http://{}", running.control),
                     "the simulated estate is running in-process"
                 );
-                eprint!("{}", lab.guide());
-                Some(lab)
+                eprint!("{}", running.guide());
+                lab = Some(running);
+                inventory
             }
-            None => None,
+            None => inventory,
         };
-        let app = Application::build(&config, tokens, Arc::new(SystemClock)).await?;
-        tracing::info!(address = %app.local_addr(), "listening on {}", app.local_addr());
-        app.run_until(shutdown_signal()).await
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let engine_parts = match (playbooks, Estate::connect(&inventory)) {
+            (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some((playbooks, estate)),
+            (Ok(_), Ok(_)) => {
+                tracing::warn!(dir = %config.playbooks_dir.display(), "no playbooks: incidents are recorded, nothing runs");
+                None
+            }
+            (Err(problems), _) => {
+                tracing::warn!(?problems, "playbooks could not be loaded: incidents are recorded, nothing runs");
+                None
+            }
+            (_, Err(error)) => {
+                tracing::warn!(%error, "no engine: incidents are recorded, nothing runs");
+                None
+            }
+        };
+        let dispatcher = engine_parts
+            .as_ref()
+            .map(|(playbooks, _)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect() }));
+        let app = Application::build(&config, tokens, clock.clone(), dispatcher).await?;
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let worker = engine_parts.map(|(playbooks, estate)| {
+            let engine = Engine {
+                store: app.store().clone(),
+                estate: Arc::new(estate),
+                playbooks: Arc::new(playbooks.into_iter().map(|f| f.playbook).collect()),
+                clock: clock.clone(),
+                owner: format!("runbookd-{}", std::process::id()),
+                lease_for: LEASE,
+                limits: LIMITS,
+            };
+            tokio::spawn(engine.run_until(async move {
+                let _ = stop_rx.changed().await;
+            }))
+        });
+        tracing::info!(address = %app.local_addr(), engine = worker.is_some(), "listening on {}", app.local_addr());
+        let served = app
+            .run_until(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        drop(lab);
+        served
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

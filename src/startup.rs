@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::auth::TokenTable;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::engine::dispatch::Dispatcher;
 use crate::http::{self, AppState, HttpPolicy};
 use crate::store::Store;
 use crate::telemetry;
@@ -26,10 +27,12 @@ pub struct Application {
 }
 
 impl Application {
+    /// `dispatcher` starts runs for new incidents; without it incidents are only recorded.
     pub async fn build(
         config: &Config,
         tokens: TokenTable,
         clock: Arc<dyn Clock>,
+        dispatcher: Option<Arc<Dispatcher>>,
     ) -> anyhow::Result<Self> {
         let store = Store::open(&config.database).await?;
         let listener = TcpListener::bind(config.listen)
@@ -48,6 +51,7 @@ impl Application {
             clock,
             metrics: telemetry::metrics_handle(),
             max_body_bytes: config.http.max_body_bytes,
+            dispatcher,
         };
         let policy = HttpPolicy {
             tokens: Arc::new(tokens),
@@ -59,6 +63,11 @@ impl Application {
             router: http::router(state, policy),
             store,
         })
+    }
+
+    /// The database, for an engine that runs beside the HTTP server.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn local_addr(&self) -> SocketAddr {

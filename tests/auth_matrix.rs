@@ -81,6 +81,13 @@ async fn every_route_checks_its_role() {
             body: None,
             needs: Needs::Read,
         },
+        // No run exists in this app: an allowed caller gets 404, not 401/403.
+        Route {
+            method: "GET",
+            path: "/api/v1/runs/1".into(),
+            body: None,
+            needs: Needs::Read,
+        },
         Route {
             method: "GET",
             path: "/healthz".into(),
@@ -125,7 +132,11 @@ async fn every_route_checks_its_role() {
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
             let challenge = response.headers().get("www-authenticate").cloned();
-            let success = if route.method == "POST" { 202 } else { 200 };
+            let success = match (route.method, route.path.as_str()) {
+                ("POST", _) => 202,
+                (_, "/api/v1/runs/1") => 404,
+                _ => 200,
+            };
             let want = expected_status(route.needs, caller, success);
             if status == 202 {
                 accepted_posts += 1;

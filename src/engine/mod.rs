@@ -11,6 +11,7 @@
 
 pub mod builtins;
 pub mod diagnose;
+pub mod dispatch;
 pub mod estate;
 pub mod facts;
 pub mod scope;

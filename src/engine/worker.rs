@@ -355,3 +355,32 @@ impl Engine {
             .await
     }
 }
+
+/// How long an idle worker waits before looking for work again.
+const IDLE: Duration = Duration::from_millis(500);
+
+impl Engine {
+    /// Works runs until `shutdown` completes; expires approvals as it goes. A run in flight at
+    /// shutdown keeps its place: its lease expires and the next start resumes it.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(error) = self.store.expire_approvals(self.clock.now()).await {
+                tracing::error!(%error, "cannot expire approvals");
+            }
+            let worked = tokio::select! {
+                () = &mut shutdown => return,
+                worked = self.work_once() => worked,
+            };
+            match worked {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, "a run failed"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    }
+}

@@ -31,7 +31,8 @@ pub struct IngestResponse {
 #[derive(Debug, Serialize)]
 pub struct IngestedAlert {
     incident_id: Option<i64>,
-    /// The run the incident started; `null` until the engine runs playbooks.
+    /// The incident's run: started, attached to, or cancelled by this alert; `null` when no
+    /// playbook matches (or no engine runs).
     run_id: Option<i64>,
     deduplicated: bool,
     action: IntakeAction,
@@ -97,17 +98,24 @@ async fn accept(
             tokio::spawn(async move { store.record_delivery(&recorded, &raw, &actor, now).await })
                 .await
                 .map_err(|e| AppError::Internal(e.into()))??;
-        Ok::<_, AppError>((delivery, outcomes))
+        // Runs: a new incident starts its playbook; a resolve cancels the run. The delivery is
+        // stored either way; a run that could not be started is started by the next repeat.
+        let mut run_ids = Vec::with_capacity(outcomes.len());
+        for (alert, outcome) in delivery.alerts.iter().zip(&outcomes) {
+            run_ids.push(dispatch(state, alert, outcome).await);
+        }
+        Ok::<_, AppError>((delivery, outcomes, run_ids))
     }
     .await;
 
     match result {
-        Ok((delivery, outcomes)) => {
+        Ok((delivery, outcomes, run_ids)) => {
             let incidents: Vec<IngestedAlert> = delivery
                 .alerts
                 .iter()
                 .zip(&outcomes)
-                .map(|(alert, outcome)| {
+                .zip(run_ids)
+                .map(|((alert, outcome), run_id)| {
                     metrics::counter!(
                         "runbookd_alerts_total",
                         "source" => delivery.source.as_str().to_owned(),
@@ -116,7 +124,7 @@ async fn accept(
                     .increment(1);
                     IngestedAlert {
                         incident_id: outcome.incident_id,
-                        run_id: None,
+                        run_id,
                         deduplicated: outcome.action == IntakeAction::Deduplicated,
                         action: outcome.action,
                         alert_name: alert.name.as_str().to_owned(),
@@ -158,4 +166,51 @@ async fn accept(
             Err(error)
         }
     }
+}
+
+/// Starts, finds or cancels the incident's run. Failures are logged, not returned: the alert
+/// is stored, and a repeat of it tries again.
+async fn dispatch(
+    state: &AppState,
+    alert: &crate::intake::Alert,
+    outcome: &crate::store::intake::IntakeOutcome,
+) -> Option<i64> {
+    let dispatcher = state.dispatcher.as_ref()?;
+    let incident_id = outcome.incident_id?;
+    let now = state.clock.now();
+    let result = match outcome.action {
+        IntakeAction::Opened => {
+            dispatcher
+                .start(&state.store, incident_id, alert, now)
+                .await
+        }
+        IntakeAction::Deduplicated => {
+            match state.store.latest_run_for_incident(incident_id).await {
+                Ok(Some(run)) => Ok(Some(run)),
+                Ok(None) => {
+                    dispatcher
+                        .start(&state.store, incident_id, alert, now)
+                        .await
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+        IntakeAction::Resolved => match dispatcher
+            .source_resolved(&state.store, incident_id, now)
+            .await
+        {
+            Ok(Some(cancelled)) => Ok(Some(cancelled)),
+            Ok(None) => state
+                .store
+                .latest_run_for_incident(incident_id)
+                .await
+                .map_err(Into::into),
+            Err(error) => Err(error),
+        },
+        IntakeAction::ResolveUnmatched => Ok(None),
+    };
+    result.unwrap_or_else(|error| {
+        tracing::error!(incident_id, %error, "could not start or cancel the incident's run");
+        None
+    })
 }

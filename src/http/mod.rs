@@ -3,7 +3,7 @@
 //! | path | permission |
 //! |---|---|
 //! | `POST /ingest[?source=]`, `POST /webhook/alertmanager` | ingest |
-//! | `GET /api/v1/incidents`, `GET /api/v1/incidents/{id}` | read |
+//! | `GET /api/v1/incidents`, `GET /api/v1/incidents/{id}`, `GET /api/v1/runs/{id}` | read |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none |
 
 mod auth;
@@ -12,6 +12,7 @@ mod extract;
 mod health;
 mod incidents;
 mod intake;
+mod runs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use error::AppError;
 
 use crate::auth::{Permission, TokenTable};
 use crate::clock::Clock;
+use crate::engine::dispatch::Dispatcher;
 use crate::store::Store;
 
 /// What handlers share. External parts are behind `Arc<dyn …>` so tests can swap them.
@@ -38,6 +40,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// Starts playbook runs for new incidents; `None` when no engine runs (no inventory).
+    pub dispatcher: Option<Arc<Dispatcher>>,
 }
 
 /// How the router guards and bounds requests.
@@ -64,6 +68,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     let read = Router::new()
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/runs/{id}", get(runs::show))
         .route_layer(from_fn_with_state(gate(Permission::Read), auth::authorize));
     let open = Router::new()
         .route("/healthz", get(health::healthz))

@@ -541,6 +541,35 @@ impl Store {
         )
     }
 
+    /// The incident's run that has not ended, if any.
+    pub async fn active_run_for_incident(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<Run>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE incident_id = ?
+             AND state IN ('pending', 'running', 'waiting_approval') ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(incident_id)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    /// The incident's most recent run, if any.
+    pub async fn latest_run_for_incident(
+        &self,
+        incident_id: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT id FROM runs WHERE incident_id = ? ORDER BY id DESC LIMIT 1",
+            )
+            .bind(incident_id)
+            .fetch_optional(&self.reader)
+            .await?,
+        )
+    }
+
     /// The run's step attempts, in order.
     pub async fn step_attempts(&self, run_id: i64) -> Result<Vec<StepAttempt>, StoreError> {
         Ok(sqlx::query_as(

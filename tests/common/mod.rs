@@ -98,7 +98,7 @@ impl TestApp {
         config.database.path = dir.path().join("runbookd.db");
         adjust(&mut config);
         let clock = Arc::new(TestClock::new());
-        let app = Application::build(&config, role_tokens(), clock.clone())
+        let app = Application::build(&config, role_tokens(), clock.clone(), None)
             .await
             .expect("the app builds");
         let address = format!("http://{}", app.local_addr());
