@@ -29,6 +29,10 @@ pub enum Permission {
     Ingest,
     /// Read incidents, runs and approvals.
     Read,
+    /// Start and cancel runs.
+    Operate,
+    /// Decide approvals.
+    Decide,
 }
 
 impl Role {
@@ -38,6 +42,8 @@ impl Role {
         match permission {
             Permission::Ingest => matches!(self, Role::Ingest | Role::Admin),
             Permission::Read => matches!(self, Role::Agent | Role::Approver | Role::Admin),
+            Permission::Operate => matches!(self, Role::Agent | Role::Admin),
+            Permission::Decide => matches!(self, Role::Approver | Role::Admin),
         }
     }
 

@@ -18,6 +18,8 @@ enum Caller {
 enum Needs {
     Ingest,
     Read,
+    Operate,
+    Decide,
     Nothing,
 }
 
@@ -34,6 +36,8 @@ fn expected_status(needs: Needs, caller: Caller, success: u16) -> u16 {
         (_, Caller::Nobody | Caller::WrongToken) => 401,
         (Needs::Ingest, Caller::Role(Role::Ingest | Role::Admin)) => success,
         (Needs::Read, Caller::Role(Role::Agent | Role::Approver | Role::Admin)) => success,
+        (Needs::Operate, Caller::Role(Role::Agent | Role::Admin)) => success,
+        (Needs::Decide, Caller::Role(Role::Approver | Role::Admin)) => success,
         (_, Caller::Role(_)) => 403,
     }
 }
@@ -80,6 +84,37 @@ async fn every_route_checks_its_role() {
             path: format!("/api/v1/incidents/{id}"),
             body: None,
             needs: Needs::Read,
+        },
+        Route {
+            method: "GET",
+            path: "/api/v1/approvals?status=pending".into(),
+            body: None,
+            needs: Needs::Read,
+        },
+        // This app runs no engine: an allowed caller gets 409, not 401/403.
+        Route {
+            method: "POST",
+            path: "/api/v1/runs".into(),
+            body: Some(r#"{"playbook":"pbs-backup-stale"}"#.into()),
+            needs: Needs::Operate,
+        },
+        Route {
+            method: "POST",
+            path: "/api/v1/runs/1/cancel".into(),
+            body: None,
+            needs: Needs::Operate,
+        },
+        Route {
+            method: "POST",
+            path: "/api/v1/approvals/1/approve".into(),
+            body: None,
+            needs: Needs::Decide,
+        },
+        Route {
+            method: "POST",
+            path: "/api/v1/approvals/1/reject".into(),
+            body: None,
+            needs: Needs::Decide,
         },
         // No run exists in this app: an allowed caller gets 404, not 401/403.
         Route {
@@ -133,6 +168,8 @@ async fn every_route_checks_its_role() {
             let status = response.status().as_u16();
             let challenge = response.headers().get("www-authenticate").cloned();
             let success = match (route.method, route.path.as_str()) {
+                ("POST", "/api/v1/runs") => 409,
+                ("POST", path) if path.starts_with("/api/v1/") => 404,
                 ("POST", _) => 202,
                 (_, "/api/v1/runs/1") => 404,
                 _ => 200,

@@ -91,3 +91,183 @@ async fn an_alert_becomes_a_resolved_run_on_the_twin() {
     assert!(actions.contains(&"control.allowed"), "{actions:?}");
     assert!(service.terminate().await.success());
 }
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url).bearer_auth(ADMIN);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn runs_by_hand_approvals_and_cancel_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/runbookd.db");
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    let service = ServiceProcess::start_with(
+        &db,
+        &[("RUNBOOKD_ADMIN_TOKEN", ADMIN)],
+        &["--lab", "nfs-unmounted", "--playbooks", playbooks],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let base = service.address.clone();
+    let start =
+        r#"{"playbook":"pbs-backup-stale","labels":{"backup_type":"vm","backup_id":"451"}}"#;
+
+    let (status, first) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs"),
+        Some(start),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs"),
+        Some(start),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(
+        (status, &again),
+        (201, &first),
+        "a retry gets the first answer"
+    );
+    let (status, _) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs"),
+        Some(r#"{"playbook":"pbs-backup-stale"}"#),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(status, 409, "the key was used for another request");
+    let (status, body) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs"),
+        Some(r#"{"playbook":"nope"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let run_id = first["run_id"].as_i64().unwrap();
+
+    let pending = |step: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            eventually(
+                &format!("an approval for {step}"),
+                Duration::from_secs(60),
+                || async {
+                    let (_, list) = call(
+                        &client,
+                        reqwest::Method::GET,
+                        format!("{base}/api/v1/approvals?status=pending"),
+                        None,
+                        None,
+                    )
+                    .await;
+                    list.as_array()?
+                        .iter()
+                        .find(|a| a["step"] == step)
+                        .map(|a| a["id"].as_i64().unwrap())
+                },
+            )
+            .await
+        }
+    };
+    let approval = pending("lazy_unmount").await;
+    let url = format!("{base}/api/v1/approvals/{approval}/approve");
+    let (a, b) = tokio::join!(
+        call(
+            &client,
+            reqwest::Method::POST,
+            url.clone(),
+            Some(r#"{"comment":"go"}"#),
+            None
+        ),
+        call(&client, reqwest::Method::POST, url.clone(), None, None)
+    );
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(
+        [a.1["decided_now"].as_bool(), b.1["decided_now"].as_bool()]
+            .iter()
+            .filter(|d| **d == Some(true))
+            .count(),
+        1,
+        "two approvals at once give one decision"
+    );
+    assert_eq!(a.1["approval"]["decided_by"], "env-admin");
+
+    let approval = pending("mount_datastore").await;
+    let (status, rejected) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/approvals/{approval}/reject"),
+        Some(r#"{"comment":"not at 3 am"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, rejected["approval"]["status"].as_str()),
+        (200, Some("rejected"))
+    );
+    let (_, run) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/runs/{run_id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run["run"]["state"], "escalated");
+    assert_eq!(run["run"]["outcome"]["comment"], "not at 3 am");
+
+    let (_, second) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs"),
+        Some(start),
+        None,
+    )
+    .await;
+    let second = second["run_id"].as_i64().unwrap();
+    let (status, _) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs/{second}/cancel"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs/{second}/cancel"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "cancelling twice");
+    assert!(service.terminate().await.success());
+}

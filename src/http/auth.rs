@@ -49,6 +49,8 @@ pub async fn authorize(
             match gate.permission {
                 Permission::Ingest => "post alerts",
                 Permission::Read => "read incidents",
+                Permission::Operate => "start or cancel runs",
+                Permission::Decide => "decide approvals",
             }
         )));
     }

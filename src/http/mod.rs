@@ -4,8 +4,12 @@
 //! |---|---|
 //! | `POST /ingest[?source=]`, `POST /webhook/alertmanager` | ingest |
 //! | `GET /api/v1/incidents`, `GET /api/v1/incidents/{id}`, `GET /api/v1/runs/{id}` | read |
+//! | `GET /api/v1/approvals[?status=]` | read |
+//! | `POST /api/v1/runs`, `POST /api/v1/runs/{id}/cancel` | operate (agent, admin) |
+//! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none |
 
+mod approvals;
 mod auth;
 mod error;
 mod extract;
@@ -69,7 +73,22 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))
         .route("/api/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/approvals", get(approvals::list))
         .route_layer(from_fn_with_state(gate(Permission::Read), auth::authorize));
+    let operate = Router::new()
+        .route("/api/v1/runs", post(runs::start))
+        .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
+        .route_layer(from_fn_with_state(
+            gate(Permission::Operate),
+            auth::authorize,
+        ));
+    let decide = Router::new()
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
+        .route_layer(from_fn_with_state(
+            gate(Permission::Decide),
+            auth::authorize,
+        ));
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -79,6 +98,8 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     Router::new()
         .merge(ingest)
         .merge(read)
+        .merge(operate)
+        .merge(decide)
         .merge(open)
         .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

@@ -2,14 +2,19 @@
 //! output, exit and duration, the decided cause with its evidence, and its audit trail.
 
 use axum::Json;
-use axum::extract::State;
-use serde::Serialize;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json_, json};
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::ApiPath;
+use super::extract::{ApiPath, JsonBody};
+use crate::auth::Principal;
 use crate::store::approvals::Approval;
 use crate::store::audit::AuditEvent;
+use crate::store::idempotency::{Claim, request_hash};
+use crate::store::runs::{Created, NewRun, RunError};
 use crate::store::runs::{Run, StepAttempt};
 
 #[derive(Debug, Serialize)]
@@ -38,4 +43,153 @@ pub async fn show(
         approvals,
         timeline,
     }))
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: stops the run at its next step boundary.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Json_>, AppError> {
+    match state
+        .store
+        .cancel_run(
+            id,
+            &caller.name,
+            &format!("cancelled by {}", caller.name),
+            state.clock.now(),
+        )
+        .await
+    {
+        Ok(()) => Ok(Json(json!({"run_id": id, "state": "cancelled"}))),
+        Err(RunError::NotFound(_)) => Err(AppError::NotFound(format!("there is no run {id}"))),
+        Err(e @ RunError::Final { .. }) => Err(AppError::Conflict(e.to_string())),
+        Err(RunError::Store(e)) => Err(e.into()),
+        Err(e) => Err(AppError::Internal(e.into())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    playbook: String,
+    /// Labels as an alert would carry them; the playbook's parameters are read from them.
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/runs`: starts a playbook by hand. With an `Idempotency-Key` header, a retry
+/// gets the first answer instead of a second run.
+pub async fn start(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Json_>), AppError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    AppError::BadRequest(
+                        "Idempotency-Key must be 1-200 characters of text".to_owned(),
+                    )
+                })?;
+            Some(key.to_owned())
+        }
+    };
+    if let Some(key) = &key {
+        let hash = request_hash("POST", "/api/v1/runs", &body);
+        match state
+            .store
+            .claim_idempotent(&caller.name, key, &hash, state.clock.now())
+            .await?
+        {
+            Claim::New => {}
+            Claim::Done { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                return Ok((
+                    status,
+                    Json(serde_json::from_str(&body).unwrap_or(Json_::Null)),
+                ));
+            }
+            Claim::InProgress => {
+                return Err(AppError::Conflict(
+                    "a request with this Idempotency-Key is still being handled; retry later"
+                        .to_owned(),
+                ));
+            }
+            Claim::Mismatch => {
+                return Err(AppError::Conflict(
+                    "this Idempotency-Key was used for a different request".to_owned(),
+                ));
+            }
+        }
+    }
+    let answer = start_run(&state, &caller, &body).await;
+    if let Some(key) = &key {
+        match &answer {
+            Ok((status, Json(value))) => {
+                state
+                    .store
+                    .complete_idempotent(&caller.name, key, status.as_u16(), &value.to_string())
+                    .await?
+            }
+            Err(_) => state.store.release_idempotent(&caller.name, key).await?,
+        }
+    }
+    answer
+}
+
+async fn start_run(
+    state: &AppState,
+    caller: &Principal,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Json_>), AppError> {
+    let request: StartRun = serde_json::from_slice(body)
+        .map_err(|e| AppError::Intake(crate::intake::IntakeError::Invalid(e.to_string())))?;
+    let dispatcher = state.dispatcher.as_ref().ok_or_else(|| {
+        AppError::Conflict("no engine runs here: configure the inventory and playbooks".to_owned())
+    })?;
+    let playbook = dispatcher
+        .playbooks
+        .iter()
+        .find(|p| p.name == request.playbook)
+        .ok_or_else(|| {
+            AppError::Intake(crate::intake::IntakeError::Invalid(format!(
+                "playbook: there is no playbook '{}'",
+                request.playbook.escape_debug()
+            )))
+        })?;
+    crate::intake::Labels::parse(request.labels.clone()).map_err(|e| {
+        AppError::Intake(crate::intake::IntakeError::Invalid(format!("labels: {e}")))
+    })?;
+    let run = NewRun {
+        incident_id: None,
+        playbook: &playbook.name,
+        target: &playbook.target,
+        dry_run: request.dry_run,
+        actor: &caller.name,
+        facts: json!({"labels": request.labels}),
+    };
+    match state
+        .store
+        .create_run(run, state.clock.now())
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
+    {
+        Created::New(id) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"run_id": id, "attached": false})),
+        )),
+        Created::AlreadyActive(id) => Ok((
+            StatusCode::OK,
+            Json(json!({"run_id": id, "attached": true})),
+        )),
+    }
 }

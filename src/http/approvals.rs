@@ -1,0 +1,113 @@
+//! `GET /api/v1/approvals[?status=]`, `POST /api/v1/approvals/{id}/approve|reject`. The decider
+//! is the caller's token name; deciding twice reports the first decision; an expired approval
+//! cannot be approved.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::{ApiPath, ApiQuery};
+use crate::auth::Principal;
+use crate::store::approvals::{Approval, ApprovalError, ApprovalStatus, Decided, Decision};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<ApprovalStatus>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Approval>>, AppError> {
+    Ok(Json(state.store.approvals(query.status, 200).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    comment: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecisionAnswer {
+    /// False when it had been decided before: `approval` shows that first decision.
+    decided_now: bool,
+    approval: Approval,
+}
+
+pub async fn approve(
+    state: State<AppState>,
+    caller: Extension<Principal>,
+    id: ApiPath<i64>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DecisionAnswer>), AppError> {
+    decide(state, caller, id, body, Decision::Approve).await
+}
+
+pub async fn reject(
+    state: State<AppState>,
+    caller: Extension<Principal>,
+    id: ApiPath<i64>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DecisionAnswer>), AppError> {
+    decide(state, caller, id, body, Decision::Reject).await
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    ApiPath(id): ApiPath<i64>,
+    body: Bytes,
+    decision: Decision,
+) -> Result<(StatusCode, Json<DecisionAnswer>), AppError> {
+    // The body is optional: nothing, or {"comment": "..."}.
+    let body: DecisionBody = if body.is_empty() {
+        DecisionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::BadRequest(format!(
+                "the body must be empty or {{\"comment\": \"...\"}}: {e}"
+            ))
+        })?
+    };
+    if body.comment.as_ref().is_some_and(|c| {
+        c.chars().count() > 2000 || c.chars().any(|ch| ch.is_control() && ch != '\n')
+    }) {
+        return Err(AppError::BadRequest(
+            "the comment must be at most 2000 characters of text".to_owned(),
+        ));
+    }
+    let decided = state
+        .store
+        .decide(
+            id,
+            decision,
+            &caller.name,
+            body.comment.as_deref(),
+            state.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            ApprovalError::NotFound(_) => AppError::NotFound(e.to_string()),
+            ApprovalError::Expired(..) => AppError::Conflict(e.to_string()),
+            ApprovalError::Run(run) => AppError::Internal(run.into()),
+            ApprovalError::Store(store) => store.into(),
+        })?;
+    let approval = state
+        .store
+        .approval(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("there is no approval {id}")))?;
+    Ok((
+        StatusCode::OK,
+        Json(DecisionAnswer {
+            decided_now: matches!(decided, Decided::Now(_)),
+            approval,
+        }),
+    ))
+}
