@@ -18,15 +18,6 @@ use runbookd::startup::{Application, shutdown_signal};
 use runbookd::store::safety::Limits;
 use runbookd::telemetry;
 
-/// A worker's lease on a run; heartbeats renew it every third of this.
-const LEASE: Duration = Duration::from_secs(60);
-/// The engine's safety limits: per-step cooldowns come from the playbook.
-const LIMITS: Limits = Limits {
-    cooldown: Duration::ZERO,
-    hourly_budget: 20,
-    breaker_after: 3,
-};
-
 #[derive(Debug, Parser)]
 #[command(
     name = "runbookd",
@@ -250,8 +241,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 playbooks: Arc::new(playbooks.into_iter().map(|f| f.playbook).collect()),
                 clock: clock.clone(),
                 owner: format!("runbookd-{}", std::process::id()),
-                lease_for: LEASE,
-                limits: LIMITS,
+                lease_for: Duration::from_secs(config.engine.lease_secs),
+                // Per-step cooldowns come from the playbook.
+                limits: Limits {
+                    cooldown: Duration::ZERO,
+                    hourly_budget: config.engine.hourly_budget,
+                    breaker_after: config.engine.breaker_after,
+                },
             };
             tokio::spawn(engine.run_until(async move {
                 let _ = stop_rx.changed().await;

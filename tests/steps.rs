@@ -182,8 +182,20 @@ async fn a_restart_runs_once_with_its_attempt_recorded_and_the_cooldown_blocks_a
     );
     assert_eq!(attempts[0].host.as_deref(), Some("pbs"));
 
+    // The same run may re-run its own step after a crash; a second run may not restart again.
+    bench
+        .store
+        .finish_run(
+            &lease,
+            runbookd::store::runs::Ending::Resolved,
+            &serde_json::json!({}),
+            bench.twin.clock_now(),
+        )
+        .await
+        .unwrap();
+    let second = bench.lease().await;
     let again = bench
-        .step(&lease, "restart_pbs", false, false, cooldown)
+        .step(&second, "restart_pbs", false, false, cooldown)
         .await;
     assert!(
         matches!(again, StepOutcome::Blocked(Blocked::Cooldown { .. })),

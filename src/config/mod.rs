@@ -42,6 +42,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
     /// Where the playbooks are (`*.yaml`).
     #[serde(default = "default_playbooks_dir")]
     pub playbooks_dir: PathBuf,
@@ -73,6 +75,28 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Accept alerts with no token. Off unless the config says so.
     pub allow_anonymous_ingest: bool,
+}
+
+/// How the engine drives runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// A worker's lease on a run; a crashed worker's runs are resumed this long after.
+    pub lease_secs: u64,
+    /// Mutating actions across all runs per rolling hour.
+    pub hourly_budget: u32,
+    /// Failed or escalated runs per target in 24 h that stop automatic runs.
+    pub breaker_after: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: 60,
+            hourly_budget: 20,
+            breaker_after: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +177,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            engine: EngineConfig::default(),
             playbooks_dir: default_playbooks_dir(),
             tokens: Vec::new(),
             ssh: None,
@@ -294,6 +319,15 @@ impl Config {
                 "http.max_body_bytes",
                 format!("{} is outside 1024..=67108864", self.http.max_body_bytes),
             );
+        }
+        if !(2..=3600).contains(&self.engine.lease_secs) {
+            problem(
+                "engine.lease_secs",
+                format!("{} is outside 2..=3600", self.engine.lease_secs),
+            );
+        }
+        if self.engine.breaker_after == 0 {
+            problem("engine.breaker_after", "must be at least 1".into());
         }
         if !(1..=600).contains(&self.http.request_timeout_secs) {
             problem(

@@ -208,6 +208,17 @@ pub async fn run_step(
         .store
         .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
         .await?;
+    // When this step first started in this run: a backup step adopts the tasks it started
+    // before a crash instead of starting them again.
+    let first_started = ctx
+        .store
+        .step_attempts(ctx.lease.run_id)
+        .await?
+        .iter()
+        .filter(|a| a.step == name)
+        .map(|a| a.started_at)
+        .min()
+        .unwrap_or(now);
     let started = Instant::now();
     let tries = step.retries.as_ref().map_or(1, |r| r.attempts.max(1));
     let backoff = step
@@ -219,7 +230,8 @@ pub async fn run_step(
     let mut result = StepResult::default();
     let mut outcome = StepOutcome::Failed("not run".to_owned());
     for attempt_number in 1..=tries {
-        let (done, record) = execute(ctx, &scope, step, host.as_ref(), timeout).await;
+        let (done, record) =
+            execute(ctx, &scope, step, host.as_ref(), timeout, first_started).await;
         result = record;
         outcome = done;
         if outcome == StepOutcome::Done || attempt_number == tries {
@@ -250,6 +262,7 @@ async fn execute(
     step: &Step,
     host: Option<&Name>,
     timeout: Duration,
+    first_started: chrono::DateTime<chrono::Utc>,
 ) -> (StepOutcome, StepResult) {
     let failed = |error: String| {
         (
@@ -321,7 +334,15 @@ async fn execute(
         };
     }
     if let Some(vzdump) = &step.pve_vzdump {
-        return backup(ctx, scope, &vzdump.host, &vzdump.vmids, timeout).await;
+        return backup(
+            ctx,
+            scope,
+            &vzdump.host,
+            &vzdump.vmids,
+            timeout,
+            first_started,
+        )
+        .await;
     }
     if let Some(forget) = &step.pbs_forget_groups {
         let fact = forget
@@ -394,12 +415,15 @@ async fn execute(
 }
 
 /// Starts vzdump on each host and waits for every task to end OK.
+/// A host where this step already started a vzdump (before a crash) is not asked again: that
+/// task is waited for. This makes the step idempotent.
 async fn backup(
     ctx: &StepContext<'_>,
     scope: &Scope<'_>,
     host: &str,
     vmids: &serde_norway::Value,
     timeout: Duration,
+    since: chrono::DateTime<chrono::Utc>,
 ) -> (StepOutcome, StepResult) {
     let failed = |error: String| {
         (
@@ -453,10 +477,36 @@ async fn backup(
         } else {
             ids.clone()
         };
-        let upid = match ctx.estate.pve.vzdump(node, &wanted, storage).await {
-            Ok(VzdumpStart::Task(upid)) => upid,
-            Ok(VzdumpStart::NothingToDo) => continue,
+        // PVE names a one-guest vzdump by its VMID and leaves a many-guest one unnamed.
+        let id = if wanted.len() == 1 {
+            wanted[0].to_string()
+        } else {
+            String::new()
+        };
+        let earlier = match ctx
+            .estate
+            .pve
+            .vzdump_tasks_since(node, since.timestamp())
+            .await
+        {
+            Ok(tasks) => tasks
+                .into_iter()
+                .find(|t| t.id.as_deref().unwrap_or_default() == id),
             Err(e) => return failed(e.to_string()),
+        };
+        let upid = match earlier {
+            Some(task) => {
+                log.push(format!(
+                    "{node}: adopting {} started before a restart",
+                    task.upid
+                ));
+                task.upid
+            }
+            None => match ctx.estate.pve.vzdump(node, &wanted, storage).await {
+                Ok(VzdumpStart::Task(upid)) => upid,
+                Ok(VzdumpStart::NothingToDo) => continue,
+                Err(e) => return failed(e.to_string()),
+            },
         };
         loop {
             match ctx.estate.pve.task_status(node, &upid).await {

@@ -232,7 +232,9 @@ impl Engine {
                 limits: self.limits,
                 approved,
             };
-            let outcome = if interrupted && !step.idempotent {
+            // Read-only steps and idempotent ones are simply run again.
+            let rerunnable = step.idempotent || step.risk == crate::playbook::model::Risk::None;
+            let outcome = if interrupted && !rerunnable {
                 match self.recheck(&ctx, step).await {
                     Some(true) => StepOutcome::Done,
                     Some(false) => run_step(&ctx, &name, step).await?,

@@ -100,6 +100,13 @@ pub trait PveApi: Send + Sync {
     async fn enable_backup_job(&self, id: &Name) -> Result<(), ApiError>;
     /// The vzdump tasks running on `node` now.
     async fn running_vzdump_tasks(&self, node: &Name) -> Result<Vec<TaskSummary>, ApiError>;
+    /// The vzdump tasks on `node` that started at or after `since` (epoch seconds), running or
+    /// ended.
+    async fn vzdump_tasks_since(
+        &self,
+        node: &Name,
+        since: i64,
+    ) -> Result<Vec<TaskSummary>, ApiError>;
 }
 
 pub struct PveClient {
@@ -201,6 +208,18 @@ impl PveApi for PveClient {
         self.api
             .get(&format!(
                 "/nodes/{node}/tasks?source=active&typefilter=vzdump"
+            ))
+            .await
+    }
+
+    async fn vzdump_tasks_since(
+        &self,
+        node: &Name,
+        since: i64,
+    ) -> Result<Vec<TaskSummary>, ApiError> {
+        self.api
+            .get(&format!(
+                "/nodes/{node}/tasks?typefilter=vzdump&since={since}"
             ))
             .await
     }

@@ -191,7 +191,9 @@ async fn pbs_groups(State(state): State<ApiState>, Path(store): Path<String>) ->
     if let Some(response) = unknown_store(&store) {
         return response;
     }
-    let world = state.world.lock().expect("world lock");
+    let mut world = state.world.lock().expect("world lock");
+    // Backups end in their own time, whoever asks.
+    world.settle();
     if let Some(error) = world.datastore_error() {
         return pbs_error(StatusCode::BAD_REQUEST, &error);
     }
@@ -262,7 +264,9 @@ async fn pbs_snapshots(
     if let Some(response) = unknown_store(&store) {
         return response;
     }
-    let world = state.world.lock().expect("world lock");
+    let mut world = state.world.lock().expect("world lock");
+    // Backups end in their own time, whoever asks.
+    world.settle();
     if let Some(error) = world.datastore_error() {
         return pbs_error(StatusCode::BAD_REQUEST, &error);
     }
@@ -288,7 +292,9 @@ async fn pbs_store_status(State(state): State<ApiState>, Path(store): Path<Strin
     if let Some(response) = unknown_store(&store) {
         return response;
     }
-    let world = state.world.lock().expect("world lock");
+    let mut world = state.world.lock().expect("world lock");
+    // Backups end in their own time, whoever asks.
+    world.settle();
     match world.datastore_error() {
         Some(error) => pbs_error(StatusCode::BAD_REQUEST, &error),
         None => data(
@@ -298,7 +304,9 @@ async fn pbs_store_status(State(state): State<ApiState>, Path(store): Path<Strin
 }
 
 async fn pbs_usage(State(state): State<ApiState>) -> Response {
-    let world = state.world.lock().expect("world lock");
+    let mut world = state.world.lock().expect("world lock");
+    // Backups end in their own time, whoever asks.
+    world.settle();
     let entry = match world.datastore_error() {
         Some(error) => json!({"store": DATASTORE, "error": error}),
         None => json!({
@@ -311,7 +319,9 @@ async fn pbs_usage(State(state): State<ApiState>) -> Response {
 }
 
 async fn pbs_tasks(State(state): State<ApiState>) -> Response {
-    let world = state.world.lock().expect("world lock");
+    let mut world = state.world.lock().expect("world lock");
+    // Backups end in their own time, whoever asks.
+    world.settle();
     let tasks: Vec<Value> = world
         .tasks
         .iter()
@@ -469,10 +479,16 @@ async fn pve_tasks(
     world.settle();
     let now = world.now();
     let active_only = query.get("source").map(String::as_str) == Some("active");
+    let since = query
+        .get("since")
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(i64::MIN);
     let tasks: Vec<Value> = world
         .tasks
         .iter()
-        .filter(|t| t.node == node && (!active_only || now < t.ends))
+        .filter(|t| {
+            t.node == node && (!active_only || now < t.ends) && t.started.timestamp() >= since
+        })
         .map(|t| {
             let mut item = json!({
                 "upid": t.upid, "node": t.node, "type": "vzdump", "user": "root@pam!runbookd",

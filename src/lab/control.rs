@@ -9,6 +9,7 @@
 //! | `POST /scenario/{name}` | reset to a scenario |
 //! | `POST /clock/advance?seconds=N` | move the twin's clock forward |
 //! | `PUT /latency/{host}?ms=N` | delay every answer from a host |
+//! | `PUT /vzdump?ms=N` | how long a backup takes |
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,7 @@ pub fn router(world: SharedWorld, clock: Arc<OffsetClock>) -> Router {
         .route("/scenario/{name}", post(scenario))
         .route("/clock/advance", post(advance))
         .route("/latency/{host}", put(latency))
+        .route("/vzdump", put(vzdump_duration))
         .with_state(ControlState { world, clock })
 }
 
@@ -144,4 +146,19 @@ async fn latency(
         .latency
         .insert(host.clone(), Duration::from_millis(ms));
     Json(json!({"host": host, "ms": ms})).into_response()
+}
+
+async fn vzdump_duration(
+    State(state): State<ControlState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(ms) = query
+        .get("ms")
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|ms| *ms <= 3_600_000)
+    else {
+        return bad_request("give ?ms=N, 0 to 3600000".to_owned());
+    };
+    state.world.lock().expect("world lock").vzdump_duration = Duration::from_millis(ms);
+    Json(json!({"vzdump_ms": ms})).into_response()
 }

@@ -145,9 +145,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let last: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT MAX(at) FROM actions WHERE action = ? AND target = ?")
+            // A run's own booking (a step it re-runs after a crash) does not cool it down.
+            sqlx::query_scalar("SELECT MAX(at) FROM actions WHERE action = ? AND target = ? AND run_id != ?")
                 .bind(action)
                 .bind(target)
+                .bind(lease.run_id)
                 .fetch_one(&mut *tx)
                 .await?;
         let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM actions WHERE at > ?")
