@@ -117,14 +117,20 @@ async fn sigkill_at_every_step_boundary_and_inside_a_long_step() {
         "groups_fresh",
     ] {
         let address = service.address.clone();
+        let owner = format!("runbookd-{}", service.pid());
         let client = &client;
         let control = &control;
         eventually(
             &format!("the run to reach {boundary}"),
             Duration::from_secs(60),
             || {
-                let address = address.clone();
+                let (address, owner) = (address.clone(), owner.clone());
                 async move {
+                    // Only kill a process once it works on the run.
+                    let run = get(client, format!("{address}/api/v1/runs/{run_id}")).await?;
+                    if run["run"]["lease_owner"] != owner.as_str() {
+                        return None;
+                    }
                     if boundary == "inside canary_backup" {
                         // The canary's vzdump was sent and is still running.
                         let received = get(client, format!("{control}/received")).await?;
@@ -135,7 +141,6 @@ async fn sigkill_at_every_step_boundary_and_inside_a_long_step() {
                         });
                         return sent.then_some(());
                     }
-                    let run = get(client, format!("{address}/api/v1/runs/{run_id}")).await?;
                     (run["run"]["step"] == boundary).then_some(())
                 }
             },
