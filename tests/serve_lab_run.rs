@@ -271,3 +271,100 @@ async fn runs_by_hand_approvals_and_cancel_over_the_api() {
     assert_eq!(status, 409, "cancelling twice");
     assert!(service.terminate().await.success());
 }
+
+#[tokio::test]
+async fn duplicates_start_nothing_new_and_a_resolve_during_diagnosis_cancels_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/runbookd.db");
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    let service = ServiceProcess::start_with(
+        &db,
+        &[("RUNBOOKD_ADMIN_TOKEN", ADMIN)],
+        &["--lab", "stale-nfs", "--playbooks", playbooks],
+    )
+    .await;
+    let control = service
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|e| e["control"].as_str().map(str::to_owned))
+        .unwrap();
+    let client = reqwest::Client::new();
+    // Slow PBS commands keep the run in diagnosis for a while.
+    assert!(
+        client
+            .put(format!("{control}/latency/pbs?ms=10000"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+
+    let firing = reference("alertmanager-v4.json");
+    let post = |body: String| {
+        let client = client.clone();
+        let url = format!("{}/webhook/alertmanager", service.address);
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            response.json::<Value>().await.unwrap()["incidents"][0].clone()
+        }
+    };
+    let first = post(firing.clone()).await;
+    let run_id = first["run_id"].as_i64().unwrap();
+    for _ in 0..20 {
+        let batch = futures::future::join_all((0..50).map(|_| post(firing.clone()))).await;
+        assert!(
+            batch
+                .iter()
+                .all(|r| r["run_id"] == run_id && r["deduplicated"] == true)
+        );
+    }
+    let runs: i64 = {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap();
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        count
+    };
+    assert_eq!(runs, 1, "1,000 duplicates started nothing new");
+
+    let run = get_run(&client, &service.address, run_id).await;
+    assert_eq!(run["run"]["step"], Value::Null, "still diagnosing");
+    let resolved = post(firing.replace("\"firing\"", "\"resolved\"")).await;
+    assert_eq!(resolved["run_id"], run_id);
+    let run = get_run(&client, &service.address, run_id).await;
+    assert_eq!(run["run"]["state"], "cancelled");
+    assert_eq!(
+        run["run"]["outcome"]["reason"],
+        "the alert's source resolved it"
+    );
+    assert!(service.terminate().await.success());
+}
+
+async fn get_run(client: &reqwest::Client, address: &str, run_id: i64) -> Value {
+    client
+        .get(format!("{address}/api/v1/runs/{run_id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
