@@ -35,6 +35,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod exec;
 pub mod http;

@@ -37,6 +37,17 @@ enum Command {
     Check(ConfigArgs),
     /// Run the simulated estate on loopback until interrupted.
     Lab(LabArgs),
+    /// Tell the whole story in this terminal: an alert, the diagnosis, the fix, the checks.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[arg(long, default_value = "stale-nfs")]
+    scenario: String,
+    /// Directory of playbooks.
+    #[arg(long, env = "RUNBOOKD_PLAYBOOKS", default_value = "playbooks")]
+    playbooks: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +108,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
         Command::Lab(args) => lab(&args),
+        Command::Demo(args) => demo(&args),
     }
 }
 
@@ -291,6 +303,24 @@ fn lab(args: &LabArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("runbookd lab: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(args: &DemoArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(runbookd::demo::run(
+        &args.scenario,
+        &args.playbooks,
+        &mut out,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("runbookd demo: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -95,14 +95,25 @@ fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), St
         ));
     }
     if let Some(vzdump) = &step.pve_vzdump {
-        return Ok((
-            None,
-            format!(
-                "POST /nodes/{}/vzdump vmid={}",
-                vzdump.host,
-                serde_json::to_string(&vzdump.vmids).unwrap_or_default()
-            ),
-        ));
+        let hosts = if vzdump.host == "all" {
+            "every PVE host".to_owned()
+        } else {
+            scope.host(&vzdump.host)?.to_string()
+        };
+        let vmids = match &vzdump.vmids {
+            serde_norway::Value::Sequence(items) => items
+                .iter()
+                .map(|item| match item {
+                    serde_norway::Value::String(template) => {
+                        scope.render(template).map(|t| t.to_string())
+                    }
+                    other => Ok(serde_json::to_string(other).unwrap_or_default()),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            _ => "all".to_owned(),
+        };
+        return Ok((None, format!("vzdump {vmids} on {hosts} (PVE API)")));
     }
     if let Some(forget) = &step.pbs_forget_groups {
         return Ok((None, format!("DELETE groups {}", forget.groups)));
