@@ -48,8 +48,10 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     config.database.path = dir.path().join("runbookd.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tokens = TokenTable::new(vec![Token::new("alertmanager", Role::Ingest, DEMO_SECRET)]);
+    let wake = Arc::new(tokio::sync::Notify::new());
     let dispatcher = Arc::new(Dispatcher {
         playbooks: playbooks.clone(),
+        wake: wake.clone(),
     });
     let app = Application::build(&config, tokens, clock.clone(), Some(dispatcher.clone())).await?;
     let store = app.store().clone();
@@ -66,6 +68,7 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
             hourly_budget: 20,
             breaker_after: 3,
         },
+        wake: wake.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut engine_stop = stop_rx.clone();

@@ -241,9 +241,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 None
             }
         };
+        let wake = Arc::new(tokio::sync::Notify::new());
         let dispatcher = engine_parts
             .as_ref()
-            .map(|(playbooks, _)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect() }));
+            .map(|(playbooks, _)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect(), wake: wake.clone() }));
         let app = Application::build(&config, tokens, clock.clone(), dispatcher).await?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let worker = engine_parts.map(|(playbooks, estate)| {
@@ -260,6 +261,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
                     hourly_budget: config.engine.hourly_budget,
                     breaker_after: config.engine.breaker_after,
                 },
+            wake: wake.clone(),
             };
             tokio::spawn(engine.run_until(async move {
                 let _ = stop_rx.changed().await;

@@ -52,6 +52,7 @@ async fn setup(scenario: &str) -> Setup {
     })
     .await
     .unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
     let engine = Engine {
         store,
         estate: Arc::new(Estate::connect(&inventory).unwrap()),
@@ -64,6 +65,7 @@ async fn setup(scenario: &str) -> Setup {
             hourly_budget: 20,
             breaker_after: 3,
         },
+        wake: wake.clone(),
     };
     Setup {
         twin,

@@ -43,22 +43,22 @@ fn setting<'a>(scope: &'a Scope<'_>, key: &str) -> Option<&'a serde_norway::Valu
     scope.playbook.settings.get(key)
 }
 
-/// Where each guest lives: `(type, vmid)` → host, from every PVE node's guest lists.
+/// Where each guest lives: `(type, vmid)` → host, from every PVE node's guest lists, asked
+/// in parallel.
 async fn guest_homes(scope: &Scope<'_>) -> Result<BTreeMap<(String, u32), String>, String> {
+    let pve = &scope.estate.pve;
+    let lists = futures::future::join_all(scope.estate.pve_nodes.iter().map(|node| async move {
+        let (qemu, lxc) = tokio::join!(pve.qemu(node), pve.lxc(node));
+        Ok::<_, String>((
+            node,
+            qemu.map_err(|e| e.to_string())?,
+            lxc.map_err(|e| e.to_string())?,
+        ))
+    }))
+    .await;
     let mut homes = BTreeMap::new();
-    for node in &scope.estate.pve_nodes {
-        let qemu = scope
-            .estate
-            .pve
-            .qemu(node)
-            .await
-            .map_err(|e| e.to_string())?;
-        let lxc = scope
-            .estate
-            .pve
-            .lxc(node)
-            .await
-            .map_err(|e| e.to_string())?;
+    for list in lists {
+        let (node, qemu, lxc) = list?;
         for g in qemu {
             homes.insert(("vm".to_owned(), g.vmid), node.to_string());
         }

@@ -13,6 +13,8 @@ use crate::store::runs::{Created, NewRun, RunError};
 
 pub struct Dispatcher {
     pub playbooks: Vec<Playbook>,
+    /// Wakes the engine's worker when a run is created, so it does not wait for its next look.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Dispatcher {
@@ -56,7 +58,11 @@ impl Dispatcher {
             facts: json!({"labels": labels}),
         };
         Ok(Some(match store.create_run(run, now).await? {
-            Created::New(id) | Created::AlreadyActive(id) => id,
+            Created::New(id) => {
+                self.wake.notify_one();
+                id
+            }
+            Created::AlreadyActive(id) => id,
         }))
     }
 

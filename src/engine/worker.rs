@@ -62,6 +62,9 @@ pub struct Engine {
     pub owner: String,
     pub lease_for: Duration,
     pub limits: Limits,
+    /// Notified when there is new work (a run was created); otherwise the worker looks again
+    /// after a short idle wait.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +385,7 @@ impl Engine {
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(IDLE) => {}
+                () = self.wake.notified() => {}
             }
         }
     }
