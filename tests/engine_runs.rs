@@ -323,3 +323,26 @@ async fn dry_run_changes_nothing_but_records_every_command() {
         Some("dry run: recorded, not executed")
     );
 }
+
+#[tokio::test]
+async fn flaky_ssh_and_an_unreachable_host_still_end_the_run_in_time() {
+    for scenario in ["flaky-ssh", "host-unreachable"] {
+        let s = setup(scenario).await;
+        let id = s.start().await;
+        let started = std::time::Instant::now();
+        s.settle().await;
+        let run = s.run(id).await;
+        assert!(run.state.is_final(), "{scenario}: {:?}", run.state);
+        assert_eq!(
+            run.outcome.unwrap().0["cause"],
+            "nothing_stale",
+            "{scenario}: dropped connections are retried"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{scenario}: {:?}",
+            started.elapsed()
+        );
+        assert!(s.mutations().is_empty(), "{scenario}");
+    }
+}
