@@ -1,11 +1,12 @@
 //! runbookd fixes a Proxmox homelab's broken backups before a human wakes up.
 //!
-//! Alerts arrive over HTTP, become incidents, and (with the engine) each incident runs the
-//! matching playbook as a durable state machine. Everything is recorded in SQLite.
+//! Alerts arrive over HTTP, become incidents, and each incident runs the matching playbook as a
+//! durable state machine. Everything is recorded in SQLite.
 //!
 //! ```text
-//! HTTP intake ─► normalize (Alert) ─► dedupe into Incident ─► (engine: match Playbook ─► Run)
-//!                                                              steps ─► exec (SSH, PBS, PVE)
+//! HTTP intake ─► normalize (Alert) ─► dedupe into Incident ─► match Playbook ─► Run
+//!                                                  diagnose ─► cause ─► steps ─► verify
+//!                                                                exec (SSH, PBS, PVE)
 //!                                           │
 //!                                     audit log ◄── every intake and transition, with its actor
 //! ```
@@ -21,6 +22,9 @@
 //!   keys.
 //! - [`exec`]: how runbookd reaches hosts: command templates and the one quoting function, the
 //!   SSH executor, the PBS and PVE API clients.
+//! - [`playbook`]: the playbook YAML model and its validation (`runbookd check`).
+//! - [`engine`]: runs: dispatch from intake, the worker, diagnosis, steps.
+//! - [`demo`]: `runbookd demo`, the story in a terminal.
 //! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
 //!   APIs, control API.
 //! - [`http`]: routes, auth layer, the one [`http::AppError`].

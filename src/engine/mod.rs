@@ -1,13 +1,17 @@
-//! The engine: from an incident to a playbook run. So far it diagnoses: [`diagnose::diagnose`]
-//! runs a playbook's read-only probes in parallel against the estate, extracts the facts, and
-//! picks the first cause whose condition holds, with the facts that made it match. Driving a
-//! run through remediation and verification, on the store's fenced run transitions
-//! ([`crate::store::runs`]), is the work that remains.
+//! The engine: from an incident to a playbook run, and the run to its end.
 //!
+//! - [`dispatch`]: intake's side: a new incident starts its playbook's run, a resolve cancels it.
+//! - [`worker`]: a worker leases a run and drives it: diagnose, remediate, verify; resumes runs
+//!   a crashed worker left; stops at step boundaries when paused or when it lost the run.
+//! - [`diagnose`]: the read-only probes in parallel, the facts, the first cause that holds.
+//! - [`step`]: one step with every rule around it (approval, dry-run, safety controls, attempts).
 //! - [`estate`]: the executors a run uses, built from the inventory.
 //! - [`scope`]: typed values for template placeholders (parameters, inventory, settings, facts).
 //! - [`facts`]: fact extraction and three-valued conditions.
 //! - [`builtins`]: probes whose logic is code (stale groups, vzdump logs, running vzdumps).
+//!
+//! Every state change goes through the store's fenced run transitions
+//! ([`crate::store::runs`]).
 
 pub mod builtins;
 pub mod diagnose;
