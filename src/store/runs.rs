@@ -299,32 +299,15 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
+        let query = sqlx::query(
             "UPDATE runs SET step = ?, facts = ?, updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
         )
-        .bind(step)
-        .bind(Json(facts))
-        .bind(now)
-        .bind(lease.run_id)
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(updated.rows_affected(), lease)?;
-        audit::append(
-            &mut tx,
-            now,
-            run_event(
-                lease,
-                AuditAction::RunAdvanced,
-                json!({"step": step, "reason": reason}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(step.to_owned())
+        .bind(Json(facts.clone()))
+        .bind(now);
+        let detail = json!({"step": step, "reason": reason});
+        fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
     /// Gives the run back, as it stands, for a later worker (runbookd was paused).
@@ -334,30 +317,14 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE runs SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+        let query = sqlx::query(
+            "UPDATE runs SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+                 updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
         )
-        .bind(now)
-        .bind(lease.run_id)
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(updated.rows_affected(), lease)?;
-        audit::append(
-            &mut tx,
-            now,
-            run_event(
-                lease,
-                AuditAction::RunAdvanced,
-                json!({"state": "pending", "reason": reason}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(now);
+        let detail = json!({"state": "pending", "reason": reason});
+        fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
     /// Ends the run as its worker decided.
@@ -372,34 +339,17 @@ impl Store {
             Ending::Resolved => RunState::Resolved,
             Ending::Escalated => RunState::Escalated,
         };
-        let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
+        let query = sqlx::query(
             "UPDATE runs SET state = ?, outcome = ?, lease_owner = NULL, lease_expires_at = NULL,
                  finished_at = ?, updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
         )
         .bind(state)
-        .bind(Json(outcome))
+        .bind(Json(outcome.clone()))
         .bind(now)
-        .bind(now)
-        .bind(lease.run_id)
-        .bind(&lease.owner)
-        .bind(lease.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(updated.rows_affected(), lease)?;
-        audit::append(
-            &mut tx,
-            now,
-            run_event(
-                lease,
-                AuditAction::RunFinished,
-                json!({"state": state, "outcome": outcome}),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(now);
+        let detail = json!({"state": state, "outcome": outcome});
+        fenced_write(self, lease, query, AuditAction::RunFinished, detail, now).await
     }
 
     /// Cancels a run that has not ended, whoever holds it: its worker finds out at its next
@@ -594,6 +544,30 @@ impl Store {
             Err(error) => RunError::Store(error),
         }
     }
+}
+
+/// A worker's write to its run: `query` ends in `WHERE id = ? AND state = 'running' AND
+/// lease_owner = ? AND attempt = ?`, which this binds from the lease; the audit event goes in the
+/// same transaction. Nothing changes if the lease was lost.
+async fn fenced_write<'q>(
+    store: &Store,
+    lease: &'q Lease,
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    action: AuditAction,
+    detail: Value,
+    now: DateTime<Utc>,
+) -> Result<(), RunError> {
+    let mut tx = store.writer.begin().await?;
+    let updated = query
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+    fenced(updated.rows_affected(), lease)?;
+    audit::append(&mut tx, now, run_event(lease, action, detail)).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn fenced(rows_affected: u64, lease: &Lease) -> Result<(), RunError> {
