@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use common::twin::Twin;
 use runbookd::config::{Config, DatabaseConfig, Overrides};
+use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
 use runbookd::engine::worker::Engine;
 use runbookd::playbook;
 use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalStatus, Decision};
-use runbookd::store::runs::{Created, NewRun, Run, RunState};
+use runbookd::store::runs::{Run, RunState};
 use runbookd::store::safety::{Limits, Switch};
 use serde_json::json;
 
@@ -75,19 +76,36 @@ async fn setup(scenario: &str) -> Setup {
 }
 
 impl Setup {
+    /// The reference Alertmanager notification, through intake and dispatch as the HTTP
+    /// endpoint takes it: an incident, then its run.
     async fn start(&self) -> i64 {
-        let run = NewRun {
-            incident_id: None,
-            playbook: "pbs-backup-stale",
-            target: "pbs",
-            dry_run: false,
-            actor: "engine",
-            facts: json!({"labels": {"alertname": "PBSBackupStale", "datastore": "pbs-datastore", "backup_type": "vm", "backup_id": "451"}}),
+        let body = common::reference("alertmanager-v4.json");
+        let delivery = runbookd::intake::parse(body.as_bytes(), None).unwrap();
+        let caller = runbookd::auth::Principal {
+            name: "alertmanager".into(),
+            role: runbookd::auth::Role::Ingest,
         };
-        let Created::New(id) = self.engine.store.create_run(run, self.now()).await.unwrap() else {
-            panic!()
+        let outcomes = self
+            .engine
+            .store
+            .record_delivery(&delivery, &body, &caller, self.now())
+            .await
+            .unwrap();
+        let dispatcher = Dispatcher {
+            playbooks: self.engine.playbooks.to_vec(),
+            wake: self.engine.wake.clone(),
         };
-        id
+        let incident = outcomes[0].incident_id.unwrap();
+        dispatcher
+            .start(
+                &self.engine.store,
+                incident,
+                &delivery.alerts[0],
+                self.now(),
+            )
+            .await
+            .unwrap()
+            .expect("the playbook matches")
     }
 
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -183,6 +201,41 @@ async fn stale_nfs_restarts_once_verifies_and_resolves() {
             "groups_fresh finished"
         ]
     );
+}
+
+#[tokio::test]
+async fn estale_mixed_and_pbs_down_restart_once_and_resolve() {
+    for (scenario, cause) in [
+        ("stale-nfs-estale", "stale_nfs_handles"),
+        ("mixed", "stale_nfs_handles"),
+        ("pbs-down", "pbs_services_down"),
+    ] {
+        let s = setup(scenario).await;
+        let id = s.start().await;
+        s.settle().await;
+        let run = s.run(id).await;
+        assert_eq!(
+            run.state,
+            RunState::Resolved,
+            "{scenario}: {:?}",
+            run.outcome
+        );
+        let outcome = run.outcome.unwrap().0;
+        assert_eq!(outcome["cause"], cause, "{scenario}");
+        let mut expected = vec![RESTART.to_owned()];
+        expected.extend(BACKUPS.iter().map(|b| b.to_string()));
+        assert_eq!(s.mutations(), expected, "{scenario}");
+        if scenario == "mixed" {
+            assert_eq!(
+                outcome["report"]["stale_decommissioned"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                8,
+                "the decommissioned groups are reported"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -318,6 +318,21 @@ async fn duplicates_start_nothing_new_and_a_resolve_during_diagnosis_cancels_the
             response.json::<Value>().await.unwrap()["incidents"][0].clone()
         }
     };
+    // An alert no playbook matches is recorded, not run.
+    let unmatched = client
+        .post(format!("{}/ingest", service.address))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"alert_name":"DiskFull","labels":{"host":"pbs"}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(unmatched["incidents"][0]["incident_id"].is_i64());
+    assert_eq!(unmatched["incidents"][0]["run_id"], Value::Null);
+
     let first = post(firing.clone()).await;
     let run_id = first["run_id"].as_i64().unwrap();
     for _ in 0..20 {

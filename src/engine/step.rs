@@ -549,3 +549,35 @@ async fn backup(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(risk: &str, approval: &str) -> Step {
+        let yaml = format!("wait: 1s\nrisk: {risk}\napproval: {approval}\ntimeout: 10s\n");
+        serde_norway::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn automation_levels_decide_which_steps_need_a_human() {
+        use Automation::*;
+        let cases = [
+            // (level, risk, approval policy, asks?)
+            (Manual, "low", "auto", true),
+            (Manual, "none", "auto", false),
+            (Prompted, "medium", "auto", true),
+            (Standard, "medium", "auto", false),
+            (Standard, "high", "auto", true),
+            (Autonomous, "high", "auto", false),
+            (Autonomous, "low", "always", true),
+        ];
+        for (level, risk, approval, asks) in cases {
+            assert_eq!(
+                needs_approval(level, &step(risk, approval)),
+                asks,
+                "{level:?} {risk} {approval}"
+            );
+        }
+    }
+}
