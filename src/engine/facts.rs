@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::exec::command::CertFingerprint;
 use crate::playbook::model::{Condition, Extract, ValueType};
@@ -135,9 +135,4 @@ pub fn evaluate(
         return Some(same(&fact, &other_value));
     }
     None
-}
-
-/// `{"fact": value, ...}` for an audit record.
-pub fn as_json(facts: &BTreeMap<String, Value>) -> Value {
-    json!(facts)
 }

@@ -2,6 +2,7 @@
 //! and reference/pve-api.md. Every call is recorded in the world's log.
 
 use std::collections::HashMap;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::estate::{self, DATASTORE, GuestKind, PBS_HOST, PVE_STORAGE_ID};
 use super::ssh::SharedWorld;
-use super::world::{Nfs, Received};
+use super::world::{Nfs, Received, World};
 
 /// An API token the twin accepts: `root@pam!runbookd` and its secret.
 #[derive(Clone)]
@@ -175,28 +176,31 @@ pub fn pbs_router(world: SharedWorld, token: ApiToken) -> Router {
         .with_state(state)
 }
 
-/// The error answer for an unknown datastore.
-fn unknown_store(store: &str) -> Option<Response> {
-    if store == DATASTORE {
-        None
-    } else {
-        Some(pbs_error(
+/// The world for a call on datastore `store`: refused if the store is unknown or PBS cannot
+/// open it. Backups that are due end first: they end in their own time, whoever asks.
+fn open_datastore<'a>(
+    state: &'a ApiState,
+    store: &str,
+) -> Result<MutexGuard<'a, World>, Box<Response>> {
+    if store != DATASTORE {
+        return Err(Box::new(pbs_error(
             StatusCode::BAD_REQUEST,
             &format!("datastore '{store}' does not exist"),
-        ))
+        )));
+    }
+    let mut world = state.world.lock().expect("world lock");
+    world.settle();
+    match world.datastore_error() {
+        Some(error) => Err(Box::new(pbs_error(StatusCode::BAD_REQUEST, &error))),
+        None => Ok(world),
     }
 }
 
 async fn pbs_groups(State(state): State<ApiState>, Path(store): Path<String>) -> Response {
-    if let Some(response) = unknown_store(&store) {
-        return response;
-    }
-    let mut world = state.world.lock().expect("world lock");
-    // Backups end in their own time, whoever asks.
-    world.settle();
-    if let Some(error) = world.datastore_error() {
-        return pbs_error(StatusCode::BAD_REQUEST, &error);
-    }
+    let world = match open_datastore(&state, &store) {
+        Ok(world) => world,
+        Err(response) => return *response,
+    };
     let groups: Vec<Value> = world
         .groups
         .iter()
@@ -230,13 +234,10 @@ async fn pbs_forget_group(
     Path(store): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(response) = unknown_store(&store) {
-        return response;
-    }
-    let mut world = state.world.lock().expect("world lock");
-    if let Some(error) = world.datastore_error() {
-        return pbs_error(StatusCode::BAD_REQUEST, &error);
-    }
+    let mut world = match open_datastore(&state, &store) {
+        Ok(world) => world,
+        Err(response) => return *response,
+    };
     let (Some(kind), Some(id)) = (query.get("backup-type"), query.get("backup-id")) else {
         return pbs_error(
             StatusCode::BAD_REQUEST,
@@ -261,15 +262,10 @@ async fn pbs_snapshots(
     Path(store): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(response) = unknown_store(&store) {
-        return response;
-    }
-    let mut world = state.world.lock().expect("world lock");
-    // Backups end in their own time, whoever asks.
-    world.settle();
-    if let Some(error) = world.datastore_error() {
-        return pbs_error(StatusCode::BAD_REQUEST, &error);
-    }
+    let world = match open_datastore(&state, &store) {
+        Ok(world) => world,
+        Err(response) => return *response,
+    };
     let snapshots: Vec<Value> = world
         .groups
         .iter()
@@ -289,17 +285,13 @@ async fn pbs_snapshots(
 }
 
 async fn pbs_store_status(State(state): State<ApiState>, Path(store): Path<String>) -> Response {
-    if let Some(response) = unknown_store(&store) {
-        return response;
-    }
-    let mut world = state.world.lock().expect("world lock");
-    // Backups end in their own time, whoever asks.
-    world.settle();
-    match world.datastore_error() {
-        Some(error) => pbs_error(StatusCode::BAD_REQUEST, &error),
-        None => data(
-            json!({"total": 8_026_531_840_000_u64, "used": 2_308_974_100_000_u64, "avail": 5_717_557_740_000_u64}),
-        ),
+    match open_datastore(&state, &store) {
+        Ok(_) => data(json!({
+            "total": 8_026_531_840_000_u64,
+            "used": 2_308_974_100_000_u64,
+            "avail": 5_717_557_740_000_u64
+        })),
+        Err(response) => *response,
     }
 }
 
