@@ -83,12 +83,13 @@ fn main() {
         service.database.path = dir.path().join("bench.db");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let wake = Arc::new(tokio::sync::Notify::new());
-        let dispatcher = Arc::new(Dispatcher { playbooks: playbooks.clone(), wake: wake.clone() });
+        let estate = Arc::new(Estate::connect(&inventory).unwrap());
+        let dispatcher = Arc::new(Dispatcher { playbooks: playbooks.clone(), wake: wake.clone(), estate: estate.clone() });
         let tokens = TokenTable::new(vec![Token::new("bench", Role::Ingest, "bench-ingest-secret-0123")]);
         let app = Application::build(&service, tokens, clock.clone(), Some(dispatcher)).await.unwrap();
         let engine = Engine {
             store: app.store().clone(),
-            estate: Arc::new(Estate::connect(&inventory).unwrap()),
+            estate,
             playbooks: Arc::new(playbooks),
             clock,
             owner: "bench".into(),

@@ -33,6 +33,8 @@ pub enum Permission {
     Operate,
     /// Decide approvals.
     Decide,
+    /// Pull the kill switch and release it (pause, resume).
+    Control,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
             Permission::Read => matches!(self, Role::Agent | Role::Approver | Role::Admin),
             Permission::Operate => matches!(self, Role::Agent | Role::Admin),
             Permission::Decide => matches!(self, Role::Approver | Role::Admin),
+            Permission::Control => matches!(self, Role::Admin),
         }
     }
 

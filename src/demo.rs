@@ -49,16 +49,18 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tokens = TokenTable::new(vec![Token::new("alertmanager", Role::Ingest, DEMO_SECRET)]);
     let wake = Arc::new(tokio::sync::Notify::new());
+    let estate = Arc::new(Estate::connect(&inventory)?);
     let dispatcher = Arc::new(Dispatcher {
         playbooks: playbooks.clone(),
         wake: wake.clone(),
+        estate: estate.clone(),
     });
     let app = Application::build(&config, tokens, clock.clone(), Some(dispatcher.clone())).await?;
     let store = app.store().clone();
     let address = app.local_addr();
     let engine = Engine {
         store: store.clone(),
-        estate: Arc::new(Estate::connect(&inventory)?),
+        estate,
         playbooks: Arc::new(playbooks),
         clock: clock.clone(),
         owner: "demo-worker".to_owned(),

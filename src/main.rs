@@ -227,7 +227,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let engine_parts = match (playbooks, Estate::connect(&inventory)) {
-            (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some((playbooks, estate)),
+            (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some((playbooks, Arc::new(estate))),
             (Ok(_), Ok(_)) => {
                 tracing::warn!(dir = %config.playbooks_dir.display(), "no playbooks: incidents are recorded, nothing runs");
                 None
@@ -244,13 +244,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let wake = Arc::new(tokio::sync::Notify::new());
         let dispatcher = engine_parts
             .as_ref()
-            .map(|(playbooks, _)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect(), wake: wake.clone() }));
+            .map(|(playbooks, estate)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect(), wake: wake.clone(), estate: estate.clone() }));
         let app = Application::build(&config, tokens, clock.clone(), dispatcher).await?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let worker = engine_parts.map(|(playbooks, estate)| {
             let engine = Engine {
                 store: app.store().clone(),
-                estate: Arc::new(estate),
+                estate,
                 playbooks: Arc::new(playbooks.into_iter().map(|f| f.playbook).collect()),
                 clock: clock.clone(),
                 owner: format!("runbookd-{}", std::process::id()),

@@ -20,6 +20,7 @@ enum Needs {
     Read,
     Operate,
     Decide,
+    Control,
     Nothing,
 }
 
@@ -38,6 +39,7 @@ fn expected_status(needs: Needs, caller: Caller, success: u16) -> u16 {
         (Needs::Read, Caller::Role(Role::Agent | Role::Approver | Role::Admin)) => success,
         (Needs::Operate, Caller::Role(Role::Agent | Role::Admin)) => success,
         (Needs::Decide, Caller::Role(Role::Approver | Role::Admin)) => success,
+        (Needs::Control, Caller::Role(Role::Admin)) => success,
         (_, Caller::Role(_)) => 403,
     }
 }
@@ -125,6 +127,24 @@ async fn every_route_checks_its_role() {
         },
         Route {
             method: "GET",
+            path: "/api/v1/playbooks".into(),
+            body: None,
+            needs: Needs::Read,
+        },
+        Route {
+            method: "POST",
+            path: "/api/v1/pause".into(),
+            body: None,
+            needs: Needs::Control,
+        },
+        Route {
+            method: "POST",
+            path: "/api/v1/resume".into(),
+            body: None,
+            needs: Needs::Control,
+        },
+        Route {
+            method: "GET",
             path: "/healthz".into(),
             body: None,
             needs: Needs::Nothing,
@@ -169,6 +189,7 @@ async fn every_route_checks_its_role() {
             let challenge = response.headers().get("www-authenticate").cloned();
             let success = match (route.method, route.path.as_str()) {
                 ("POST", "/api/v1/runs") => 409,
+                ("POST", "/api/v1/pause" | "/api/v1/resume") => 200,
                 ("POST", path) if path.starts_with("/api/v1/") => 404,
                 ("POST", _) => 202,
                 (_, "/api/v1/runs/1") => 404,

@@ -94,6 +94,7 @@ impl Setup {
         let dispatcher = Dispatcher {
             playbooks: self.engine.playbooks.to_vec(),
             wake: self.engine.wake.clone(),
+            estate: self.engine.estate.clone(),
         };
         let incident = outcomes[0].incident_id.unwrap();
         dispatcher

@@ -11,10 +11,14 @@ use crate::playbook::model::Playbook;
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 
+/// The engine's front door for the HTTP layer: which playbooks exist, how to wake the worker,
+/// and the executors that read-only tools (diagnose, backup status) use.
 pub struct Dispatcher {
     pub playbooks: Vec<Playbook>,
     /// Wakes the engine's worker when a run is created, so it does not wait for its next look.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The same executors the worker uses.
+    pub estate: std::sync::Arc<super::estate::Estate>,
 }
 
 impl Dispatcher {

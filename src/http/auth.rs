@@ -51,6 +51,7 @@ pub async fn authorize(
                 Permission::Read => "read incidents",
                 Permission::Operate => "start or cancel runs",
                 Permission::Decide => "decide approvals",
+                Permission::Control => "pause or resume runbookd",
             }
         )));
     }

@@ -6,7 +6,9 @@
 //! | `GET /api/v1/incidents`, `GET /api/v1/incidents/{id}`, `GET /api/v1/runs/{id}` | read |
 //! | `GET /api/v1/approvals[?status=]` | read |
 //! | `POST /api/v1/runs`, `POST /api/v1/runs/{id}/cancel` | operate (agent, admin) |
+//! | `GET /api/v1/playbooks` | read |
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
+//! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none |
 
 mod approvals;
@@ -16,6 +18,7 @@ mod extract;
 mod health;
 mod incidents;
 mod intake;
+mod operations;
 mod runs;
 
 use std::sync::Arc;
@@ -74,6 +77,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .route("/api/v1/incidents/{id}", get(incidents::show))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/playbooks", get(operations::playbooks))
         .route_layer(from_fn_with_state(gate(Permission::Read), auth::authorize));
     let operate = Router::new()
         .route("/api/v1/runs", post(runs::start))
@@ -89,6 +93,13 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
             gate(Permission::Decide),
             auth::authorize,
         ));
+    let control = Router::new()
+        .route("/api/v1/pause", post(operations::pause))
+        .route("/api/v1/resume", post(operations::resume))
+        .route_layer(from_fn_with_state(
+            gate(Permission::Control),
+            auth::authorize,
+        ));
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -100,6 +111,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .merge(read)
         .merge(operate)
         .merge(decide)
+        .merge(control)
         .merge(open)
         .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

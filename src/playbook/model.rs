@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
     pub name: String,
@@ -33,7 +33,7 @@ pub struct Playbook {
 }
 
 /// An alert that starts this playbook: by Alertmanager alert name, or by sweep check name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     pub alertname: Option<String>,
@@ -43,7 +43,7 @@ pub struct Trigger {
 }
 
 /// Which mutating steps need a human.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Automation {
     /// Every one.
@@ -57,7 +57,7 @@ pub enum Automation {
     Autonomous,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     Vmid,
@@ -69,7 +69,7 @@ pub enum ValueType {
 }
 
 /// A value taken from the alert's labels, validated by type before anything uses it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {
     /// Labels to read, first present wins.
@@ -83,14 +83,14 @@ pub struct Parameter {
 }
 
 /// A command run over SSH: `host` is an inventory name or a placeholder for one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshCall {
     pub host: String,
     pub run: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PbsRead {
     Version,
@@ -99,7 +99,7 @@ pub enum PbsRead {
     BackupTasks,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PveRead {
     Storage,
@@ -108,7 +108,7 @@ pub enum PveRead {
 }
 
 /// Probes whose logic is code: they read several sources and compute one result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     StaleGroups,
@@ -117,7 +117,7 @@ pub enum Builtin {
 }
 
 /// A read-only probe. Exactly one of `ssh`, `pbs`, `pve`, `builtin`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     pub id: String,
@@ -134,7 +134,7 @@ pub struct Probe {
 }
 
 /// How a fact comes out of a probe's result. Exactly one of `ok`, `exit_ok`, `regex`, `json`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extract {
     /// The probe answered at all.
@@ -151,7 +151,7 @@ pub struct Extract {
 }
 
 /// A condition over facts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub all: Option<Vec<Condition>>,
@@ -164,7 +164,7 @@ pub struct Condition {
     pub equals_fact: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cause {
     pub id: String,
@@ -175,7 +175,7 @@ pub struct Cause {
     pub offer: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     /// Read-only: never needs approval.
@@ -185,7 +185,7 @@ pub enum Risk {
     High,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalPolicy {
     /// As the automation level says for the step's risk.
@@ -195,7 +195,7 @@ pub enum ApprovalPolicy {
     Always,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnTimeout {
     #[default]
@@ -203,41 +203,41 @@ pub enum OnTimeout {
     Approve,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     pub attempts: u32,
     pub backoff: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetFingerprint {
     pub storage: String,
     pub fingerprint: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnableJob {
     pub job: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetGroups {
     pub groups: String,
 }
 
 /// `host: all` and `vmids: all` back up everything everywhere.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vzdump {
     pub host: String,
     pub vmids: serde_norway::Value,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Poll {
     pub probe: String,
@@ -247,7 +247,7 @@ pub struct Poll {
 
 /// A step. Exactly one action: `ssh`, `pve_vzdump`, `pve_set_fingerprint`, `pve_enable_job`,
 /// `pbs_forget_groups`, `poll`, `wait`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub ssh: Option<SshCall>,
@@ -277,7 +277,7 @@ pub struct Step {
     pub timeout: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Escalation {
     pub summary: String,
