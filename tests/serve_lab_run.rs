@@ -89,6 +89,28 @@ async fn an_alert_becomes_a_resolved_run_on_the_twin() {
     assert_eq!(actions.first(), Some(&"run.created"));
     assert_eq!(actions.last(), Some(&"run.finished"));
     assert!(actions.contains(&"control.allowed"), "{actions:?}");
+
+    // The incident's detail carries the same run with its steps.
+    let incident_id = first["incident_id"].as_i64().unwrap();
+    let incident: Value = client
+        .get(format!(
+            "{}/api/v1/incidents/{incident_id}",
+            service.address
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        incident["runs"].as_array().unwrap().len(),
+        1,
+        "{incident:#}"
+    );
+    assert_eq!(incident["runs"][0]["run"]["id"], run_id);
+    assert_eq!(incident["runs"][0]["steps"], run["steps"]);
     assert!(service.terminate().await.success());
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::AppError;
 use super::extract::{ApiPath, ApiQuery};
+use super::runs::RunWithSteps;
 use crate::store::audit::AuditEvent;
 use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus, StoredAlert};
 
@@ -69,6 +70,8 @@ pub struct IncidentDetail {
     incident: Incident,
     /// The most recent alerts, newest first.
     alerts: Vec<StoredAlert>,
+    /// Every run of the incident, oldest first, with its steps and approvals.
+    runs: Vec<RunWithSteps>,
     /// The incident's most recent audit events, oldest first.
     timeline: Vec<AuditEvent>,
 }
@@ -84,9 +87,14 @@ pub async fn show(
         .ok_or_else(|| AppError::NotFound(format!("there is no incident {id}")))?;
     let alerts = state.store.incident_alerts(id, DETAIL_ALERTS).await?;
     let timeline = state.store.incident_timeline(id, DETAIL_EVENTS).await?;
+    let mut runs = Vec::new();
+    for run in state.store.runs_for_incident(id).await? {
+        runs.push(RunWithSteps::load(&state, run).await?);
+    }
     Ok(Json(IncidentDetail {
         incident,
         alerts,
+        runs,
         timeline,
     }))
 }

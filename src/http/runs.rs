@@ -17,11 +17,30 @@ use crate::store::idempotency::{Claim, request_hash};
 use crate::store::runs::{Created, NewRun, RunError};
 use crate::store::runs::{Run, StepAttempt};
 
+/// A run with what it did: every step attempt and every approval it asked for.
 #[derive(Debug, Serialize)]
-pub struct RunDetail {
+pub struct RunWithSteps {
     run: Run,
     steps: Vec<StepAttempt>,
     approvals: Vec<Approval>,
+}
+
+impl RunWithSteps {
+    pub async fn load(state: &AppState, run: Run) -> Result<Self, AppError> {
+        let steps = state.store.step_attempts(run.id).await?;
+        let approvals = state.store.approvals_for_run(run.id).await?;
+        Ok(Self {
+            run,
+            steps,
+            approvals,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    run: RunWithSteps,
     timeline: Vec<AuditEvent>,
 }
 
@@ -34,15 +53,9 @@ pub async fn show(
         .run(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("there is no run {id}")))?;
-    let steps = state.store.step_attempts(id).await?;
-    let approvals = state.store.approvals_for_run(id).await?;
+    let run = RunWithSteps::load(&state, run).await?;
     let timeline = state.store.run_timeline(id, 1000).await?;
-    Ok(Json(RunDetail {
-        run,
-        steps,
-        approvals,
-        timeline,
-    }))
+    Ok(Json(RunDetail { run, timeline }))
 }
 
 /// `POST /api/v1/runs/{id}/cancel`: stops the run at its next step boundary.

@@ -505,6 +505,16 @@ impl Store {
         .await?)
     }
 
+    /// Every run of the incident, oldest first.
+    pub async fn runs_for_incident(&self, incident_id: i64) -> Result<Vec<Run>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE incident_id = ? ORDER BY id"
+        ))
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     /// The incident's most recent run, if any.
     pub async fn latest_run_for_incident(
         &self,
