@@ -2,17 +2,40 @@
 //! (one active run per target: a second alert for the same target attaches to it); a resolved
 //! alert cancels its incident's run, unless the run is already verifying a fix.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::worker::Progress;
-use crate::intake::Alert;
+use crate::intake::{Alert, Labels};
 use crate::playbook::model::Playbook;
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 
 /// The engine's front door for the HTTP layer: which playbooks exist, how to wake the worker,
 /// and the executors that read-only tools (diagnose, backup status) use.
+/// A run asked for by hand (`POST /api/v1/runs`, the `start_remediation` tool).
+#[derive(Debug, Clone)]
+pub struct HandStart<'a> {
+    pub playbook: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub dry_run: bool,
+    /// The caller's token name.
+    pub actor: &'a str,
+}
+
+/// Why a run asked for by hand was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("there is no playbook '{name}' (known: {})", known.join(", "))]
+    UnknownPlaybook { name: String, known: Vec<String> },
+    #[error("labels: {0}")]
+    InvalidLabels(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
 pub struct Dispatcher {
     pub playbooks: Vec<Playbook>,
     /// Wakes the engine's worker when a run is created, so it does not wait for its next look.
@@ -68,6 +91,42 @@ impl Dispatcher {
             }
             Created::AlreadyActive(id) => id,
         }))
+    }
+
+    /// Starts (or attaches to) a run of `playbook` asked for by a person or the agent, with
+    /// `labels` as an alert would carry them. Labels are parsed as the playbook's parameters
+    /// before anything is stored, so a bad label changes nothing.
+    pub async fn start_by_hand(
+        &self,
+        store: &Store,
+        request: HandStart<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Created, StartError> {
+        let playbook = self
+            .playbooks
+            .iter()
+            .find(|p| p.name == request.playbook)
+            .ok_or_else(|| StartError::UnknownPlaybook {
+                name: request.playbook.escape_debug().to_string(),
+                known: self.playbooks.iter().map(|p| p.name.clone()).collect(),
+            })?;
+        let labels = Labels::parse(request.labels.clone())
+            .map_err(|e| StartError::InvalidLabels(e.to_string()))?;
+        super::scope::parameters(playbook, &self.estate, &labels)
+            .map_err(StartError::InvalidLabels)?;
+        let run = NewRun {
+            incident_id: None,
+            playbook: &playbook.name,
+            target: &playbook.target,
+            dry_run: request.dry_run,
+            actor: request.actor,
+            facts: json!({"labels": request.labels}),
+        };
+        let created = store.create_run(run, now).await?;
+        if let Created::New(_) = created {
+            self.wake.notify_one();
+        }
+        Ok(created)
     }
 
     /// Cancels the incident's active run when its source resolved it, unless the run is

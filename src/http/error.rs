@@ -8,8 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::engine::dispatch::StartError;
 use crate::intake::IntakeError;
 use crate::store::StoreError;
+use crate::store::runs::RunError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -85,6 +87,18 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Busy(_) => Self::Unavailable(error),
             StoreError::Other(_) => Self::Internal(error.into()),
+        }
+    }
+}
+
+impl From<StartError> for AppError {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::UnknownPlaybook { .. } | StartError::InvalidLabels(_) => {
+                Self::Intake(IntakeError::Invalid(error.to_string()))
+            }
+            StartError::Run(RunError::Store(store)) => store.into(),
+            StartError::Run(run) => Self::Internal(run.into()),
         }
     }
 }

@@ -11,10 +11,11 @@ use super::AppState;
 use super::error::AppError;
 use super::extract::{ApiPath, JsonBody};
 use crate::auth::Principal;
+use crate::engine::dispatch::HandStart;
 use crate::store::approvals::Approval;
 use crate::store::audit::AuditEvent;
 use crate::store::idempotency::{Claim, request_hash};
-use crate::store::runs::{Created, NewRun, RunError};
+use crate::store::runs::{Created, RunError};
 use crate::store::runs::{Run, StepAttempt};
 
 /// A run with what it did: every step attempt and every approval it asked for.
@@ -169,32 +170,15 @@ async fn start_run(
     let dispatcher = state.dispatcher.as_ref().ok_or_else(|| {
         AppError::Conflict("no engine runs here: configure the inventory and playbooks".to_owned())
     })?;
-    let playbook = dispatcher
-        .playbooks
-        .iter()
-        .find(|p| p.name == request.playbook)
-        .ok_or_else(|| {
-            AppError::Intake(crate::intake::IntakeError::Invalid(format!(
-                "playbook: there is no playbook '{}'",
-                request.playbook.escape_debug()
-            )))
-        })?;
-    crate::intake::Labels::parse(request.labels.clone()).map_err(|e| {
-        AppError::Intake(crate::intake::IntakeError::Invalid(format!("labels: {e}")))
-    })?;
-    let run = NewRun {
-        incident_id: None,
-        playbook: &playbook.name,
-        target: &playbook.target,
+    let hand = HandStart {
+        playbook: &request.playbook,
+        labels: &request.labels,
         dry_run: request.dry_run,
         actor: &caller.name,
-        facts: json!({"labels": request.labels}),
     };
-    match state
-        .store
-        .create_run(run, state.clock.now())
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
+    match dispatcher
+        .start_by_hand(&state.store, hand, state.clock.now())
+        .await?
     {
         Created::New(id) => Ok((
             StatusCode::CREATED,
