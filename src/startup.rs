@@ -52,11 +52,13 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             max_body_bytes: config.http.max_body_bytes,
             dispatcher,
+            tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
         };
         let policy = HttpPolicy {
             tokens: Arc::new(tokens),
             allow_anonymous_ingest: config.http.allow_anonymous_ingest,
             request_timeout: config.request_timeout(),
+            mcp_allowed_hosts: config.mcp_allowed_hosts(),
         };
         Ok(Self {
             listener,

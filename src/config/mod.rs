@@ -75,6 +75,9 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Accept alerts with no token. Off unless the config says so.
     pub allow_anonymous_ingest: bool,
+    /// Names this service is reached by (`Host` header values), besides loopback and the
+    /// listen address. `/mcp` refuses other hosts, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How the engine drives runs.
@@ -157,6 +160,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             allow_anonymous_ingest: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -336,6 +340,18 @@ impl Config {
             );
         }
         problems
+    }
+
+    /// The `Host` values `/mcp` accepts: loopback names, the listen address, and
+    /// `http.allowed_hosts`.
+    pub fn mcp_allowed_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(str::to_owned).into();
+        if !self.listen.ip().is_unspecified() {
+            hosts.push(self.listen.ip().to_string());
+        }
+        hosts.extend(self.http.allowed_hosts.iter().cloned());
+        hosts.dedup();
+        hosts
     }
 
     pub fn request_timeout(&self) -> Duration {

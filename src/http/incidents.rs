@@ -80,21 +80,28 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<IncidentDetail>, AppError> {
-    let incident = state
-        .store
-        .incident(id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("there is no incident {id}")))?;
-    let alerts = state.store.incident_alerts(id, DETAIL_ALERTS).await?;
-    let timeline = state.store.incident_timeline(id, DETAIL_EVENTS).await?;
-    let mut runs = Vec::new();
-    for run in state.store.runs_for_incident(id).await? {
-        runs.push(RunWithSteps::load(&state, run).await?);
+    Ok(Json(IncidentDetail::load(&state, id).await?))
+}
+
+impl IncidentDetail {
+    /// The incident with its alerts, runs and timeline; 404 when there is no such incident.
+    pub async fn load(state: &AppState, id: i64) -> Result<Self, AppError> {
+        let incident = state
+            .store
+            .incident(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("there is no incident {id}")))?;
+        let alerts = state.store.incident_alerts(id, DETAIL_ALERTS).await?;
+        let timeline = state.store.incident_timeline(id, DETAIL_EVENTS).await?;
+        let mut runs = Vec::new();
+        for run in state.store.runs_for_incident(id).await? {
+            runs.push(RunWithSteps::load(state, run).await?);
+        }
+        Ok(IncidentDetail {
+            incident,
+            alerts,
+            runs,
+            timeline,
+        })
     }
-    Ok(Json(IncidentDetail {
-        incident,
-        alerts,
-        runs,
-        timeline,
-    }))
 }

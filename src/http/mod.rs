@@ -7,6 +7,7 @@
 //! | `GET /api/v1/approvals[?status=]` | read |
 //! | `POST /api/v1/runs`, `POST /api/v1/runs/{id}/cancel` | operate (agent, admin) |
 //! | `GET /api/v1/playbooks` | read |
+//! | `POST /api/call`, `/mcp` (the agent's tools) | read, and each tool its own (see [`tools`]) |
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none |
@@ -20,6 +21,7 @@ mod incidents;
 mod intake;
 mod operations;
 mod runs;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +51,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Starts playbook runs for new incidents; `None` when no engine runs (no inventory).
     pub dispatcher: Option<Arc<Dispatcher>>,
+    /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
+    /// shorter than the request timeout, so the caller gets an answer, not a 503.
+    pub tool_wait: Duration,
 }
 
 /// How the router guards and bounds requests.
@@ -57,6 +62,8 @@ pub struct HttpPolicy {
     pub tokens: Arc<TokenTable>,
     pub allow_anonymous_ingest: bool,
     pub request_timeout: Duration,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection); empty accepts any.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 pub fn router(state: AppState, policy: HttpPolicy) -> Router {
@@ -93,6 +100,18 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
             gate(Permission::Decide),
             auth::authorize,
         ));
+    // Each tool checks its own permission; reading is the least any caller needs.
+    let tools = Router::new()
+        .route("/api/call", post(tools::bridge::call))
+        .route_service(
+            "/mcp",
+            tools::mcp::service(
+                state.clone(),
+                policy.mcp_allowed_hosts.clone(),
+                state.max_body_bytes,
+            ),
+        )
+        .route_layer(from_fn_with_state(gate(Permission::Read), auth::authorize));
     let control = Router::new()
         .route("/api/v1/pause", post(operations::pause))
         .route("/api/v1/resume", post(operations::resume))
@@ -112,6 +131,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .merge(operate)
         .merge(decide)
         .merge(control)
+        .merge(tools)
         .merge(open)
         .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

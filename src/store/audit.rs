@@ -42,6 +42,8 @@ pub enum AuditAction {
     ActionAllowed,
     /// A safety control stopped a mutating action, with its reason.
     ActionBlocked,
+    /// Someone ran a playbook's read-only probes through the `diagnose` tool.
+    ToolDiagnosed,
 }
 
 impl AuditAction {
@@ -62,6 +64,7 @@ impl AuditAction {
             Self::SettingChanged => "setting.changed",
             Self::ActionAllowed => "control.allowed",
             Self::ActionBlocked => "control.blocked",
+            Self::ToolDiagnosed => "tool.diagnosed",
         }
     }
 }
@@ -111,6 +114,17 @@ pub(crate) async fn append(
 }
 
 impl Store {
+    /// Records an event that goes with no other change (a read-only probe of the estate).
+    pub async fn record_event(
+        &self,
+        event: NewAuditEvent<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        append(&mut conn, at, event).await?;
+        Ok(())
+    }
+
     /// An incident's most recent `limit` events, oldest first.
     pub async fn incident_timeline(
         &self,

@@ -1,0 +1,88 @@
+//! `POST /api/call`: the tools in the REST bridge format the estate's agents already use.
+//!
+//! Request: `{"tool": NAME, "arguments": {...}}`, or the same inside a `{"params": {...}}`
+//! envelope. Answer: `{"status": "success", "tool", "output"}`, or
+//! `{"status": "error", "tool", "error"}` with the 4xx or 5xx status the error deserves.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::super::AppState;
+use super::super::error::AppError;
+use super::super::extract::JsonBody;
+use crate::auth::Principal;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolCall {
+    tool: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Envelope {
+    Wrapped { params: ToolCall },
+    Bare(ToolCall),
+}
+
+pub async fn call(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    body: Result<JsonBody, AppError>,
+) -> Response {
+    let body = match body {
+        Ok(JsonBody(body)) => body,
+        Err(error) => return failure("", error),
+    };
+    let request: Envelope = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(_) => {
+            let tool = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("tool")
+                        .or_else(|| v.get("params").and_then(|p| p.get("tool")))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            return failure(
+                &tool,
+                AppError::BadRequest(
+                    "the body must be {\"tool\": NAME, \"arguments\": {...}} \
+                     or {\"params\": {\"tool\": NAME, \"arguments\": {...}}}, \
+                     with no other fields"
+                        .to_owned(),
+                ),
+            );
+        }
+    };
+    let (Envelope::Wrapped { params: call } | Envelope::Bare(call)) = request;
+    match super::call(&state, &caller, &call.tool, call.arguments).await {
+        Ok(output) => (
+            StatusCode::OK,
+            Json(json!({"status": "success", "tool": call.tool, "output": output})),
+        )
+            .into_response(),
+        Err(error) => failure(&call.tool, error),
+    }
+}
+
+/// The bridge's error shape, with the status and logging of [`AppError`].
+fn failure(tool: &str, error: AppError) -> Response {
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::error!(error = ?error, tool, "tool call failed");
+    }
+    (
+        status,
+        Json(json!({"status": "error", "tool": tool, "error": error.to_string()})),
+    )
+        .into_response()
+}

@@ -1,0 +1,585 @@
+//! The agent's tools: one catalog, served two ways, the MCP server at `/mcp` ([`mcp`]) and the
+//! REST bridge at `POST /api/call` ([`bridge`]). Both call [`call`], so a tool behaves the same
+//! through either, and both go through the engine's rules: a run started here waits for the
+//! same approvals, cooldowns, budget and breaker as one started by an alert.
+//!
+//! Each tool declares the [`Permission`] it needs; reading needs `read`, anything that touches
+//! the estate or a run needs `operate`. No tool decides an approval: that stays with people
+//! (`approver`, `admin`) on the REST API, the CLI, the web page or a notification link.
+
+pub mod bridge;
+pub mod mcp;
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::AppError;
+use super::incidents::IncidentDetail;
+use crate::auth::{Permission, Principal};
+use crate::engine::diagnose::diagnose as run_diagnosis;
+use crate::engine::dispatch::{Dispatcher, HandStart};
+use crate::engine::step::needs_approval;
+use crate::exec::command::Name;
+use crate::intake::Labels;
+use crate::playbook::model::Playbook;
+use crate::store::approvals::ApprovalStatus;
+use crate::store::audit::{AuditAction, NewAuditEvent};
+use crate::store::incidents::{IncidentFilter, IncidentStatus};
+use crate::store::runs::{Created, RunError, RunState};
+
+/// How often `start_remediation` looks at its run while it waits.
+const RUN_POLL: Duration = Duration::from_millis(100);
+
+/// One tool as an agent sees it.
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub permission: Permission,
+    /// True when the tool changes nothing anywhere.
+    pub read_only: bool,
+    /// JSON Schema of the arguments object.
+    pub input_schema: Map<String, Value>,
+}
+
+fn schema<T: JsonSchema>() -> Map<String, Value> {
+    match serde_json::to_value(schemars::schema_for!(T)) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("a derived schema is a JSON object"),
+    }
+}
+
+/// Every tool, in the order agents see them.
+pub static CATALOG: LazyLock<Vec<ToolSpec>> = LazyLock::new(|| {
+    vec![
+        ToolSpec {
+            name: "list_incidents",
+            description: "List incidents (one per alert fingerprint while open), newest first, each with its latest run's state. Start here to find what is broken and the incident_id for get_incident.",
+            permission: Permission::Read,
+            read_only: true,
+            input_schema: schema::<ListIncidents>(),
+        },
+        ToolSpec {
+            name: "get_incident",
+            description: "Everything about one incident: its alerts, every run with each step's host, exact command, exit status and output, the cause the diagnosis found with the evidence that matched, approvals and who decided them, and the audit timeline.",
+            permission: Permission::Read,
+            read_only: true,
+            input_schema: schema::<GetIncident>(),
+        },
+        ToolSpec {
+            name: "get_backup_status",
+            description: "Live ages of every backup group on the Proxmox Backup Server datastore, read now from the PBS API, each marked stale when older than the playbook's threshold (48 h by default). Read-only.",
+            permission: Permission::Read,
+            read_only: true,
+            input_schema: schema::<GetBackupStatus>(),
+        },
+        ToolSpec {
+            name: "diagnose",
+            description: "Run a playbook's read-only probes against the estate now (PBS API, SSH checks of services, the NFS mount, vzdump logs, certificate fingerprints, the backup job) and return the facts, the cause that matches (null when none does) with its evidence, and the remediation steps that cause would run, marking the ones that need a human's approval. Changes nothing. Takes a few seconds.",
+            permission: Permission::Operate,
+            read_only: true,
+            input_schema: schema::<Diagnose>(),
+        },
+        ToolSpec {
+            name: "start_remediation",
+            description: "Start a playbook run: diagnose, fix the cause, verify with a test backup. The run obeys every safety rule (one run per target, cooldowns, hourly budget, circuit breaker, pause switch). If a run for the target is already active you get that run (attached: true). Waits a little for the run to reach a decision point and returns its state; when a step needs a human, the result carries pending_approval (the exact command, its risk, the evidence and the expiry): that is expected, not an error, and you cannot approve it yourself; tell a human. Use dry_run to record the commands without executing mutating steps.",
+            permission: Permission::Operate,
+            read_only: false,
+            input_schema: schema::<StartRemediation>(),
+        },
+        ToolSpec {
+            name: "list_pending_approvals",
+            description: "Approvals waiting for a human: the run, the step, the exact command, its risk, the evidence and when it expires. Only people can decide them.",
+            permission: Permission::Read,
+            read_only: true,
+            input_schema: schema::<NoArguments>(),
+        },
+        ToolSpec {
+            name: "cancel_run",
+            description: "Cancel a run that has not ended. It stops at its next step boundary (a step in flight finishes) and its pending approvals are cancelled. Give a reason for the audit trail.",
+            permission: Permission::Operate,
+            read_only: false,
+            input_schema: schema::<CancelRun>(),
+        },
+        ToolSpec {
+            name: "explain_playbook",
+            description: "Explain a playbook: what triggers it, its probes, its causes in the order they are tried (first match wins) with the steps each runs, which steps need approval at its automation level, and how a fix is verified.",
+            permission: Permission::Read,
+            read_only: true,
+            input_schema: schema::<ExplainPlaybook>(),
+        },
+    ]
+});
+
+/// The tool called `name`, if there is one.
+pub fn spec(name: &str) -> Option<&'static ToolSpec> {
+    CATALOG.iter().find(|tool| tool.name == name)
+}
+
+/// Runs tool `name` for `caller` with `arguments` (a JSON object, or null for none).
+pub async fn call(
+    state: &AppState,
+    caller: &Principal,
+    name: &str,
+    arguments: Value,
+) -> Result<Value, AppError> {
+    let tool = spec(name).ok_or_else(|| {
+        AppError::NotFound(format!(
+            "there is no tool '{}'; the tools are: {}",
+            name.escape_debug(),
+            CATALOG
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    if !caller.role.allows(tool.permission) {
+        return Err(AppError::Forbidden(format!(
+            "token '{}' has role '{}', which may not call {}",
+            caller.name,
+            caller.role.as_str(),
+            tool.name
+        )));
+    }
+    match tool.name {
+        "list_incidents" => list_incidents(state, parse(tool, arguments)?).await,
+        "get_incident" => get_incident(state, parse(tool, arguments)?).await,
+        "get_backup_status" => get_backup_status(state, parse(tool, arguments)?).await,
+        "diagnose" => diagnose(state, caller, parse(tool, arguments)?).await,
+        "start_remediation" => start_remediation(state, caller, parse(tool, arguments)?).await,
+        "list_pending_approvals" => {
+            parse::<NoArguments>(tool, arguments)?;
+            let pending = state
+                .store
+                .approvals(Some(ApprovalStatus::Pending), 200)
+                .await?;
+            Ok(json!({"approvals": pending}))
+        }
+        "cancel_run" => cancel_run(state, caller, parse(tool, arguments)?).await,
+        "explain_playbook" => explain_playbook(state, parse(tool, arguments)?),
+        _ => unreachable!("every catalogued tool has a handler"),
+    }
+}
+
+/// Reads `arguments` as the tool's argument type; the message names the field that is wrong.
+fn parse<T: DeserializeOwned>(tool: &ToolSpec, arguments: Value) -> Result<T, AppError> {
+    let arguments = match arguments {
+        Value::Null => Value::Object(Map::new()),
+        Value::Object(map) => Value::Object(map),
+        other => {
+            return Err(AppError::BadRequest(format!(
+                "{}: arguments must be a JSON object, not {other}",
+                tool.name
+            )));
+        }
+    };
+    serde_path_to_error::deserialize(arguments).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        AppError::BadRequest(if path == "." {
+            format!("{}: {inner}", tool.name)
+        } else {
+            format!("{}: argument '{path}': {inner}", tool.name)
+        })
+    })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArguments {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListIncidents {
+    /// Only incidents in this state; all when omitted.
+    status: Option<IncidentStatus>,
+    /// At most this many, 1 to 100 (default 20).
+    #[schemars(range(min = 1, max = 100))]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetIncident {
+    /// The incident's id, from list_incidents.
+    incident_id: i64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetBackupStatus {
+    /// The PBS datastore; the configured one when omitted.
+    datastore: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Diagnose {
+    /// The playbook; may be omitted when only one is loaded.
+    playbook: Option<String>,
+    /// Alert labels naming what is stale, e.g. {"backup_type": "vm", "backup_id": "451"};
+    /// optional.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRemediation {
+    /// The playbook; may be omitted when only one is loaded.
+    playbook: Option<String>,
+    /// Alert labels naming what is stale, e.g. {"backup_type": "vm", "backup_id": "451"};
+    /// optional.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// Record the commands the run would execute, and execute only read-only steps.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRun {
+    /// The run's id.
+    run_id: i64,
+    /// Why, for the audit trail.
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainPlaybook {
+    /// The playbook; may be omitted when only one is loaded.
+    name: Option<String>,
+}
+
+fn engine(state: &AppState) -> Result<&Dispatcher, AppError> {
+    state.dispatcher.as_deref().ok_or_else(|| {
+        AppError::Conflict(
+            "no engine runs here: configure the inventory and playbooks, then restart".to_owned(),
+        )
+    })
+}
+
+/// The playbook called `name`, or the only one when `name` is omitted.
+fn playbook<'a>(dispatcher: &'a Dispatcher, name: Option<&str>) -> Result<&'a Playbook, AppError> {
+    let known = || {
+        dispatcher
+            .playbooks
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(name) => dispatcher
+            .playbooks
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "there is no playbook '{}' (known: {})",
+                    name.escape_debug(),
+                    known()
+                ))
+            }),
+        None => match dispatcher.playbooks.as_slice() {
+            [only] => Ok(only),
+            _ => Err(AppError::BadRequest(format!(
+                "name the playbook: one of {}",
+                known()
+            ))),
+        },
+    }
+}
+
+async fn list_incidents(state: &AppState, args: ListIncidents) -> Result<Value, AppError> {
+    let limit = args.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "list_incidents: argument 'limit' must be between 1 and 100".to_owned(),
+        ));
+    }
+    let filter = IncidentFilter {
+        status: args.status,
+        name: None,
+        source: None,
+        fingerprint: None,
+        before: None,
+        limit,
+    };
+    let mut incidents = Vec::new();
+    for incident in state.store.list_incidents(&filter).await? {
+        let latest_run = match state.store.latest_run_for_incident(incident.id).await? {
+            Some(id) => state.store.run(id).await?.map(|run| {
+                json!({"run_id": run.id, "state": run.state, "step": run.step,
+                       "cause": run.outcome.as_ref().and_then(|o| o.0.get("cause").cloned())})
+            }),
+            None => None,
+        };
+        let mut entry =
+            serde_json::to_value(&incident).map_err(|e| AppError::Internal(e.into()))?;
+        entry["latest_run"] = latest_run.unwrap_or(Value::Null);
+        incidents.push(entry);
+    }
+    Ok(json!({"incidents": incidents}))
+}
+
+async fn get_incident(state: &AppState, args: GetIncident) -> Result<Value, AppError> {
+    let detail = IncidentDetail::load(state, args.incident_id).await?;
+    serde_json::to_value(detail).map_err(|e| AppError::Internal(e.into()))
+}
+
+async fn get_backup_status(state: &AppState, args: GetBackupStatus) -> Result<Value, AppError> {
+    let dispatcher = engine(state)?;
+    let datastore = match &args.datastore {
+        Some(text) => Name::parse(text).map_err(|e| {
+            AppError::BadRequest(format!("get_backup_status: argument 'datastore': {e}"))
+        })?,
+        None => dispatcher.estate.pbs_target.datastore.clone(),
+    };
+    let threshold_hours = dispatcher
+        .playbooks
+        .iter()
+        .find_map(|p| p.settings.get("stale_after_hours").and_then(|v| v.as_u64()))
+        .unwrap_or(48) as i64;
+    let groups = dispatcher
+        .estate
+        .pbs
+        .groups(&datastore)
+        .await
+        .map_err(|e| {
+            AppError::Conflict(format!(
+                "PBS did not list the groups of datastore {datastore}: {e}; \
+             diagnose tells you why (PBS down, NFS mount missing, ...)"
+            ))
+        })?;
+    let now = state.clock.now().timestamp();
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|g| {
+            let age_hours = (now - g.last_backup) as f64 / 3600.0;
+            json!({
+                "group": format!("{}/{}", g.backup_type, g.backup_id),
+                "last_backup": chrono::DateTime::from_timestamp(g.last_backup, 0),
+                "age_hours": (age_hours * 10.0).round() / 10.0,
+                "stale": age_hours >= threshold_hours as f64,
+                "backup_count": g.backup_count,
+            })
+        })
+        .collect();
+    Ok(
+        json!({"datastore": datastore.to_string(), "stale_after_hours": threshold_hours, "groups": groups}),
+    )
+}
+
+async fn diagnose(state: &AppState, caller: &Principal, args: Diagnose) -> Result<Value, AppError> {
+    let dispatcher = engine(state)?;
+    let playbook = playbook(dispatcher, args.playbook.as_deref())?;
+    let labels = Labels::parse(args.labels.clone())
+        .map_err(|e| AppError::BadRequest(format!("diagnose: argument 'labels': {e}")))?;
+    let diagnosis = tokio::time::timeout(
+        state.tool_wait,
+        run_diagnosis(playbook, &dispatcher.estate, &labels, state.clock.now()),
+    )
+    .await
+    .map_err(|_| {
+        AppError::Conflict(format!(
+            "the diagnosis did not finish within {} s (a host or the NFS server may hang); \
+             start_remediation diagnoses in the background without this limit",
+            state.tool_wait.as_secs()
+        ))
+    })?
+    .map_err(|e| AppError::BadRequest(format!("diagnose: {e}")))?;
+    let remediation: Vec<Value> = diagnosis
+        .cause
+        .as_deref()
+        .and_then(|cause| playbook.causes.iter().find(|c| c.id == cause))
+        .map(|cause| {
+            cause
+                .remediate
+                .iter()
+                .map(|step| describe_step(playbook, step))
+                .collect()
+        })
+        .unwrap_or_default();
+    state
+        .store
+        .record_event(
+            NewAuditEvent {
+                actor: &caller.name,
+                action: AuditAction::ToolDiagnosed,
+                incident_id: None,
+                run_id: None,
+                detail: json!({
+                    "playbook": playbook.name, "labels": args.labels,
+                    "cause": diagnosis.cause, "wall_ms": diagnosis.wall_ms,
+                }),
+            },
+            state.clock.now(),
+        )
+        .await?;
+    let mut answer = serde_json::to_value(&diagnosis).map_err(|e| AppError::Internal(e.into()))?;
+    answer["playbook"] = json!(playbook.name);
+    answer["remediation"] = json!(remediation);
+    Ok(answer)
+}
+
+/// A step as an agent needs to know it: its risk, and whether a human must approve it.
+fn describe_step(playbook: &Playbook, name: &str) -> Value {
+    match playbook.steps.get(name) {
+        Some(step) => json!({
+            "step": name,
+            "risk": step.risk,
+            "needs_approval": needs_approval(playbook.automation, step),
+            "idempotent": step.idempotent,
+        }),
+        None => json!({"step": name}),
+    }
+}
+
+async fn start_remediation(
+    state: &AppState,
+    caller: &Principal,
+    args: StartRemediation,
+) -> Result<Value, AppError> {
+    let dispatcher = engine(state)?;
+    let playbook = playbook(dispatcher, args.playbook.as_deref())?;
+    let hand = HandStart {
+        playbook: &playbook.name,
+        labels: &args.labels,
+        dry_run: args.dry_run,
+        actor: &caller.name,
+    };
+    let created = dispatcher
+        .start_by_hand(&state.store, hand, state.clock.now())
+        .await?;
+    let (run_id, attached) = match created {
+        Created::New(id) => (id, false),
+        Created::AlreadyActive(id) => (id, true),
+    };
+    // Wait, bounded, for a point where there is something to say: a pending approval or an end.
+    let waited = tokio::time::timeout(state.tool_wait, async {
+        let mut tick = tokio::time::interval(RUN_POLL);
+        loop {
+            tick.tick().await;
+            let run = state.store.run(run_id).await?;
+            if run
+                .as_ref()
+                .is_none_or(|r| r.state == RunState::WaitingApproval || r.state.is_final())
+            {
+                return Ok::<_, AppError>(run);
+            }
+        }
+    })
+    .await;
+    let run = match waited {
+        Ok(run) => run?,
+        Err(_) => state.store.run(run_id).await?,
+    }
+    .ok_or_else(|| AppError::NotFound(format!("run {run_id} disappeared")))?;
+    let pending = state
+        .store
+        .approvals_for_run(run_id)
+        .await?
+        .into_iter()
+        .find(|a| a.status == ApprovalStatus::Pending);
+    let note = match (&pending, run.state) {
+        (Some(approval), _) => format!(
+            "The run is waiting for a human to approve step '{}' (risk {}) before it runs `{}`. \
+             You cannot approve it; tell the on-call human. It expires at {}.",
+            approval.step, approval.risk, approval.command, approval.expires_at
+        ),
+        (None, RunState::Resolved) => "The run fixed the cause and verified it.".to_owned(),
+        (None, RunState::Escalated) => {
+            "The run escalated to a human; get_incident shows why.".to_owned()
+        }
+        (None, RunState::Cancelled) => "The run was cancelled.".to_owned(),
+        (None, _)
+            if state
+                .store
+                .switch(crate::store::safety::Switch::Paused)
+                .await? =>
+        {
+            "runbookd is paused: the run waits until an admin resumes it.".to_owned()
+        }
+        (None, _) => {
+            "The run is still working; call get_incident or this tool again later.".to_owned()
+        }
+    };
+    Ok(json!({
+        "run_id": run_id,
+        "attached": attached,
+        "state": run.state,
+        "step": run.step,
+        "outcome": run.outcome,
+        "pending_approval": pending,
+        "note": note,
+    }))
+}
+
+async fn cancel_run(
+    state: &AppState,
+    caller: &Principal,
+    args: CancelRun,
+) -> Result<Value, AppError> {
+    let reason = match args.reason.as_deref().map(str::trim) {
+        Some(reason) if reason.chars().count() > 500 || reason.chars().any(char::is_control) => {
+            return Err(AppError::BadRequest(
+                "cancel_run: argument 'reason' must be at most 500 characters of text".to_owned(),
+            ));
+        }
+        Some(reason) if !reason.is_empty() => format!("cancelled by {}: {reason}", caller.name),
+        _ => format!("cancelled by {}", caller.name),
+    };
+    match state
+        .store
+        .cancel_run(args.run_id, &caller.name, &reason, state.clock.now())
+        .await
+    {
+        Ok(()) => Ok(json!({"run_id": args.run_id, "state": "cancelled", "reason": reason})),
+        Err(RunError::NotFound(_)) => Err(AppError::NotFound(format!(
+            "there is no run {}",
+            args.run_id
+        ))),
+        Err(e @ RunError::Final { .. }) => Err(AppError::Conflict(e.to_string())),
+        Err(RunError::Store(e)) => Err(e.into()),
+        Err(e) => Err(AppError::Internal(e.into())),
+    }
+}
+
+fn explain_playbook(state: &AppState, args: ExplainPlaybook) -> Result<Value, AppError> {
+    let dispatcher = engine(state)?;
+    let playbook = playbook(dispatcher, args.name.as_deref())?;
+    let causes: Vec<Value> = playbook
+        .causes
+        .iter()
+        .map(|cause| {
+            json!({
+                "id": cause.id,
+                "when": cause.when,
+                "remediate": cause.remediate.iter().map(|s| describe_step(playbook, s)).collect::<Vec<_>>(),
+                "offered_never_run_without_approval": cause.offer.iter().map(|s| describe_step(playbook, s)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "name": playbook.name,
+        "description": playbook.description,
+        "triggers": playbook.triggers,
+        "target": playbook.target,
+        "automation": playbook.automation,
+        "probes": playbook.diagnose.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        "causes_in_order": causes,
+        "when_no_cause_matches": "escalate to a human with every fact gathered",
+        "verify": playbook.verify.iter().map(|s| describe_step(playbook, s)).collect::<Vec<_>>(),
+        "settings": playbook.settings,
+    }))
+}
