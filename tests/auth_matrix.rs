@@ -143,6 +143,20 @@ async fn every_route_checks_its_role() {
             body: None,
             needs: Needs::Control,
         },
+        // Reaching the tools needs only `read`; each tool then checks its own permission
+        // (`tools_check_their_own_permission` below).
+        Route {
+            method: "POST",
+            path: "/api/call".into(),
+            body: Some(r#"{"tool":"list_pending_approvals"}"#.into()),
+            needs: Needs::Read,
+        },
+        Route {
+            method: "POST",
+            path: "/mcp".into(),
+            body: Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#.into()),
+            needs: Needs::Read,
+        },
         Route {
             method: "GET",
             path: "/healthz".into(),
@@ -177,6 +191,7 @@ async fn every_route_checks_its_role() {
             if let Some(body) = &route.body {
                 request = request
                     .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
                     .body(body.clone());
             }
             request = match caller {
@@ -189,7 +204,7 @@ async fn every_route_checks_its_role() {
             let challenge = response.headers().get("www-authenticate").cloned();
             let success = match (route.method, route.path.as_str()) {
                 ("POST", "/api/v1/runs") => 409,
-                ("POST", "/api/v1/pause" | "/api/v1/resume") => 200,
+                ("POST", "/api/v1/pause" | "/api/v1/resume" | "/api/call" | "/mcp") => 200,
                 ("POST", path) if path.starts_with("/api/v1/") => 404,
                 ("POST", _) => 202,
                 (_, "/api/v1/runs/1") => 404,
@@ -301,4 +316,107 @@ async fn anonymous_ingest_only_when_the_config_opts_in() {
         .await
         .unwrap();
     assert_eq!(read.status(), 401);
+}
+
+/// Every tool × every role, through both `/api/call` and `/mcp`: a role that lacks the tool's
+/// permission gets a refusal that names it, and `tools/list` shows each role only its tools.
+#[tokio::test]
+async fn tools_check_their_own_permission() {
+    use runbookd::auth::Permission;
+    use runbookd::http::tools::CATALOG;
+
+    let app = TestApp::spawn().await;
+    let mut failures = Vec::new();
+    for role in Role::ALL {
+        let may_read = role.allows(Permission::Read);
+        let listed = app
+            .client
+            .post(app.url("/mcp"))
+            .bearer_auth(token_for(role))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
+            .send()
+            .await
+            .unwrap();
+        if !may_read {
+            assert_eq!(listed.status(), 403, "{role:?} may not reach /mcp");
+        } else {
+            let listed: Value = listed.json().await.unwrap();
+            let mut names: Vec<&str> = listed["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            names.sort();
+            let mut want: Vec<&str> = CATALOG
+                .iter()
+                .filter(|t| role.allows(t.permission))
+                .map(|t| t.name)
+                .collect();
+            want.sort();
+            assert_eq!(names, want, "tools/list for {role:?}");
+        }
+        for tool in CATALOG.iter() {
+            let arguments = match tool.name {
+                "get_incident" => r#"{"incident_id": 1}"#,
+                "cancel_run" => r#"{"run_id": 1}"#,
+                _ => "{}",
+            };
+            let bridge = app
+                .client
+                .post(app.url("/api/call"))
+                .bearer_auth(token_for(role))
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"tool":"{}","arguments":{arguments}}}"#,
+                    tool.name
+                ))
+                .send()
+                .await
+                .unwrap();
+            let status = bridge.status().as_u16();
+            let body: Value = bridge.json().await.unwrap();
+            let allowed = may_read && role.allows(tool.permission);
+            let refused = status == 401 || status == 403;
+            if allowed == refused {
+                failures.push(format!(
+                    "/api/call {} as {role:?}: {status} {body}",
+                    tool.name
+                ));
+            }
+            if may_read && !allowed {
+                let message = body["error"].as_str().unwrap_or_default();
+                if !message.contains(&format!("may not call {}", tool.name)) {
+                    failures.push(format!("{} as {role:?}: unclear refusal {body}", tool.name));
+                }
+            }
+            if !may_read {
+                continue;
+            }
+            let called = app
+                .client
+                .post(app.url("/mcp"))
+                .bearer_auth(token_for(role))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(format!(
+                    r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{}","arguments":{arguments}}}}}"#,
+                    tool.name
+                ))
+                .send()
+                .await
+                .unwrap();
+            let result: Value = called.json().await.unwrap();
+            let text = result["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            let refused = result["result"]["isError"] == true && text.contains("may not call");
+            if allowed == refused {
+                failures.push(format!("/mcp {} as {role:?}: {result}", tool.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
