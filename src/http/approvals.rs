@@ -9,17 +9,20 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Principal;
 use crate::store::approvals::{Approval, ApprovalError, ApprovalStatus, Decided, Decision};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<ApprovalStatus>,
 }
 
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", params(ListQuery),
+    responses((status = 200, body = Vec<Approval>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Approvals with the run, the step, the exact command, its risk, the evidence and the expiry, newest first. Roles: agent, approver, admin.")]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -27,19 +30,24 @@ pub async fn list(
     Ok(Json(state.store.approvals(query.status, 200).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     comment: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionAnswer {
     /// False when it had been decided before: `approval` shows that first decision.
     decided_now: bool,
     approval: Approval,
 }
 
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "approvals", params(("id" = i64, Path, description = "Approval id")),
+    request_body(content = Option<DecisionBody>, description = "Optional: a comment for the record"),
+    responses((status = 200, body = DecisionAnswer, description = "Decided now, or the first decision when it was decided before"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Expired: it can no longer be approved"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "The decider is the token's name. Roles: approver, admin.")]
 pub async fn approve(
     state: State<AppState>,
     caller: Extension<Principal>,
@@ -49,6 +57,11 @@ pub async fn approve(
     decide(state, caller, id, body, Decision::Approve).await
 }
 
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/reject", tag = "approvals", params(("id" = i64, Path, description = "Approval id")),
+    request_body(content = Option<DecisionBody>, description = "Optional: a comment for the record"),
+    responses((status = 200, body = DecisionAnswer, description = "Decided now, or the first decision when it was decided before"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Expired: it can no longer be approved"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "The decider is the token's name. Roles: approver, admin.")]
 pub async fn reject(
     state: State<AppState>,
     caller: Extension<Principal>,

@@ -13,6 +13,23 @@ use crate::intake::IntakeError;
 use crate::store::StoreError;
 use crate::store::runs::RunError;
 
+/// The body of every error answer, for the API description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes what `IntoResponse` writes; never built
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `invalid_payload`, ...
+    code: String,
+    /// What to change, for a person.
+    message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]

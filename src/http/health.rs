@@ -9,16 +9,21 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// The database answers, within a short timeout.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "`{\"status\":\"ready\"}`"),
+    (status = 503, body = ErrorBody, description = "The database does not answer"),
+))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
@@ -28,6 +33,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

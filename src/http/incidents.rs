@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::runs::RunWithSteps;
 use crate::store::audit::AuditEvent;
@@ -18,7 +18,7 @@ const DETAIL_ALERTS: u32 = 100;
 /// And at most this many timeline events.
 const DETAIL_EVENTS: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<IncidentStatus>,
@@ -30,13 +30,17 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentPage {
     incidents: Vec<Incident>,
     /// Pass as `before` for the next page; `null` on the last page.
     next_before: Option<i64>,
 }
 
+/// Incidents, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(ListQuery),
+    responses((status = 200, body = IncidentPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Roles: agent, approver, admin.")]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -65,7 +69,7 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentDetail {
     incident: Incident,
     /// The most recent alerts, newest first.
@@ -76,6 +80,10 @@ pub struct IncidentDetail {
     timeline: Vec<AuditEvent>,
 }
 
+/// One incident with its alerts, runs (steps, approvals) and audit timeline.
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", params(("id" = i64, Path, description = "Incident id")),
+    responses((status = 200, body = IncidentDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Roles: agent, approver, admin.")]
 pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

@@ -8,19 +8,21 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{ApiQuery, JsonBody};
 use crate::auth::Principal;
 use crate::intake::{self, AlertStatus, Format, Source};
 use crate::store::intake::IntakeAction;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct IngestQuery {
+    /// `alertmanager`, `pbs` (the forwarder), `generic` or `sweep`; sniffed from the body
+    /// when omitted.
     source: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     status: &'static str,
     count: usize,
@@ -28,7 +30,7 @@ pub struct IngestResponse {
 }
 
 /// One entry per alert of the delivery, in order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestedAlert {
     incident_id: Option<i64>,
     /// The incident's run: started, attached to, or cancelled by this alert; `null` when no
@@ -43,6 +45,21 @@ pub struct IngestedAlert {
 
 type Accepted = (StatusCode, Json<IngestResponse>);
 
+/// Accepts alerts in any supported shape.
+///
+/// Alertmanager webhook v4 (`alerts[]`), the forwarder's and the generic IngestPayload
+/// (`alert_name`), or a sweep finding (`check_name`). Repeats fold into the open incident.
+#[utoipa::path(
+    post, path = "/ingest", tag = "intake",
+    params(IngestQuery),
+    request_body(content = Object, content_type = "application/json", description = "An Alertmanager v4 body, an IngestPayload or a sweep finding"),
+    responses(
+        (status = 202, body = IngestResponse, description = "One entry per alert, with its incident and run"),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    description = "Roles: ingest, admin (or anonymous when `http.allow_anonymous_ingest` is set).",
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -58,6 +75,17 @@ pub async fn ingest(
     accept(&state, &caller, declared, body).await
 }
 
+/// Accepts an Alertmanager webhook (version 4) body.
+#[utoipa::path(
+    post, path = "/webhook/alertmanager", tag = "intake",
+    request_body(content = Object, content_type = "application/json", description = "Alertmanager webhook v4"),
+    responses(
+        (status = 202, body = IngestResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    description = "Roles: ingest, admin.",
+)]
 pub async fn alertmanager_webhook(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

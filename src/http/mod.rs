@@ -10,7 +10,7 @@
 //! | `POST /api/call`, `/mcp` (the agent's tools) | read, and each tool its own (see [`tools`]) |
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
-//! | `GET /healthz`, `/readyz`, `/metrics` | none |
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
 
 mod approvals;
 mod auth;
@@ -19,6 +19,7 @@ mod extract;
 mod health;
 mod incidents;
 mod intake;
+mod openapi;
 mod operations;
 mod runs;
 pub mod tools;
@@ -29,11 +30,13 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
-use axum::{BoxError, Router};
+use axum::routing::get;
+use axum::{BoxError, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::AppError;
 
@@ -72,37 +75,33 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         permission,
         allow_anonymous_ingest: policy.allow_anonymous_ingest,
     };
-    let ingest = Router::new()
-        .route("/ingest", post(intake::ingest))
-        .route("/webhook/alertmanager", post(intake::alertmanager_webhook))
-        .route_layer(from_fn_with_state(
-            gate(Permission::Ingest),
-            auth::authorize,
-        ));
-    let read = Router::new()
-        .route("/api/v1/incidents", get(incidents::list))
-        .route("/api/v1/incidents/{id}", get(incidents::show))
-        .route("/api/v1/runs/{id}", get(runs::show))
-        .route("/api/v1/approvals", get(approvals::list))
-        .route("/api/v1/playbooks", get(operations::playbooks))
-        .route_layer(from_fn_with_state(gate(Permission::Read), auth::authorize));
-    let operate = Router::new()
-        .route("/api/v1/runs", post(runs::start))
-        .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
-        .route_layer(from_fn_with_state(
-            gate(Permission::Operate),
-            auth::authorize,
-        ));
-    let decide = Router::new()
-        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
-        .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
-        .route_layer(from_fn_with_state(
-            gate(Permission::Decide),
-            auth::authorize,
-        ));
+    let guard = |permission| from_fn_with_state(gate(permission), auth::authorize);
+    let ingest = OpenApiRouter::new()
+        .routes(routes!(intake::ingest))
+        .routes(routes!(intake::alertmanager_webhook))
+        .route_layer(guard(Permission::Ingest));
+    let read = OpenApiRouter::new()
+        .routes(routes!(incidents::list))
+        .routes(routes!(incidents::show))
+        .routes(routes!(runs::show))
+        .routes(routes!(approvals::list))
+        .routes(routes!(operations::playbooks))
+        .route_layer(guard(Permission::Read));
+    let operate = OpenApiRouter::new()
+        .routes(routes!(runs::start))
+        .routes(routes!(runs::cancel))
+        .route_layer(guard(Permission::Operate));
+    let decide = OpenApiRouter::new()
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::reject))
+        .route_layer(guard(Permission::Decide));
+    let control = OpenApiRouter::new()
+        .routes(routes!(operations::pause))
+        .routes(routes!(operations::resume))
+        .route_layer(guard(Permission::Control));
     // Each tool checks its own permission; reading is the least any caller needs.
-    let tools = Router::new()
-        .route("/api/call", post(tools::bridge::call))
+    let tools = OpenApiRouter::new()
+        .routes(routes!(tools::bridge::call))
         .route_service(
             "/mcp",
             tools::mcp::service(
@@ -111,21 +110,13 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
                 state.max_body_bytes,
             ),
         )
-        .route_layer(from_fn_with_state(gate(Permission::Read), auth::authorize));
-    let control = Router::new()
-        .route("/api/v1/pause", post(operations::pause))
-        .route("/api/v1/resume", post(operations::resume))
-        .route_layer(from_fn_with_state(
-            gate(Permission::Control),
-            auth::authorize,
-        ));
-    let open = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
+        .route_layer(guard(Permission::Read));
+    let open = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics));
 
-    let max_body_bytes = state.max_body_bytes;
-    Router::new()
+    let (api, description) = OpenApiRouter::new()
         .merge(ingest)
         .merge(read)
         .merge(operate)
@@ -133,7 +124,15 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .merge(control)
         .merge(tools)
         .merge(open)
-        .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
+        .split_for_parts();
+    let description = Arc::new(openapi::complete(description));
+    let api = api.route(
+        "/openapi.json",
+        get(move || async move { Json(description.as_ref().clone()) }),
+    );
+
+    let max_body_bytes = state.max_body_bytes;
+    api.fallback(|| async { AppError::NotFound("no such path".to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(

@@ -5,18 +5,21 @@ use axum::extract::{Extension, State};
 use serde::Serialize;
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use crate::auth::Principal;
 use crate::playbook::model::Playbook;
 use crate::store::safety::Switch;
 
 /// The kill switch's state after the call.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SwitchState {
     pub paused: bool,
 }
 
 /// Holds new runs; in-flight runs stop at their next step boundary. Pausing twice is harmless.
+#[utoipa::path(post, path = "/api/v1/pause", tag = "operations",
+    responses((status = 200, body = SwitchState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "The kill switch: new runs wait, running ones stop at their next step boundary. Roles: admin.")]
 pub async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -25,6 +28,9 @@ pub async fn pause(
 }
 
 /// Lets runs go on.
+#[utoipa::path(post, path = "/api/v1/resume", tag = "operations",
+    responses((status = 200, body = SwitchState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Releases the kill switch. Roles: admin.")]
 pub async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -44,14 +50,19 @@ async fn set_paused(
     Ok(Json(SwitchState { paused }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlaybookList {
     /// Whether runs are held by the kill switch.
     pub paused: bool,
+    /// Each playbook whole, as its YAML file says.
+    #[schema(value_type = Vec<Object>)]
     pub playbooks: Vec<Playbook>,
 }
 
 /// Every loaded playbook, whole: triggers, probes, causes, steps and verification.
+#[utoipa::path(get, path = "/api/v1/playbooks", tag = "operations",
+    responses((status = 200, body = PlaybookList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Roles: agent, approver, admin.")]
 pub async fn playbooks(State(state): State<AppState>) -> Result<Json<PlaybookList>, AppError> {
     Ok(Json(PlaybookList {
         paused: state.store.switch(Switch::Paused).await?,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json_, json};
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{ApiPath, JsonBody};
 use crate::auth::Principal;
 use crate::engine::dispatch::HandStart;
@@ -19,7 +19,7 @@ use crate::store::runs::{Created, RunError};
 use crate::store::runs::{Run, StepAttempt};
 
 /// A run with what it did: every step attempt and every approval it asked for.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunWithSteps {
     run: Run,
     steps: Vec<StepAttempt>,
@@ -38,13 +38,16 @@ impl RunWithSteps {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     run: RunWithSteps,
     timeline: Vec<AuditEvent>,
 }
 
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "The run's state, facts, outcome (cause and evidence), every step attempt and approval, and its audit trail. Roles: agent, approver, admin.")]
 pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -60,6 +63,9 @@ pub async fn show(
 }
 
 /// `POST /api/v1/runs/{id}/cancel`: stops the run at its next step boundary.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, description = "`{\"run_id\": ID, \"state\": \"cancelled\"}`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "The run has ended"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Stops the run at its next step boundary and cancels its pending approvals. Roles: agent, admin.")]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -83,7 +89,7 @@ pub async fn cancel(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
     playbook: String,
@@ -96,6 +102,13 @@ pub struct StartRun {
 
 /// `POST /api/v1/runs`: starts a playbook by hand. With an `Idempotency-Key` header, a retry
 /// gets the first answer instead of a second run.
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = StartRun,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key gets the first answer")),
+    responses(
+        (status = 201, description = "`{\"run_id\": ID, \"attached\": false}`: a new run"),
+        (status = 200, description = "`{\"run_id\": ID, \"attached\": true}`: the target's active run"),
+        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])), description = "Starts a playbook by hand; every approval and safety rule applies. Roles: agent, admin.")]
 pub async fn start(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

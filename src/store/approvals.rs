@@ -16,7 +16,9 @@ use super::audit::{self, AuditAction, NewAuditEvent};
 use super::runs::{self, AfterDecision, Lease, RunError};
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(rename_all = "lowercase")]
 pub enum ApprovalStatus {
@@ -51,7 +53,7 @@ impl OnTimeout {
     }
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Approval {
     pub id: i64,
     pub run_id: i64,
@@ -59,6 +61,7 @@ pub struct Approval {
     pub status: ApprovalStatus,
     pub command: String,
     pub risk: String,
+    #[schema(value_type = Object)]
     pub evidence: Json<Value>,
     pub on_timeout: String,
     pub requested_at: DateTime<Utc>,

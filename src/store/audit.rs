@@ -70,7 +70,7 @@ impl AuditAction {
 }
 
 /// One row of the trail.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -78,6 +78,7 @@ pub struct AuditEvent {
     pub action: String,
     pub incident_id: Option<i64>,
     pub run_id: Option<i64>,
+    #[schema(value_type = Object)]
     pub detail: Json<Value>,
 }
 

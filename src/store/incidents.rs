@@ -9,7 +9,16 @@ use sqlx::{FromRow, QueryBuilder, Sqlite};
 use super::{Store, StoreError};
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[sqlx(rename_all = "lowercase")]
@@ -18,13 +27,14 @@ pub enum IncidentStatus {
     Resolved,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Incident {
     pub id: i64,
     pub fingerprint: String,
     pub name: String,
     pub source: String,
     pub severity: String,
+    #[schema(value_type = Object)]
     pub labels: Json<Value>,
     pub status: IncidentStatus,
     /// Firing notifications folded into this incident, the first included.
@@ -34,7 +44,7 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StoredAlert {
     pub id: i64,
     pub delivery_id: i64,
@@ -43,7 +53,9 @@ pub struct StoredAlert {
     pub severity: String,
     pub status: String,
     pub fingerprint: String,
+    #[schema(value_type = Object)]
     pub labels: Json<Value>,
+    #[schema(value_type = Object)]
     pub annotations: Json<Value>,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,

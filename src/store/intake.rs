@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::intake::{Alert, AlertStatus, Delivery};
 
 /// What recording one alert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IntakeAction {
     Opened,

@@ -26,7 +26,7 @@ use sqlx::types::Json;
 use super::audit::{self, AuditAction, NewAuditEvent};
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(rename_all = "snake_case")]
 pub enum RunState {
@@ -85,7 +85,7 @@ impl From<sqlx::Error> for RunError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
     pub incident_id: Option<i64>,
@@ -93,12 +93,14 @@ pub struct Run {
     pub target: String,
     pub state: RunState,
     pub step: Option<String>,
+    #[schema(value_type = Object)]
     pub facts: Json<Value>,
     pub dry_run: bool,
     pub attempt: i64,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
     pub outcome: Option<Json<Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -135,7 +137,7 @@ pub struct NewRun<'a> {
 }
 
 /// One attempt of one step, as recorded.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StepAttempt {
     pub id: i64,
     pub run_id: i64,

@@ -16,9 +16,9 @@ use super::super::error::AppError;
 use super::super::extract::JsonBody;
 use crate::auth::Principal;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ToolCall {
+pub struct ToolCall {
     tool: String,
     #[serde(default)]
     arguments: Value,
@@ -31,6 +31,33 @@ enum Envelope {
     Bare(ToolCall),
 }
 
+/// The answer's shape, for the API description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the JSON `call` writes; never built
+pub struct ToolAnswer {
+    /// `success` or `error`.
+    status: String,
+    tool: String,
+    /// The tool's result, on success.
+    #[schema(value_type = Option<Object>)]
+    output: Option<Value>,
+    /// What went wrong and what to change, on error.
+    error: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/call", tag = "tools",
+    request_body(content = ToolCall, description = "`{\"tool\", \"arguments\"}`, or the same inside `{\"params\": {...}}`"),
+    responses(
+        (status = 200, body = ToolAnswer, description = "`status: success` with the tool's output"),
+        (status = 400, body = ToolAnswer, description = "Bad arguments: `status: error` with what to change"),
+        (status = 403, body = ToolAnswer, description = "The token's role may not call this tool"),
+        (status = 404, body = ToolAnswer, description = "No such tool, or no such incident or run"),
+        (status = 409, body = ToolAnswer, description = "The run has ended, or no engine runs"),
+        (status = 401, body = super::super::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    description = "The agent's tools (the same as `/mcp`): list_incidents, get_incident, get_backup_status, diagnose, start_remediation, list_pending_approvals, cancel_run, explain_playbook. Roles: agent, approver, admin to reach it; diagnose, start_remediation and cancel_run need agent or admin. No tool approves.",
+)]
 pub async fn call(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

@@ -1,0 +1,160 @@
+//! `GET /openapi.json` describes every REST route, with schemas and auth.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::TestApp;
+use serde_json::Value;
+
+/// DESIGN.md's HTTP contract, plus the routes the contract names only by group.
+const CONTRACT: &[(&str, &str)] = &[
+    ("post", "/ingest"),
+    ("post", "/webhook/alertmanager"),
+    ("get", "/api/v1/incidents"),
+    ("get", "/api/v1/incidents/{id}"),
+    ("get", "/api/v1/runs/{id}"),
+    ("post", "/api/v1/runs"),
+    ("post", "/api/v1/runs/{id}/cancel"),
+    ("get", "/api/v1/approvals"),
+    ("post", "/api/v1/approvals/{id}/approve"),
+    ("post", "/api/v1/approvals/{id}/reject"),
+    ("post", "/api/v1/pause"),
+    ("post", "/api/v1/resume"),
+    ("get", "/api/v1/playbooks"),
+    ("post", "/mcp"),
+    ("post", "/api/call"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
+async fn description(app: &TestApp) -> Value {
+    // Open, like the health checks: a client reads it before it has a token.
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn operations(api: &Value) -> BTreeSet<(String, String)> {
+    api["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_route_of_the_contract_is_described() {
+    let app = TestApp::spawn().await;
+    let api = description(&app).await;
+    assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    let described = operations(&api);
+    let missing: Vec<_> = CONTRACT
+        .iter()
+        .filter(|(m, p)| !described.contains(&(m.to_string(), p.to_string())))
+        .collect();
+    assert!(missing.is_empty(), "not in /openapi.json: {missing:?}");
+}
+
+#[tokio::test]
+async fn every_described_route_exists_and_states_its_auth() {
+    let app = TestApp::spawn().await;
+    let api = description(&app).await;
+    assert_eq!(
+        api["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (method, path) in operations(&api) {
+        let operation = &api["paths"][&path][&method];
+        let open = ["/healthz", "/readyz", "/metrics"].contains(&path.as_str());
+        if !open {
+            assert!(
+                operation["security"][0].get("bearer").is_some(),
+                "{method} {path} names no auth"
+            );
+            let description = operation["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains("Roles:"),
+                "{method} {path} does not name its roles: {description:?}"
+            );
+        }
+        // The route is served: without a token it is refused (or answered), never unknown.
+        let url = app.url(&path.replace("{id}", "1"));
+        let response = match method.as_str() {
+            "get" => app.client.get(url),
+            "post" => app.client.post(url),
+            other => panic!("unexpected method {other}"),
+        }
+        .send()
+        .await
+        .unwrap();
+        let status = response.status().as_u16();
+        let want = if open { 200 } else { 401 };
+        assert_eq!(status, want, "{method} {path} without a token");
+    }
+}
+
+#[tokio::test]
+async fn the_approval_schema_carries_what_a_decider_needs() {
+    let app = TestApp::spawn().await;
+    let api = description(&app).await;
+    let approval = &api["components"]["schemas"]["Approval"]["properties"];
+    for field in [
+        "run_id",
+        "step",
+        "command",
+        "risk",
+        "evidence",
+        "expires_at",
+        "status",
+    ] {
+        assert!(approval.get(field).is_some(), "Approval lacks {field}");
+    }
+    let error = &api["components"]["schemas"]["ErrorDetail"]["properties"];
+    assert!(error.get("code").is_some() && error.get("message").is_some());
+}
+
+/// Routes added with plain axum `.route(...)` bypass the description; only the ones listed
+/// here may (the description itself, and the web page's HTML routes).
+#[test]
+fn no_rest_route_bypasses_the_description() {
+    let plain_route = regex::Regex::new(r#"\.route(?:_service)?\(\s*"([^"]+)""#).unwrap();
+    let allowed = ["/openapi.json", "/mcp"];
+    let mut bypassing = Vec::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                // The web page serves HTML to browsers, not the REST API.
+                if path.file_name().unwrap() != "ui" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for found in plain_route.captures_iter(&text) {
+                if !allowed.contains(&&found[1]) {
+                    bypassing.push(format!("{}: {}", path.display(), &found[1]));
+                }
+            }
+        }
+    }
+    assert!(
+        bypassing.is_empty(),
+        "routes outside /openapi.json: {bypassing:?}"
+    );
+}
