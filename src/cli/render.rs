@@ -249,6 +249,14 @@ pub fn incident(detail: &IncidentDetail, now: DateTime<Utc>, paint: Paint) -> St
     for run in &detail.runs {
         out.push('\n');
         out.push_str(&run_body(run, now, paint));
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint.dim(&format!(
+                "the run's timeline: runbookd runs show {}",
+                run.run.id
+            ))
+        );
     }
     out.push('\n');
     out.push_str(&timeline(&detail.timeline, paint));
