@@ -116,6 +116,34 @@ async fn pending_approval(url: &str, step: &str) -> i64 {
     .await
 }
 
+/// What `runbookd ARGS` prints on a terminal: run under `script`, which gives it a pty.
+async fn on_a_terminal(url: &str, token: &str, args: &[&str], no_color: Option<&str>) -> String {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_runbookd"))
+        .chain(args.iter().copied())
+        .map(|a| shlex::try_quote(a).unwrap().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = tokio::process::Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .env("RUNBOOKD_URL", url)
+        .env("RUNBOOKD_TOKEN", token)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the CLI ends within 60 s")
+        .expect("script(1) from bsdutils runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains(token), "the token on a terminal");
+    text
+}
+
 /// The line of `text` whose first column is `id`.
 fn row(text: &str, id: i64) -> &str {
     text.lines()
@@ -287,6 +315,19 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
     }
     let out = cli(url, Some(AGENT), &["approvals"]).await;
     assert_eq!(out.stdout, "no approvals\n", "nothing is pending any more");
+
+    // On a terminal there is colour, unless NO_COLOR asks for none.
+    let show = ["runs", "show", &run.to_string()];
+    let coloured = on_a_terminal(url, AGENT, &show, None).await;
+    assert!(
+        coloured.contains("\u{1b}[") && coloured.contains("approval.decided"),
+        "{coloured}"
+    );
+    let plain = on_a_terminal(url, AGENT, &show, Some("1")).await;
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("approval.decided"),
+        "{plain}"
+    );
 
     service.terminate().await;
 }
