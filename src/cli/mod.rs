@@ -41,7 +41,7 @@ pub struct Connection {
     /// Base URL of the runbookd service.
     #[arg(long, env = "RUNBOOKD_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// API token (a [[tokens]] entry of the service's config). Prefer the RUNBOOKD_TOKEN env
+    /// API token (a `[[tokens]]` entry of the service's config). Prefer the RUNBOOKD_TOKEN env
     /// var: command-line flags are visible to other users in `ps`.
     #[arg(long, env = "RUNBOOKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
