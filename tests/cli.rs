@@ -16,7 +16,15 @@ use serde_json::Value;
 const ADMIN: &str = "cli-test-admin-secret-0123456789abcdef";
 const AGENT: &str = "cli-test-agent-secret-0123456789abcdef";
 const APPROVER: &str = "cli-test-approver-secret-0123456789abc";
-const SECRETS: [&str; 3] = [ADMIN, AGENT, APPROVER];
+const SECRETS: [&str; 7] = [
+    ADMIN,
+    AGENT,
+    APPROVER,
+    common::ADMIN_TOKEN,
+    common::AGENT_TOKEN,
+    common::APPROVER_TOKEN,
+    common::INGEST_TOKEN,
+];
 
 /// One finished CLI invocation.
 struct Output {
@@ -419,4 +427,85 @@ async fn an_unreachable_service_is_named_in_the_error() {
     let out = cli("127.0.0.1:8080", Some(AGENT), &["approvals"]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("is not valid"), "{out:?}");
+}
+
+#[tokio::test]
+async fn an_expired_approval_cannot_be_approved_and_the_cli_says_why() {
+    use runbookd::clock::Clock;
+    use runbookd::store::approvals::{ApprovalRequest, OnTimeout};
+    use runbookd::store::runs::{Created, NewRun};
+
+    let app = common::TestApp::spawn().await;
+    // The engine's side, on the app's own database: a run parked on an approval for 10 min.
+    let store = runbookd::store::Store::open(&runbookd::config::DatabaseConfig {
+        path: app.db_path.clone(),
+        busy_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let now = app.clock.now();
+    let run = NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        target: "pbs",
+        dry_run: false,
+        actor: "engine",
+        facts: serde_json::json!({}),
+    };
+    let Created::New(run_id) = store.create_run(run, now).await.unwrap() else {
+        panic!("a new run")
+    };
+    let (lease, _) = store
+        .acquire_run("worker", Duration::from_secs(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let request = ApprovalRequest {
+        step: "lazy_unmount",
+        command: "umount -l /mnt/pbs-datastore",
+        risk: "high",
+        evidence: serde_json::json!({"nfs_mounted": false}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    let approval = store.request_approval(&lease, request, now).await.unwrap();
+
+    let out = cli(&app.address, Some(common::APPROVER_TOKEN), &["approvals"]).await;
+    let expires = (now + chrono::Duration::minutes(10)).format("%Y-%m-%d %H:%M:%SZ");
+    assert!(
+        row(&out.stdout, approval).contains(&expires.to_string()),
+        "{out:?}"
+    );
+    app.clock.advance(chrono::Duration::minutes(11));
+    let out = cli(
+        &app.address,
+        Some(common::APPROVER_TOKEN),
+        &["approve", &approval.to_string(), "--comment", "too late"],
+    )
+    .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("approval {approval} expired at"))
+            && out
+                .stderr
+                .contains("it can no longer be approved (409 Conflict)"),
+        "the server's message: {out:?}"
+    );
+    let run = cli(
+        &app.address,
+        Some(common::AGENT_TOKEN),
+        &["runs", "show", &run_id.to_string(), "--json"],
+    )
+    .await;
+    let run: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        run["approvals"][0]["decided_by"],
+        Value::Null,
+        "nothing decided"
+    );
+    assert_eq!(run["run"]["state"], "waiting_approval");
+    store.close().await;
+    app.stop().await;
 }

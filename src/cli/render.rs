@@ -96,7 +96,7 @@ fn expiry(approval: &Approval, now: DateTime<Utc>) -> String {
         Some(at) if approval.status == "pending" => {
             format!("passed {} ago", span((now - at).num_seconds()))
         }
-        Some(at) => time(Some(at)),
+        Some(at) => format!("{} ago", span((now - at).num_seconds())),
         None => "-".to_owned(),
     }
 }
@@ -193,7 +193,7 @@ pub fn approvals(list: &[Approval], now: DateTime<Utc>, paint: Paint) -> String 
             approval.step.clone(),
             approval.status.clone(),
             approval.risk.clone(),
-            expiry(approval, now),
+            format!("{} ({})", time(approval.expires_at), expiry(approval, now)),
             one_line(&approval.command),
         ]);
     }
@@ -380,12 +380,13 @@ fn approval_text(a: &Approval, now: DateTime<Utc>, paint: Paint) -> String {
     let decision = match (&a.decided_by, a.decided_at) {
         (Some(by), at) => format!(" by {by} at {}", time(at)),
         _ if a.status == "pending" => format!(
-            ", expires {}{}",
+            ", expires {} ({}){}",
+            time(a.expires_at),
             expiry(a, now),
             if a.on_timeout.is_empty() {
                 String::new()
             } else {
-                format!(" (then {})", a.on_timeout)
+                format!(", then {}", a.on_timeout)
             }
         ),
         _ => String::new(),
@@ -591,7 +592,7 @@ mod tests {
             "     $ findmnt /mnt/datastore",
             "     │ line one",
             "     │ … 1 more line(s)",
-            "  approval 4 for lazy_unmount  pending, expires in 30m (then reject)  risk high",
+            "  approval 4 for lazy_unmount  pending, expires 2024-05-01 12:30:00Z (in 30m), then reject  risk high",
             "     $ umount -l /mnt/datastore",
             "2024-05-01 11:59:00.250Z  runbookd-1  approval.requested  approval_id=4 step=lazy_unmount",
         ] {
