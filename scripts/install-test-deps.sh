@@ -4,6 +4,7 @@
 #   prometheus-alertmanager  the real Alertmanager, used as a webhook client in tests
 #   openssh-server           Debian's sshd, which the SSH executor is tested against
 #   openssh-client, curl     the README's lab walkthrough, run as a test
+#   bsdutils                 script(1), a terminal for the CLI's colour test (essential, so normally there)
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alert
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -24,6 +24,8 @@
 //!   SSH executor, the PBS and PVE API clients.
 //! - [`playbook`]: the playbook YAML model and its validation (`runbookd check`).
 //! - [`engine`]: runs: dispatch from intake, the worker, diagnosis, steps.
+//! - [`cli`]: `runbookd incidents|runs|approvals|approve|reject|pause|resume`, clients of a
+//!   running service's REST API: tables and timelines for people, `--json` for scripts.
 //! - [`demo`]: `runbookd demo`, the story in a terminal.
 //! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
 //!   APIs, control API.
@@ -37,6 +39,7 @@
 //! to do with an error is to report it, use `anyhow` with context.
 
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;

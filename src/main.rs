@@ -39,6 +39,9 @@ enum Command {
     Lab(LabArgs),
     /// Tell the whole story in this terminal: an alert, the diagnosis, the fix, the checks.
     Demo(DemoArgs),
+    /// Clients of a running service (RUNBOOKD_URL, RUNBOOKD_TOKEN).
+    #[command(flatten)]
+    Client(runbookd::cli::ClientCommand),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Lab(args) => lab(&args),
         Command::Demo(args) => demo(&args),
+        Command::Client(command) => runbookd::cli::run(command),
     }
 }
 

@@ -1,0 +1,336 @@
+//! `runbookd incidents|runs|approvals|approve|reject|pause|resume`: clients of a running
+//! service's REST API, for the on-call human at a terminal.
+//!
+//! The URL and token come from `RUNBOOKD_URL` and `RUNBOOKD_TOKEN` (or `--url`/`--token`; the
+//! env var is better for the token, as flags show in `ps`). Output is text for people: tables
+//! and timelines, coloured only on a terminal without `NO_COLOR`; `--json` prints the service's
+//! raw answer for scripts.
+//!
+//! Exit codes: 0 done; 1 the service could not be reached or failed; 2 usage or config (no
+//! token, a bad URL); 3 the service refused (401, 403, 404, 409, other 4xx), or the approval
+//! had already been decided the other way.
+//!
+//! - [`client`]: the HTTP client and its errors.
+//! - [`model`]: the client's views of the API's answers.
+//! - [`render`]: text from those views, testable without a terminal.
+
+pub mod client;
+pub mod model;
+pub mod render;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use client::{ApiClient, ClientError};
+use render::Paint;
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_REFUSED: u8 = 3;
+
+/// How many incident details `incidents` reads at once for the run column.
+const DETAIL_CONCURRENCY: usize = 8;
+
+/// Where the service is and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// Base URL of the runbookd service.
+    #[arg(long, env = "RUNBOOKD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API token (a `[[tokens]]` entry of the service's config). Prefer the RUNBOOKD_TOKEN env
+    /// var: command-line flags are visible to other users in `ps`.
+    #[arg(long, env = "RUNBOOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the service's raw JSON answer instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The API client commands; `main.rs` flattens them into its own.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// List incidents, newest first, with their run's state; `incidents show ID` for one.
+    Incidents(IncidentsArgs),
+    /// Show a run: `runs show ID`, with its cause, evidence, steps, approvals and timeline.
+    Runs(RunsArgs),
+    /// List approvals (pending ones by default) with the exact command and expiry.
+    Approvals(ApprovalsArgs),
+    /// Approve a pending step; the run goes on. Needs an approver or admin token.
+    Approve(DecideArgs),
+    /// Reject a pending step; the run escalates. Needs an approver or admin token.
+    Reject(DecideArgs),
+    /// Hold new runs; running runs stop at their next step boundary. Needs an admin token.
+    Pause(Connection),
+    /// Let runs go on after `pause`. Needs an admin token.
+    Resume(Connection),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct IncidentsArgs {
+    #[command(subcommand)]
+    pub show: Option<IncidentsCommand>,
+    /// Only incidents in this state.
+    #[arg(long, value_enum)]
+    pub status: Option<IncidentStatus>,
+    /// At most this many (1-500).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentsCommand {
+    /// One incident: its alerts' labels, its runs with steps and approvals, its timeline.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run: state, cause, evidence, each step's host, command, exit, duration and output,
+    /// its approvals and its timeline.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub id: i64,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IncidentStatus {
+    Open,
+    Resolved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+    /// Every approval, whatever its state.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    /// Which approvals to list.
+    #[arg(long, value_enum, default_value = "pending")]
+    pub status: ApprovalStatus,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The approval's id (see `runbookd approvals`).
+    pub id: i64,
+    /// Why: recorded with the decision and shown in the timeline.
+    #[arg(long)]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Runs one client command to the end and returns the process's exit code.
+pub fn run(command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("runbookd: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(execute(command, Paint::for_stdout())) {
+        Ok(Outcome { text, code }) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush());
+            ExitCode::from(code)
+        }
+        Err(error) => {
+            eprintln!("runbookd: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// What a command prints, and how it exits.
+#[derive(Debug)]
+pub struct Outcome {
+    pub text: String,
+    pub code: u8,
+}
+
+impl Outcome {
+    fn ok(text: String) -> Self {
+        Self { text, code: 0 }
+    }
+}
+
+/// Runs one client command and returns its text; nothing is printed here.
+pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, ClientError> {
+    let now = chrono::Utc::now();
+    match command {
+        ClientCommand::Incidents(args) => match args.show {
+            Some(IncidentsCommand::Show(show)) => {
+                let client = connect(&show.connection)?;
+                let raw = client.get(&format!("api/v1/incidents/{}", show.id)).await?;
+                if show.connection.json {
+                    return Ok(Outcome::ok(pretty(&raw)));
+                }
+                let detail: model::IncidentDetail = client.parse(&raw)?;
+                Ok(Outcome::ok(render::incident(&detail, now, paint)))
+            }
+            None => {
+                let client = connect(&args.connection)?;
+                let mut path = format!("api/v1/incidents?limit={}", args.limit);
+                if let Some(status) = args.status {
+                    path.push_str(match status {
+                        IncidentStatus::Open => "&status=open",
+                        IncidentStatus::Resolved => "&status=resolved",
+                    });
+                }
+                let raw = client.get(&path).await?;
+                if args.connection.json {
+                    return Ok(Outcome::ok(pretty(&raw)));
+                }
+                let page: model::IncidentPage = client.parse(&raw)?;
+                let states = newest_run_states(&client, &page.incidents).await;
+                Ok(Outcome::ok(render::incidents(
+                    &page.incidents,
+                    &states,
+                    now,
+                    paint,
+                )))
+            }
+        },
+        ClientCommand::Runs(RunsArgs {
+            command: RunsCommand::Show(show),
+        }) => {
+            let client = connect(&show.connection)?;
+            let raw = client.get(&format!("api/v1/runs/{}", show.id)).await?;
+            if show.connection.json {
+                return Ok(Outcome::ok(pretty(&raw)));
+            }
+            let detail: model::RunDetail = client.parse(&raw)?;
+            Ok(Outcome::ok(render::run(&detail, now, paint)))
+        }
+        ClientCommand::Approvals(args) => {
+            let client = connect(&args.connection)?;
+            let path = match args.status {
+                ApprovalStatus::All => "api/v1/approvals".to_owned(),
+                status => format!(
+                    "api/v1/approvals?status={}",
+                    status
+                        .to_possible_value()
+                        .map(|v| v.get_name().to_owned())
+                        .unwrap_or_default()
+                ),
+            };
+            let raw = client.get(&path).await?;
+            if args.connection.json {
+                return Ok(Outcome::ok(pretty(&raw)));
+            }
+            let list: Vec<model::Approval> = client.parse(&raw)?;
+            Ok(Outcome::ok(render::approvals(&list, now, paint)))
+        }
+        ClientCommand::Approve(args) => decide(args, "approve", "approved", paint).await,
+        ClientCommand::Reject(args) => decide(args, "reject", "rejected", paint).await,
+        ClientCommand::Pause(connection) => switch(&connection, "api/v1/pause").await,
+        ClientCommand::Resume(connection) => switch(&connection, "api/v1/resume").await,
+    }
+}
+
+fn connect(connection: &Connection) -> Result<ApiClient, ClientError> {
+    ApiClient::new(&connection.url, connection.token.as_deref())
+}
+
+fn pretty(value: &Value) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    )
+}
+
+/// The newest run's state of each incident, read from the incidents' details; `None` where
+/// it has no run or the detail could not be read (the list itself is what was asked for).
+async fn newest_run_states(
+    client: &ApiClient,
+    incidents: &[model::Incident],
+) -> Vec<Option<String>> {
+    futures::stream::iter(incidents)
+        .map(|incident| async move {
+            let raw = client
+                .get(&format!("api/v1/incidents/{}", incident.id))
+                .await
+                .ok()?;
+            let detail: model::IncidentDetail = client.parse(&raw).ok()?;
+            detail
+                .runs
+                .last()
+                .map(|r| format!("{} {}", r.run.id, r.run.state))
+        })
+        .buffered(DETAIL_CONCURRENCY)
+        .collect()
+        .await
+}
+
+async fn decide(
+    args: DecideArgs,
+    verb: &str,
+    wanted: &str,
+    paint: Paint,
+) -> Result<Outcome, ClientError> {
+    let client = connect(&args.connection)?;
+    let body = args.comment.as_ref().map(|c| json!({"comment": c}));
+    let raw = client
+        .post(
+            &format!("api/v1/approvals/{}/{verb}", args.id),
+            body.as_ref(),
+        )
+        .await?;
+    let answer: model::DecisionAnswer = client.parse(&raw)?;
+    // Asked for one decision, found the other standing: a script must not read that as done.
+    let code = if answer.approval.status == wanted {
+        0
+    } else {
+        EXIT_REFUSED
+    };
+    let text = if args.connection.json {
+        pretty(&raw)
+    } else {
+        render::decision(&answer, wanted, paint)
+    };
+    Ok(Outcome { text, code })
+}
+
+async fn switch(connection: &Connection, path: &str) -> Result<Outcome, ClientError> {
+    let client = connect(connection)?;
+    let raw = client.post(path, None).await?;
+    if connection.json {
+        return Ok(Outcome::ok(pretty(&raw)));
+    }
+    let state: model::SwitchState = client.parse(&raw)?;
+    Ok(Outcome::ok(render::switch(state.paused)))
+}

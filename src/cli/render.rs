@@ -1,0 +1,692 @@
+//! Text for people: tables of incidents and approvals, a run's story (state, cause, evidence,
+//! steps with their exact commands, approvals, the audit timeline). Every function returns a
+//! `String` and takes the time "now" and a [`Paint`], so tests see the exact text without colour.
+
+use std::fmt::Write;
+
+use anstyle::{AnsiColor, Style};
+use chrono::{DateTime, Utc};
+use comfy_table::{ContentArrangement, Table};
+use serde_json::Value;
+
+use super::model::{
+    Approval, AuditEvent, DecisionAnswer, Incident, IncidentDetail, RunDetail, RunWithSteps,
+    StepAttempt,
+};
+
+/// At most this many characters of a step's output are shown.
+const EXCERPT_CHARS: usize = 200;
+/// And at most this many lines of it.
+const EXCERPT_LINES: usize = 3;
+
+/// Colour, or none: ANSI styles only when writing to a terminal that wants them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paint {
+    pub color: bool,
+}
+
+impl Paint {
+    pub const PLAIN: Self = Self { color: false };
+
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty (no-color.org).
+    pub fn for_stdout() -> Self {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self {
+            color: std::io::stdout().is_terminal() && !no_color,
+        }
+    }
+
+    fn style(self, style: Style, text: &str) -> String {
+        if self.color {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn bold(self, text: &str) -> String {
+        self.style(Style::new().bold(), text)
+    }
+
+    fn dim(self, text: &str) -> String {
+        self.style(Style::new().dimmed(), text)
+    }
+
+    /// A state word, coloured by what it means for the person reading.
+    fn state(self, state: &str) -> String {
+        let color = match state {
+            "resolved" | "approved" | "finished" => AnsiColor::Green,
+            "waiting_approval" | "pending" | "running" | "started" | "open" => AnsiColor::Yellow,
+            "escalated" | "rejected" | "expired" | "failed" => AnsiColor::Red,
+            _ => return state.to_owned(),
+        };
+        self.style(Style::new().fg_color(Some(color.into())).bold(), state)
+    }
+}
+
+/// `2024-05-01 10:00:00Z`.
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// A short human span: `45s`, `12m`, `3h05m`, `2d4h`.
+fn span(seconds: i64) -> String {
+    let s = seconds.abs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match at {
+        Some(at) => format!("{} ago", span((now - at).num_seconds())),
+        None => "-".to_owned(),
+    }
+}
+
+/// When an approval expires, relative to now.
+fn expiry(approval: &Approval, now: DateTime<Utc>) -> String {
+    match approval.expires_at {
+        Some(at) if at > now => format!("in {}", span((at - now).num_seconds())),
+        Some(at) if approval.status == "pending" => {
+            format!("passed {} ago", span((now - at).num_seconds()))
+        }
+        Some(at) => format!("{} ago", span((now - at).num_seconds())),
+        None => "-".to_owned(),
+    }
+}
+
+fn duration(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".to_owned(),
+        Some(ms) if ms < 1000 => format!("{ms} ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        Some(ms) => span(ms / 1000),
+    }
+}
+
+/// A table without borders: a header line, one line per row, columns aligned. Rows never
+/// wrap, so a whole line can be coloured without breaking the alignment.
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+}
+
+/// The table's lines with the header in bold.
+fn table_text(table: &Table, paint: Paint) -> String {
+    let mut out = String::new();
+    for (n, line) in table.lines().enumerate() {
+        let line = line.trim_end();
+        if n == 0 {
+            out.push_str(&paint.bold(line));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The incidents list. `run_states` holds, per incident, its newest run's state (if it has a
+/// run), in the same order.
+pub fn incidents(
+    list: &[Incident],
+    run_states: &[Option<String>],
+    now: DateTime<Utc>,
+    paint: Paint,
+) -> String {
+    if list.is_empty() {
+        return "no incidents\n".to_owned();
+    }
+    let mut t = table(&[
+        "ID",
+        "STATUS",
+        "NAME",
+        "SEVERITY",
+        "COUNT",
+        "LAST SEEN",
+        "RUN",
+    ]);
+    for (incident, run) in list
+        .iter()
+        .zip(run_states.iter().chain(std::iter::repeat(&None)))
+    {
+        t.add_row(vec![
+            incident.id.to_string(),
+            incident.status.clone(),
+            incident.name.clone(),
+            incident.severity.clone(),
+            incident.alert_count.to_string(),
+            format!(
+                "{} ({})",
+                time(incident.last_seen),
+                ago(incident.last_seen, now)
+            ),
+            run.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    table_text(&t, paint)
+}
+
+/// The approvals list: what would run, where it stands, and until when.
+pub fn approvals(list: &[Approval], now: DateTime<Utc>, paint: Paint) -> String {
+    if list.is_empty() {
+        return "no approvals\n".to_owned();
+    }
+    let mut t = table(&["ID", "RUN", "STEP", "STATUS", "RISK", "EXPIRES", "COMMAND"]);
+    for approval in list {
+        t.add_row(vec![
+            approval.id.to_string(),
+            approval.run_id.to_string(),
+            approval.step.clone(),
+            approval.status.clone(),
+            approval.risk.clone(),
+            format!("{} ({})", time(approval.expires_at), expiry(approval, now)),
+            one_line(&approval.command),
+        ]);
+    }
+    table_text(&t, paint)
+}
+
+/// One incident: what it is, then each of its runs, then its timeline.
+pub fn incident(detail: &IncidentDetail, now: DateTime<Utc>, paint: Paint) -> String {
+    let i = &detail.incident;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}  {}",
+        paint.bold(&format!("incident {}", i.id)),
+        i.name,
+        paint.state(&i.status)
+    );
+    let _ = writeln!(
+        out,
+        "  severity {}, source {}, {} notification(s)",
+        or_dash(&i.severity),
+        or_dash(&i.source),
+        i.alert_count
+    );
+    let _ = writeln!(
+        out,
+        "  first seen {}, last seen {} ({}){}",
+        time(i.first_seen),
+        time(i.last_seen),
+        ago(i.last_seen, now),
+        i.resolved_at
+            .map(|t| format!(", resolved {}", time(Some(t))))
+            .unwrap_or_default()
+    );
+    if !i.labels.is_empty() {
+        let labels: Vec<String> = i
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  labels {}", labels.join(" "));
+    }
+    if detail.runs.is_empty() {
+        let _ = writeln!(out, "\nno run: no playbook matched this alert");
+    }
+    for run in &detail.runs {
+        out.push('\n');
+        out.push_str(&run_body(run, now, paint));
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint.dim(&format!(
+                "the run's timeline: runbookd runs show {}",
+                run.run.id
+            ))
+        );
+    }
+    out.push('\n');
+    out.push_str(&timeline(&detail.timeline, paint));
+    out
+}
+
+/// One run: its state, cause and evidence, steps, approvals, then its timeline.
+pub fn run(detail: &RunDetail, now: DateTime<Utc>, paint: Paint) -> String {
+    let mut out = run_body(&detail.run, now, paint);
+    out.push('\n');
+    out.push_str(&timeline(&detail.timeline, paint));
+    out
+}
+
+fn run_body(r: &RunWithSteps, now: DateTime<Utc>, paint: Paint) -> String {
+    let run = &r.run;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} on {}  {}{}{}",
+        paint.bold(&format!("run {}", run.id)),
+        run.playbook,
+        or_dash(&run.target),
+        paint.state(&run.state),
+        run.step
+            .as_deref()
+            .filter(|_| !matches!(run.state.as_str(), "resolved" | "escalated" | "cancelled"))
+            .map(|s| format!(" at step {s}"))
+            .unwrap_or_default(),
+        if run.dry_run { " (dry run)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  {}started {}{}{}",
+        run.incident_id
+            .map(|i| format!("incident {i}, "))
+            .unwrap_or_default(),
+        time(run.created_at),
+        run.finished_at
+            .map(|t| format!(", finished {}", time(Some(t))))
+            .unwrap_or_default(),
+        if run.finished_at.is_none() {
+            format!(", updated {}", ago(run.updated_at, now))
+        } else {
+            String::new()
+        }
+    );
+    match run.cause() {
+        Some(cause) => {
+            let _ = writeln!(out, "  cause {}", paint.bold(cause));
+        }
+        None if run.state == "running" || run.state == "pending" => {
+            let _ = writeln!(out, "  cause not known yet (diagnosing)");
+        }
+        None => {}
+    }
+    if let Some(reason) = run.reason() {
+        let _ = writeln!(out, "  reason {reason}");
+    }
+    if let Some(evidence) = run.evidence() {
+        let _ = writeln!(out, "  evidence");
+        for (key, value) in evidence {
+            let _ = writeln!(out, "    {key}: {}", compact(value));
+        }
+    }
+    if r.steps.is_empty() {
+        let _ = writeln!(out, "\n{}", paint.bold("steps: none yet"));
+    } else {
+        let _ = writeln!(out, "\n{}", paint.bold("steps"));
+        for (n, step) in r.steps.iter().enumerate() {
+            out.push_str(&step_text(n + 1, step, paint));
+        }
+    }
+    if !r.approvals.is_empty() {
+        let _ = writeln!(out, "\n{}", paint.bold("approvals"));
+        for approval in &r.approvals {
+            out.push_str(&approval_text(approval, now, paint));
+        }
+    }
+    out
+}
+
+fn step_text(n: usize, step: &StepAttempt, paint: Paint) -> String {
+    let mut out = String::new();
+    let mut facts = vec![paint.state(&step.status)];
+    if let Some(exit) = step.exit_status {
+        facts.push(format!("exit {exit}"));
+    }
+    if step.duration_ms.is_some() {
+        facts.push(duration(step.duration_ms));
+    }
+    let _ = writeln!(
+        out,
+        "  {n}. {}{}  {}  {}",
+        step.step,
+        step.host
+            .as_deref()
+            .map(|h| format!(" on {h}"))
+            .unwrap_or_default(),
+        facts.join(", "),
+        paint.dim(&time(step.started_at))
+    );
+    let _ = writeln!(out, "     $ {}", step.command);
+    if let Some(error) = step.error.as_deref().filter(|e| !e.is_empty()) {
+        let _ = writeln!(out, "     error: {}", one_line(error));
+    }
+    let output = [step.stdout.as_deref(), step.stderr.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|o| !o.trim().is_empty());
+    if let Some(output) = output {
+        for line in excerpt(output) {
+            let _ = writeln!(out, "     {} {line}", paint.dim("│"));
+        }
+    }
+    out
+}
+
+fn approval_text(a: &Approval, now: DateTime<Utc>, paint: Paint) -> String {
+    let mut out = String::new();
+    let decision = match (&a.decided_by, a.decided_at) {
+        (Some(by), at) => format!(" by {by} at {}", time(at)),
+        _ if a.status == "pending" => format!(
+            ", expires {} ({}){}",
+            time(a.expires_at),
+            expiry(a, now),
+            if a.on_timeout.is_empty() {
+                String::new()
+            } else {
+                format!(", then {}", a.on_timeout)
+            }
+        ),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "  approval {} for {}  {}{decision}  risk {}",
+        a.id,
+        a.step,
+        paint.state(&a.status),
+        or_dash(&a.risk)
+    );
+    let _ = writeln!(out, "     $ {}", a.command);
+    if let Some(comment) = a.comment.as_deref().filter(|c| !c.is_empty()) {
+        let _ = writeln!(out, "     comment: {}", one_line(comment));
+    }
+    out
+}
+
+/// The audit trail: time, actor, action and the particulars that matter.
+pub fn timeline(events: &[AuditEvent], paint: Paint) -> String {
+    if events.is_empty() {
+        return format!("{}\n", paint.bold("timeline: empty"));
+    }
+    let mut t = table(&["TIME", "ACTOR", "ACTION", "DETAIL"]);
+    for event in events {
+        t.add_row(vec![
+            event.at.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string(),
+            event.actor.clone(),
+            event.action.clone(),
+            event_detail(&event.detail),
+        ]);
+    }
+    format!("{}\n{}", paint.bold("timeline"), table_text(&t, paint))
+}
+
+/// The particulars of an audit event worth a glance, in a fixed order.
+fn event_detail(detail: &Value) -> String {
+    const KEYS: [&str; 9] = [
+        "approval_id",
+        "step",
+        "host",
+        "command",
+        "exit_status",
+        "state",
+        "decision",
+        "comment",
+        "reason",
+    ];
+    let parts: Vec<String> = KEYS
+        .iter()
+        .filter_map(|key| match &detail[*key] {
+            Value::Null => None,
+            Value::String(s) => Some(format!("{key}={}", truncate(&one_line(s), 120))),
+            other => Some(format!("{key}={}", truncate(&other.to_string(), 120))),
+        })
+        .collect();
+    parts.join(" ")
+}
+
+/// What `approve`/`reject` did, and whether it was this call that decided.
+pub fn decision(answer: &DecisionAnswer, wanted: &str, paint: Paint) -> String {
+    let a = &answer.approval;
+    let by = a.decided_by.as_deref().unwrap_or("?");
+    let mut out = if answer.decided_now {
+        format!(
+            "approval {} {} by {by}: run {} step {}\n",
+            a.id,
+            paint.state(&a.status),
+            a.run_id,
+            a.step
+        )
+    } else if a.status == wanted {
+        format!(
+            "approval {} was already {} by {by} at {}; nothing changed\n",
+            a.id,
+            paint.state(&a.status),
+            time(a.decided_at)
+        )
+    } else {
+        format!(
+            "approval {} was not {wanted}: it is {}{}; the first decision stands\n",
+            a.id,
+            paint.state(&a.status),
+            a.decided_by
+                .as_deref()
+                .map(|by| format!(" by {by} at {}", time(a.decided_at)))
+                .unwrap_or_default()
+        )
+    };
+    let _ = writeln!(out, "  $ {}", a.command);
+    if let Some(comment) = a.comment.as_deref().filter(|c| !c.is_empty()) {
+        let _ = writeln!(out, "  comment: {}", one_line(comment));
+    }
+    out
+}
+
+/// The kill switch after `pause`/`resume`.
+pub fn switch(paused: bool) -> String {
+    if paused {
+        "paused: new runs are held and running runs stop at their next step boundary\n".to_owned()
+    } else {
+        "resumed: runs go on\n".to_owned()
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max - 1).collect::<String>())
+    }
+}
+
+/// The first few non-empty lines of an output, capped in length.
+fn excerpt(output: &str) -> Vec<String> {
+    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut shown: Vec<String> = Vec::new();
+    let mut budget = EXCERPT_CHARS;
+    for line in lines.iter().take(EXCERPT_LINES) {
+        if budget == 0 {
+            break;
+        }
+        let line = truncate(line.trim_end(), budget);
+        budget = budget.saturating_sub(line.chars().count());
+        shown.push(line);
+    }
+    if lines.len() > shown.len() {
+        shown.push(format!("… {} more line(s)", lines.len() - shown.len()));
+    }
+    shown
+}
+
+fn compact(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => truncate(&other.to_string(), 300),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cli::model::{IncidentPage, RunDetail};
+
+    fn now() -> DateTime<Utc> {
+        "2024-05-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn run_detail() -> RunDetail {
+        serde_json::from_value(json!({
+            "run": {
+                "id": 7, "incident_id": 3, "playbook": "pbs-backup-stale", "target": "pbs-datastore",
+                "state": "waiting_approval", "step": "lazy_unmount", "dry_run": false, "attempt": 1,
+                "facts": {"labels": {}, "cause": "nfs_mount_missing",
+                          "evidence": {"nfs_mounted": false, "df_error": "No such file or directory"}},
+                "outcome": null,
+                "created_at": "2024-05-01T11:58:00Z", "updated_at": "2024-05-01T11:59:00Z",
+                "finished_at": null, "some_future_field": 1
+            },
+            "steps": [{
+                "id": 1, "run_id": 7, "step": "probe", "run_attempt": 1, "status": "finished",
+                "host": "pbs", "command": "findmnt /mnt/datastore", "exit_status": 1,
+                "stdout": "", "stderr": "line one\nline two\nline three\nline four\n", "error": null,
+                "started_at": "2024-05-01T11:58:01Z", "finished_at": "2024-05-01T11:58:01Z",
+                "duration_ms": 42
+            }],
+            "approvals": [{
+                "id": 4, "run_id": 7, "step": "lazy_unmount", "status": "pending",
+                "command": "umount -l /mnt/datastore", "risk": "high", "evidence": {},
+                "on_timeout": "reject", "requested_at": "2024-05-01T11:59:00Z",
+                "expires_at": "2024-05-01T12:30:00Z", "decided_by": null, "decided_at": null,
+                "comment": null
+            }],
+            "timeline": [{
+                "id": 1, "at": "2024-05-01T11:59:00.250Z", "actor": "runbookd-1",
+                "action": "approval.requested", "incident_id": 3, "run_id": 7,
+                "detail": {"step": "lazy_unmount", "approval_id": 4, "other": "ignored"}
+            }]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_run_shows_cause_evidence_steps_approvals_and_timeline() {
+        let text = run(&run_detail(), now(), Paint::PLAIN);
+        for expected in [
+            "run 7 pbs-backup-stale on pbs-datastore  waiting_approval at step lazy_unmount",
+            "  cause nfs_mount_missing",
+            "    nfs_mounted: false",
+            "    df_error: No such file or directory",
+            "  1. probe on pbs  finished, exit 1, 42 ms",
+            "     $ findmnt /mnt/datastore",
+            "     │ line one",
+            "     │ … 1 more line(s)",
+            "  approval 4 for lazy_unmount  pending, expires 2024-05-01 12:30:00Z (in 30m), then reject  risk high",
+            "     $ umount -l /mnt/datastore",
+            "2024-05-01 11:59:00.250Z  runbookd-1  approval.requested  approval_id=4 step=lazy_unmount",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("ignored"));
+        assert!(!text.contains('\u{1b}'), "no colour when plain");
+    }
+
+    #[test]
+    fn colour_is_only_added_when_asked_for() {
+        let text = run(&run_detail(), now(), Paint { color: true });
+        assert!(text.contains("\u{1b}["), "{text}");
+        assert!(text.contains("umount -l /mnt/datastore"));
+    }
+
+    #[test]
+    fn incidents_are_a_table_with_the_newest_runs_state() {
+        let page: IncidentPage = serde_json::from_value(json!({"incidents": [{
+            "id": 3, "fingerprint": "abc", "name": "PBSBackupStale", "source": "alertmanager",
+            "severity": "warning", "labels": {}, "status": "open", "alert_count": 2,
+            "first_seen": "2024-05-01T11:00:00Z", "last_seen": "2024-05-01T11:55:00Z",
+            "resolved_at": null
+        }], "next_before": null}))
+        .unwrap();
+        let text = incidents(
+            &page.incidents,
+            &[Some("7 waiting_approval".to_owned())],
+            now(),
+            Paint::PLAIN,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("ID  STATUS  NAME"), "{text}");
+        let row: Vec<&str> = lines[1]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            row,
+            [
+                "3",
+                "open",
+                "PBSBackupStale",
+                "warning",
+                "2",
+                "2024-05-01 11:55:00Z (5m ago)",
+                "7 waiting_approval"
+            ],
+            "{text}"
+        );
+        assert_eq!(incidents(&[], &[], now(), Paint::PLAIN), "no incidents\n");
+    }
+
+    #[test]
+    fn a_decision_says_whether_this_call_decided() {
+        let answer = |now: bool, status: &str| -> DecisionAnswer {
+            serde_json::from_value(json!({"decided_now": now, "approval": {
+                "id": 4, "run_id": 7, "step": "lazy_unmount", "status": status,
+                "command": "umount -l /mnt/datastore", "risk": "high",
+                "expires_at": "2024-05-01T12:30:00Z", "decided_by": "alice",
+                "decided_at": "2024-05-01T12:01:00Z", "comment": "go ahead"
+            }}))
+            .unwrap()
+        };
+        let text = decision(&answer(true, "approved"), "approved", Paint::PLAIN);
+        assert!(
+            text.starts_with("approval 4 approved by alice: run 7 step lazy_unmount\n"),
+            "{text}"
+        );
+        assert!(text.contains("comment: go ahead"));
+        let text = decision(&answer(false, "approved"), "approved", Paint::PLAIN);
+        assert!(
+            text.starts_with(
+                "approval 4 was already approved by alice at 2024-05-01 12:01:00Z; nothing changed"
+            ),
+            "{text}"
+        );
+        let text = decision(&answer(false, "rejected"), "approved", Paint::PLAIN);
+        assert!(
+            text.starts_with("approval 4 was not approved: it is rejected by alice"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn spans_and_excerpts_stay_short() {
+        assert_eq!(span(59), "59s");
+        assert_eq!(span(3 * 3600 + 5 * 60), "3h05m");
+        assert_eq!(span(2 * 86400 + 4 * 3600), "2d4h");
+        let long = "x".repeat(500);
+        let lines = excerpt(&long);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].chars().count(), EXCERPT_CHARS);
+    }
+}

@@ -1,0 +1,511 @@
+//! The CLI walks an incident from `incidents` to `approve` against a running service: the real
+//! binary as the service (`serve --lab nfs-unmounted`) and the real binary as the client, with
+//! the URL and tokens in the environment as a person would set them. Output goes to a pipe,
+//! so it must carry no colour, and no token may appear in any of it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::eventually;
+use common::process::ServiceProcess;
+use common::reference;
+use serde_json::Value;
+
+const ADMIN: &str = "cli-test-admin-secret-0123456789abcdef";
+const AGENT: &str = "cli-test-agent-secret-0123456789abcdef";
+const APPROVER: &str = "cli-test-approver-secret-0123456789abc";
+const SECRETS: [&str; 7] = [
+    ADMIN,
+    AGENT,
+    APPROVER,
+    common::ADMIN_TOKEN,
+    common::AGENT_TOKEN,
+    common::APPROVER_TOKEN,
+    common::INGEST_TOKEN,
+];
+
+/// One finished CLI invocation.
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `runbookd ARGS` with `RUNBOOKD_URL=url` and `RUNBOOKD_TOKEN=token`, stdout and
+/// stderr piped; checks what every invocation must hold: no ANSI escapes, no token.
+async fn cli(url: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbookd"));
+    command
+        .args(args)
+        .env("RUNBOOKD_URL", url)
+        .env_remove("RUNBOOKD_TOKEN")
+        .env_remove("NO_COLOR")
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("RUNBOOKD_TOKEN", token);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the CLI ends within 60 s")
+        .unwrap();
+    let output = Output {
+        code: output.status.code().expect("the CLI exits, not killed"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    };
+    assert!(
+        !output.stdout.contains('\u{1b}') && !output.stderr.contains('\u{1b}'),
+        "no colour into a pipe: {args:?}\n{output:?}"
+    );
+    for secret in SECRETS {
+        assert!(
+            !output.stdout.contains(secret) && !output.stderr.contains(secret),
+            "a token in the output of {args:?}\n{output:?}"
+        );
+    }
+    output
+}
+
+async fn start_service(dir: &Path) -> ServiceProcess {
+    let config = dir.join("runbookd.toml");
+    std::fs::write(
+        &config,
+        "[[tokens]]\nname = \"agent\"\nrole = \"agent\"\nsecret_env = \"CLI_TEST_AGENT_TOKEN\"\n\n\
+         [[tokens]]\nname = \"oncall\"\nrole = \"approver\"\nsecret_env = \"CLI_TEST_APPROVER_TOKEN\"\n",
+    )
+    .unwrap();
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    ServiceProcess::start_with(
+        &dir.join("data/runbookd.db"),
+        &[
+            ("RUNBOOKD_ADMIN_TOKEN", ADMIN),
+            ("CLI_TEST_AGENT_TOKEN", AGENT),
+            ("CLI_TEST_APPROVER_TOKEN", APPROVER),
+        ],
+        &[
+            "--lab",
+            "nfs-unmounted",
+            "--playbooks",
+            playbooks,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await
+}
+
+/// The id of the pending approval for `step`, once there is one, read with `approvals --json`.
+async fn pending_approval(url: &str, step: &str) -> i64 {
+    eventually(
+        &format!("a pending approval for {step}"),
+        Duration::from_secs(90),
+        || async {
+            let out = cli(url, Some(APPROVER), &["approvals", "--json"]).await;
+            assert_eq!(out.code, 0, "{out:?}");
+            let list: Value = serde_json::from_str(&out.stdout).unwrap();
+            list.as_array()?
+                .iter()
+                .find(|a| a["step"] == step && a["status"] == "pending")
+                .and_then(|a| a["id"].as_i64())
+        },
+    )
+    .await
+}
+
+/// What `runbookd ARGS` prints on a terminal: run under `script`, which gives it a pty.
+async fn on_a_terminal(url: &str, token: &str, args: &[&str], no_color: Option<&str>) -> String {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_runbookd"))
+        .chain(args.iter().copied())
+        .map(|a| shlex::try_quote(a).unwrap().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = tokio::process::Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .env("RUNBOOKD_URL", url)
+        .env("RUNBOOKD_TOKEN", token)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the CLI ends within 60 s")
+        .expect("script(1) from bsdutils runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains(token), "the token on a terminal");
+    text
+}
+
+/// The line of `text` whose first column is `id`.
+fn row(text: &str, id: i64) -> &str {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(id.to_string().as_str()))
+        .unwrap_or_else(|| panic!("no row {id} in\n{text}"))
+}
+
+#[tokio::test]
+async fn the_cli_walks_an_incident_from_incidents_to_approve() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_service(dir.path()).await;
+    let url = service.address.as_str();
+
+    let posted: Value = reqwest::Client::new()
+        .post(format!("{url}/webhook/alertmanager"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(reference("alertmanager-v4.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let incident = posted["incidents"][0]["incident_id"].as_i64().unwrap();
+    let run = posted["incidents"][0]["run_id"].as_i64().unwrap();
+
+    // The run diagnoses, then waits for a human before `umount -l`.
+    let unmount = pending_approval(url, "lazy_unmount").await;
+
+    let out = cli(url, Some(AGENT), &["incidents"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = row(&out.stdout, incident);
+    assert!(
+        line.contains("PBSBackupStale")
+            && line.contains("open")
+            && line.contains(&format!("{run} waiting_approval")),
+        "{out:?}"
+    );
+
+    let out = cli(
+        url,
+        Some(AGENT),
+        &["incidents", "show", &incident.to_string()],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    for expected in [
+        format!("incident {incident} PBSBackupStale"),
+        format!("run {run} pbs-backup-stale"),
+        "waiting_approval at step lazy_unmount".to_owned(),
+        "cause nfs_mount_missing".to_owned(),
+        format!("approval {unmount} for lazy_unmount  pending"),
+        "$ umount -l /".to_owned(),
+        "incident.opened".to_owned(),
+        format!("the run's timeline: runbookd runs show {run}"),
+    ] {
+        assert!(
+            out.stdout.contains(&expected),
+            "missing {expected:?}: {out:?}"
+        );
+    }
+
+    let out = cli(url, Some(APPROVER), &["runs", "show", &run.to_string()]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("cause nfs_mount_missing")
+            && out.stdout.contains("$ umount -l /")
+            && out.stdout.contains("evidence")
+            && out.stdout.contains("approval.requested"),
+        "{out:?}"
+    );
+
+    let out = cli(url, Some(APPROVER), &["approvals"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = row(&out.stdout, unmount);
+    assert!(
+        line.contains("lazy_unmount") && line.contains("high") && line.contains("umount -l /"),
+        "{out:?}"
+    );
+
+    // The agent may read but never decide: refused, and nothing changed.
+    let out = cli(url, Some(AGENT), &["approve", &unmount.to_string()]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("token 'agent' has role 'agent', which may not decide approvals"),
+        "{out:?}"
+    );
+    assert_eq!(pending_approval(url, "lazy_unmount").await, unmount);
+
+    let out = cli(
+        url,
+        Some(APPROVER),
+        &[
+            "approve",
+            &unmount.to_string(),
+            "--comment",
+            "cli test: the mount is gone",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with(&format!(
+            "approval {unmount} approved by oncall: run {run} step lazy_unmount"
+        )),
+        "{out:?}"
+    );
+
+    // Deciding again reports the first decision, whichever way it is asked.
+    let out = cli(url, Some(ADMIN), &["approve", &unmount.to_string()]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with(&format!(
+            "approval {unmount} was already approved by oncall"
+        )),
+        "{out:?}"
+    );
+    let out = cli(url, Some(APPROVER), &["reject", &unmount.to_string()]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout.starts_with(&format!(
+            "approval {unmount} was not rejected: it is approved by oncall"
+        )),
+        "{out:?}"
+    );
+
+    let mount = pending_approval(url, "mount_datastore").await;
+    let out = cli(url, Some(APPROVER), &["approve", &mount.to_string()]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("approved by oncall"), "{out:?}");
+
+    eventually("the run to end", Duration::from_secs(120), || async {
+        let out = cli(
+            url,
+            Some(AGENT),
+            &["runs", "show", &run.to_string(), "--json"],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{out:?}");
+        let detail: Value = serde_json::from_str(&out.stdout).unwrap();
+        let state = detail["run"]["state"].as_str()?;
+        assert!(
+            state != "escalated" && state != "cancelled",
+            "the run ended {state}: {detail:#}"
+        );
+        (state == "resolved").then_some(())
+    })
+    .await;
+    let out = cli(url, Some(AGENT), &["runs", "show", &run.to_string()]).await;
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("run {run} pbs-backup-stale on "))
+            && first.ends_with("  resolved"),
+        "{out:?}"
+    );
+    for expected in [
+        "comment: cli test: the mount is gone",
+        "$ mount /",
+        "approval.decided",
+        "oncall",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing {expected:?}: {out:?}"
+        );
+    }
+    let out = cli(url, Some(AGENT), &["approvals"]).await;
+    assert_eq!(out.stdout, "no approvals\n", "nothing is pending any more");
+
+    // On a terminal there is colour, unless NO_COLOR asks for none.
+    let show = ["runs", "show", &run.to_string()];
+    let coloured = on_a_terminal(url, AGENT, &show, None).await;
+    assert!(
+        coloured.contains("\u{1b}[") && coloured.contains("approval.decided"),
+        "{coloured}"
+    );
+    let plain = on_a_terminal(url, AGENT, &show, Some("1")).await;
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("approval.decided"),
+        "{plain}"
+    );
+
+    service.terminate().await;
+}
+
+#[tokio::test]
+async fn pause_and_resume_need_an_admin_and_refusals_are_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = start_service(dir.path()).await;
+    let url = service.address.as_str();
+    let paused = || async {
+        let playbooks: Value = reqwest::Client::new()
+            .get(format!("{url}/api/v1/playbooks"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        playbooks["paused"].as_bool().unwrap()
+    };
+
+    let out = cli(url, Some(APPROVER), &["pause"]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("token 'oncall' has role 'approver', which may not pause or resume runbookd"),
+        "{out:?}"
+    );
+    assert!(!paused().await, "a refused pause changes nothing");
+
+    let out = cli(url, Some(ADMIN), &["pause"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("paused: new runs are held"),
+        "{out:?}"
+    );
+    assert!(paused().await);
+    let out = cli(url, Some(ADMIN), &["resume", "--json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        serde_json::json!({"paused": false})
+    );
+    assert!(!paused().await);
+
+    // Not found, an unknown token, and no token at all.
+    let out = cli(url, Some(AGENT), &["incidents", "show", "999999"]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("there is no incident 999999"),
+        "{out:?}"
+    );
+    let out = cli(url, Some(AGENT), &["runs", "show", "999999"]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("there is no run 999999"), "{out:?}");
+    let out = cli(url, Some(&AGENT.replace('a', "b")), &["incidents"]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("the bearer token is not valid"),
+        "{out:?}"
+    );
+    let out = cli(url, None, &["incidents"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("RUNBOOKD_TOKEN"), "{out:?}");
+    let out = cli(url, Some(AGENT), &["incidents"]).await;
+    assert_eq!((out.code, out.stdout.as_str()), (0, "no incidents\n"));
+
+    service.terminate().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_service_is_named_in_the_error() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = cli(&url, Some(AGENT), &["incidents"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("cannot reach http://127.0.0.1:{port}/")),
+        "{out:?}"
+    );
+    let out = cli("127.0.0.1:8080", Some(AGENT), &["approvals"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is not valid"), "{out:?}");
+}
+
+#[tokio::test]
+async fn an_expired_approval_cannot_be_approved_and_the_cli_says_why() {
+    use runbookd::clock::Clock;
+    use runbookd::store::approvals::{ApprovalRequest, OnTimeout};
+    use runbookd::store::runs::{Created, NewRun};
+
+    let app = common::TestApp::spawn().await;
+    // The engine's side, on the app's own database: a run parked on an approval for 10 min.
+    let store = runbookd::store::Store::open(&runbookd::config::DatabaseConfig {
+        path: app.db_path.clone(),
+        busy_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let now = app.clock.now();
+    let run = NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        target: "pbs",
+        dry_run: false,
+        actor: "engine",
+        facts: serde_json::json!({}),
+    };
+    let Created::New(run_id) = store.create_run(run, now).await.unwrap() else {
+        panic!("a new run")
+    };
+    let (lease, _) = store
+        .acquire_run("worker", Duration::from_secs(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let request = ApprovalRequest {
+        step: "lazy_unmount",
+        command: "umount -l /mnt/pbs-datastore",
+        risk: "high",
+        evidence: serde_json::json!({"nfs_mounted": false}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    let approval = store.request_approval(&lease, request, now).await.unwrap();
+
+    let out = cli(&app.address, Some(common::APPROVER_TOKEN), &["approvals"]).await;
+    let expires = (now + chrono::Duration::minutes(10)).format("%Y-%m-%d %H:%M:%SZ");
+    assert!(
+        row(&out.stdout, approval).contains(&expires.to_string()),
+        "{out:?}"
+    );
+    app.clock.advance(chrono::Duration::minutes(11));
+    let out = cli(
+        &app.address,
+        Some(common::APPROVER_TOKEN),
+        &["approve", &approval.to_string(), "--comment", "too late"],
+    )
+    .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("approval {approval} expired at"))
+            && out
+                .stderr
+                .contains("it can no longer be approved (409 Conflict)"),
+        "the server's message: {out:?}"
+    );
+    let run = cli(
+        &app.address,
+        Some(common::AGENT_TOKEN),
+        &["runs", "show", &run_id.to_string(), "--json"],
+    )
+    .await;
+    let run: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        run["approvals"][0]["decided_by"],
+        Value::Null,
+        "nothing decided"
+    );
+    assert_eq!(run["run"]["state"], "waiting_approval");
+    store.close().await;
+    app.stop().await;
+}
