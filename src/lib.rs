@@ -24,6 +24,8 @@
 //!   SSH executor, the PBS and PVE API clients.
 //! - [`playbook`]: the playbook YAML model and its validation (`runbookd check`).
 //! - [`engine`]: runs: dispatch from intake, the worker, diagnosis, steps.
+//! - [`notify`]: notifications to webhook, ntfy and Slack sinks, from the audit trail, with
+//!   signed single-use approve and reject links.
 //! - [`demo`]: `runbookd demo`, the story in a terminal.
 //! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
 //!   APIs, control API.
@@ -45,6 +47,7 @@ pub mod exec;
 pub mod http;
 pub mod intake;
 pub mod lab;
+pub mod notify;
 pub mod playbook;
 pub mod startup;
 pub mod store;

@@ -10,6 +10,7 @@
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none |
+//! | `GET /links/{token}`, `POST /links/{token}` | none: the signed one-tap link is the credential |
 
 mod approvals;
 mod auth;
@@ -18,6 +19,7 @@ mod extract;
 mod health;
 mod incidents;
 mod intake;
+mod links;
 mod operations;
 mod runs;
 
@@ -38,6 +40,7 @@ pub use error::AppError;
 use crate::auth::{Permission, TokenTable};
 use crate::clock::Clock;
 use crate::engine::dispatch::Dispatcher;
+use crate::notify::links::LinkSigner;
 use crate::store::Store;
 
 /// What handlers share. External parts are behind `Arc<dyn …>` so tests can swap them.
@@ -49,6 +52,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Starts playbook runs for new incidents; `None` when no engine runs (no inventory).
     pub dispatcher: Option<Arc<Dispatcher>>,
+    /// Checks one-tap links from notifications.
+    pub links: Arc<LinkSigner>,
 }
 
 /// How the router guards and bounds requests.
@@ -57,6 +62,18 @@ pub struct HttpPolicy {
     pub tokens: Arc<TokenTable>,
     pub allow_anonymous_ingest: bool,
     pub request_timeout: Duration,
+}
+
+/// The request's span, without the query string and with one-tap link tokens cut from the
+/// path: a link is a credential and must not reach the log.
+fn request_span(request: &axum::extract::Request) -> tracing::Span {
+    let path = request.uri().path();
+    let path = if path.starts_with("/links/") {
+        "/links/…"
+    } else {
+        path
+    };
+    tracing::debug_span!("request", method = %request.method(), path)
 }
 
 pub fn router(state: AppState, policy: HttpPolicy) -> Router {
@@ -103,7 +120,8 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route("/links/{token}", get(links::show).post(links::decide));
 
     let max_body_bytes = state.max_body_bytes;
     Router::new()
@@ -118,7 +136,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     AppError::Timeout
                 }))

@@ -42,6 +42,10 @@ pub enum AuditAction {
     ActionAllowed,
     /// A safety control stopped a mutating action, with its reason.
     ActionBlocked,
+    /// One attempt to deliver a notification to a sink, with its outcome.
+    NotifyAttempt,
+    /// A one-tap link was refused (bad signature, expired, used before), with the reason.
+    LinkRefused,
 }
 
 impl AuditAction {
@@ -62,6 +66,8 @@ impl AuditAction {
             Self::SettingChanged => "setting.changed",
             Self::ActionAllowed => "control.allowed",
             Self::ActionBlocked => "control.blocked",
+            Self::NotifyAttempt => "notify.attempt",
+            Self::LinkRefused => "link.refused",
         }
     }
 }
