@@ -99,7 +99,7 @@ pub async fn decide(
 }
 
 async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Approval), AppError> {
-    let claims = check(state, token, Method::POST, peer.clone()).await?;
+    let claims = check(state, token, Method::POST, peer).await?;
     let now = state.clock.now();
     let decision = match claims.decision {
         Decision::Approve => "approve",

@@ -17,10 +17,11 @@ impl Store {
     /// The notifier's position in the audit trail. The first call places it at the newest
     /// event, so history from before notifications were on is not sent.
     pub async fn notify_cursor(&self) -> Result<i64, StoreError> {
+        // `WHERE true` tells SQLite's parser that ON CONFLICT is not a join constraint.
         let mut conn = self.writer.acquire().await?;
         sqlx::query(
             "INSERT INTO notify_cursor (id, last_event_id)
-             SELECT 1, COALESCE(MAX(id), 0) FROM audit_events
+             SELECT 1, COALESCE(MAX(id), 0) FROM audit_events WHERE true
              ON CONFLICT (id) DO NOTHING",
         )
         .execute(&mut *conn)
