@@ -22,7 +22,7 @@ use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
 use runbookd::store::runs::{Created, Ending, Lease, NewRun};
 use runbookd::store::safety::{Blocked, Limits};
 use serde_json::{Value, json};
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SINK_TOKEN: &str = "ntfy-sink-token-0123456789";
@@ -836,4 +836,146 @@ fn check_refuses_bad_sinks_with_clear_messages() {
         stderr.contains("unknown variant `email`, expected one of `webhook`, `ntfy`, `slack`"),
         "{stderr}"
     );
+}
+
+/// The acceptance story through the real binary on the twin: `serve --lab nfs-unmounted`
+/// asks for each high-risk step on ntfy, each Approve button's link works once, the run
+/// resolves and that is announced too; the service's own log (at debug for the HTTP layer)
+/// holds no link, link key or sink token.
+#[tokio::test]
+async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
+    use common::process::ServiceProcess;
+    const ADMIN: &str = "notify-admin-secret-0123456789";
+
+    let receiver = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/runbookd.db");
+    let config = dir.path().join("runbookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\npoll_interval_ms = 50\nbackoff_initial_ms = 10\nbackoff_max_ms = 50\n\n\
+             [[notify.sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"{}\"\ntopic = \"runbookd-alerts\"\ntoken_env = \"NTFY_TOKEN\"\n",
+            receiver.url("/")
+        ),
+    )
+    .unwrap();
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    let config_arg = config.display().to_string();
+    let service = ServiceProcess::start_with(
+        &db,
+        &[
+            ("RUNBOOKD_ADMIN_TOKEN", ADMIN),
+            ("NTFY_TOKEN", SINK_TOKEN),
+            ("RUST_LOG", "info,tower_http=debug,runbookd=debug"),
+        ],
+        &[
+            "--lab",
+            "nfs-unmounted",
+            "--playbooks",
+            playbooks,
+            "--config",
+            &config_arg,
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/webhook/alertmanager", service.address))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(common::reference("alertmanager-v4.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let run_id = response.json::<Value>().await.unwrap()["incidents"][0]["run_id"]
+        .as_i64()
+        .unwrap();
+
+    let approval_message = |step: &'static str| {
+        let receiver = receiver.clone();
+        async move {
+            eventually(
+                &format!("the approval of {step} on ntfy"),
+                Duration::from_secs(60),
+                || async {
+                    receiver.on("/").into_iter().find(|r| {
+                        r.body["title"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("Approval needed") && t.contains(step))
+                    })
+                },
+            )
+            .await
+        }
+    };
+    let mut used = Vec::new();
+    for step in ["lazy_unmount", "mount_datastore"] {
+        let message = approval_message(step).await;
+        assert_eq!(
+            message.authorization.as_deref(),
+            Some(format!("Bearer {SINK_TOKEN}").as_str())
+        );
+        let approve = message.body["actions"][0]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            approve.starts_with(&format!("{}/links/", service.address)),
+            "{approve}"
+        );
+        let answer = client
+            .post(&approve)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["approval"]["step"], step);
+        assert_eq!(answer["approval"]["decided_by"], "link:phone");
+        used.push(approve);
+    }
+    eventually(
+        "the resolution on ntfy",
+        Duration::from_secs(90),
+        || async {
+            receiver.on("/").into_iter().find(|r| {
+                r.body["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("Run {run_id} resolved")))
+            })
+        },
+    )
+    .await;
+    let replay = client.post(&used[0]).send().await.unwrap();
+    assert_eq!(replay.status(), 410);
+
+    let key: Vec<u8> = {
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT key FROM link_keys")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let log = service.log_text();
+    assert!(
+        log.contains("\"path\":\"/links/…\""),
+        "the HTTP layer logged link requests, with the token cut out"
+    );
+    for secret in [
+        hex::encode(&key),
+        URL_SAFE_NO_PAD.encode(&key),
+        token_of(&used[0]).to_owned(),
+        token_of(&used[1]).to_owned(),
+        SINK_TOKEN.to_owned(),
+    ] {
+        assert!(!log.contains(&secret), "a secret in the service log");
+    }
+    assert!(service.terminate().await.success());
 }

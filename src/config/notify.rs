@@ -289,3 +289,81 @@ fn is_ntfy_topic(topic: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Overrides};
+    use std::io::Write;
+
+    fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let (config, source) = match Config::load(Some(file.path()), &Overrides::default()) {
+            Ok(loaded) => loaded,
+            Err(problems) => return problems.iter().map(ToString::to_string).collect(),
+        };
+        let lookup = |var: &str| {
+            env.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v.to_string())
+        };
+        match config.resolve_notify(&source, &lookup) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_sink_resolves_with_its_token() {
+        let text = "[notify]\npublic_url = \"https://runbookd.example.net\"\n\n[[notify.sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"https://ntfy.example.net\"\ntopic = \"alerts\"\ntoken_env = \"NTFY\"\nevents = [\"approval_requested\"]\n";
+        assert_eq!(
+            problems(text, &[("NTFY", "tk_0123456789")]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_sink_problem_is_reported_without_secrets() {
+        let text = concat!(
+            "[notify]\nattempts = 0\n\n",
+            "[[notify.sinks]]\nname = \"a\"\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:1/\"\n\n",
+            "[[notify.sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"https://user:hunter2-secret@example.net/\"\ntopic = \"x\"\n\n",
+            "[[notify.sinks]]\nname = \"c\"\nkind = \"slack\"\nurl = \"not a url\"\ntoken = \"inline-secret\"\ntoken_env = \"UNSET\"\nevents = []\n",
+        );
+        let printed = problems(text, &[]);
+        for expected in [
+            "notify.attempts: 0 is outside 1..=20",
+            "sink 'a': an ntfy sink needs a topic",
+            "sink 'a': this name is used by an earlier sink",
+            "sink 'a': the URL holds credentials",
+            "sink 'a': topic is only for ntfy sinks",
+            "sink 'c': secrets are not accepted in the config",
+            "sink 'c': the URL does not parse",
+            "sink 'c': events must name at least one event",
+            "sink 'c': the env var UNSET is not set",
+        ] {
+            assert!(
+                printed.iter().any(|p| p.contains(expected)),
+                "{expected}: {printed:#?}"
+            );
+        }
+        assert!(
+            !printed
+                .iter()
+                .any(|p| p.contains("hunter2") || p.contains("inline-secret"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_with_the_known_ones() {
+        let printed = problems(
+            "[[notify.sinks]]\nname = \"a\"\nkind = \"email\"\nurl = \"http://127.0.0.1:1/\"\n",
+            &[],
+        );
+        assert!(
+            printed[0]
+                .contains("unknown variant `email`, expected one of `webhook`, `ntfy`, `slack`"),
+            "{printed:#?}"
+        );
+    }
+}
