@@ -135,13 +135,15 @@ impl Notifier {
         let mut tick = tokio::time::interval(shared.settings.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
+        // Kept in memory between looks; written back when it moves.
+        let mut cursor = None;
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 _ = tick.tick() => {}
             }
             while deliveries.try_join_next().is_some() {}
-            if let Err(error) = follow(&shared, &mut deliveries).await {
+            if let Err(error) = follow(&shared, &mut cursor, &mut deliveries).await {
                 tracing::warn!(%error, "the notifier cannot read the audit trail; trying again");
             }
         }
@@ -154,8 +156,16 @@ impl Notifier {
 }
 
 /// Reads what is new in the trail and hands each notification to its sinks.
-async fn follow(shared: &Arc<Shared>, deliveries: &mut JoinSet<()>) -> Result<(), StoreError> {
-    let mut cursor = shared.store.notify_cursor().await?;
+async fn follow(
+    shared: &Arc<Shared>,
+    saved: &mut Option<i64>,
+    deliveries: &mut JoinSet<()>,
+) -> Result<(), StoreError> {
+    let mut cursor = match *saved {
+        Some(cursor) => cursor,
+        None => shared.store.notify_cursor().await?,
+    };
+    *saved = Some(cursor);
     loop {
         let events = shared.store.audit_events_after(cursor, BATCH).await?;
         for event in &events {
@@ -165,6 +175,7 @@ async fn follow(shared: &Arc<Shared>, deliveries: &mut JoinSet<()>) -> Result<()
                 Ok(found) => found,
                 Err(error) => {
                     shared.store.set_notify_cursor(cursor).await?;
+                    *saved = Some(cursor);
                     return Err(error);
                 }
             };
@@ -180,7 +191,10 @@ async fn follow(shared: &Arc<Shared>, deliveries: &mut JoinSet<()>) -> Result<()
             }
             cursor = event.id;
         }
-        shared.store.set_notify_cursor(cursor).await?;
+        if !events.is_empty() {
+            shared.store.set_notify_cursor(cursor).await?;
+            *saved = Some(cursor);
+        }
         if events.len() < BATCH as usize {
             return Ok(());
         }
