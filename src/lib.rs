@@ -26,6 +26,8 @@
 //! - [`engine`]: runs: dispatch from intake, the worker, diagnosis, steps.
 //! - [`cli`]: `runbookd incidents|runs|approvals|approve|reject|pause|resume`, clients of a
 //!   running service's REST API: tables and timelines for people, `--json` for scripts.
+//! - [`notify`]: notifications to webhook, ntfy and Slack sinks, from the audit trail, with
+//!   signed single-use approve and reject links.
 //! - [`demo`]: `runbookd demo`, the story in a terminal.
 //! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
 //!   APIs, control API.
@@ -48,6 +50,7 @@ pub mod exec;
 pub mod http;
 pub mod intake;
 pub mod lab;
+pub mod notify;
 pub mod playbook;
 pub mod startup;
 pub mod store;

@@ -146,12 +146,16 @@ fn check(args: &ConfigArgs) -> ExitCode {
     };
     let tokens = config.resolve_tokens(&source, env_var);
     let inventory = config.resolve_inventory(&source, &env_var);
+    let notify = config.resolve_notify(&source, &env_var);
     let playbooks = runbookd::playbook::load_dir(&config.playbooks_dir);
     let mut problems = Vec::new();
     problems.extend(tokens.as_ref().err().into_iter().flatten().cloned());
     problems.extend(inventory.as_ref().err().into_iter().flatten().cloned());
+    problems.extend(notify.as_ref().err().into_iter().flatten().cloned());
     problems.extend(playbooks.as_ref().err().into_iter().flatten().cloned());
-    let (Ok(tokens), Ok(inventory), Ok(playbooks)) = (tokens, inventory, playbooks) else {
+    let (Ok(tokens), Ok(inventory), Ok(notify), Ok(playbooks)) =
+        (tokens, inventory, notify, playbooks)
+    else {
         report(&problems);
         return ExitCode::FAILURE;
     };
@@ -175,6 +179,10 @@ fn check(args: &ConfigArgs) -> ExitCode {
     for token in tokens.tokens() {
         println!("  token {} ({})", token.name(), token.role().as_str());
     }
+    for sink in &notify.sinks {
+        let events: Vec<&str> = sink.events.iter().map(|e| e.as_str()).collect();
+        println!("  notify sink {} ({})", sink.name, events.join(", "));
+    }
     for file in &playbooks {
         println!(
             "  playbook {} ({})",
@@ -189,6 +197,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let loaded = args.config.load().and_then(|(config, source)| {
         let tokens = config.resolve_tokens(&source, env_var)?;
         let inventory = config.resolve_inventory(&source, &env_var)?;
+        // Checked here for the problems' lines; the application reads the sinks itself.
+        config.resolve_notify(&source, &env_var)?;
         Ok((tokens, inventory, config))
     });
     let (tokens, inventory, config) = match loaded {

@@ -1,5 +1,6 @@
 //! Building and running the service. [`Application::build`] binds the port first, so a test can
-//! ask for port 0 and read the real one from [`Application::local_addr`].
+//! ask for port 0 and read the real one from [`Application::local_addr`]. The notifier (when
+//! sinks are configured) runs beside the HTTP server and stops with it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,9 +12,11 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenTable;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigSource, Notify};
 use crate::engine::dispatch::Dispatcher;
 use crate::http::{self, AppState, HttpPolicy};
+use crate::notify::Notifier;
+use crate::notify::links::LinkSigner;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -24,6 +27,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    notifier: Option<Notifier>,
 }
 
 impl Application {
@@ -46,6 +50,30 @@ impl Application {
         if config.http.allow_anonymous_ingest {
             tracing::warn!("anonymous ingest is allowed by the config");
         }
+        // `runbookd serve` has reported these problems with their lines already; this is for
+        // other callers (tests, the demo).
+        let notify = config
+            .resolve_notify(&ConfigSource::default(), &|var| std::env::var(var).ok())
+            .map_err(|problems| {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("the [notify] config is invalid: {}", problems.join("; "))
+            })?;
+        let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
+        let public_url = public_url(&notify, listener.local_addr()?)?;
+        let notifier = if notify.sinks.is_empty() {
+            None
+        } else {
+            // Placed now, before any request, so nothing that happens from here is missed.
+            store.notify_cursor().await?;
+            tracing::info!(sinks = notify.sinks.len(), %public_url, "notifications are on");
+            Some(Notifier::new(
+                store.clone(),
+                clock.clone(),
+                links.clone(),
+                notify,
+                public_url,
+            )?)
+        };
         let state = AppState {
             store: store.clone(),
             clock,
@@ -53,6 +81,7 @@ impl Application {
             max_body_bytes: config.http.max_body_bytes,
             dispatcher,
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
+            links,
         };
         let policy = HttpPolicy {
             tokens: Arc::new(tokens),
@@ -64,6 +93,7 @@ impl Application {
             listener,
             router: http::router(state, policy),
             store,
+            notifier,
         })
     }
 
@@ -85,7 +115,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let (notifier_stop, mut notifier_stopped) = tokio::sync::watch::channel(false);
+        let notifier = self.notifier.map(|notifier| {
+            tokio::spawn(notifier.run_until(async move {
+                let _ = notifier_stopped.changed().await;
+            }))
+        });
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stopping_tx.send(());
@@ -97,10 +136,40 @@ impl Application {
                 tokio::time::sleep(DRAIN_TIMEOUT).await;
             } => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"),
         }
+        let _ = notifier_stop.send(true);
+        if let Some(notifier) = notifier {
+            let _ = notifier.await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Where links point: the configured `public_url`, or the address runbookd listens on (an
+/// unspecified address becomes loopback, and only this machine can follow the links). Always
+/// ends in `/`, so links join onto it.
+fn public_url(notify: &Notify, local: SocketAddr) -> anyhow::Result<url::Url> {
+    let mut url = match &notify.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let mut address = local;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                if !notify.sinks.is_empty() {
+                    tracing::warn!(
+                        "notify.public_url is not set: links point at {address}, which phones cannot reach"
+                    );
+                }
+            }
+            url::Url::parse(&format!("http://{address}/"))?
+        }
+    };
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -17,8 +17,10 @@ use toml::Spanned;
 use crate::auth::{Role, Token, TokenTable};
 
 pub mod inventory;
+pub mod notify;
 
 pub use inventory::{HostConfig, Inventory, PbsConfig, PveConfig, SshConfig};
+pub use notify::{Notify, NotifyConfig};
 
 /// Env var that adds an admin token, for quick starts and scripts.
 pub const ADMIN_TOKEN_ENV: &str = "RUNBOOKD_ADMIN_TOKEN";
@@ -55,6 +57,9 @@ pub struct Config {
     pub hosts: Vec<Spanned<HostConfig>>,
     pub pbs: Option<Spanned<PbsConfig>>,
     pub pve: Option<Spanned<PveConfig>>,
+    /// Where notifications go; see [`notify`].
+    #[serde(default)]
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +193,7 @@ impl Default for Config {
             hosts: Vec::new(),
             pbs: None,
             pve: None,
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -352,6 +358,15 @@ impl Config {
         hosts.extend(self.http.allowed_hosts.iter().cloned());
         hosts.dedup();
         hosts
+    }
+
+    /// Checks `[notify]` and reads every sink's token; every problem is reported.
+    pub fn resolve_notify(
+        &self,
+        source: &ConfigSource,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Notify, Vec<Problem>> {
+        self.notify.resolve(source, env)
     }
 
     pub fn request_timeout(&self) -> Duration {

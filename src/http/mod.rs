@@ -11,6 +11,7 @@
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
+//! | `GET /links/{token}`, `POST /links/{token}` | none: the signed one-tap link is the credential |
 
 mod approvals;
 mod auth;
@@ -19,6 +20,7 @@ mod extract;
 mod health;
 mod incidents;
 mod intake;
+mod links;
 mod openapi;
 mod operations;
 mod runs;
@@ -43,6 +45,7 @@ pub use error::AppError;
 use crate::auth::{Permission, TokenTable};
 use crate::clock::Clock;
 use crate::engine::dispatch::Dispatcher;
+use crate::notify::links::LinkSigner;
 use crate::store::Store;
 
 /// What handlers share. External parts are behind `Arc<dyn …>` so tests can swap them.
@@ -57,6 +60,8 @@ pub struct AppState {
     /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
     /// shorter than the request timeout, so the caller gets an answer, not a 503.
     pub tool_wait: Duration,
+    /// Checks one-tap links from notifications.
+    pub links: Arc<LinkSigner>,
 }
 
 /// How the router guards and bounds requests.
@@ -67,6 +72,18 @@ pub struct HttpPolicy {
     pub request_timeout: Duration,
     /// `Host` values `/mcp` accepts (DNS-rebinding protection); empty accepts any.
     pub mcp_allowed_hosts: Vec<String>,
+}
+
+/// The request's span, without the query string and with one-tap link tokens cut from the
+/// path: a link is a credential and must not reach the log.
+fn request_span(request: &axum::extract::Request) -> tracing::Span {
+    let path = request.uri().path();
+    let path = if path.starts_with("/links/") {
+        "/links/…"
+    } else {
+        path
+    };
+    tracing::debug_span!("request", method = %request.method(), path)
 }
 
 pub fn router(state: AppState, policy: HttpPolicy) -> Router {
@@ -114,7 +131,8 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     let open = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::metrics));
+        .routes(routes!(health::metrics))
+        .routes(routes!(links::show, links::decide));
 
     let (api, description) = OpenApiRouter::new()
         .merge(ingest)
@@ -137,7 +155,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     AppError::Timeout
                 }))

@@ -44,6 +44,10 @@ pub enum AuditAction {
     ActionBlocked,
     /// Someone ran a playbook's read-only probes through the `diagnose` tool.
     ToolDiagnosed,
+    /// One attempt to deliver a notification to a sink, with its outcome.
+    NotifyAttempt,
+    /// A one-tap link was refused (bad signature, expired, used before), with the reason.
+    LinkRefused,
 }
 
 impl AuditAction {
@@ -65,6 +69,8 @@ impl AuditAction {
             Self::ActionAllowed => "control.allowed",
             Self::ActionBlocked => "control.blocked",
             Self::ToolDiagnosed => "tool.diagnosed",
+            Self::NotifyAttempt => "notify.attempt",
+            Self::LinkRefused => "link.refused",
         }
     }
 }

@@ -67,6 +67,18 @@ pub enum Blocked {
     },
 }
 
+impl Blocked {
+    /// Which control said no, for readers of the audit trail (the notifier looks for `breaker`).
+    pub fn control(&self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::Cooldown { .. } => "cooldown",
+            Self::Budget { .. } => "budget",
+            Self::Breaker { .. } => "breaker",
+        }
+    }
+}
+
 fn ago(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
     now - chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX)
 }
@@ -202,12 +214,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let (audit_action, reason) = match &verdict {
+        let (audit_action, reason, control) = match &verdict {
             Ok(()) => (
                 AuditAction::ActionAllowed,
                 "every safety control passed".to_owned(),
+                None,
             ),
-            Err(blocked) => (AuditAction::ActionBlocked, blocked.to_string()),
+            Err(blocked) => (
+                AuditAction::ActionBlocked,
+                blocked.to_string(),
+                Some(blocked.control()),
+            ),
         };
         audit::append(
             &mut tx,
@@ -217,7 +234,7 @@ impl Store {
                 action: audit_action,
                 incident_id: None,
                 run_id: Some(lease.run_id),
-                detail: json!({"action": action, "target": target, "reason": reason}),
+                detail: json!({"action": action, "target": target, "reason": reason, "control": control}),
             },
         )
         .await?;

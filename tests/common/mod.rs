@@ -14,6 +14,7 @@ use runbookd::auth::{Role, Token, TokenTable};
 use runbookd::clock::Clock;
 use runbookd::config::Config;
 use runbookd::startup::Application;
+use runbookd::store::Store;
 use serde_json::Value;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -79,6 +80,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<TestClock>,
     pub db_path: PathBuf,
+    /// The app's own store, for tests that set up state the engine would.
+    pub store: Store,
     dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -102,6 +105,7 @@ impl TestApp {
             .await
             .expect("the app builds");
         let address = format!("http://{}", app.local_addr());
+        let store = app.store().clone();
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -114,6 +118,7 @@ impl TestApp {
                 .unwrap(),
             clock,
             db_path: config.database.path,
+            store,
             dir,
             shutdown: Some(tx),
             server: Some(server),

@@ -1,0 +1,369 @@
+//! `[notify]` and `[[notify.sinks]]`: where notifications go and how hard to try.
+//!
+//! ```toml
+//! [notify]
+//! public_url = "https://runbookd.example.net"   # links point here; default: the listen address
+//! link_ttl_secs = 3600                          # links also expire with their approval
+//!
+//! [[notify.sinks]]
+//! name = "phone"
+//! kind = "ntfy"                                 # webhook | ntfy | slack
+//! url = "https://ntfy.example.net"
+//! topic = "runbookd"
+//! token_env = "NTFY_TOKEN"                      # or token_file; never inline
+//! events = ["approval_requested", "run_escalated"]
+//! ```
+//! A sink's URL may itself be a secret (a Slack webhook's is), so only the sink's name is ever
+//! logged or audited.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use url::Url;
+
+use super::{ConfigSource, Problem, read_secret};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The base URL of links in notifications, as the phone reaches runbookd.
+    pub public_url: Option<String>,
+    /// A link expires this long after it is sent, or with its approval if that is sooner.
+    pub link_ttl_secs: u64,
+    /// Delivery attempts per notification and sink, the first included.
+    pub attempts: u32,
+    /// The wait before the first retry; it doubles up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Each delivery request gives up after this long.
+    pub timeout_secs: u64,
+    /// How often the notifier looks for new events.
+    pub poll_interval_ms: u64,
+    pub sinks: Vec<Spanned<SinkConfig>>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            link_ttl_secs: 3600,
+            attempts: 5,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 60_000,
+            timeout_secs: 10,
+            poll_interval_ms: 1000,
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// One `[[notify.sinks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    pub url: String,
+    /// ntfy only: the topic to publish to.
+    pub topic: Option<String>,
+    /// Sent as `Authorization: Bearer …`.
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Here only to refuse it with a useful message: secrets never sit in the config.
+    token: Option<toml::Value>,
+    /// Which events this sink gets; all of them when absent.
+    pub events: Option<Vec<EventKind>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A generic JSON webhook.
+    Webhook,
+    /// An ntfy server, with action buttons.
+    Ntfy,
+    /// A Slack-compatible incoming webhook.
+    Slack,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ApprovalRequested,
+    RunEscalated,
+    RunResolved,
+    BreakerTripped,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        Self::ApprovalRequested,
+        Self::RunEscalated,
+        Self::RunResolved,
+        Self::BreakerTripped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApprovalRequested => "approval_requested",
+            Self::RunEscalated => "run_escalated",
+            Self::RunResolved => "run_resolved",
+            Self::BreakerTripped => "breaker_tripped",
+        }
+    }
+}
+
+/// A sink ready to use: its token read, its URL parsed. No `Debug`: it holds secrets.
+#[derive(Clone)]
+pub struct Sink {
+    pub name: String,
+    pub kind: SinkKind,
+    pub url: Url,
+    pub topic: Option<String>,
+    pub token: Option<String>,
+    pub events: Vec<EventKind>,
+}
+
+/// `[notify]` resolved: the sinks and the delivery settings.
+#[derive(Clone)]
+pub struct Notify {
+    pub public_url: Option<Url>,
+    pub link_ttl: Duration,
+    pub attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    pub sinks: Vec<Sink>,
+}
+
+impl NotifyConfig {
+    /// Checks every value, reads every sink's token, and reports every problem.
+    pub fn resolve(
+        &self,
+        source: &ConfigSource,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Notify, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                location: source.locate_key(key),
+                message: format!("{key}: {message}"),
+            })
+        };
+        let public_url = match self.public_url.as_deref().map(web_url) {
+            Some(Ok(url)) => Some(url),
+            Some(Err(message)) => {
+                problem("notify.public_url", message);
+                None
+            }
+            None => None,
+        };
+        for (key, value, range) in [
+            ("notify.link_ttl_secs", self.link_ttl_secs, 60..=7 * 86_400),
+            ("notify.attempts", u64::from(self.attempts), 1..=20),
+            (
+                "notify.backoff_initial_ms",
+                self.backoff_initial_ms,
+                1..=600_000,
+            ),
+            ("notify.backoff_max_ms", self.backoff_max_ms, 1..=3_600_000),
+            ("notify.timeout_secs", self.timeout_secs, 1..=300),
+            (
+                "notify.poll_interval_ms",
+                self.poll_interval_ms,
+                10..=60_000,
+            ),
+        ] {
+            if !range.contains(&value) {
+                problem(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                );
+            }
+        }
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            problem(
+                "notify.backoff_max_ms",
+                "must be at least notify.backoff_initial_ms".into(),
+            );
+        }
+
+        let mut sinks: Vec<Sink> = Vec::new();
+        for entry in &self.sinks {
+            let location = source.locate(entry.span());
+            let sink = entry.get_ref();
+            let mut problem = |message: String| {
+                problems.push(Problem {
+                    location: location.clone(),
+                    message: format!("notify sink '{}': {message}", sink.name),
+                })
+            };
+            if !super::is_token_name(&sink.name) {
+                problem("the name must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit".into());
+            }
+            if sinks.iter().any(|s| s.name == sink.name) {
+                problem("this name is used by an earlier sink".into());
+            }
+            if sink.token.is_some() {
+                problem("secrets are not accepted in the config: put the token in an env var (token_env) or a file (token_file)".into());
+            }
+            let url = web_url(&sink.url).map_err(&mut problem).ok();
+            match (sink.kind, &sink.topic) {
+                (SinkKind::Ntfy, None) => problem("an ntfy sink needs a topic".into()),
+                (SinkKind::Ntfy, Some(topic)) if !is_ntfy_topic(topic) => {
+                    problem("the topic must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'".into())
+                }
+                (SinkKind::Webhook | SinkKind::Slack, Some(_)) => {
+                    problem("topic is only for ntfy sinks".into())
+                }
+                _ => {}
+            }
+            if sink.events.as_ref().is_some_and(Vec::is_empty) {
+                problem("events must name at least one event, or be left out for all".into());
+            }
+            let token = match (&sink.token_env, &sink.token_file) {
+                (None, None) => Some(None),
+                (from_env, from_file) => {
+                    read_secret("token", from_env.as_deref(), from_file.as_deref(), env)
+                        .and_then(|token| {
+                            if token.is_empty() || token.chars().any(char::is_control) {
+                                Err("the token is empty or contains control characters".into())
+                            } else {
+                                Ok(Some(token))
+                            }
+                        })
+                        .map_err(&mut problem)
+                        .ok()
+                }
+            };
+            if let (Some(url), Some(token)) = (url, token) {
+                sinks.push(Sink {
+                    name: sink.name.clone(),
+                    kind: sink.kind,
+                    url,
+                    topic: sink.topic.clone(),
+                    token,
+                    events: sink
+                        .events
+                        .clone()
+                        .unwrap_or_else(|| EventKind::ALL.to_vec()),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Notify {
+            public_url,
+            link_ttl: Duration::from_secs(self.link_ttl_secs),
+            attempts: self.attempts,
+            backoff_initial: Duration::from_millis(self.backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            timeout: Duration::from_secs(self.timeout_secs),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            sinks,
+        })
+    }
+}
+
+/// An `http`/`https` URL without credentials in it (those belong in `token_env`/`token_file`).
+fn web_url(text: &str) -> Result<Url, String> {
+    // The text is not echoed: a sink's URL may be its secret.
+    let url = Url::parse(text).map_err(|e| format!("the URL does not parse: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the URL must start with http:// or https://".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL holds credentials: put the token in token_env or token_file".into());
+    }
+    Ok(url)
+}
+
+fn is_ntfy_topic(topic: &str) -> bool {
+    (1..=64).contains(&topic.len())
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Overrides};
+    use std::io::Write;
+
+    fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let (config, source) = match Config::load(Some(file.path()), &Overrides::default()) {
+            Ok(loaded) => loaded,
+            Err(problems) => return problems.iter().map(ToString::to_string).collect(),
+        };
+        let lookup = |var: &str| {
+            env.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| v.to_string())
+        };
+        match config.resolve_notify(&source, &lookup) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_sink_resolves_with_its_token() {
+        let text = "[notify]\npublic_url = \"https://runbookd.example.net\"\n\n[[notify.sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"https://ntfy.example.net\"\ntopic = \"alerts\"\ntoken_env = \"NTFY\"\nevents = [\"approval_requested\"]\n";
+        assert_eq!(
+            problems(text, &[("NTFY", "tk_0123456789")]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_sink_problem_is_reported_without_secrets() {
+        let text = concat!(
+            "[notify]\nattempts = 0\n\n",
+            "[[notify.sinks]]\nname = \"a\"\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:1/\"\n\n",
+            "[[notify.sinks]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"https://user:hunter2-secret@example.net/\"\ntopic = \"x\"\n\n",
+            "[[notify.sinks]]\nname = \"c\"\nkind = \"slack\"\nurl = \"not a url\"\ntoken = \"inline-secret\"\ntoken_env = \"UNSET\"\nevents = []\n",
+        );
+        let printed = problems(text, &[]);
+        for expected in [
+            "notify.attempts: 0 is outside 1..=20",
+            "sink 'a': an ntfy sink needs a topic",
+            "sink 'a': this name is used by an earlier sink",
+            "sink 'a': the URL holds credentials",
+            "sink 'a': topic is only for ntfy sinks",
+            "sink 'c': secrets are not accepted in the config",
+            "sink 'c': the URL does not parse",
+            "sink 'c': events must name at least one event",
+            "sink 'c': the env var UNSET is not set",
+        ] {
+            assert!(
+                printed.iter().any(|p| p.contains(expected)),
+                "{expected}: {printed:#?}"
+            );
+        }
+        assert!(
+            !printed
+                .iter()
+                .any(|p| p.contains("hunter2") || p.contains("inline-secret"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_with_the_known_ones() {
+        let printed = problems(
+            "[[notify.sinks]]\nname = \"a\"\nkind = \"email\"\nurl = \"http://127.0.0.1:1/\"\n",
+            &[],
+        );
+        assert!(
+            printed[0]
+                .contains("unknown variant `email`, expected one of `webhook`, `ntfy`, `slack`"),
+            "{printed:#?}"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! One-tap links from notifications: `GET /links/{token}` shows what the link would do and
+//! changes nothing (link previewers and prefetchers GET whatever they see); `POST
+//! /links/{token}` makes the decision, once, as `link:<sink>`. No bearer token: the signed link
+//! is the credential (see [`crate::notify::links`]).
+//!
+//! | refusal | status | code |
+//! |---|---|---|
+//! | not signed by this runbookd (tampered, truncated, decision swapped) | 403 | `forbidden` |
+//! | past its expiry | 410 | `gone` |
+//! | used before (a replay) | 410 | `gone` |
+//!
+//! Every refusal, GET or POST, is audited (`link.refused`) with the reason, the approval when
+//! the signature held, and the requester's address; never the token. A link whose approval was
+//! decided by someone else reports that first decision (`decided_now: false`), as the REST
+//! route does. The answer is JSON when the request accepts `application/json`, else HTML.
+//!
+//! The link is marked used before the decision, on the single writer: of two simultaneous
+//! uses exactly one decides, and a crash between the two leaves the link spent and the
+//! approval pending (it fails closed; the approver uses another way).
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Extension, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::ApiPath;
+use crate::notify::links::LinkClaims;
+use crate::store::approvals::{Approval, ApprovalError, ApprovalStatus, Decided, Decision};
+use crate::store::audit::{AuditAction, NewAuditEvent};
+
+/// The caller's address, when the server knows it.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+#[utoipa::path(get, path = "/links/{token}", tag = "notifications",
+    params(("token" = String, Path, description = "The signed link from a notification")),
+    responses(
+        (status = 200, content_type = "text/html", description = "The run, step, exact command and risk, with a button that POSTs the link; changes nothing"),
+        (status = 403, description = "The link was altered"),
+        (status = 410, description = "The link expired or was used"),
+    ),
+    description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
+pub async fn show(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+    headers: HeaderMap,
+    peer: Peer,
+) -> Response {
+    let json = wants_json(&headers);
+    let claims = match check(&state, &token, Method::GET, peer).await {
+        Ok(claims) => claims,
+        Err(error) => return answer_error(error, json),
+    };
+    let approval = match load(&state, claims.approval_id).await {
+        Ok(approval) => approval,
+        Err(error) => return answer_error(error, json),
+    };
+    if json {
+        return private(
+            Json(json!({"decision": claims.decision, "expires_at": claims.expires_at, "approval": approval}))
+                .into_response(),
+        );
+    }
+    let verb = verb(claims.decision);
+    let action = if approval.status == ApprovalStatus::Pending {
+        format!(
+            "<form method=\"post\"><button type=\"submit\">{verb} this step</button></form>\
+             <p>This link works once, until {}.</p>",
+            claims.expires_at.format("%Y-%m-%d %H:%M UTC")
+        )
+    } else {
+        decided_text(&approval)
+    };
+    page(
+        StatusCode::OK,
+        &format!("{verb} step {}?", approval.step),
+        &format!("{}{action}", describe(&approval)),
+    )
+}
+
+#[utoipa::path(post, path = "/links/{token}", tag = "notifications",
+    params(("token" = String, Path, description = "The signed link from a notification")),
+    responses(
+        (status = 200, description = "Decided as `link:<sink>`, or the first decision when it was decided before; JSON when the request accepts application/json, else a page"),
+        (status = 403, description = "The link was altered"),
+        (status = 410, description = "The link expired or was used"),
+    ),
+    description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
+pub async fn decide(
+    State(state): State<AppState>,
+    ApiPath(token): ApiPath<String>,
+    headers: HeaderMap,
+    peer: Peer,
+) -> Response {
+    let json = wants_json(&headers);
+    match use_link(&state, &token, peer).await {
+        Ok((decided_now, approval)) if json => {
+            private(Json(json!({"decided_now": decided_now, "approval": approval})).into_response())
+        }
+        Ok((decided_now, approval)) => {
+            let title = if decided_now {
+                format!("{}: {}", status_word(approval.status), approval.step)
+            } else {
+                format!("Already decided: {}", approval.step)
+            };
+            let body = format!("{}{}", describe(&approval), decided_text(&approval));
+            page(StatusCode::OK, &title, &body)
+        }
+        Err(error) => answer_error(error, json),
+    }
+}
+
+async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Approval), AppError> {
+    let claims = check(state, token, Method::POST, peer).await?;
+    let now = state.clock.now();
+    let decision = match claims.decision {
+        Decision::Approve => "approve",
+        Decision::Reject => "reject",
+    };
+    if !state
+        .store
+        .use_link(
+            &claims.nonce,
+            claims.approval_id,
+            decision,
+            &claims.sink,
+            now,
+        )
+        .await?
+    {
+        return Err(refuse(state, Refusal::Used, Some(&claims), Method::POST, peer).await);
+    }
+    let decided = state
+        .store
+        .decide(
+            claims.approval_id,
+            claims.decision,
+            &format!("link:{}", claims.sink),
+            None,
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            ApprovalError::NotFound(_) => AppError::NotFound(e.to_string()),
+            ApprovalError::Expired(..) => AppError::Conflict(e.to_string()),
+            ApprovalError::Run(run) => AppError::Internal(run.into()),
+            ApprovalError::Store(store) => store.into(),
+        })?;
+    let approval = load(state, claims.approval_id).await?;
+    Ok((matches!(decided, Decided::Now(_)), approval))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    BadSignature,
+    Expired,
+    Used,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::Used => "used",
+        }
+    }
+
+    fn error(self) -> AppError {
+        match self {
+            Self::BadSignature => AppError::Forbidden(
+                "this link is not valid: it was changed or cut short; use the link exactly as it was sent".into(),
+            ),
+            Self::Expired => AppError::Gone(
+                "this link has expired; decide in runbookd itself (web page, CLI or API)".into(),
+            ),
+            Self::Used => AppError::Gone("this link was used already; it works once".into()),
+        }
+    }
+}
+
+/// The link's claims if it is signed, unexpired and (for GET, as far as can be seen) unused.
+/// Refusals are audited.
+async fn check(
+    state: &AppState,
+    token: &str,
+    method: Method,
+    peer: Peer,
+) -> Result<LinkClaims, AppError> {
+    let claims = match state.links.verify(token) {
+        Ok(claims) => claims,
+        Err(_) => return Err(refuse(state, Refusal::BadSignature, None, method, peer).await),
+    };
+    if claims.expires_at <= state.clock.now() {
+        return Err(refuse(state, Refusal::Expired, Some(&claims), method, peer).await);
+    }
+    if method == Method::GET && state.store.link_used(&claims.nonce).await? {
+        return Err(refuse(state, Refusal::Used, Some(&claims), method, peer).await);
+    }
+    Ok(claims)
+}
+
+/// Audits a refusal and returns its error. The audit holds the approval only when the
+/// signature proved the claims genuine, and never the token.
+async fn refuse(
+    state: &AppState,
+    refusal: Refusal,
+    claims: Option<&LinkClaims>,
+    method: Method,
+    peer: Peer,
+) -> AppError {
+    let remote = peer.map(|Extension(ConnectInfo(address))| address.ip().to_string());
+    let run_id = match claims {
+        Some(claims) => state
+            .store
+            .approval(claims.approval_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|a| a.run_id),
+        None => None,
+    };
+    let detail = json!({
+        "reason": refusal.as_str(),
+        "method": method.as_str(),
+        "remote": remote,
+        "approval_id": claims.map(|c| c.approval_id),
+        "decision": claims.map(|c| c.decision),
+        "sink": claims.map(|c| c.sink.as_str()),
+    });
+    let actor = claims.map_or_else(|| "link".to_owned(), |c| format!("link:{}", c.sink));
+    if let Err(error) = state
+        .store
+        .record_event(
+            NewAuditEvent {
+                actor: &actor,
+                action: AuditAction::LinkRefused,
+                incident_id: None,
+                run_id,
+                detail,
+            },
+            state.clock.now(),
+        )
+        .await
+    {
+        return error.into();
+    }
+    refusal.error()
+}
+
+async fn load(state: &AppState, id: i64) -> Result<Approval, AppError> {
+    state
+        .store
+        .approval(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("there is no approval {id}")))
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}
+
+fn answer_error(error: AppError, json: bool) -> Response {
+    if json {
+        return private(error.into_response());
+    }
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::error!(?error, "a link request failed");
+        return page(
+            status,
+            "Something went wrong",
+            "<p>The cause is in runbookd's log.</p>",
+        );
+    }
+    page(
+        status,
+        "This link cannot be used",
+        &format!("<p>{}</p>", escape(&error.to_string())),
+    )
+}
+
+fn describe(approval: &Approval) -> String {
+    format!(
+        "<dl><dt>Run</dt><dd>{}</dd><dt>Step</dt><dd>{}</dd><dt>Command</dt><dd><pre>{}</pre></dd>\
+         <dt>Risk</dt><dd>{}</dd><dt>Approval expires</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd></dl>",
+        approval.run_id,
+        escape(&approval.step),
+        escape(&approval.command),
+        escape(&approval.risk),
+        approval.expires_at.format("%Y-%m-%d %H:%M UTC"),
+        status_word(approval.status),
+    )
+}
+
+fn decided_text(approval: &Approval) -> String {
+    format!(
+        "<p>{} by {}.</p>",
+        status_word(approval.status),
+        escape(approval.decided_by.as_deref().unwrap_or("nobody"))
+    )
+}
+
+fn verb(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Approve => "Approve",
+        Decision::Reject => "Reject",
+    }
+}
+
+fn status_word(status: ApprovalStatus) -> &'static str {
+    match status {
+        ApprovalStatus::Pending => "Pending",
+        ApprovalStatus::Approved => "Approved",
+        ApprovalStatus::Rejected => "Rejected",
+        ApprovalStatus::Expired => "Expired",
+        ApprovalStatus::Cancelled => "Cancelled",
+    }
+}
+
+/// A small page: no script, readable on a phone.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let title = escape(title);
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · runbookd</title></head><body><h1>{title}</h1>{body}</body></html>"
+    );
+    private((status, Html(html)).into_response())
+}
+
+/// The URL holds a credential: keep it out of caches, search engines and Referer headers.
+fn private(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,463 @@
+//! Notifications: approval needed, run escalated, run resolved, breaker tripped, sent to the
+//! configured sinks (a JSON webhook, ntfy with action buttons, a Slack-compatible webhook),
+//! with signed one-tap approve and reject links ([`links`]).
+//!
+//! The notifier follows the append-only audit trail by id, with its cursor in the database;
+//! nothing in a run waits for it. Each event becomes at most one [`Notification`], delivered to
+//! each sink that wants it in its own task, with retries and exponential backoff, a timeout on
+//! every request and every attempt audited (`notify.attempt`, by sink name: a sink's URL may
+//! be its secret). A dead sink delays nobody. The cursor moves on once deliveries are handed
+//! to their tasks, so a notification is sent at most once: deliveries still in flight when
+//! runbookd stops (after a bounded wait) are dropped, not replayed after the restart.
+//!
+//! | audit event | notification |
+//! |---|---|
+//! | `approval.requested` (still pending) | `approval_requested`, with the links |
+//! | `run.finished` resolved / escalated | `run_resolved` / `run_escalated` |
+//! | `approval.decided` that escalated the run (rejected, expired) | `run_escalated` |
+//! | `control.blocked` by the circuit breaker | `breaker_tripped`, once per target per 24 h |
+
+pub mod links;
+mod payload;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::Notify;
+use crate::config::notify::{EventKind, Sink};
+use crate::store::approvals::{ApprovalStatus, Decision};
+use crate::store::audit::{AuditAction, AuditEvent, NewAuditEvent};
+use crate::store::runs::RunState;
+use crate::store::{Store, StoreError};
+use links::LinkSigner;
+
+/// The audit trail's actor for delivery attempts.
+const ACTOR: &str = "notifier";
+/// Events read per look at the trail.
+const BATCH: u32 = 100;
+/// A tripped breaker is announced again only after its 24 h window.
+const BREAKER_QUIET: Duration = Duration::from_secs(24 * 3600);
+
+/// What happened, in the words every sink gets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub event: EventKind,
+    pub title: String,
+    pub message: String,
+    pub incident_id: Option<i64>,
+    pub run: Option<RunSummary>,
+    pub approval: Option<ApprovalSummary>,
+    /// Why a run escalated, or why the breaker tripped.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub playbook: String,
+    pub target: String,
+    pub state: RunState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalSummary {
+    pub id: i64,
+    pub step: String,
+    pub command: String,
+    pub risk: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Where a notification's buttons go. The approve and reject links are signed for one sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct Links {
+    pub approve: Option<String>,
+    pub reject: Option<String>,
+    pub open: String,
+}
+
+/// Follows the audit trail and sends notifications until stopped.
+pub struct Notifier {
+    shared: Arc<Shared>,
+}
+
+/// What every delivery task needs.
+struct Shared {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    signer: Arc<LinkSigner>,
+    settings: Notify,
+    public_url: Url,
+    client: reqwest::Client,
+}
+
+impl Notifier {
+    /// `public_url` is where the links point (the configured one, or the listen address).
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        signer: Arc<LinkSigner>,
+        settings: Notify,
+        public_url: Url,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store,
+                clock,
+                signer,
+                settings,
+                public_url,
+                client,
+            }),
+        })
+    }
+
+    /// Looks at the trail every poll interval until `stop` completes; then gives in-flight
+    /// deliveries one request timeout to finish and drops the rest.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let mut deliveries = JoinSet::new();
+        let mut tick = tokio::time::interval(shared.settings.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        // Kept in memory between looks; written back when it moves.
+        let mut cursor = None;
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            while deliveries.try_join_next().is_some() {}
+            if let Err(error) = follow(&shared, &mut cursor, &mut deliveries).await {
+                tracing::warn!(%error, "the notifier cannot read the audit trail; trying again");
+            }
+        }
+        let _ = tokio::time::timeout(shared.settings.timeout, async {
+            while deliveries.join_next().await.is_some() {}
+        })
+        .await;
+        deliveries.shutdown().await;
+    }
+}
+
+/// Reads what is new in the trail and hands each notification to its sinks.
+async fn follow(
+    shared: &Arc<Shared>,
+    saved: &mut Option<i64>,
+    deliveries: &mut JoinSet<()>,
+) -> Result<(), StoreError> {
+    let mut cursor = match *saved {
+        Some(cursor) => cursor,
+        None => shared.store.notify_cursor().await?,
+    };
+    *saved = Some(cursor);
+    loop {
+        let events = shared.store.audit_events_after(cursor, BATCH).await?;
+        for event in &events {
+            // An error leaves the cursor before this event, to try it again.
+            let notification = notification_for(shared, event).await;
+            let notification = match notification {
+                Ok(found) => found,
+                Err(error) => {
+                    shared.store.set_notify_cursor(cursor).await?;
+                    *saved = Some(cursor);
+                    return Err(error);
+                }
+            };
+            if let Some(notification) = notification.map(Arc::new) {
+                for sink in &shared.settings.sinks {
+                    if sink.events.contains(&notification.event) {
+                        let (shared, sink, notification) =
+                            (shared.clone(), sink.clone(), notification.clone());
+                        deliveries
+                            .spawn(async move { deliver(&shared, &sink, &notification).await });
+                    }
+                }
+            }
+            cursor = event.id;
+        }
+        if !events.is_empty() {
+            shared.store.set_notify_cursor(cursor).await?;
+            *saved = Some(cursor);
+        }
+        if events.len() < BATCH as usize {
+            return Ok(());
+        }
+    }
+}
+
+/// The notification an audit event calls for, if any.
+async fn notification_for(
+    shared: &Shared,
+    event: &AuditEvent,
+) -> Result<Option<Notification>, StoreError> {
+    let store = &shared.store;
+    let detail = &event.detail.0;
+    let text = |key: &str| detail.get(key).and_then(Value::as_str).map(str::to_owned);
+    let Some(run) = (match event.run_id {
+        Some(id) => store.run(id).await?,
+        None => None,
+    }) else {
+        return Ok(None);
+    };
+    let summary = RunSummary {
+        id: run.id,
+        playbook: run.playbook.clone(),
+        target: run.target.clone(),
+        state: run.state,
+    };
+    let escalated = |reason: Option<String>| {
+        let reason = reason.unwrap_or_else(|| "no reason was recorded".to_owned());
+        Notification {
+            event: EventKind::RunEscalated,
+            title: format!(
+                "Run {} escalated: {} on {}",
+                run.id, run.playbook, run.target
+            ),
+            message: format!("A human is needed: {reason}"),
+            incident_id: run.incident_id,
+            run: Some(summary.clone()),
+            approval: None,
+            reason: Some(reason),
+        }
+    };
+    let notification = match event.action.as_str() {
+        "approval.requested" => {
+            let Some(id) = detail.get("approval_id").and_then(Value::as_i64) else {
+                return Ok(None);
+            };
+            let Some(approval) = store
+                .approval(id)
+                .await?
+                .filter(|a| a.status == ApprovalStatus::Pending)
+            else {
+                return Ok(None);
+            };
+            Notification {
+                event: EventKind::ApprovalRequested,
+                title: format!("Approval needed: {} on {}", approval.step, run.target),
+                message: format!(
+                    "Run {} ({}) wants to run `{}` (risk {}). It expires at {}.",
+                    run.id,
+                    run.playbook,
+                    approval.command,
+                    approval.risk,
+                    approval.expires_at.format("%Y-%m-%d %H:%M UTC")
+                ),
+                incident_id: run.incident_id,
+                run: Some(summary),
+                approval: Some(ApprovalSummary {
+                    id: approval.id,
+                    step: approval.step,
+                    command: approval.command,
+                    risk: approval.risk,
+                    expires_at: approval.expires_at,
+                }),
+                reason: None,
+            }
+        }
+        "run.finished" => match text("state").as_deref() {
+            Some("resolved") => Notification {
+                event: EventKind::RunResolved,
+                title: format!(
+                    "Run {} resolved: {} on {}",
+                    run.id, run.playbook, run.target
+                ),
+                message: "The playbook fixed it and verified the fix.".to_owned(),
+                incident_id: run.incident_id,
+                run: Some(summary),
+                approval: None,
+                reason: None,
+            },
+            Some("escalated") => escalated(
+                detail
+                    .pointer("/outcome/reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            ),
+            _ => return Ok(None),
+        },
+        // A rejected or expired approval ends its run escalated without a `run.finished`.
+        "approval.decided" if run.state == RunState::Escalated => {
+            let rejected = text("decision").as_deref() == Some("rejected")
+                || text("on_timeout").as_deref() == Some("reject");
+            if !rejected {
+                return Ok(None);
+            }
+            escalated(
+                run.outcome
+                    .as_ref()
+                    .and_then(|o| o.0.get("reason"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            )
+        }
+        "control.blocked" if text("control").as_deref() == Some("breaker") => {
+            if !store
+                .claim_breaker_notice(&run.target, BREAKER_QUIET, event.at)
+                .await?
+            {
+                return Ok(None);
+            }
+            let reason = text("reason").unwrap_or_default();
+            Notification {
+                event: EventKind::BreakerTripped,
+                title: format!("Circuit breaker tripped for {}", run.target),
+                message: format!("Automatic runs on {} are stopped: {reason}", run.target),
+                incident_id: run.incident_id,
+                run: Some(summary),
+                approval: None,
+                reason: Some(reason),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(notification))
+}
+
+/// Why one attempt failed, without the sink's URL or token.
+#[derive(Debug)]
+struct Failure {
+    status: Option<u16>,
+    error: String,
+    retryable: bool,
+}
+
+/// Sends one notification to one sink, retrying with backoff; audits every attempt.
+async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
+    let links = match links_for(shared, sink, notification) {
+        Ok(links) => links,
+        Err(error) => {
+            tracing::error!(sink = %sink.name, %error, "cannot sign the notification's links");
+            return;
+        }
+    };
+    let body = payload::body(sink, notification, &links);
+    let settings = &shared.settings;
+    let attempt = AtomicU32::new(0);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(settings.backoff_initial)
+        .with_max_delay(settings.backoff_max)
+        .with_max_times(settings.attempts.saturating_sub(1) as usize)
+        .with_jitter();
+    let send = || async {
+        let number = attempt.fetch_add(1, Ordering::Relaxed) + 1;
+        let outcome = send_once(shared, sink, &body).await;
+        let last = number >= settings.attempts || outcome.as_ref().is_err_and(|f| !f.retryable);
+        let detail = match &outcome {
+            Ok(status) => {
+                json!({"sink": sink.name, "event": notification.event, "attempt": number, "outcome": "delivered", "status": status})
+            }
+            Err(failure) => {
+                json!({"sink": sink.name, "event": notification.event, "attempt": number, "outcome": "failed", "status": failure.status, "error": failure.error, "gave_up": last})
+            }
+        };
+        let run_id = notification.run.as_ref().map(|r| r.id);
+        if let Err(error) = shared
+            .store
+            .record_event(
+                NewAuditEvent {
+                    actor: ACTOR,
+                    action: AuditAction::NotifyAttempt,
+                    incident_id: notification.incident_id,
+                    run_id,
+                    detail,
+                },
+                shared.clock.now(),
+            )
+            .await
+        {
+            tracing::warn!(sink = %sink.name, %error, "cannot audit a delivery attempt");
+        }
+        if let Err(failure) = &outcome {
+            tracing::warn!(sink = %sink.name, event = notification.event.as_str(), attempt = number, status = failure.status, error = %failure.error, gave_up = last, "notification not delivered");
+        }
+        outcome
+    };
+    let _ = send
+        .retry(backoff)
+        .when(|failure: &Failure| failure.retryable)
+        .await;
+}
+
+async fn send_once(shared: &Shared, sink: &Sink, body: &Value) -> Result<u16, Failure> {
+    let mut request = shared.client.post(sink.url.clone()).json(body);
+    if let Some(token) = &sink.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|error| Failure {
+        status: None,
+        error: describe(error),
+        retryable: true,
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(status.as_u16());
+    }
+    Err(Failure {
+        status: Some(status.as_u16()),
+        error: format!("the sink answered {status}"),
+        // A client error other than throttling will not change by asking again.
+        retryable: status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT,
+    })
+}
+
+/// The error and its causes, without the URL (which may be the sink's secret).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The links for `sink`: approve and reject (signed for this sink, expiring with the approval
+/// or after the configured lifetime, whichever is sooner) and a page to open.
+fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyhow::Result<Links> {
+    let Some(approval) = &notification.approval else {
+        return Ok(Links {
+            approve: None,
+            reject: None,
+            open: shared.public_url.to_string(),
+        });
+    };
+    let ttl = chrono::Duration::from_std(shared.settings.link_ttl)?;
+    let expires_at = approval.expires_at.min(shared.clock.now() + ttl);
+    let link = |decision| -> anyhow::Result<String> {
+        let token = shared
+            .signer
+            .sign(approval.id, decision, expires_at, &sink.name)?;
+        Ok(shared
+            .public_url
+            .join(&format!("links/{token}"))?
+            .to_string())
+    };
+    let approve = link(Decision::Approve)?;
+    Ok(Links {
+        // The approve link's page shows everything about the step, and changes nothing.
+        open: approve.clone(),
+        approve: Some(approve),
+        reject: Some(link(Decision::Reject)?),
+    })
+}

@@ -1,0 +1,134 @@
+//! What notifications and one-tap links keep: the notifier's cursor over the audit trail, the
+//! link-signing key, the links already used, and when each target's breaker was last
+//! announced. Refused links and delivery attempts go to the audit trail from here.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::audit::AuditEvent;
+use super::{Store, StoreError};
+
+/// Length of the link-signing key: HMAC-SHA256's block-sized secret.
+pub const LINK_KEY_LEN: usize = 32;
+
+impl Store {
+    /// The notifier's position in the audit trail. The first call places it at the newest
+    /// event, so history from before notifications were on is not sent.
+    pub async fn notify_cursor(&self) -> Result<i64, StoreError> {
+        // `WHERE true` tells SQLite's parser that ON CONFLICT is not a join constraint.
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query(
+            "INSERT INTO notify_cursor (id, last_event_id)
+             SELECT 1, COALESCE(MAX(id), 0) FROM audit_events WHERE true
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT last_event_id FROM notify_cursor WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?,
+        )
+    }
+
+    pub async fn set_notify_cursor(&self, last_event_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE notify_cursor SET last_event_id = ? WHERE id = 1")
+            .bind(last_event_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Events after `after`, oldest first, at most `limit`.
+    pub async fn audit_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
+             WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The link-signing key, generated (from the system's CSPRNG) and stored on first use.
+    pub async fn link_key(&self, now: DateTime<Utc>) -> anyhow::Result<[u8; LINK_KEY_LEN]> {
+        let fresh: [u8; LINK_KEY_LEN] = ring::rand::generate(&ring::rand::SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("the system random source failed"))?
+            .expose();
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query(
+            "INSERT INTO link_keys (id, key, created_at) VALUES (1, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&fresh[..])
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM link_keys WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        key.try_into()
+            .map_err(|_| anyhow::anyhow!("the stored link key has the wrong length"))
+    }
+
+    /// Marks a link used. True for the first use only, however many requests race: the
+    /// nonce is the primary key and the single writer serialises the inserts.
+    pub async fn use_link(
+        &self,
+        nonce: &str,
+        approval_id: i64,
+        decision: &str,
+        sink: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO used_links (nonce, approval_id, decision, sink, used_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(approval_id)
+        .bind(decision)
+        .bind(sink)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    pub async fn link_used(&self, nonce: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM used_links WHERE nonce = ?")
+            .bind(nonce)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Claims the right to announce `target`'s tripped breaker: true unless it was announced
+    /// within `quiet` (the breaker's 24 h window), so one trip is one notification.
+    pub async fn claim_breaker_notice(
+        &self,
+        target: &str,
+        quiet: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let since = now - chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::MAX);
+        let claimed: Option<String> = sqlx::query_scalar(
+            "INSERT INTO breaker_notices (target, notified_at) VALUES (?, ?)
+             ON CONFLICT (target) DO UPDATE SET notified_at = excluded.notified_at
+                 WHERE breaker_notices.notified_at <= ?
+             RETURNING target",
+        )
+        .bind(target)
+        .bind(now)
+        .bind(since)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(claimed.is_some())
+    }
+}

@@ -1,0 +1,981 @@
+//! Notifications and one-tap links: an approval request reaches a local receiver as ntfy,
+//! webhook and Slack payloads carrying signed links; each link works once, for its one
+//! decision, until it expires; tampered, swapped, expired and replayed links are refused and
+//! audited; retries are audited per attempt; a dead sink holds nothing up; no secret reaches the
+//! audit trail or the log.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{TestApp, eventually};
+use runbookd::clock::Clock as _;
+use runbookd::store::Store;
+use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
+use runbookd::store::runs::{Created, Ending, Lease, NewRun};
+use runbookd::store::safety::{Blocked, Limits};
+use serde_json::{Value, json};
+use sqlx::{ConnectOptions, Row};
+
+const WAIT: Duration = Duration::from_secs(20);
+const SINK_TOKEN: &str = "ntfy-sink-token-0123456789";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    authorization: Option<String>,
+    body: Value,
+}
+
+/// A local HTTP receiver that records what it gets and fails the first `fail_first`
+/// requests with 500.
+#[derive(Clone)]
+struct Receiver {
+    address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    fail_first: Arc<AtomicU32>,
+}
+
+async fn record(
+    State(state): State<ReceiverState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if state
+        .fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    state.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        authorization: headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    StatusCode::OK
+}
+
+impl Receiver {
+    async fn start(fail_first: u32) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = ReceiverState {
+            received: received.clone(),
+            fail_first: Arc::new(AtomicU32::new(fail_first)),
+        };
+        let router = axum::Router::new()
+            .fallback(axum::routing::post(record))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { address, received }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn on(&self, path: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for the first message on `path` whose body has `event`-like field `key` = `value`.
+    async fn wait_for(&self, path: &str, key: &str, value: &str) -> Received {
+        eventually(&format!("{key}={value} on {path}"), WAIT, || async {
+            self.on(path)
+                .into_iter()
+                .find(|r| r.body.pointer(key).and_then(Value::as_str) == Some(value))
+        })
+        .await
+    }
+}
+
+/// A loopback port with nothing listening on it.
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The app with `sinks` (TOML `[[sinks]]` tables) and fast, small retry settings.
+async fn app_with(extra: &str, sinks: &str) -> (TestApp, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("ntfy.token");
+    std::fs::write(&token_file, format!("{SINK_TOKEN}\n")).unwrap();
+    let text = format!(
+        "poll_interval_ms = 20\nbackoff_initial_ms = 5\nbackoff_max_ms = 20\nattempts = 3\n{extra}\n{}",
+        sinks.replace("TOKEN_FILE", &token_file.display().to_string())
+    );
+    let notify = toml::from_str(&text).unwrap();
+    let app = TestApp::spawn_with(|config| config.notify = notify).await;
+    (app, secrets)
+}
+
+const NTFY: &str = "[[sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"URL\"\ntopic = \"runbookd-alerts\"\ntoken_file = \"TOKEN_FILE\"\n";
+
+fn ntfy_sink(receiver: &Receiver) -> String {
+    NTFY.replace("URL", &receiver.url("/"))
+}
+
+/// A run for `target`, leased by a worker.
+async fn leased_run(store: &Store, target: &str, now: chrono::DateTime<chrono::Utc>) -> Lease {
+    let run = NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        target,
+        dry_run: false,
+        actor: "engine",
+        facts: json!({}),
+    };
+    let Created::New(_) = store.create_run(run, now).await.unwrap() else {
+        panic!("a new run")
+    };
+    let (lease, _) = store
+        .acquire_run("worker-a", Duration::from_secs(60), now)
+        .await
+        .unwrap()
+        .unwrap();
+    lease
+}
+
+/// A run for `target` parked on an approval of `remount_datastore` that expires in
+/// `expires_in`.
+async fn approval(app: &TestApp, target: &str, expires_in: Duration) -> (i64, i64) {
+    let now = app.clock.now();
+    let lease = leased_run(&app.store, target, now).await;
+    let request = ApprovalRequest {
+        step: "remount_datastore",
+        command: "umount -l /mnt/datastore && mount /mnt/datastore",
+        risk: "high",
+        evidence: json!({"nfs_mounted": false}),
+        expires_in,
+        on_timeout: OnTimeout::Reject,
+    };
+    let id = app
+        .store
+        .request_approval(&lease, request, now)
+        .await
+        .unwrap();
+    (lease.run_id, id)
+}
+
+async fn post_link(app: &TestApp, url: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .post(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Audit rows with `action`, oldest first: (actor, detail).
+async fn audit(app: &TestApp, action: &str) -> Vec<(String, Value)> {
+    let mut db = app.db().await;
+    sqlx::query("SELECT actor, detail FROM audit_events WHERE action = ? ORDER BY id")
+        .bind(action)
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let detail: String = row.get("detail");
+            (row.get("actor"), serde_json::from_str(&detail).unwrap())
+        })
+        .collect()
+}
+
+/// Every audit row as text, to search for secrets.
+async fn audit_text(app: &TestApp) -> String {
+    let mut db = app.db().await;
+    let rows = sqlx::query("SELECT actor, action, detail FROM audit_events")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            format!(
+                "{} {} {}\n",
+                row.get::<String, _>("actor"),
+                row.get::<String, _>("action"),
+                row.get::<String, _>("detail")
+            )
+        })
+        .collect()
+}
+
+async fn link_key(app: &TestApp) -> Vec<u8> {
+    let mut db = app.db().await;
+    sqlx::query_scalar("SELECT key FROM link_keys")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+fn token_of(link: &str) -> &str {
+    link.rsplit('/').next().unwrap()
+}
+
+#[tokio::test]
+async fn an_ntfy_approve_link_works_once_and_every_bad_use_is_refused_and_audited() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let (run_id, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let body = &message.body;
+    assert_eq!(
+        message.authorization.as_deref(),
+        Some(format!("Bearer {SINK_TOKEN}").as_str())
+    );
+    assert!(
+        body["title"]
+            .as_str()
+            .unwrap()
+            .contains("remount_datastore"),
+        "{body:#}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("umount -l /mnt/datastore"),
+        "{body:#}"
+    );
+    let actions = body["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 3, "{body:#}");
+    assert_eq!(
+        (
+            &actions[0]["action"],
+            &actions[0]["label"],
+            &actions[0]["method"]
+        ),
+        (&json!("http"), &json!("Approve"), &json!("POST"))
+    );
+    assert_eq!(
+        (&actions[1]["action"], &actions[1]["label"]),
+        (&json!("http"), &json!("Reject"))
+    );
+    assert_eq!(
+        (&actions[2]["action"], &actions[2]["label"]),
+        (&json!("view"), &json!("Open"))
+    );
+    let approve = actions[0]["url"].as_str().unwrap().to_owned();
+    let reject = actions[1]["url"].as_str().unwrap().to_owned();
+    assert!(approve.starts_with(&app.url("/links/")), "{approve}");
+    assert_ne!(approve, reject);
+
+    // The confirmation page shows the step and changes nothing.
+    let page = app.client.get(&approve).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("umount -l /mnt/datastore"), "{html}");
+    assert!(html.contains("<form method=\"post\">"), "{html}");
+    assert!(!html.contains("<script"), "{html}");
+    let pending = |app: &TestApp| {
+        let store = app.store.clone();
+        async move { store.approval(approval_id).await.unwrap().unwrap() }
+    };
+    assert_eq!(pending(&app).await.status, ApprovalStatus::Pending);
+
+    // The approve link with its decision swapped to reject: the signature no longer holds.
+    let mut bytes = URL_SAFE_NO_PAD.decode(token_of(&approve)).unwrap();
+    assert_eq!(bytes[9], b'a', "the decision byte");
+    bytes[9] = b'r';
+    let swapped = app.url(&format!("/links/{}", URL_SAFE_NO_PAD.encode(&bytes)));
+    let (status, answer) = post_link(&app, &swapped).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (403, &json!("forbidden"))
+    );
+    // One character changed.
+    let mut tampered = approve.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, _) = post_link(&app, &tampered).await;
+    assert_eq!(status, 403);
+    assert_eq!(pending(&app).await.status, ApprovalStatus::Pending);
+
+    // The real link approves, as the sink.
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["decided_now"], true);
+    assert_eq!(answer["approval"]["status"], "approved");
+    assert_eq!(answer["approval"]["decided_by"], "link:phone");
+    let decided = pending(&app).await;
+    assert_eq!(
+        (decided.status, decided.decided_by.as_deref()),
+        (ApprovalStatus::Approved, Some("link:phone"))
+    );
+
+    // A replay is refused; the reject link reports the first decision and changes nothing.
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!((status, &answer["error"]["code"]), (410, &json!("gone")));
+    let (status, answer) = post_link(&app, &reject).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["decided_now"], false);
+    assert_eq!(answer["approval"]["status"], "approved");
+    assert_eq!(pending(&app).await.status, ApprovalStatus::Approved);
+
+    let decisions = audit(&app, "approval.decided").await;
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].0, "link:phone");
+    let refused = audit(&app, "link.refused").await;
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|(_, d)| d["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["bad_signature", "bad_signature", "used"]);
+    assert_eq!(refused[0].1["approval_id"], Value::Null, "unverified");
+    assert_eq!(refused[0].1["remote"], "127.0.0.1");
+    assert_eq!(refused[2].1["approval_id"], approval_id);
+    assert_eq!(refused[2].0, "link:phone");
+    let mut db = app.db().await;
+    let refused_on_run: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'link.refused' AND run_id = ?",
+    )
+    .bind(run_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(refused_on_run, 1, "the replay is on the run's timeline");
+
+    // No key, link or sink token in the audit trail.
+    let text = audit_text(&app).await;
+    let key = link_key(&app).await;
+    for secret in [
+        hex::encode(&key),
+        URL_SAFE_NO_PAD.encode(&key),
+        token_of(&approve).to_owned(),
+        token_of(&reject).to_owned(),
+        SINK_TOKEN.to_owned(),
+    ] {
+        assert!(!text.contains(&secret), "a secret in the audit trail");
+    }
+    let attempts = eventually("the delivery's audit", WAIT, || async {
+        let attempts = audit(&app, "notify.attempt").await;
+        (!attempts.is_empty()).then_some(attempts)
+    })
+    .await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].1["sink"], "phone");
+    assert_eq!(attempts[0].1["outcome"], "delivered");
+    assert!(
+        !attempts[0]
+            .1
+            .to_string()
+            .contains(&receiver.address.to_string()),
+        "no sink URL in the audit"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_link_expires_with_its_lifetime_and_the_refusal_is_audited() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("link_ttl_secs = 60", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    app.clock.advance(chrono::Duration::seconds(61));
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!((status, &answer["error"]["code"]), (410, &json!("gone")));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+    let page = app.client.get(&approve).send().await.unwrap();
+    assert_eq!(page.status(), 410, "the page refuses it too");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(
+        approval.status,
+        ApprovalStatus::Pending,
+        "the approval itself has not expired"
+    );
+    let refused = audit(&app, "link.refused").await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for (_, detail) in &refused {
+        assert_eq!(detail["reason"], "expired");
+        assert_eq!(detail["approval_id"], approval_id);
+        assert_eq!(detail["decision"], "approve");
+    }
+    assert_eq!(
+        (&refused[0].1["method"], &refused[1].1["method"]),
+        (&json!("POST"), &json!("GET"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_simultaneous_uses_of_one_link_decide_once() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let reject = message.body["actions"][1]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (a, b) = tokio::join!(post_link(&app, &reject), post_link(&app, &reject));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 410], "{a:?} {b:?}");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Rejected);
+    assert_eq!(audit(&app, "approval.decided").await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
+    let receiver = Receiver::start(0).await;
+    let sinks = format!(
+        "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\nevents = [\"approval_requested\"]\n",
+        receiver.url("/hook"),
+        receiver.url("/chat/T000/B000/secret-part"),
+    );
+    let (app, _secrets) = app_with("", &sinks).await;
+    let (run_id, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+
+    let hook = receiver
+        .wait_for("/hook", "/event", "approval_requested")
+        .await;
+    let body = &hook.body;
+    assert_eq!(hook.authorization, None);
+    assert_eq!(body["run"]["id"], run_id);
+    assert_eq!(body["approval"]["id"], approval_id);
+    assert_eq!(body["approval"]["step"], "remount_datastore");
+    assert_eq!(
+        body["approval"]["command"],
+        "umount -l /mnt/datastore && mount /mnt/datastore"
+    );
+    assert_eq!(body["approval"]["risk"], "high");
+    assert!(body["approval"]["expires_at"].is_string());
+    let approve = body["links"]["approve"].as_str().unwrap();
+    let reject = body["links"]["reject"].as_str().unwrap();
+    assert!(approve.starts_with(&app.url("/links/")));
+    assert!(reject.starts_with(&app.url("/links/")));
+
+    let chat = eventually("the slack message", WAIT, || async {
+        receiver
+            .on("/chat/T000/B000/secret-part")
+            .into_iter()
+            .next()
+    })
+    .await;
+    let blocks = chat.body["blocks"].as_array().unwrap();
+    assert!(
+        chat.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("remount_datastore")
+    );
+    assert_eq!(blocks[0]["type"], "section");
+    assert_eq!(blocks[1]["type"], "actions");
+    let buttons = blocks[1]["elements"].as_array().unwrap();
+    let labels: Vec<&str> = buttons
+        .iter()
+        .map(|b| b["text"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Approve", "Reject", "Open"]);
+    let slack_approve = buttons[0]["url"].as_str().unwrap();
+    assert!(slack_approve.starts_with(&app.url("/links/")));
+    assert_ne!(slack_approve, approve, "each sink gets its own links");
+    // A Slack button opens the confirmation page; its form makes the decision.
+    let page = app.client.get(slack_approve).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let answer = app.client.post(slack_approve).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("Approved by link:chat")
+    );
+
+    // A rejection by REST escalates its run: that is sent to the webhook only.
+    // The approved run is back in the queue; nothing drives it in this test.
+    app.store
+        .cancel_run(run_id, "test", "not driven here", app.clock.now())
+        .await
+        .unwrap();
+    let (_, second) = approval(&app, "pbs-1", Duration::from_secs(600)).await;
+    // Both sinks hear of it before it is decided (the notifier skips decided approvals).
+    eventually("the second approval on both sinks", WAIT, || async {
+        let heard = |path: &str| {
+            receiver.on(path).iter().any(|r| {
+                r.body.pointer("/approval/id") == Some(&json!(second))
+                    || r.body["text"].as_str().is_some_and(|t| t.contains("pbs-1"))
+            })
+        };
+        (heard("/hook") && heard("/chat/T000/B000/secret-part")).then_some(())
+    })
+    .await;
+    let response = app
+        .post_json(
+            &format!("/api/v1/approvals/{second}/reject"),
+            common::APPROVER_TOKEN,
+            "",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let escalated = receiver.wait_for("/hook", "/event", "run_escalated").await;
+    assert!(
+        escalated.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rejected by approver"),
+        "{:#}",
+        escalated.body
+    );
+
+    // A run that resolves, one that escalates, and a tripped breaker.
+    let now = app.clock.now();
+    let resolved = leased_run(&app.store, "pbs-resolved", now).await;
+    app.store
+        .finish_run(
+            &resolved,
+            Ending::Resolved,
+            &json!({"cause": "stale_nfs_handles"}),
+            now,
+        )
+        .await
+        .unwrap();
+    let done = receiver.wait_for("/hook", "/event", "run_resolved").await;
+    assert_eq!(done.body["run"]["id"], resolved.run_id);
+
+    let failed = leased_run(&app.store, "pbs-2", now).await;
+    app.store
+        .finish_run(
+            &failed,
+            Ending::Escalated,
+            &json!({"reason": "the canary backup failed"}),
+            now,
+        )
+        .await
+        .unwrap();
+    receiver
+        .wait_for("/hook", "/reason", "the canary backup failed")
+        .await;
+
+    let limits = Limits {
+        cooldown: Duration::ZERO,
+        hourly_budget: 100,
+        breaker_after: 1,
+    };
+    for _ in 0..2 {
+        let lease = leased_run(&app.store, "pbs-2", now).await;
+        let verdict = app
+            .store
+            .reserve_action(&lease, "restart_pbs", "pbs-2", limits, now)
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, Err(Blocked::Breaker { .. })),
+            "{verdict:?}"
+        );
+        app.store
+            .finish_run(&lease, Ending::Resolved, &json!({}), now)
+            .await
+            .unwrap();
+    }
+    let breaker = receiver
+        .wait_for("/hook", "/event", "breaker_tripped")
+        .await;
+    assert!(breaker.body["title"].as_str().unwrap().contains("pbs-2"));
+    // Both blocked runs' resolutions arrive after the breaker events were read.
+    eventually("both later resolutions", WAIT, || async {
+        let resolved = receiver
+            .on("/hook")
+            .iter()
+            .filter(|r| r.body["event"] == "run_resolved")
+            .count();
+        (resolved == 3).then_some(())
+    })
+    .await;
+    let breakers = receiver
+        .on("/hook")
+        .iter()
+        .filter(|r| r.body["event"] == "breaker_tripped")
+        .count();
+    assert_eq!(
+        breakers, 1,
+        "one notification per trip, not per blocked action"
+    );
+    assert_eq!(
+        receiver.on("/chat/T000/B000/secret-part").len(),
+        2,
+        "the slack sink wants approvals only"
+    );
+    assert!(
+        !audit_text(&app).await.contains("secret-part"),
+        "no sink URL in the audit trail"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flaky_sink_is_retried_and_a_dead_one_stops_nothing_else() {
+    let flaky = Receiver::start(2).await;
+    let phone = Receiver::start(0).await;
+    let dead = closed_port().await;
+    let sinks = format!(
+        "[[sinks]]\nname = \"flaky\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[sinks]]\nname = \"dead\"\nkind = \"webhook\"\nurl = \"http://{dead}/hook\"\n\n{}",
+        flaky.url("/flaky"),
+        ntfy_sink(&phone),
+    );
+    let (app, _secrets) = app_with("", &sinks).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+
+    let message = phone.wait_for("/", "/topic", "runbookd-alerts").await;
+    flaky
+        .wait_for("/flaky", "/event", "approval_requested")
+        .await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = post_link(&app, &approve).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.store
+            .approval(approval_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ApprovalStatus::Approved
+    );
+
+    let by_sink = |attempts: &[(String, Value)], sink: &str| -> Vec<Value> {
+        attempts
+            .iter()
+            .filter(|(_, d)| d["sink"] == sink)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    let attempts = eventually("three attempts for each retried sink", WAIT, || async {
+        let attempts = audit(&app, "notify.attempt").await;
+        (by_sink(&attempts, "flaky").len() == 3 && by_sink(&attempts, "dead").len() == 3)
+            .then_some(attempts)
+    })
+    .await;
+    let flaky_attempts = by_sink(&attempts, "flaky");
+    let outcomes: Vec<(&Value, &Value, &Value)> = flaky_attempts
+        .iter()
+        .map(|d| (&d["attempt"], &d["outcome"], &d["status"]))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (&json!(1), &json!("failed"), &json!(500)),
+            (&json!(2), &json!("failed"), &json!(500)),
+            (&json!(3), &json!("delivered"), &json!(200)),
+        ]
+    );
+    let dead_attempts = by_sink(&attempts, "dead");
+    for (i, attempt) in dead_attempts.iter().enumerate() {
+        assert_eq!(attempt["attempt"], i as u64 + 1);
+        assert_eq!(attempt["outcome"], "failed");
+        assert_eq!(attempt["status"], Value::Null);
+        assert!(
+            attempt["error"]
+                .as_str()
+                .unwrap()
+                .contains("error sending request")
+        );
+        assert!(
+            !attempt["error"]
+                .as_str()
+                .unwrap()
+                .contains(&dead.to_string()),
+            "no sink URL in the error"
+        );
+        assert_eq!(attempt["gave_up"], i == 2);
+    }
+    assert_eq!(by_sink(&attempts, "phone").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_from_before_notifications_is_not_sent() {
+    let receiver = Receiver::start(0).await;
+    // A first life without sinks leaves an approval in the trail.
+    let app = TestApp::spawn().await;
+    approval(&app, "pbs", Duration::from_secs(600)).await;
+    let mut db = app.db().await;
+    let cursor: Option<i64> = sqlx::query_scalar("SELECT last_event_id FROM notify_cursor")
+        .fetch_optional(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(cursor, None, "no sinks, no cursor");
+    drop(db);
+    let db_path = app.db_path.clone();
+    let dir = app.stop().await;
+
+    let text = format!(
+        "poll_interval_ms = 20\n{}",
+        ntfy_sink(&receiver).replace("token_file = \"TOKEN_FILE\"\n", "")
+    );
+    let notify = toml::from_str(&text).unwrap();
+    let app = TestApp::spawn_with(|config| {
+        config.notify = notify;
+        config.database.path = db_path;
+    })
+    .await;
+    let now = app.clock.now();
+    let lease = leased_run(&app.store, "pbs-b", now).await;
+    let request = ApprovalRequest {
+        step: "enable_job",
+        command: "pvesh set /cluster/backup/job-1 --enabled 1",
+        risk: "medium",
+        evidence: json!({}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    app.store
+        .request_approval(&lease, request, now)
+        .await
+        .unwrap();
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    assert!(
+        message.body["title"]
+            .as_str()
+            .unwrap()
+            .contains("enable_job")
+    );
+    assert_eq!(message.authorization, None);
+    let attempts = eventually("the delivery's audit", WAIT, || async {
+        let attempts = audit(&app, "notify.attempt").await;
+        (!attempts.is_empty()).then_some(attempts)
+    })
+    .await;
+    assert_eq!(attempts.len(), 1, "only the new approval: {attempts:?}");
+    assert_eq!(receiver.on("/").len(), 1);
+    app.stop().await;
+    drop(dir);
+}
+
+#[test]
+fn check_refuses_bad_sinks_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runbookd.toml");
+    std::fs::write(
+        &config,
+        "[[notify.sinks]]\nname = \"pager\"\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:9/\"\n\n\
+         [[notify.sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/hook\"\ntoken = \"inline-secret-value\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let at = |line: usize| format!("{}:{line}:1: notify sink", config.display());
+    assert!(
+        stderr.contains(&at(1)) && stderr.contains("'pager': an ntfy sink needs a topic"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&at(6))
+            && stderr.contains("'chat': secrets are not accepted in the config"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("inline-secret-value"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        "[[notify.sinks]]\nname = \"pager\"\nkind = \"email\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown variant `email`, expected one of `webhook`, `ntfy`, `slack`"),
+        "{stderr}"
+    );
+}
+
+/// The acceptance story through the real binary on the twin: `serve --lab nfs-unmounted`
+/// asks for each high-risk step on ntfy, each Approve button's link works once, the run
+/// resolves and that is announced too; the service's own log (at debug for the HTTP layer)
+/// holds no link, link key or sink token.
+#[tokio::test]
+async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
+    use common::process::ServiceProcess;
+    const ADMIN: &str = "notify-admin-secret-0123456789";
+
+    let receiver = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/runbookd.db");
+    let config = dir.path().join("runbookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\npoll_interval_ms = 50\nbackoff_initial_ms = 10\nbackoff_max_ms = 50\n\n\
+             [[notify.sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"{}\"\ntopic = \"runbookd-alerts\"\ntoken_env = \"NTFY_TOKEN\"\n",
+            receiver.url("/")
+        ),
+    )
+    .unwrap();
+    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    let config_arg = config.display().to_string();
+    let service = ServiceProcess::start_with(
+        &db,
+        &[
+            ("RUNBOOKD_ADMIN_TOKEN", ADMIN),
+            ("NTFY_TOKEN", SINK_TOKEN),
+            ("RUST_LOG", "info,tower_http=debug,runbookd=debug"),
+        ],
+        &[
+            "--lab",
+            "nfs-unmounted",
+            "--playbooks",
+            playbooks,
+            "--config",
+            &config_arg,
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/webhook/alertmanager", service.address))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(common::reference("alertmanager-v4.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let run_id = response.json::<Value>().await.unwrap()["incidents"][0]["run_id"]
+        .as_i64()
+        .unwrap();
+
+    let approval_message = |step: &'static str| {
+        let receiver = receiver.clone();
+        async move {
+            eventually(
+                &format!("the approval of {step} on ntfy"),
+                Duration::from_secs(60),
+                || async {
+                    receiver.on("/").into_iter().find(|r| {
+                        r.body["title"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("Approval needed") && t.contains(step))
+                    })
+                },
+            )
+            .await
+        }
+    };
+    let mut used = Vec::new();
+    for step in ["lazy_unmount", "mount_datastore"] {
+        let message = approval_message(step).await;
+        assert_eq!(
+            message.authorization.as_deref(),
+            Some(format!("Bearer {SINK_TOKEN}").as_str())
+        );
+        let approve = message.body["actions"][0]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            approve.starts_with(&format!("{}/links/", service.address)),
+            "{approve}"
+        );
+        let answer = client
+            .post(&approve)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["approval"]["step"], step);
+        assert_eq!(answer["approval"]["decided_by"], "link:phone");
+        used.push(approve);
+    }
+    eventually(
+        "the resolution on ntfy",
+        Duration::from_secs(90),
+        || async {
+            receiver.on("/").into_iter().find(|r| {
+                r.body["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("Run {run_id} resolved")))
+            })
+        },
+    )
+    .await;
+    let replay = client.post(&used[0]).send().await.unwrap();
+    assert_eq!(replay.status(), 410);
+
+    let key: Vec<u8> = {
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT key FROM link_keys")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let log = service.log_text();
+    assert!(
+        log.contains("\"path\":\"/links/…\""),
+        "the HTTP layer logged link requests, with the token cut out"
+    );
+    for secret in [
+        hex::encode(&key),
+        URL_SAFE_NO_PAD.encode(&key),
+        token_of(&used[0]).to_owned(),
+        token_of(&used[1]).to_owned(),
+        SINK_TOKEN.to_owned(),
+    ] {
+        assert!(!log.contains(&secret), "a secret in the service log");
+    }
+    assert!(service.terminate().await.success());
+}
