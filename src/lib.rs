@@ -31,7 +31,8 @@
 //! - [`demo`]: `runbookd demo`, the story in a terminal.
 //! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
 //!   APIs, control API.
-//! - [`http`]: routes, auth layer, the one [`http::AppError`].
+//! - [`http`]: routes, auth layer, the one [`http::AppError`]; the agent's tools (MCP at `/mcp`,
+//!   the REST bridge `/api/call`, one catalog in [`http::tools`]); `/openapi.json` (utoipa).
 //! - [`startup`]: builds the app bound to a port (port 0 in tests) and runs it until shutdown.
 //! - [`telemetry`]: logs and metrics. [`clock`]: the one clock.
 //!
