@@ -111,6 +111,20 @@ async fn an_alert_becomes_a_resolved_run_on_the_twin() {
     );
     assert_eq!(incident["runs"][0]["run"]["id"], run_id);
     assert_eq!(incident["runs"][0]["steps"], run["steps"]);
+    // And the list says where each incident's newest run stands, without a detail per row.
+    let list: Value = client
+        .get(format!("{}/api/v1/incidents", service.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let latest = &list["incidents"][0]["latest_run"];
+    assert_eq!(latest["id"], run_id, "{list:#}");
+    assert_eq!(latest["state"], "resolved");
+    assert_eq!(latest["cause"], "stale_nfs_handles");
     assert!(service.terminate().await.success());
 }
 

@@ -22,7 +22,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use client::{ApiClient, ClientError};
@@ -31,9 +30,6 @@ use render::Paint;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
-
-/// How many incident details `incidents` reads at once for the run column.
-const DETAIL_CONCURRENCY: usize = 8;
 
 /// Where the service is and who is asking.
 #[derive(Debug, Clone, Args)]
@@ -216,13 +212,7 @@ pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, Cl
                     return Ok(Outcome::ok(pretty(&raw)));
                 }
                 let page: model::IncidentPage = client.parse(&raw)?;
-                let states = newest_run_states(&client, &page.incidents).await;
-                Ok(Outcome::ok(render::incidents(
-                    &page.incidents,
-                    &states,
-                    now,
-                    paint,
-                )))
+                Ok(Outcome::ok(render::incidents(&page.incidents, now, paint)))
             }
         },
         ClientCommand::Runs(RunsArgs {
@@ -271,29 +261,6 @@ fn pretty(value: &Value) -> String {
         "{}\n",
         serde_json::to_string_pretty(value).unwrap_or_default()
     )
-}
-
-/// The newest run's state of each incident, read from the incidents' details; `None` where
-/// it has no run or the detail could not be read (the list itself is what was asked for).
-async fn newest_run_states(
-    client: &ApiClient,
-    incidents: &[model::Incident],
-) -> Vec<Option<String>> {
-    futures::stream::iter(incidents)
-        .map(|incident| async move {
-            let raw = client
-                .get(&format!("api/v1/incidents/{}", incident.id))
-                .await
-                .ok()?;
-            let detail: model::IncidentDetail = client.parse(&raw).ok()?;
-            detail
-                .runs
-                .last()
-                .map(|r| format!("{} {}", r.run.id, r.run.state))
-        })
-        .buffered(DETAIL_CONCURRENCY)
-        .collect()
-        .await
 }
 
 async fn decide(

@@ -30,6 +30,15 @@ pub struct Incident {
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// In lists only: where the incident's newest run stands.
+    #[serde(default)]
+    pub latest_run: Option<RunBrief>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunBrief {
+    pub id: i64,
+    pub state: String,
 }
 
 /// `GET /api/v1/incidents/{id}`.

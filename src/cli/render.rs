@@ -141,12 +141,7 @@ fn table_text(table: &Table, paint: Paint) -> String {
 
 /// The incidents list. `run_states` holds, per incident, its newest run's state (if it has a
 /// run), in the same order.
-pub fn incidents(
-    list: &[Incident],
-    run_states: &[Option<String>],
-    now: DateTime<Utc>,
-    paint: Paint,
-) -> String {
+pub fn incidents(list: &[Incident], now: DateTime<Utc>, paint: Paint) -> String {
     if list.is_empty() {
         return "no incidents\n".to_owned();
     }
@@ -159,10 +154,7 @@ pub fn incidents(
         "LAST SEEN",
         "RUN",
     ]);
-    for (incident, run) in list
-        .iter()
-        .zip(run_states.iter().chain(std::iter::repeat(&None)))
-    {
+    for incident in list {
         t.add_row(vec![
             incident.id.to_string(),
             incident.status.clone(),
@@ -174,7 +166,10 @@ pub fn incidents(
                 time(incident.last_seen),
                 ago(incident.last_seen, now)
             ),
-            run.clone().unwrap_or_else(|| "-".to_owned()),
+            incident
+                .latest_run
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |r| format!("{} {}", r.id, r.state)),
         ]);
     }
     table_text(&t, paint)
@@ -615,15 +610,10 @@ mod tests {
             "id": 3, "fingerprint": "abc", "name": "PBSBackupStale", "source": "alertmanager",
             "severity": "warning", "labels": {}, "status": "open", "alert_count": 2,
             "first_seen": "2024-05-01T11:00:00Z", "last_seen": "2024-05-01T11:55:00Z",
-            "resolved_at": null
+            "resolved_at": null, "latest_run": {"id": 7, "state": "waiting_approval", "step": "lazy_unmount", "cause": "nfs_mount_missing"}
         }], "next_before": null}))
         .unwrap();
-        let text = incidents(
-            &page.incidents,
-            &[Some("7 waiting_approval".to_owned())],
-            now(),
-            Paint::PLAIN,
-        );
+        let text = incidents(&page.incidents, now(), Paint::PLAIN);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].starts_with("ID  STATUS  NAME"), "{text}");
@@ -645,7 +635,7 @@ mod tests {
             ],
             "{text}"
         );
-        assert_eq!(incidents(&[], &[], now(), Paint::PLAIN), "no incidents\n");
+        assert_eq!(incidents(&[], now(), Paint::PLAIN), "no incidents\n");
     }
 
     #[test]

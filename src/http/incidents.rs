@@ -10,6 +10,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::runs::RunWithSteps;
 use crate::store::audit::AuditEvent;
 use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus, StoredAlert};
+use crate::store::runs::{Run, RunState};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -32,7 +33,7 @@ pub struct ListQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentPage {
-    incidents: Vec<Incident>,
+    incidents: Vec<IncidentSummary>,
     /// Pass as `before` for the next page; `null` on the last page.
     next_before: Option<i64>,
 }
@@ -63,10 +64,64 @@ pub async fn list(
     let next_before = (incidents.len() == limit as usize)
         .then(|| incidents.last().map(|i| i.id))
         .flatten();
+    let incidents = IncidentSummary::load(&state, incidents).await?;
     Ok(Json(IncidentPage {
         incidents,
         next_before,
     }))
+}
+
+/// An incident in a list, with where its newest run stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IncidentSummary {
+    #[serde(flatten)]
+    pub incident: Incident,
+    pub latest_run: Option<RunBrief>,
+}
+
+/// A run in one line: enough to tell whether it needs someone.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunBrief {
+    pub id: i64,
+    pub state: RunState,
+    pub step: Option<String>,
+    /// The cause the diagnosis found, once it has.
+    pub cause: Option<String>,
+}
+
+impl From<Run> for RunBrief {
+    fn from(run: Run) -> Self {
+        Self {
+            id: run.id,
+            // The run carries its cause in its facts from the moment the diagnosis names it.
+            cause: run
+                .facts
+                .0
+                .get("cause")
+                .and_then(|c| c.as_str())
+                .map(str::to_owned),
+            state: run.state,
+            step: run.step,
+        }
+    }
+}
+
+impl IncidentSummary {
+    /// `incidents` with their newest runs, in one query.
+    pub async fn load(state: &AppState, incidents: Vec<Incident>) -> Result<Vec<Self>, AppError> {
+        let ids: Vec<i64> = incidents.iter().map(|i| i.id).collect();
+        let mut runs = state.store.latest_runs(&ids).await?;
+        Ok(incidents
+            .into_iter()
+            .map(|incident| {
+                let latest_run = runs.remove(&incident.id).map(RunBrief::from);
+                Self {
+                    incident,
+                    latest_run,
+                }
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

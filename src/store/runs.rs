@@ -517,6 +517,31 @@ impl Store {
         .await?)
     }
 
+    /// The most recent run of each of `incident_ids` that has one, keyed by incident.
+    pub async fn latest_runs(
+        &self,
+        incident_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Run>, StoreError> {
+        if incident_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let placeholders = vec!["?"; incident_ids.len()].join(", ");
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN
+             (SELECT MAX(id) FROM runs WHERE incident_id IN ({placeholders}) GROUP BY incident_id)"
+        );
+        let mut query = sqlx::query_as::<_, Run>(&sql);
+        for id in incident_ids {
+            query = query.bind(id);
+        }
+        Ok(query
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .filter_map(|run| run.incident_id.map(|incident| (incident, run)))
+            .collect())
+    }
+
     /// The incident's most recent run, if any.
     pub async fn latest_run_for_incident(
         &self,

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::AppError;
-use super::incidents::IncidentDetail;
+use super::incidents::{IncidentDetail, IncidentSummary};
 use crate::auth::{Permission, Principal};
 use crate::engine::diagnose::diagnose as run_diagnosis;
 use crate::engine::dispatch::{Dispatcher, HandStart};
@@ -315,20 +315,8 @@ async fn list_incidents(state: &AppState, args: ListIncidents) -> Result<Value, 
         before: None,
         limit,
     };
-    let mut incidents = Vec::new();
-    for incident in state.store.list_incidents(&filter).await? {
-        let latest_run = match state.store.latest_run_for_incident(incident.id).await? {
-            Some(id) => state.store.run(id).await?.map(|run| {
-                json!({"run_id": run.id, "state": run.state, "step": run.step,
-                       "cause": run.outcome.as_ref().and_then(|o| o.0.get("cause").cloned())})
-            }),
-            None => None,
-        };
-        let mut entry =
-            serde_json::to_value(&incident).map_err(|e| AppError::Internal(e.into()))?;
-        entry["latest_run"] = latest_run.unwrap_or(Value::Null);
-        incidents.push(entry);
-    }
+    let incidents = state.store.list_incidents(&filter).await?;
+    let incidents = IncidentSummary::load(state, incidents).await?;
     Ok(json!({"incidents": incidents}))
 }
 
