@@ -4,6 +4,7 @@
 #   prometheus-alertmanager  the real Alertmanager, used as a webhook client in tests
 #   openssh-server           Debian's sshd, which the SSH executor is tested against
 #   openssh-client, curl     the README's lab walkthrough, run as a test
+#   chromium, chromium-driver  headless Chromium and its WebDriver, which drive the web page
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,8 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alert
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -30,4 +33,4 @@ trap cleanup EXIT
 
 echo "installing test dependencies: ${missing[*]}" >&2
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

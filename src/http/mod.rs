@@ -10,6 +10,7 @@
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none |
+//! | the web page: `/`, `/login`, `/incidents/{id}`, `/approvals/{id}`, ... | see [`ui`] |
 
 mod approvals;
 mod auth;
@@ -20,6 +21,7 @@ mod incidents;
 mod intake;
 mod operations;
 mod runs;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +115,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .merge(decide)
         .merge(control)
         .merge(open)
+        .merge(ui::routes(policy.tokens.clone()))
         .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
