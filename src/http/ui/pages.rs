@@ -20,6 +20,8 @@ const LIST_INCIDENTS: u32 = 50;
 const RESOLVED_INCIDENTS: u32 = 10;
 const PENDING_APPROVALS: u32 = 100;
 const TIMELINE_EVENTS: u32 = 1000;
+/// A timeline event's detail longer than this (in bytes of JSON) is folded.
+const LONG_DETAIL: usize = 200;
 
 fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     html! {
@@ -218,7 +220,7 @@ pub async fn incident(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
                 }
                 dt { "Fingerprint" } dd { code { (incident.fingerprint) } }
             }
-            (json_table("Labels", &incident.labels.0))
+            (json_table("Labels", &incident.labels.0, true))
             @if runs.is_empty() {
                 p.empty { "No playbook ran for this incident." }
             }
@@ -284,7 +286,7 @@ fn run_section(
                 }
             }
             @if let Some(evidence) = diagnosis.get("evidence") {
-                (json_table("Evidence", evidence))
+                (json_table("Evidence", evidence, true))
             }
             h3 { "Steps" }
             @if steps.is_empty() {
@@ -313,10 +315,10 @@ fn step_card(step: &StepAttempt) -> Markup {
                 }
             }
             p.meta {
-                "on " (step.host.as_deref().unwrap_or("—"))
-                " · started " (at(step.started_at))
+                @if let Some(host) = &step.host { "on " (host) " · " }
+                "started " (at(step.started_at))
                 @if let Some(ms) = step.duration_ms { " · took " (duration(ms)) }
-                @if step.run_attempt > 1 { " · attempt " (step.run_attempt) }
+                @if step.run_attempt > 1 { " · run attempt " (step.run_attempt) }
             }
             pre.command { code { (step.command) } }
             @if let Some(out) = step.stdout.as_deref().filter(|s| !s.is_empty()) {
@@ -359,7 +361,8 @@ fn approval_card(
                 " · asked " (at(approval.requested_at))
             }
             pre.command { code { (approval.command) } }
-            (json_table("Evidence", &approval.evidence.0))
+            // What it was decided on stays at hand, folded once it is decided.
+            (json_table("Evidence", &approval.evidence.0, pending && !expired))
             @if let Some(by) = &approval.decided_by {
                 p.decision {
                     (approval_status_str(approval.status)) " by " strong { (by) }
@@ -401,7 +404,12 @@ fn timeline_list(events: &[AuditEvent]) -> Markup {
                         span.what { strong { (event.action) } " by " (event.actor) }
                         @if let Some(run) = event.run_id { span.meta { "run #" (run) } }
                         @if event.detail.0.as_object().is_some_and(|d| !d.is_empty()) {
-                            code.detail { (event.detail.0.to_string()) }
+                            @let detail = event.detail.0.to_string();
+                            @if detail.len() > LONG_DETAIL {
+                                details { summary { "detail" } code.detail { (detail) } }
+                            } @else {
+                                code.detail { (detail) }
+                            }
                         }
                     }
                 }
@@ -410,14 +418,15 @@ fn timeline_list(events: &[AuditEvent]) -> Markup {
     }
 }
 
-/// An object's keys and values as a definition list; other JSON as one line.
-fn json_table(title: &str, value: &Value) -> Markup {
+/// An object's keys and values as a definition list, unfolded when `open`; other JSON as one
+/// line.
+fn json_table(title: &str, value: &Value, open: bool) -> Markup {
     html! {
         @match value {
             Value::Object(map) if map.is_empty() => {},
             Value::Null => {},
             Value::Object(map) => {
-                details.json open {
+                details.json open[open] {
                     summary { (title) }
                     dl.facts {
                         @for (key, value) in map {
