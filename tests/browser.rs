@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::eventually;
 use common::process::ServiceProcess;
 use common::reference;
@@ -113,6 +114,11 @@ impl Driver {
                     // Loopback is reached directly; anything else meets a closed port.
                     "--proxy-server=http://127.0.0.1:9",
                 ],
+                // A desktop window is at least 500 px wide; a phone's viewport, meta viewport
+                // and touch come from emulation.
+                "mobileEmulation": {
+                    "deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0, "touch": true, "mobile": true},
+                },
             },
         });
         let Value::Object(capabilities) = capabilities else {
@@ -160,25 +166,50 @@ async fn text(browser: &Client) -> String {
         .unwrap()
 }
 
-/// Saves the whole page (the window grown to the page's height) as `name`.
-async fn screenshot(browser: &Client, name: &str) {
-    let (width, height) = PHONE;
-    let sizes = browser
+/// Checks that the page fits a phone's width and saves the whole page, beyond the viewport,
+/// as `name`: WebDriver's own screenshot stops at
+/// the window, so this asks chromedriver for the DevTools capture.
+async fn screenshot(driver: &Driver, browser: &Client, name: &str) {
+    let size = browser
         .execute(
-            "return [document.documentElement.scrollHeight, window.innerHeight]",
+            "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight, \
+             window.innerWidth]",
             vec![],
         )
         .await
         .unwrap();
-    let (page, viewport) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
-    // The window is taller than its viewport by the browser's own frame.
-    let tall = (page + u64::from(height) - viewport).clamp(u64::from(height), 8000);
-    browser
-        .set_window_size(width, u32::try_from(tall).unwrap())
+    assert_eq!(
+        size[2], PHONE.0,
+        "{name}: the page is laid out at phone width (meta viewport)"
+    );
+    assert!(
+        size[0].as_u64() <= size[2].as_u64(),
+        "{name}: nothing makes the page scroll sideways on a phone: {size}"
+    );
+    let session = browser.session_id().await.unwrap().expect("a session");
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/session/{session}/goog/cdp/execute", driver.url))
+        .timeout(Duration::from_secs(30))
+        .json(&json!({
+            "cmd": "Page.captureScreenshot",
+            "params": {
+                "format": "png",
+                "captureBeyondViewport": true,
+                "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
+            },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    let png = browser.screenshot().await.unwrap();
-    browser.set_window_size(width, height).await.unwrap();
+    let data = answer["value"]["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a screenshot from chromedriver: {answer}"));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
     let path = screenshots_dir().join(name);
     std::fs::write(&path, png).unwrap();
     eprintln!("screenshot: {}", path.display());
@@ -252,7 +283,7 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
     // Not signed in: the page sends us to the login form.
     browser.goto(&format!("{base}/")).await.unwrap();
     on_page(&browser, "the login page", |path| path == "/login").await;
-    screenshot(&browser, "01-login.png").await;
+    screenshot(&driver, &browser, "01-login.png").await;
     browser
         .find(Locator::Css("input[name=token]"))
         .await
@@ -327,7 +358,7 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
         let card_text = approval.text().await.unwrap();
         assert!(card_text.contains(command), "{card_text}");
         assert!(card_text.contains("Approve") && card_text.contains("Reject"));
-        screenshot(&browser, shot).await;
+        screenshot(&driver, &browser, shot).await;
         approval
             .find(Locator::Css("textarea[name=comment]"))
             .await
@@ -384,7 +415,7 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
             "{expected} on the incident page:\n{page}"
         );
     }
-    screenshot(&browser, "04-incident-timeline.png").await;
+    screenshot(&driver, &browser, "04-incident-timeline.png").await;
 
     browser.close().await.unwrap();
     assert!(service.terminate().await.success());

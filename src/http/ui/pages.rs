@@ -133,7 +133,7 @@ pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError
                 p.empty { "Nothing waits for a decision." }
             }
             @for (approval, run) in &pending {
-                (approval_card(approval, run.as_ref(), viewer, now))
+                (approval_card(approval, run.as_ref(), viewer, now, false))
             }
             h1 { "Open incidents" }
             (incident_list(&open, "No open incidents."))
@@ -244,7 +244,7 @@ pub async fn approval(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
         html! {
             p.crumbs { a href="/" { "← All incidents" } }
             h1 { "Approval #" (id) }
-            (approval_card(&approval, run.as_ref(), viewer, state.clock.now()))
+            (approval_card(&approval, run.as_ref(), viewer, state.clock.now(), true))
         },
     ))
 }
@@ -298,7 +298,7 @@ fn run_section(
             @if !approvals.is_empty() {
                 h3 { "Approvals" }
                 @for approval in approvals {
-                    (approval_card(approval, Some(run), viewer, now))
+                    (approval_card(approval, Some(run), viewer, now, false))
                 }
             }
         }
@@ -334,11 +334,15 @@ fn step_card(step: &StepAttempt) -> Markup {
     }
 }
 
+/// One approval: what it would run, why, until when, and its decision or the buttons. Lists
+/// fold the evidence (one tap opens it); the approval's own page, `alone`, unfolds it while
+/// it can still be decided.
 fn approval_card(
     approval: &Approval,
     run: Option<&Run>,
     viewer: &Viewer,
     now: DateTime<Utc>,
+    alone: bool,
 ) -> Markup {
     let pending = approval.status == ApprovalStatus::Pending;
     let expired = pending && approval.expires_at <= now;
@@ -360,9 +364,18 @@ fn approval_card(
                 }
                 " · asked " (at(approval.requested_at))
             }
+            @if let Some(cause) = run.and_then(|r| r.facts.0.get("cause")).and_then(Value::as_str) {
+                p { "Cause: " strong { (cause) } }
+            }
             pre.command { code { (approval.command) } }
-            // What it was decided on stays at hand, folded once it is decided.
-            (json_table("Evidence", &approval.evidence.0, pending && !expired))
+            @if pending && !expired {
+                p.meta {
+                    "Expires " (at(approval.expires_at)) " (" (until(approval.expires_at, now)) "). "
+                    "If nobody decides, it is "
+                    (if approval.on_timeout == "approve" { "approved" } else { "rejected" }) "."
+                }
+            }
+            (json_table("Evidence", &approval.evidence.0, alone && pending && !expired))
             @if let Some(by) = &approval.decided_by {
                 p.decision {
                     (approval_status_str(approval.status)) " by " strong { (by) }
@@ -373,7 +386,6 @@ fn approval_card(
             @if expired {
                 p.alert { "Expired at " (at(approval.expires_at)) ": it can no longer be approved." }
             } @else if pending {
-                p.meta { "Expires " (at(approval.expires_at)) " (" (until(approval.expires_at, now)) ")." " If nobody decides, it is " (approval.on_timeout) "ed." }
                 @if viewer.may(Permission::Decide) {
                     form.decide method="post" action=(format!("/approvals/{}/approve", approval.id)) {
                         (csrf(viewer))
@@ -401,8 +413,10 @@ fn timeline_list(events: &[AuditEvent]) -> Markup {
                 @for event in events {
                     li {
                         span.when { (at(event.at)) }
-                        span.what { strong { (event.action) } " by " (event.actor) }
-                        @if let Some(run) = event.run_id { span.meta { "run #" (run) } }
+                        span.what {
+                            strong { (event.action) } " by " (event.actor)
+                            @if let Some(run) = event.run_id { span.meta { " · run #" (run) } }
+                        }
                         @if event.detail.0.as_object().is_some_and(|d| !d.is_empty()) {
                             @let detail = event.detail.0.to_string();
                             @if detail.len() > LONG_DETAIL {
