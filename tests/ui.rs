@@ -545,3 +545,64 @@ async fn an_admin_pauses_and_resumes_from_the_page() {
     };
     assert_eq!(audit, 2, "both changes are audited with the admin's name");
 }
+
+/// The page's role matrix: every UI route for nobody and for each role that can sign in.
+#[tokio::test]
+async fn every_page_and_form_answers_each_role_as_the_role_table_says() {
+    let app = TestApp::spawn().await;
+    let (_store, incident, approval) = waiting_approval(&app).await;
+    let pages = [
+        "/".to_owned(),
+        format!("/incidents/{incident}"),
+        format!("/approvals/{approval}"),
+    ];
+    // (path, who may post it)
+    let forms = [
+        (
+            format!("/approvals/{approval}/reject"),
+            ["approver", "admin"].as_slice(),
+        ),
+        (
+            format!("/approvals/{approval}/approve"),
+            &["approver", "admin"],
+        ),
+        ("/pause".to_owned(), &["admin"]),
+        ("/resume".to_owned(), &["admin"]),
+        ("/logout".to_owned(), &["agent", "approver", "admin"]),
+    ];
+
+    let nobody = Visitor::new(&app);
+    for page in &pages {
+        assert_eq!(
+            nobody.get(page).await.status(),
+            303,
+            "GET {page} signed out"
+        );
+    }
+    for (form, _) in &forms {
+        let response = nobody.post(form, &[("csrf", "00")]).await;
+        assert_eq!(response.status(), 401, "POST {form} signed out");
+    }
+    assert_eq!(Visitor::new(&app).login(INGEST_TOKEN).await.status(), 403);
+
+    for (role, token) in [
+        ("agent", AGENT_TOKEN),
+        ("approver", APPROVER_TOKEN),
+        ("admin", ADMIN_TOKEN),
+    ] {
+        let visitor = Visitor::signed_in(&app, token).await;
+        for page in &pages {
+            assert_eq!(
+                visitor.get(page).await.status(),
+                200,
+                "GET {page} as {role}"
+            );
+        }
+        let csrf = visitor.csrf().await;
+        for (form, allowed) in &forms {
+            let expected = if allowed.contains(&role) { 303 } else { 403 };
+            let response = visitor.post(form, &[("csrf", &csrf)]).await;
+            assert_eq!(response.status(), expected, "POST {form} as {role}");
+        }
+    }
+}
