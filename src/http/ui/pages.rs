@@ -1,6 +1,7 @@
 //! The pages, as maud templates: every value is escaped by maud, and nothing here emits script
 //! or inline style.
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
@@ -13,7 +14,6 @@ use crate::store::audit::AuditEvent;
 use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus};
 use crate::store::runs::{Run, StepAttempt};
 use crate::store::safety::Switch;
-use axum::http::StatusCode;
 
 /// How many incidents and timeline events a page shows at most.
 const LIST_INCIDENTS: u32 = 50;
