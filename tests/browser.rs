@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use common::process::ServiceProcess;
 use common::reference;
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
@@ -51,10 +53,21 @@ fn screenshots_dir() -> PathBuf {
     dir
 }
 
-/// chromedriver on a free loopback port, killed when dropped.
+/// chromedriver on a free loopback port, in a process group of its own that Chromium joins;
+/// the whole group is killed when this is dropped, so a failed test leaves no browser behind.
 struct Driver {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
 }
 
 impl Driver {
@@ -69,7 +82,7 @@ impl Driver {
             .arg(format!("--log-path={}", log.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let url = format!("http://127.0.0.1:{port}");
@@ -91,7 +104,7 @@ impl Driver {
             },
         )
         .await;
-        Self { _child: child, url }
+        Self { child, url }
     }
 
     async fn browser(&self, profile: &Path) -> Client {
@@ -279,11 +292,31 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
 
     let driver = Driver::start(&dir.path().join("chromedriver.log")).await;
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;
+    // The session is closed (and Chromium quits) whether or not the walk succeeds.
+    let walk = AssertUnwindSafe(walk(&driver, &browser, &rest, &base, incident_id, run_id))
+        .catch_unwind()
+        .await;
+    let closed = browser.close().await;
+    if let Err(panic) = walk {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("the browser session closes");
+    assert!(service.terminate().await.success());
+}
 
+/// What the on-call human does, in the browser.
+async fn walk(
+    driver: &Driver,
+    browser: &Client,
+    rest: &reqwest::Client,
+    base: &str,
+    incident_id: i64,
+    run_id: i64,
+) {
     // Not signed in: the page sends us to the login form.
     browser.goto(&format!("{base}/")).await.unwrap();
-    on_page(&browser, "the login page", |path| path == "/login").await;
-    screenshot(&driver, &browser, "01-login.png").await;
+    on_page(browser, "the login page", |path| path == "/login").await;
+    screenshot(driver, browser, "01-login.png").await;
     browser
         .find(Locator::Css("input[name=token]"))
         .await
@@ -328,8 +361,8 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
         .click()
         .await
         .unwrap();
-    on_page(&browser, "the home page", |path| path == "/").await;
-    assert!(text(&browser).await.contains(APPROVER_NAME));
+    on_page(browser, "the home page", |path| path == "/").await;
+    assert!(text(browser).await.contains(APPROVER_NAME));
 
     // nfs-unmounted asks twice: the lazy unmount, then the mount. Approve each as it appears.
     for (step, command, shot) in [
@@ -358,7 +391,7 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
         let card_text = approval.text().await.unwrap();
         assert!(card_text.contains(command), "{card_text}");
         assert!(card_text.contains("Approve") && card_text.contains("Reject"));
-        screenshot(&driver, &browser, shot).await;
+        screenshot(driver, browser, shot).await;
         approval
             .find(Locator::Css("textarea[name=comment]"))
             .await
@@ -373,11 +406,11 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
             .click()
             .await
             .unwrap();
-        on_page(&browser, "the decided approval", |path| {
+        on_page(browser, "the decided approval", |path| {
             path.starts_with("/approvals/")
         })
         .await;
-        let page = text(&browser).await;
+        let page = text(browser).await;
         assert!(
             page.contains(&format!("approved by {APPROVER_NAME}")),
             "{page}"
@@ -386,7 +419,7 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
     }
 
     let state = eventually("the run to finish", Duration::from_secs(90), || async {
-        let run = api(&rest, &base, &format!("/api/v1/runs/{run_id}")).await?;
+        let run = api(rest, base, &format!("/api/v1/runs/{run_id}")).await?;
         let state = run["run"]["state"].as_str()?.to_owned();
         (state == "resolved" || state == "escalated").then_some(state)
     })
@@ -397,7 +430,7 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
         .goto(&format!("{base}/incidents/{incident_id}"))
         .await
         .unwrap();
-    let page = text(&browser).await;
+    let page = text(browser).await;
     for expected in [
         "resolved",
         "nfs_mount_missing",
@@ -415,8 +448,5 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
             "{expected} on the incident page:\n{page}"
         );
     }
-    screenshot(&driver, &browser, "04-incident-timeline.png").await;
-
-    browser.close().await.unwrap();
-    assert!(service.terminate().await.success());
+    screenshot(driver, browser, "04-incident-timeline.png").await;
 }
