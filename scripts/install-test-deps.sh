@@ -5,6 +5,7 @@
 #   openssh-server           Debian's sshd, which the SSH executor is tested against
 #   openssh-client, curl     the README's lab walkthrough, run as a test
 #   bsdutils                 script(1), a terminal for the CLI's colour test (essential, so normally there)
+#   chromium, chromium-driver  headless Chromium and its WebDriver, which drive the web page
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,8 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alert
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -32,4 +35,4 @@ trap cleanup EXIT
 
 echo "installing test dependencies: ${missing[*]}" >&2
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -12,6 +12,7 @@
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
 //! | `GET /links/{token}`, `POST /links/{token}` | none: the signed one-tap link is the credential |
+//! | the web page: `/`, `/login`, `/incidents/{id}`, `/approvals/{id}`, ... | see [`ui`] |
 
 mod approvals;
 mod auth;
@@ -25,6 +26,7 @@ mod openapi;
 mod operations;
 mod runs;
 pub mod tools;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,7 +152,8 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     );
 
     let max_body_bytes = state.max_body_bytes;
-    api.fallback(|| async { AppError::NotFound("no such path".to_owned()) })
+    api.merge(ui::routes(policy.tokens.clone()))
+        .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(

@@ -1,0 +1,511 @@
+//! The web page: a small server-rendered UI for the on-call human and the operator.
+//!
+//! | path | who |
+//! |---|---|
+//! | `GET /login`, `POST /login`, `GET /static/style.css` | anyone |
+//! | `GET /`, `GET /incidents/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
+//! | `POST /approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
+//! | `POST /pause`, `POST /resume` | control (admin) |
+//!
+//! **Session.** Logging in with a token puts that token in an HttpOnly, SameSite=Strict cookie
+//! (hex-encoded, `Path=/`); it is re-authenticated against the [`TokenTable`] on every request,
+//! so removing a token from the config ends its sessions. The cookie is `Secure` whenever the
+//! browser reached us over https (the login form's `Origin`, or `X-Forwarded-Proto: https` from
+//! a proxy); over plain http on loopback it cannot be.
+//!
+//! **Forms** are POSTs carrying a synchronizer token: HMAC-SHA256, under a key drawn at start-up,
+//! of the session token's digest. [`guard`] checks it (in constant time) on every POST before a
+//! handler runs, together with `Sec-Fetch-Site` and `Origin` when the browser sends them. A
+//! restart draws a new key, so forms loaded before it must be reloaded.
+//!
+//! **Pages** are rendered with maud, which escapes every value; there is no script, and the
+//! Content-Security-Policy forbids any. Decisions and the kill switch go through the same store
+//! calls as the REST API, with the logged-in token's name as the actor.
+
+mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{FormRejection, PathRejection};
+use axum::extract::{Extension, Form, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use ring::hmac;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::AppError;
+use crate::auth::{Permission, Principal, Role, TokenTable};
+use crate::store::StoreError;
+use crate::store::approvals::{ApprovalError, Decision};
+use crate::store::safety::Switch;
+
+const SESSION_COOKIE: &str = "runbookd_session";
+/// Forms are small: a comment of at most 2,000 characters, percent-encoded, and a token.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+const MAX_TOKEN_CHARS: usize = 1024;
+const MAX_COMMENT_CHARS: usize = 2000;
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+const STYLE: &str = include_str!("style.css");
+
+/// What the UI's guard needs: the tokens, and the key for CSRF tokens.
+pub struct UiKeys {
+    tokens: Arc<TokenTable>,
+    csrf_key: hmac::Key,
+}
+
+impl UiKeys {
+    fn new(tokens: Arc<TokenTable>) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let csrf_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+            .expect("the system's random number generator works");
+        Self { tokens, csrf_key }
+    }
+
+    /// The form token bound to this session token.
+    fn csrf_token(&self, session_token: &str) -> String {
+        hex::encode(hmac::sign(&self.csrf_key, &csrf_message(session_token)).as_ref())
+    }
+
+    fn csrf_valid(&self, session_token: &str, presented: &str) -> bool {
+        hex::decode(presented).is_ok_and(|tag| {
+            hmac::verify(&self.csrf_key, &csrf_message(session_token), &tag).is_ok()
+        })
+    }
+}
+
+fn csrf_message(session_token: &str) -> Vec<u8> {
+    let mut message = b"runbookd-ui-csrf\0".to_vec();
+    message.extend_from_slice(&Sha256::digest(session_token.as_bytes()));
+    message
+}
+
+/// Path parameters, refused with an HTML 400.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(PageError))]
+struct Path<T>(T);
+
+/// The logged-in user of a page request.
+#[derive(Clone)]
+pub struct Viewer {
+    pub principal: Principal,
+    /// The value every form of this session must send back as `csrf`.
+    pub csrf: String,
+}
+
+impl Viewer {
+    pub fn may(&self, permission: Permission) -> bool {
+        self.principal.role.allows(permission)
+    }
+
+    fn require(&self, permission: Permission, what: &str) -> Result<(), PageError> {
+        if self.may(permission) {
+            Ok(())
+        } else {
+            Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "You are signed in as '{}' with role '{}', which may not {what}.",
+                    self.principal.name,
+                    self.principal.role.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+/// The UI's routes, to merge into the app's router.
+pub fn routes(tokens: Arc<TokenTable>) -> Router<AppState> {
+    let keys = Arc::new(UiKeys::new(tokens));
+    let signed_in = Router::new()
+        .route("/", get(home))
+        .route("/incidents/{id}", get(incident))
+        .route("/approvals/{id}", get(approval))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/reject", post(reject))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/logout", post(logout))
+        .route_layer(from_fn_with_state(keys.clone(), guard));
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/static/style.css", get(style))
+        .layer(Extension(keys))
+        .merge(signed_in)
+        .layer(map_response(security_headers))
+}
+
+/// Resolves the session cookie to a [`Viewer`] (or sends the browser to `/login`), and checks
+/// every POST's origin and CSRF token before its handler runs.
+async fn guard(State(keys): State<Arc<UiKeys>>, request: Request, next: Next) -> Response {
+    let jar = CookieJar::from_headers(request.headers());
+    let session = jar
+        .get(SESSION_COOKIE)
+        .and_then(|c| hex::decode(c.value()).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let principal = session
+        .as_deref()
+        .and_then(|token| keys.tokens.authenticate(token))
+        .filter(|p| p.role.allows(Permission::Read));
+    let (Some(token), Some(principal)) = (session, principal) else {
+        if request.method() == Method::GET || request.method() == Method::HEAD {
+            // A stale cookie (a token since removed) goes too.
+            return (jar.remove(session_cookie("")), Redirect::to("/login")).into_response();
+        }
+        return PageError::new(
+            StatusCode::UNAUTHORIZED,
+            "You are not signed in (or your token is no longer valid). Sign in and try again.",
+        )
+        .into_response();
+    };
+    let viewer = Viewer {
+        principal,
+        csrf: keys.csrf_token(&token),
+    };
+    let request = if request.method() == Method::POST {
+        match check_form_post(&keys, &token, request).await {
+            Ok(request) => request,
+            Err(error) => return error.into_response(),
+        }
+    } else {
+        request
+    };
+    let mut request = request;
+    request.extensions_mut().insert(viewer);
+    next.run(request).await
+}
+
+/// Reads the form body (bounded), checks the origin headers and the `csrf` field, and hands
+/// the request on with its body intact.
+async fn check_form_post(
+    keys: &UiKeys,
+    session_token: &str,
+    request: Request,
+) -> Result<Request, PageError> {
+    same_origin(request.headers())?;
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "That form is too large."))?;
+    let presented = url::form_urlencoded::parse(&bytes)
+        .find(|(name, _)| name == "csrf")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if !keys.csrf_valid(session_token, &presented) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "This form has expired or did not come from this site. Reload the page and try again.",
+        ));
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Refuses a form post that the browser says came from another site.
+fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
+    let refused = || {
+        PageError::new(
+            StatusCode::FORBIDDEN,
+            "Form posts from other sites are refused.",
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if site.as_bytes() != b"same-origin" {
+            return Err(refused());
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| {
+                o.strip_prefix("https://")
+                    .or_else(|| o.strip_prefix("http://"))
+            })
+            .ok_or_else(refused)?;
+        let ours = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|host| host.eq_ignore_ascii_case(authority))
+        };
+        if !(ours(header::HOST.as_str()) || ours("x-forwarded-host")) {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the browser talks to us over https, so the cookie can be `Secure`.
+fn over_https(headers: &HeaderMap) -> bool {
+    let is = |name: HeaderName, prefix: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with(prefix))
+    };
+    is(header::ORIGIN, "https://") || is(HeaderName::from_static("x-forwarded-proto"), "https")
+}
+
+fn session_cookie(value: &str) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, value.to_owned()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .build()
+}
+
+/// Headers on every UI response: no script, no framing, no sniffing, and no caching of pages
+/// that show incident data.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+}
+
+async fn login_form() -> Response {
+    pages::login(None).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    Extension(keys): Extension<Arc<UiKeys>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    let refuse = |status, message: &str| (status, pages::login(Some(message))).into_response();
+    let Ok(Form(form)) = form else {
+        return Ok(refuse(StatusCode::BAD_REQUEST, "Paste a token to sign in."));
+    };
+    let token = form.token.trim();
+    if token.is_empty() || token.chars().count() > MAX_TOKEN_CHARS {
+        return Ok(refuse(StatusCode::BAD_REQUEST, "Paste a token to sign in."));
+    }
+    let Some(principal) = keys.tokens.authenticate(token) else {
+        return Ok(refuse(StatusCode::UNAUTHORIZED, "That token is not valid."));
+    };
+    if !principal.role.allows(Permission::Read) {
+        return Ok(refuse(
+            StatusCode::FORBIDDEN,
+            match principal.role {
+                Role::Ingest => {
+                    "That is an ingest token: it may only post alerts and cannot sign in here. Use an approver or admin token."
+                }
+                _ => "That token may not read incidents, so it cannot sign in here.",
+            },
+        ));
+    }
+    tracing::info!(user = %principal.name, role = principal.role.as_str(), "signed in to the web page");
+    let mut cookie = session_cookie(&hex::encode(token));
+    cookie.set_secure(over_https(&headers));
+    Ok((jar.add(cookie), Redirect::to("/")).into_response())
+}
+
+async fn logout(jar: CookieJar) -> Response {
+    (jar.remove(session_cookie("")), Redirect::to("/login")).into_response()
+}
+
+async fn home(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    Ok(pages::home(&state, &viewer).await?.into_response())
+}
+
+async fn incident(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    Ok(pages::incident(&state, &viewer, id).await?.into_response())
+}
+
+async fn approval(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    Ok(pages::approval(&state, &viewer, id).await?.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct DecisionForm {
+    comment: Option<String>,
+}
+
+async fn approve(
+    state: State<AppState>,
+    viewer: Extension<Viewer>,
+    id: Path<i64>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+) -> Result<Response, PageError> {
+    decide(state, viewer, id, form, Decision::Approve).await
+}
+
+async fn reject(
+    state: State<AppState>,
+    viewer: Extension<Viewer>,
+    id: Path<i64>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+) -> Result<Response, PageError> {
+    decide(state, viewer, id, form, Decision::Reject).await
+}
+
+/// Decides through [`crate::store::Store::decide`], as `POST /api/v1/approvals/{id}/...` does,
+/// then shows the approval with its (first) decision.
+async fn decide(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+    decision: Decision,
+) -> Result<Response, PageError> {
+    viewer.require(Permission::Decide, "decide approvals")?;
+    let Form(form) =
+        form.map_err(|_| PageError::new(StatusCode::BAD_REQUEST, "That form is not valid."))?;
+    // Browsers send a textarea's line breaks as CRLF.
+    let comment = form
+        .comment
+        .map(|c| c.replace("\r\n", "\n").trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if comment.as_ref().is_some_and(|c| {
+        c.chars().count() > MAX_COMMENT_CHARS || c.chars().any(|ch| ch.is_control() && ch != '\n')
+    }) {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            format!("The comment must be at most {MAX_COMMENT_CHARS} characters of text."),
+        ));
+    }
+    state
+        .store
+        .decide(
+            id,
+            decision,
+            &viewer.principal.name,
+            comment.as_deref(),
+            state.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            ApprovalError::NotFound(_) => PageError::new(StatusCode::NOT_FOUND, e.to_string()),
+            ApprovalError::Expired(..) => PageError::new(StatusCode::CONFLICT, e.to_string()),
+            ApprovalError::Run(run) => AppError::Internal(run.into()).into(),
+            ApprovalError::Store(store) => AppError::from(store).into(),
+        })?;
+    Ok(Redirect::to(&format!("/approvals/{id}")).into_response())
+}
+
+async fn pause(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    set_paused(&state, &viewer, true).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    set_paused(&state, &viewer, false).await
+}
+
+/// The kill switch, as `POST /api/v1/pause|resume` pulls it.
+async fn set_paused(
+    state: &AppState,
+    viewer: &Viewer,
+    paused: bool,
+) -> Result<Response, PageError> {
+    viewer.require(Permission::Control, "pause or resume runbookd")?;
+    state
+        .store
+        .set_switch(
+            Switch::Paused,
+            paused,
+            &viewer.principal.name,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+/// A failure shown as a small HTML page with its status. Server errors are logged and shown
+/// without their cause.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AppError> for PageError {
+    fn from(error: AppError) -> Self {
+        let status = error.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?error, code = error.code(), "page failed");
+        }
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(error: StoreError) -> Self {
+        AppError::from(error).into()
+    }
+}
+
+impl From<PathRejection> for PageError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, rejection.body_text())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        (self.status, pages::error(self.status, &self.message)).into_response()
+    }
+}

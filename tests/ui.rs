@@ -1,0 +1,608 @@
+//! The web page without a browser: login and its cookie, CSRF on every form, roles, escaping,
+//! the security headers, and decisions that go through the engine's rules.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, AGENT_TOKEN, APPROVER_TOKEN, INGEST_TOKEN, TestApp};
+use runbookd::clock::Clock;
+use runbookd::config::DatabaseConfig;
+use runbookd::store::Store;
+use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
+use runbookd::store::runs::{Created, NewRun};
+use runbookd::store::safety::Switch;
+use serde_json::{Value, json};
+
+const HOSTILE_LABEL: &str = "<script>alert('label')</script>";
+const HOSTILE_COMMAND: &str = "umount -l /mnt/datastore \"><img src=x onerror=alert(1)>";
+
+/// A browser without a browser: keeps the session cookie, follows no redirects.
+struct Visitor<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl<'a> Visitor<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    async fn signed_in(app: &'a TestApp, token: &str) -> Self {
+        let mut visitor = Self::new(app);
+        let response = visitor.login(token).await;
+        assert_eq!(response.status(), 303, "{token} signs in");
+        visitor
+    }
+
+    async fn login(&mut self, token: &str) -> reqwest::Response {
+        let response = self
+            .client
+            .post(self.app.url("/login"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        if let Some(cookie) = session_cookie(&response) {
+            self.cookie = Some(cookie.split(';').next().unwrap().to_owned());
+        }
+        response
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let mut request = self.client.get(self.app.url(path));
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn page(&self, path: &str) -> String {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.post_with(path, form, &[]).await
+    }
+
+    async fn post_with(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.app.url(path)).form(form);
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The CSRF token the home page's forms carry for this session.
+    async fn csrf(&self) -> String {
+        csrf_in(&self.page("/").await)
+    }
+}
+
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("runbookd_session="))
+}
+
+fn csrf_in(html: &str) -> String {
+    regex::Regex::new(r#"name="csrf" value="([0-9a-f]+)""#)
+        .unwrap()
+        .captures(html)
+        .unwrap_or_else(|| panic!("a form with a CSRF token in {html}"))[1]
+        .to_owned()
+}
+
+fn location(response: &reqwest::Response) -> &str {
+    response.headers()["location"].to_str().unwrap()
+}
+
+/// An incident opened through intake with a hostile label, and a run of it parked on a pending
+/// approval whose command and evidence are hostile too, written through the store as the engine
+/// would. Returns (store, incident id, approval id).
+async fn waiting_approval(app: &TestApp) -> (Store, i64, i64) {
+    let body = json!({
+        "alert_name": "PBSBackupStale",
+        "severity": "warning",
+        "labels": {"backup_id": "451", "note": HOSTILE_LABEL},
+    });
+    let response = app
+        .post_json("/ingest?source=pbs", INGEST_TOKEN, &body.to_string())
+        .await;
+    assert_eq!(response.status(), 202);
+    let incident = response.json::<Value>().await.unwrap()["incidents"][0]["incident_id"]
+        .as_i64()
+        .unwrap();
+    let store = Store::open(&DatabaseConfig {
+        path: app.db_path.clone(),
+        busy_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let now = app.clock.now();
+    let run = NewRun {
+        incident_id: Some(incident),
+        playbook: "pbs-backup-stale",
+        target: "pbs",
+        dry_run: false,
+        actor: "engine",
+        facts: json!({}),
+    };
+    let Created::New(_) = store.create_run(run, now).await.unwrap() else {
+        panic!("a new run")
+    };
+    let (lease, _) = store
+        .acquire_run("worker", Duration::from_secs(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let request = ApprovalRequest {
+        step: "lazy_unmount",
+        command: HOSTILE_COMMAND,
+        risk: "high",
+        evidence: json!({"nfs_mounted": false, "error": HOSTILE_LABEL}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    let approval = store.request_approval(&lease, request, now).await.unwrap();
+    (store, incident, approval)
+}
+
+async fn status_of(store: &Store, approval: i64) -> ApprovalStatus {
+    store.approval(approval).await.unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_every_response_carries_strict_headers() {
+    let app = TestApp::spawn().await;
+    let anonymous = Visitor::new(&app);
+    for path in ["/", "/incidents/1", "/approvals/1"] {
+        let response = anonymous.get(path).await;
+        assert_eq!(response.status(), 303, "GET {path}");
+        assert_eq!(location(&response), "/login");
+    }
+    let response = anonymous.post("/pause", &[("csrf", "00")]).await;
+    assert_eq!(response.status(), 401);
+    assert!(response.text().await.unwrap().contains("not signed in"));
+
+    let response = anonymous.get("/login").await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("script-src"), "no script is allowed: {csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.contains(r#"name="viewport""#), "{html}");
+    assert!(!html.contains("<script"), "{html}");
+
+    let css = anonymous.get("/static/style.css").await;
+    assert_eq!(css.status(), 200);
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+}
+
+#[tokio::test]
+async fn login_sets_an_http_only_strict_cookie_and_refuses_bad_and_ingest_tokens() {
+    let app = TestApp::spawn().await;
+    let mut visitor = Visitor::new(&app);
+
+    let bad = visitor.login("not-a-token").await;
+    assert_eq!(bad.status(), 401);
+    assert!(session_cookie(&bad).is_none());
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("That token is not valid")
+    );
+
+    let ingest = visitor.login(INGEST_TOKEN).await;
+    assert_eq!(ingest.status(), 403);
+    assert!(session_cookie(&ingest).is_none());
+    assert!(ingest.text().await.unwrap().contains("ingest token"));
+
+    let cross_site = visitor
+        .client
+        .post(app.url("/login"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("token", APPROVER_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    assert!(session_cookie(&cross_site).is_none());
+    assert!(visitor.cookie.is_none());
+
+    let ok = visitor.login(APPROVER_TOKEN).await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(location(&ok), "/");
+    let cookie = session_cookie(&ok).unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http cannot keep a Secure cookie"
+    );
+    let home = visitor.page("/").await;
+    assert!(home.contains("approver · approver"), "{home}");
+
+    // Through https (a proxy says so, or the browser's Origin does) the cookie is Secure.
+    let over_https = visitor
+        .client
+        .post(app.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", APPROVER_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert!(session_cookie(&over_https).unwrap().contains("Secure"));
+
+    // Signing out clears the cookie.
+    let csrf = visitor.csrf().await;
+    let out = visitor.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), 303);
+    assert_eq!(location(&out), "/login");
+    let cleared = session_cookie(&out).unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[tokio::test]
+async fn a_form_without_the_right_csrf_token_or_from_another_site_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let (store, _, approval) = waiting_approval(&app).await;
+    let approver = Visitor::signed_in(&app, APPROVER_TOKEN).await;
+    let admin = Visitor::signed_in(&app, ADMIN_TOKEN).await;
+    let approver_csrf = approver.csrf().await;
+    let admin_csrf = admin.csrf().await;
+    assert_ne!(
+        approver_csrf, admin_csrf,
+        "the token is bound to the session"
+    );
+    let approve = format!("/approvals/{approval}/approve");
+    let audit_before = app.count("audit_events").await;
+
+    for (what, form) in [
+        ("no token", vec![("comment", "go")]),
+        ("an empty token", vec![("csrf", ""), ("comment", "go")]),
+        (
+            "another session's token",
+            vec![("csrf", admin_csrf.as_str()), ("comment", "go")],
+        ),
+        ("a forged token", vec![("csrf", &"ab".repeat(32))]),
+    ] {
+        let response = approver.post(&approve, &form).await;
+        assert_eq!(response.status(), 403, "{what}");
+        assert!(
+            response.text().await.unwrap().contains("Reload the page"),
+            "{what}"
+        );
+    }
+    let foreign = approver
+        .post_with(
+            &approve,
+            &[("csrf", &approver_csrf)],
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(foreign.status(), 403, "another origin");
+    let cross_site = approver
+        .post_with(
+            &approve,
+            &[("csrf", &approver_csrf)],
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(cross_site.status(), 403, "a cross-site fetch");
+    let pause = admin.post("/pause", &[("csrf", &approver_csrf)]).await;
+    assert_eq!(pause.status(), 403);
+
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Pending);
+    assert!(!store.switch(Switch::Paused).await.unwrap());
+    assert_eq!(app.count("audit_events").await, audit_before);
+
+    // The same form from our own origin, with the session's token, goes through.
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let ok = approver
+        .post_with(
+            &approve,
+            &[("csrf", &approver_csrf)],
+            &[
+                ("origin", &format!("http://{host}")),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Approved);
+}
+
+#[tokio::test]
+async fn an_agent_sees_no_buttons_and_cannot_decide_or_pause() {
+    let app = TestApp::spawn().await;
+    let (store, _, approval) = waiting_approval(&app).await;
+    let agent = Visitor::signed_in(&app, AGENT_TOKEN).await;
+    let home = agent.page("/").await;
+    assert!(home.contains("lazy_unmount"), "the agent sees the approval");
+    assert!(!home.contains(">Approve<"), "{home}");
+    assert!(!home.contains("Pause all runs"), "{home}");
+    assert!(home.contains("may not decide approvals"));
+
+    let csrf = csrf_in(&home);
+    let response = agent
+        .post(
+            &format!("/approvals/{approval}/approve"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("role 'agent', which may not decide approvals")
+    );
+    let response = agent.post("/pause", &[("csrf", &csrf)]).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Pending);
+    assert!(!store.switch(Switch::Paused).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_approver_decides_once_with_a_comment_and_the_page_shows_it() {
+    let app = TestApp::spawn().await;
+    let (store, incident, approval) = waiting_approval(&app).await;
+    let approver = Visitor::signed_in(&app, APPROVER_TOKEN).await;
+    let home = approver.page("/").await;
+    assert!(
+        home.contains(">Approve<") && home.contains(">Reject<"),
+        "{home}"
+    );
+    assert!(!home.contains("Pause all runs"), "only admins pause");
+    let csrf = csrf_in(&home);
+
+    let response = approver
+        .post(
+            &format!("/approvals/{approval}/approve"),
+            &[("csrf", &csrf), ("comment", "remount it\r\nthen watch")],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), format!("/approvals/{approval}"));
+    let decided = store.approval(approval).await.unwrap().unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    assert_eq!(decided.decided_by.as_deref(), Some("approver"));
+    assert_eq!(decided.comment.as_deref(), Some("remount it\nthen watch"));
+
+    // A second decision reports the first.
+    let again = approver
+        .post(&format!("/approvals/{approval}/reject"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(again.status(), 303);
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Approved);
+    let page = approver.page(&format!("/approvals/{approval}")).await;
+    assert!(
+        page.contains("approved by <strong>approver</strong>"),
+        "{page}"
+    );
+    assert!(!page.contains(">Approve<"));
+
+    let incident_page = approver.page(&format!("/incidents/{incident}")).await;
+    for text in [
+        "approval.decided",
+        "remount it",
+        "lazy_unmount",
+        "run.created",
+    ] {
+        assert!(incident_page.contains(text), "{text} in {incident_page}");
+    }
+    let missing = approver.get("/incidents/999999").await;
+    assert_eq!(missing.status(), 404);
+    assert!(
+        missing
+            .text()
+            .await
+            .unwrap()
+            .contains("There is no incident 999999")
+    );
+    let nonsense = approver.get("/incidents/abc").await;
+    assert_eq!(nonsense.status(), 400);
+}
+
+#[tokio::test]
+async fn an_expired_approval_cannot_be_approved_from_the_page() {
+    let app = TestApp::spawn().await;
+    let (store, _, approval) = waiting_approval(&app).await;
+    let approver = Visitor::signed_in(&app, APPROVER_TOKEN).await;
+    let csrf = approver.csrf().await;
+    app.clock.advance(chrono::Duration::minutes(11));
+
+    let page = approver.page(&format!("/approvals/{approval}")).await;
+    assert!(page.contains("it can no longer be approved"), "{page}");
+    assert!(!page.contains(">Approve<"));
+    let response = approver
+        .post(
+            &format!("/approvals/{approval}/approve"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("it can no longer be approved")
+    );
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Pending);
+}
+
+#[tokio::test]
+async fn hostile_labels_commands_and_evidence_are_escaped() {
+    let app = TestApp::spawn().await;
+    let (_store, incident, approval) = waiting_approval(&app).await;
+    let admin = Visitor::signed_in(&app, ADMIN_TOKEN).await;
+    for path in [
+        "/".to_owned(),
+        format!("/incidents/{incident}"),
+        format!("/approvals/{approval}"),
+    ] {
+        let html = admin.page(&path).await;
+        assert!(!html.contains("<script"), "{path}: {html}");
+        assert!(!html.contains("<img"), "{path}: {html}");
+        assert!(
+            html.contains("&lt;script&gt;alert('label')&lt;/script&gt;"),
+            "{path} shows the label as text: {html}"
+        );
+    }
+    let html = admin.page(&format!("/approvals/{approval}")).await;
+    assert!(
+        html.contains("umount -l /mnt/datastore &quot;&gt;&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_pauses_and_resumes_from_the_page() {
+    let app = TestApp::spawn().await;
+    let store = Store::open(&DatabaseConfig {
+        path: app.db_path.clone(),
+        busy_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let admin = Visitor::signed_in(&app, ADMIN_TOKEN).await;
+    let home = admin.page("/").await;
+    assert!(home.contains("Active.") && home.contains("Pause all runs"));
+
+    let response = admin.post("/pause", &[("csrf", &csrf_in(&home))]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/");
+    assert!(store.switch(Switch::Paused).await.unwrap());
+    let home = admin.page("/").await;
+    assert!(
+        home.contains("Paused.") && home.contains("Resume runs"),
+        "{home}"
+    );
+
+    let response = admin.post("/resume", &[("csrf", &csrf_in(&home))]).await;
+    assert_eq!(response.status(), 303);
+    assert!(!store.switch(Switch::Paused).await.unwrap());
+    let audit: i64 = {
+        use sqlx::Connection;
+        let mut db = app.db().await;
+        let n = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'setting.changed' AND actor = 'admin'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        db.close().await.unwrap();
+        n
+    };
+    assert_eq!(audit, 2, "both changes are audited with the admin's name");
+}
+
+/// The page's role matrix: every UI route for nobody and for each role that can sign in.
+#[tokio::test]
+async fn every_page_and_form_answers_each_role_as_the_role_table_says() {
+    let app = TestApp::spawn().await;
+    let (_store, incident, approval) = waiting_approval(&app).await;
+    let pages = [
+        "/".to_owned(),
+        format!("/incidents/{incident}"),
+        format!("/approvals/{approval}"),
+    ];
+    // (path, who may post it)
+    let forms = [
+        (
+            format!("/approvals/{approval}/reject"),
+            ["approver", "admin"].as_slice(),
+        ),
+        (
+            format!("/approvals/{approval}/approve"),
+            &["approver", "admin"],
+        ),
+        ("/pause".to_owned(), &["admin"]),
+        ("/resume".to_owned(), &["admin"]),
+        ("/logout".to_owned(), &["agent", "approver", "admin"]),
+    ];
+
+    let nobody = Visitor::new(&app);
+    for page in &pages {
+        assert_eq!(
+            nobody.get(page).await.status(),
+            303,
+            "GET {page} signed out"
+        );
+    }
+    for (form, _) in &forms {
+        let response = nobody.post(form, &[("csrf", "00")]).await;
+        assert_eq!(response.status(), 401, "POST {form} signed out");
+    }
+    assert_eq!(Visitor::new(&app).login(INGEST_TOKEN).await.status(), 403);
+
+    for (role, token) in [
+        ("agent", AGENT_TOKEN),
+        ("approver", APPROVER_TOKEN),
+        ("admin", ADMIN_TOKEN),
+    ] {
+        let visitor = Visitor::signed_in(&app, token).await;
+        for page in &pages {
+            assert_eq!(
+                visitor.get(page).await.status(),
+                200,
+                "GET {page} as {role}"
+            );
+        }
+        let csrf = visitor.csrf().await;
+        for (form, allowed) in &forms {
+            let expected = if allowed.contains(&role) { 303 } else { 403 };
+            let response = visitor.post(form, &[("csrf", &csrf)]).await;
+            assert_eq!(response.status(), expected, "POST {form} as {role}");
+        }
+    }
+}
