@@ -81,6 +81,7 @@ impl Application {
             max_body_bytes: config.http.max_body_bytes,
             dispatcher,
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
+            diagnosis_turn: Default::default(),
             links,
         };
         let policy = HttpPolicy {

@@ -163,7 +163,7 @@ async fn the_mcp_flows_work_through_the_bridge_in_both_envelopes() {
 #[tokio::test]
 async fn bad_calls_get_status_error_with_a_useful_message_and_change_nothing() {
     let bridge = Bridge::start("cert-mismatch").await;
-    let cases: [(Value, u16, &str); 12] = [
+    let cases: [(Value, u16, &str); 14] = [
         (
             json!({"tool": "get_incident", "arguments": {"incident_id": "seven"}}),
             400,
@@ -184,10 +184,21 @@ async fn bad_calls_get_status_error_with_a_useful_message_and_change_nothing() {
             400,
             "unknown field `playbok`",
         ),
+        // The same refusal, and status, as POST /api/v1/runs gives.
         (
             json!({"tool": "start_remediation", "arguments": {"playbook": "nope"}}),
-            400,
+            422,
             "there is no playbook 'nope' (known: pbs-backup-stale)",
+        ),
+        (
+            json!({"tool": "diagnose", "arguments": {"playbook": "nope"}}),
+            422,
+            "there is no playbook 'nope' (known: pbs-backup-stale)",
+        ),
+        (
+            json!({"tool": "diagnose", "arguments": {"labels": {"vm_id": "$(reboot)"}}}),
+            422,
+            "label 'vm_id'",
         ),
         (
             json!({"tool": "start_remediation", "arguments": {"labels": {"backup_id": "451; rm -rf /"}}}),

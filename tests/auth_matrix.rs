@@ -380,7 +380,7 @@ async fn tools_check_their_own_permission() {
             let body: Value = bridge.json().await.unwrap();
             let allowed = may_read && role.allows(tool.permission);
             let refused = status == 401 || status == 403;
-            if allowed == refused {
+            if allowed == refused || status >= 500 {
                 failures.push(format!(
                     "/api/call {} as {role:?}: {status} {body}",
                     tool.name
@@ -408,6 +408,14 @@ async fn tools_check_their_own_permission() {
                 .send()
                 .await
                 .unwrap();
+            if called.status() != 200 {
+                failures.push(format!(
+                    "/mcp {} as {role:?}: {}",
+                    tool.name,
+                    called.status()
+                ));
+                continue;
+            }
             let result: Value = called.json().await.unwrap();
             let text = result["result"]["content"][0]["text"]
                 .as_str()

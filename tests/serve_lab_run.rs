@@ -111,6 +111,24 @@ async fn an_alert_becomes_a_resolved_run_on_the_twin() {
     );
     assert_eq!(incident["runs"][0]["run"]["id"], run_id);
     assert_eq!(incident["runs"][0]["steps"], run["steps"]);
+    // Its timeline tells the whole story: the alerts and the run's own events.
+    let incident_actions: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "incident.opened",
+        "run.created",
+        "step.finished",
+        "run.finished",
+    ] {
+        assert!(
+            incident_actions.contains(&action),
+            "{action}: {incident_actions:?}"
+        );
+    }
     // And the list says where each incident's newest run stands, without a detail per row.
     let list: Value = client
         .get(format!("{}/api/v1/incidents", service.address))

@@ -13,8 +13,6 @@ use crate::playbook::model::Playbook;
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 
-/// The engine's front door for the HTTP layer: which playbooks exist, how to wake the worker,
-/// and the executors that read-only tools (diagnose, backup status) use.
 /// A run asked for by hand (`POST /api/v1/runs`, the `start_remediation` tool).
 #[derive(Debug, Clone)]
 pub struct HandStart<'a> {
@@ -36,6 +34,8 @@ pub enum StartError {
     Run(#[from] RunError),
 }
 
+/// The engine's front door for the HTTP layer: which playbooks exist, how to wake the worker,
+/// and the executors that read-only tools (diagnose, backup status) use.
 pub struct Dispatcher {
     pub playbooks: Vec<Playbook>,
     /// Wakes the engine's worker when a run is created, so it does not wait for its next look.
@@ -93,6 +93,39 @@ impl Dispatcher {
         }))
     }
 
+    /// The playbook called `name`, or the only one when `name` is omitted.
+    pub fn playbook(&self, name: Option<&str>) -> Result<&Playbook, StartError> {
+        let unknown = |name: &str| StartError::UnknownPlaybook {
+            name: name.escape_debug().to_string(),
+            known: self.playbooks.iter().map(|p| p.name.clone()).collect(),
+        };
+        match name {
+            Some(name) => self
+                .playbooks
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| unknown(name)),
+            None => match self.playbooks.as_slice() {
+                [only] => Ok(only),
+                _ => Err(unknown("(none given)")),
+            },
+        }
+    }
+
+    /// `labels` as the alert labels they stand for, checked against `playbook`'s parameters,
+    /// so a bad label is refused before anything reaches a host.
+    pub fn labels(
+        &self,
+        playbook: &Playbook,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Labels, StartError> {
+        let labels =
+            Labels::parse(labels.clone()).map_err(|e| StartError::InvalidLabels(e.to_string()))?;
+        super::scope::parameters(playbook, &self.estate, &labels)
+            .map_err(StartError::InvalidLabels)?;
+        Ok(labels)
+    }
+
     /// Starts (or attaches to) a run of `playbook` asked for by a person or the agent, with
     /// `labels` as an alert would carry them. Labels are parsed as the playbook's parameters
     /// before anything is stored, so a bad label changes nothing.
@@ -102,18 +135,8 @@ impl Dispatcher {
         request: HandStart<'_>,
         now: DateTime<Utc>,
     ) -> Result<Created, StartError> {
-        let playbook = self
-            .playbooks
-            .iter()
-            .find(|p| p.name == request.playbook)
-            .ok_or_else(|| StartError::UnknownPlaybook {
-                name: request.playbook.escape_debug().to_string(),
-                known: self.playbooks.iter().map(|p| p.name.clone()).collect(),
-            })?;
-        let labels = Labels::parse(request.labels.clone())
-            .map_err(|e| StartError::InvalidLabels(e.to_string()))?;
-        super::scope::parameters(playbook, &self.estate, &labels)
-            .map_err(StartError::InvalidLabels)?;
+        let playbook = self.playbook(Some(request.playbook))?;
+        self.labels(playbook, request.labels)?;
         let run = NewRun {
             incident_id: None,
             playbook: &playbook.name,

@@ -55,6 +55,12 @@ pub enum AppError {
     Intake(#[from] IntakeError),
     #[error("the request took too long; retry it")]
     Timeout,
+    /// A host or API runbookd depends on failed; the message says which and how.
+    #[error("{0}")]
+    Upstream(String),
+    /// A host or API runbookd depends on did not answer in time.
+    #[error("{0}")]
+    UpstreamTimeout(String),
     #[error("the service is temporarily unavailable; retry it")]
     Unavailable(#[source] StoreError),
     #[error("internal error; the cause is in the service log")]
@@ -78,6 +84,8 @@ impl AppError {
             }
             Self::Intake(IntakeError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Timeout | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +106,8 @@ impl AppError {
             Self::Intake(IntakeError::InvalidJson(_)) => "invalid_json",
             Self::Intake(IntakeError::Invalid(_)) => "invalid_payload",
             Self::Timeout => "timeout",
+            Self::Upstream(_) => "upstream_error",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -62,6 +62,8 @@ pub struct AppState {
     /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
     /// shorter than the request timeout, so the caller gets an answer, not a 503.
     pub tool_wait: Duration,
+    /// Held while the `diagnose` tool probes the estate: one diagnosis at a time.
+    pub diagnosis_turn: Arc<tokio::sync::Mutex<()>>,
     /// Checks one-tap links from notifications.
     pub links: Arc<LinkSigner>,
 }

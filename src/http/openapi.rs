@@ -12,9 +12,11 @@ pub fn complete(mut api: OpenApi) -> OpenApi {
     api.info.title = "runbookd".to_owned();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     api.info.description = Some(
-        "Alert-driven remediation for a Proxmox homelab. Every route but the health checks \
-         takes `Authorization: Bearer TOKEN`; each operation names the roles it accepts. \
-         Errors are `{\"error\":{\"code\",\"message\"}}`."
+        "Alert-driven remediation for a Proxmox homelab. Every route takes \
+         `Authorization: Bearer TOKEN` and names the roles it accepts, except the health checks \
+         and this description (open) and the one-tap links (the signed link is the \
+         credential). Errors are `{\"error\":{\"code\",\"message\"}}`; `/api/call` answers \
+         in its own bridge shape."
             .to_owned(),
     );
     let components = api.components.get_or_insert_with(Default::default);

@@ -121,7 +121,8 @@ pub(crate) async fn append(
 }
 
 impl Store {
-    /// Records an event that goes with no other change (a read-only probe of the estate).
+    /// Records an event that goes with no other change: a read-only probe of the estate, a
+    /// delivery attempt, a refused link.
     pub async fn record_event(
         &self,
         event: NewAuditEvent<'_>,
@@ -132,7 +133,7 @@ impl Store {
         Ok(())
     }
 
-    /// An incident's most recent `limit` events, oldest first.
+    /// An incident's most recent `limit` events, its runs' included, oldest first.
     pub async fn incident_timeline(
         &self,
         incident_id: i64,
@@ -141,9 +142,11 @@ impl Store {
         let events = sqlx::query_as::<_, AuditEvent>(
             "SELECT * FROM (
                  SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
-                 WHERE incident_id = ? ORDER BY id DESC LIMIT ?
+                 WHERE incident_id = ? OR run_id IN (SELECT id FROM runs WHERE incident_id = ?)
+                 ORDER BY id DESC LIMIT ?
              ) ORDER BY id",
         )
+        .bind(incident_id)
         .bind(incident_id)
         .bind(limit)
         .fetch_all(&self.reader)

@@ -9,7 +9,7 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::super::AppState;
 use super::super::error::AppError;
@@ -31,17 +31,18 @@ enum Envelope {
     Bare(ToolCall),
 }
 
-/// The answer's shape, for the API description.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the JSON `call` writes; never built
+/// The bridge's answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ToolAnswer {
     /// `success` or `error`.
-    status: String,
+    status: &'static str,
     tool: String,
     /// The tool's result, on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     output: Option<Value>,
     /// What went wrong and what to change, on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -94,7 +95,12 @@ pub async fn call(
     match super::call(&state, &caller, &call.tool, call.arguments).await {
         Ok(output) => (
             StatusCode::OK,
-            Json(json!({"status": "success", "tool": call.tool, "output": output})),
+            Json(ToolAnswer {
+                status: "success",
+                tool: call.tool,
+                output: Some(output),
+                error: None,
+            }),
         )
             .into_response(),
         Err(error) => failure(&call.tool, error),
@@ -107,9 +113,11 @@ fn failure(tool: &str, error: AppError) -> Response {
     if status.is_server_error() {
         tracing::error!(error = ?error, tool, "tool call failed");
     }
-    (
-        status,
-        Json(json!({"status": "error", "tool": tool, "error": error.to_string()})),
-    )
-        .into_response()
+    let answer = ToolAnswer {
+        status: "error",
+        tool: tool.to_owned(),
+        output: None,
+        error: Some(error.to_string()),
+    };
+    (status, Json(answer)).into_response()
 }

@@ -114,15 +114,7 @@ impl ServerHandler for McpTools {
         let caller = caller(&context)?;
         if super::spec(&request.name).is_none() {
             return Err(ErrorData::invalid_params(
-                format!(
-                    "there is no tool '{}'; the tools are: {}",
-                    request.name.escape_debug(),
-                    CATALOG
-                        .iter()
-                        .map(|t| t.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                super::unknown_tool(&request.name),
                 None,
             ));
         }

@@ -27,7 +27,6 @@ use crate::engine::diagnose::diagnose as run_diagnosis;
 use crate::engine::dispatch::{Dispatcher, HandStart};
 use crate::engine::step::needs_approval;
 use crate::exec::command::Name;
-use crate::intake::Labels;
 use crate::playbook::model::Playbook;
 use crate::store::approvals::ApprovalStatus;
 use crate::store::audit::{AuditAction, NewAuditEvent};
@@ -122,6 +121,19 @@ pub fn spec(name: &str) -> Option<&'static ToolSpec> {
     CATALOG.iter().find(|tool| tool.name == name)
 }
 
+/// What to tell a caller who asked for a tool that does not exist.
+pub fn unknown_tool(name: &str) -> String {
+    format!(
+        "there is no tool '{}'; the tools are: {}",
+        name.escape_debug(),
+        CATALOG
+            .iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Runs tool `name` for `caller` with `arguments` (a JSON object, or null for none).
 pub async fn call(
     state: &AppState,
@@ -129,17 +141,7 @@ pub async fn call(
     name: &str,
     arguments: Value,
 ) -> Result<Value, AppError> {
-    let tool = spec(name).ok_or_else(|| {
-        AppError::NotFound(format!(
-            "there is no tool '{}'; the tools are: {}",
-            name.escape_debug(),
-            CATALOG
-                .iter()
-                .map(|t| t.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let tool = spec(name).ok_or_else(|| AppError::NotFound(unknown_tool(name)))?;
     if !caller.role.allows(tool.permission) {
         return Err(AppError::Forbidden(format!(
             "token '{}' has role '{}', which may not call {}",
@@ -217,6 +219,8 @@ pub struct GetIncident {
 pub struct GetBackupStatus {
     /// The PBS datastore; the configured one when omitted.
     datastore: Option<String>,
+    /// The playbook whose staleness threshold applies; may be omitted when only one is loaded.
+    playbook: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -268,38 +272,6 @@ fn engine(state: &AppState) -> Result<&Dispatcher, AppError> {
     })
 }
 
-/// The playbook called `name`, or the only one when `name` is omitted.
-fn playbook<'a>(dispatcher: &'a Dispatcher, name: Option<&str>) -> Result<&'a Playbook, AppError> {
-    let known = || {
-        dispatcher
-            .playbooks
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match name {
-        Some(name) => dispatcher
-            .playbooks
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| {
-                AppError::BadRequest(format!(
-                    "there is no playbook '{}' (known: {})",
-                    name.escape_debug(),
-                    known()
-                ))
-            }),
-        None => match dispatcher.playbooks.as_slice() {
-            [only] => Ok(only),
-            _ => Err(AppError::BadRequest(format!(
-                "name the playbook: one of {}",
-                known()
-            ))),
-        },
-    }
-}
-
 async fn list_incidents(state: &AppState, args: ListIncidents) -> Result<Value, AppError> {
     let limit = args.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -334,17 +306,18 @@ async fn get_backup_status(state: &AppState, args: GetBackupStatus) -> Result<Va
         None => dispatcher.estate.pbs_target.datastore.clone(),
     };
     let threshold_hours = dispatcher
-        .playbooks
-        .iter()
-        .find_map(|p| p.settings.get("stale_after_hours").and_then(|v| v.as_u64()))
-        .unwrap_or(48) as i64;
+        .playbook(args.playbook.as_deref())?
+        .settings
+        .get("stale_after_hours")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(48);
     let groups = dispatcher
         .estate
         .pbs
         .groups(&datastore)
         .await
         .map_err(|e| {
-            AppError::Conflict(format!(
+            AppError::Upstream(format!(
                 "PBS did not list the groups of datastore {datastore}: {e}; \
              diagnose tells you why (PBS down, NFS mount missing, ...)"
             ))
@@ -353,7 +326,7 @@ async fn get_backup_status(state: &AppState, args: GetBackupStatus) -> Result<Va
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|g| {
-            let age_hours = (now - g.last_backup) as f64 / 3600.0;
+            let age_hours = now.saturating_sub(g.last_backup) as f64 / 3600.0;
             json!({
                 "group": format!("{}/{}", g.backup_type, g.backup_id),
                 "last_backup": chrono::DateTime::from_timestamp(g.last_backup, 0),
@@ -370,22 +343,25 @@ async fn get_backup_status(state: &AppState, args: GetBackupStatus) -> Result<Va
 
 async fn diagnose(state: &AppState, caller: &Principal, args: Diagnose) -> Result<Value, AppError> {
     let dispatcher = engine(state)?;
-    let playbook = playbook(dispatcher, args.playbook.as_deref())?;
-    let labels = Labels::parse(args.labels.clone())
-        .map_err(|e| AppError::BadRequest(format!("diagnose: argument 'labels': {e}")))?;
-    let diagnosis = tokio::time::timeout(
-        state.tool_wait,
-        run_diagnosis(playbook, &dispatcher.estate, &labels, state.clock.now()),
-    )
-    .await
-    .map_err(|_| {
-        AppError::Conflict(format!(
+    let playbook = dispatcher.playbook(args.playbook.as_deref())?;
+    let labels = dispatcher.labels(playbook, &args.labels)?;
+    let timed_out = || {
+        AppError::UpstreamTimeout(format!(
             "the diagnosis did not finish within {} s (a host or the NFS server may hang); \
              start_remediation diagnoses in the background without this limit",
             state.tool_wait.as_secs()
         ))
-    })?
-    .map_err(|e| AppError::BadRequest(format!("diagnose: {e}")))?;
+    };
+    let diagnosis = tokio::time::timeout(state.tool_wait, async {
+        // One diagnosis at a time: probing a sick PBS box from many calls at once makes it
+        // sicker. A caller that waits too long for its turn times out like a slow diagnosis.
+        let _turn = state.diagnosis_turn.lock().await;
+        run_diagnosis(playbook, &dispatcher.estate, &labels, state.clock.now()).await
+    })
+    .await
+    .map_err(|_| timed_out())?
+    // The labels were checked above; what is left is a defect of the playbook.
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("diagnosis of {}: {e}", playbook.name)))?;
     let remediation: Vec<Value> = diagnosis
         .cause
         .as_deref()
@@ -439,7 +415,7 @@ async fn start_remediation(
     args: StartRemediation,
 ) -> Result<Value, AppError> {
     let dispatcher = engine(state)?;
-    let playbook = playbook(dispatcher, args.playbook.as_deref())?;
+    let playbook = dispatcher.playbook(args.playbook.as_deref())?;
     let hand = HandStart {
         playbook: &playbook.name,
         labels: &args.labels,
@@ -545,7 +521,7 @@ async fn cancel_run(
 
 fn explain_playbook(state: &AppState, args: ExplainPlaybook) -> Result<Value, AppError> {
     let dispatcher = engine(state)?;
-    let playbook = playbook(dispatcher, args.name.as_deref())?;
+    let playbook = dispatcher.playbook(args.name.as_deref())?;
     let causes: Vec<Value> = playbook
         .causes
         .iter()
