@@ -11,6 +11,7 @@ use url::Url;
 
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the connection alone may take: a dead host fails fast.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +184,9 @@ impl ApiClient {
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> ClientError {
-        let reason = if error.is_timeout() {
+        let reason = if error.is_connect() && error.is_timeout() {
+            format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
+        } else if error.is_timeout() {
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
         } else {
             // The innermost cause is the one a person can act on ("Connection refused").
