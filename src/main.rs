@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Lab(args) => lab(&args),
         Command::Demo(args) => demo(&args),
-        Command::Client(command) => runbookd::cli::run(command),
+        Command::Client(command) => runbookd::cli::run(command, &SystemClock),
     }
 }
 

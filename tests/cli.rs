@@ -1,7 +1,8 @@
 //! The CLI walks an incident from `incidents` to `approve` against a running service: the real
 //! binary as the service (`serve --lab nfs-unmounted`) and the real binary as the client, with
 //! the URL and tokens in the environment as a person would set them. Output goes to a pipe,
-//! so it must carry no colour, and no token may appear in any of it.
+//! so it must carry no colour, and no token may appear in any of it. Waiting polls the REST API;
+//! the CLI runs once what it should show is there.
 
 mod common;
 
@@ -106,20 +107,37 @@ async fn start_service(dir: &Path) -> ServiceProcess {
     .await
 }
 
-/// The id of the pending approval for `step`, once there is one, read with `approvals --json`.
+/// `GET path` on the service, read by the test itself: waiting polls the API, and the CLI runs
+/// once what it should show is there.
+async fn api_get(url: &str, path: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(format!("{url}{path}"))
+        .bearer_auth(ADMIN)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "GET {path}: {response:?}");
+    response.json().await.unwrap()
+}
+
+/// The ids of the pending approvals for `step`, as the API lists them now.
+async fn pending(url: &str, step: &str) -> Vec<i64> {
+    let list = api_get(url, "/api/v1/approvals?status=pending").await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["step"] == step)
+        .filter_map(|a| a["id"].as_i64())
+        .collect()
+}
+
+/// The id of the pending approval for `step`, once the API lists one.
 async fn pending_approval(url: &str, step: &str) -> i64 {
     eventually(
         &format!("a pending approval for {step}"),
         Duration::from_secs(90),
-        || async {
-            let out = cli(url, Some(APPROVER), &["approvals", "--json"]).await;
-            assert_eq!(out.code, 0, "{out:?}");
-            let list: Value = serde_json::from_str(&out.stdout).unwrap();
-            list.as_array()?
-                .iter()
-                .find(|a| a["step"] == step && a["status"] == "pending")
-                .and_then(|a| a["id"].as_i64())
-        },
+        || async { pending(url, step).await.first().copied() },
     )
     .await
 }
@@ -181,6 +199,17 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
 
     // The run diagnoses, then waits for a human before `umount -l`.
     let unmount = pending_approval(url, "lazy_unmount").await;
+    let out = cli(url, Some(APPROVER), &["approvals", "--json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == unmount && a["status"] == "pending"),
+        "{out:?}"
+    );
 
     let out = cli(url, Some(AGENT), &["incidents"]).await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -242,7 +271,7 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
             .contains("token 'agent' has role 'agent', which may not decide approvals"),
         "{out:?}"
     );
-    assert_eq!(pending_approval(url, "lazy_unmount").await, unmount);
+    assert_eq!(pending(url, "lazy_unmount").await, [unmount]);
 
     let out = cli(
         url,
@@ -287,14 +316,7 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
     assert!(out.stdout.contains("approved by oncall"), "{out:?}");
 
     eventually("the run to end", Duration::from_secs(120), || async {
-        let out = cli(
-            url,
-            Some(AGENT),
-            &["runs", "show", &run.to_string(), "--json"],
-        )
-        .await;
-        assert_eq!(out.code, 0, "{out:?}");
-        let detail: Value = serde_json::from_str(&out.stdout).unwrap();
+        let detail = api_get(url, &format!("/api/v1/runs/{run}")).await;
         let state = detail["run"]["state"].as_str()?;
         assert!(
             state != "escalated" && state != "cancelled",
@@ -346,16 +368,9 @@ async fn pause_and_resume_need_an_admin_and_refusals_are_plain() {
     let service = start_service(dir.path()).await;
     let url = service.address.as_str();
     let paused = || async {
-        let playbooks: Value = reqwest::Client::new()
-            .get(format!("{url}/api/v1/playbooks"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
+        api_get(url, "/api/v1/playbooks").await["paused"]
+            .as_bool()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        playbooks["paused"].as_bool().unwrap()
     };
 
     let out = cli(url, Some(APPROVER), &["pause"]).await;
@@ -409,24 +424,32 @@ async fn pause_and_resume_need_an_admin_and_refusals_are_plain() {
 
 #[tokio::test]
 async fn an_unreachable_service_is_named_in_the_error() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let out = cli(&url, Some(AGENT), &["incidents"]).await;
+    // Port 1 (tcpmux) on loopback: no test binds it (they all take port 0, from the ephemeral
+    // range), so unlike a port freed a moment ago nothing can take it meanwhile. Checked first,
+    // so a machine that does serve it fails here and says so.
+    let closed: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    match std::net::TcpStream::connect_timeout(&closed, Duration::from_secs(5)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => panic!("this test needs {closed} to refuse connections; got {other:?}"),
+    }
+    let out = cli("http://127.0.0.1:1", Some(AGENT), &["incidents"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(
         out.stderr
-            .contains(&format!("cannot reach http://127.0.0.1:{port}/")),
+            .contains("cannot reach http://127.0.0.1:1/: Connection refused"),
         "{out:?}"
     );
     let out = cli("127.0.0.1:8080", Some(AGENT), &["approvals"]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("is not valid"), "{out:?}");
+    // The port fails to parse before the credentials are looked at: still never shown.
+    let out = cli("http://u:secret@host:99999", Some(AGENT), &["incidents"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("is not valid") && !out.stderr.contains("secret"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use url::Url;
 
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the connection alone may take: a dead host fails fast.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +60,18 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     /// Checks the URL (http or https, no credentials in it) and the token (present, one line).
+    /// Errors show the URL only without its userinfo: a bad port must not print a password.
     pub fn new(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
         let mut base = Url::parse(url).map_err(|e| {
             ClientError::Config(format!(
-                "the URL '{url}' is not valid ({e}); expected something like http://127.0.0.1:8080"
+                "the URL '{}' is not valid ({e}); expected something like http://127.0.0.1:8080",
+                without_userinfo(url)
             ))
         })?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(ClientError::Config(format!(
-                "the URL must start with http:// or https://, not {}://",
-                base.scheme()
+                "the URL '{}' must start with http:// or https://",
+                without_userinfo(url)
             )));
         }
         if !base.username().is_empty() || base.password().is_some() {
@@ -181,7 +184,9 @@ impl ApiClient {
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> ClientError {
-        let reason = if error.is_timeout() {
+        let reason = if error.is_connect() && error.is_timeout() {
+            format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
+        } else if error.is_timeout() {
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
         } else {
             // The innermost cause is the one a person can act on ("Connection refused").
@@ -198,6 +203,21 @@ impl ApiClient {
     }
 }
 
+/// `input` with everything between the scheme and the last `@` replaced by `***`, for error
+/// messages about URLs that may not parse. Any `@` counts (an unparsed URL has no reliable
+/// authority), so this may hide more than the userinfo, never less; without `://` the whole
+/// start is treated as possible userinfo (`user:pw@host` parses as scheme `user`).
+fn without_userinfo(input: &str) -> String {
+    let (scheme, rest) = match input.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), input),
+    };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}***@{host}"),
+        None => input.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +231,31 @@ mod tests {
             let error = ApiClient::new(url, Some("t")).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{url}: {error}");
             assert!(!error.to_string().contains("pw"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_url_that_fails_to_parse_never_shows_its_credentials() {
+        // The port fails before the credentials check could: the message must still hide them.
+        let error = ApiClient::new("http://u:secret@host:99999", Some("t")).unwrap_err();
+        let message = error.to_string();
+        assert_eq!(error.exit_code(), 2, "{message}");
+        assert!(message.contains("is not valid"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("http://***@host:99999"), "{message}");
+        for url in [
+            "user:secret@host:8080",
+            "ftp://user:secret@host/",
+            "http://user:se/cr@et@host:99999/",
+            "http://user:secret@[::1/",
+        ] {
+            let message = ApiClient::new(url, Some("t")).unwrap_err().to_string();
+            assert!(
+                !message.contains("secret")
+                    && !message.contains("cr@et")
+                    && !message.contains("user"),
+                "{url}: {message}"
+            );
         }
     }
 

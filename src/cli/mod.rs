@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use client::{ApiClient, ClientError};
 use render::Paint;
 
@@ -143,8 +144,9 @@ pub struct DecideArgs {
     pub connection: Connection,
 }
 
-/// Runs one client command to the end and returns the process's exit code.
-pub fn run(command: ClientCommand) -> ExitCode {
+/// Runs one client command to the end and returns the process's exit code; `clock` says what
+/// "now" is for spans such as "5m ago".
+pub fn run(command: ClientCommand, clock: &dyn Clock) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -155,7 +157,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(execute(command, Paint::for_stdout())) {
+    match runtime.block_on(execute(command, clock, Paint::for_stdout())) {
         Ok(Outcome { text, code }) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`| head`) is not an error worth a panic.
@@ -184,9 +186,13 @@ impl Outcome {
     }
 }
 
-/// Runs one client command and returns its text; nothing is printed here.
-pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, ClientError> {
-    let now = chrono::Utc::now();
+/// Runs one client command and returns its text; nothing is printed here. "Now" is read from
+/// `clock` when the answer is rendered.
+pub async fn execute(
+    command: ClientCommand,
+    clock: &dyn Clock,
+    paint: Paint,
+) -> Result<Outcome, ClientError> {
     match command {
         ClientCommand::Incidents(args) => match args.show {
             Some(IncidentsCommand::Show(show)) => {
@@ -196,7 +202,7 @@ pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, Cl
                     return Ok(Outcome::ok(pretty(&raw)));
                 }
                 let detail: model::IncidentDetail = client.parse(&raw)?;
-                Ok(Outcome::ok(render::incident(&detail, now, paint)))
+                Ok(Outcome::ok(render::incident(&detail, clock.now(), paint)))
             }
             None => {
                 let client = connect(&args.connection)?;
@@ -212,7 +218,11 @@ pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, Cl
                     return Ok(Outcome::ok(pretty(&raw)));
                 }
                 let page: model::IncidentPage = client.parse(&raw)?;
-                Ok(Outcome::ok(render::incidents(&page.incidents, now, paint)))
+                Ok(Outcome::ok(render::incidents(
+                    &page.incidents,
+                    clock.now(),
+                    paint,
+                )))
             }
         },
         ClientCommand::Runs(RunsArgs {
@@ -224,7 +234,7 @@ pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, Cl
                 return Ok(Outcome::ok(pretty(&raw)));
             }
             let detail: model::RunDetail = client.parse(&raw)?;
-            Ok(Outcome::ok(render::run(&detail, now, paint)))
+            Ok(Outcome::ok(render::run(&detail, clock.now(), paint)))
         }
         ClientCommand::Approvals(args) => {
             let client = connect(&args.connection)?;
@@ -243,7 +253,7 @@ pub async fn execute(command: ClientCommand, paint: Paint) -> Result<Outcome, Cl
                 return Ok(Outcome::ok(pretty(&raw)));
             }
             let list: Vec<model::Approval> = client.parse(&raw)?;
-            Ok(Outcome::ok(render::approvals(&list, now, paint)))
+            Ok(Outcome::ok(render::approvals(&list, clock.now(), paint)))
         }
         ClientCommand::Approve(args) => decide(args, "approve", "approved", paint).await,
         ClientCommand::Reject(args) => decide(args, "reject", "rejected", paint).await,

@@ -1,6 +1,7 @@
 //! Text for people: tables of incidents and approvals, a run's story (state, cause, evidence,
 //! steps with their exact commands, approvals, the audit timeline). Every function returns a
-//! `String` and takes the time "now" and a [`Paint`], so tests see the exact text without colour.
+//! `String`; those that show relative times ("5m ago") take "now", and those that colour take a
+//! [`Paint`], so tests see the exact text without colour.
 
 use std::fmt::Write;
 
@@ -139,8 +140,8 @@ fn table_text(table: &Table, paint: Paint) -> String {
     out
 }
 
-/// The incidents list. `run_states` holds, per incident, its newest run's state (if it has a
-/// run), in the same order.
+/// The incidents list, each row with its newest run's id and state (`latest_run`, which the
+/// list answer carries), or `-` when no playbook ran.
 pub fn incidents(list: &[Incident], now: DateTime<Utc>, paint: Paint) -> String {
     if list.is_empty() {
         return "no incidents\n".to_owned();
