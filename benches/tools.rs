@@ -30,7 +30,11 @@ type Request = Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + 
 
 /// Sends `count` requests with at most `concurrency` in flight; each must answer 200.
 async fn load(label: &'static str, request: Request, count: usize, concurrency: usize) {
-    let client = reqwest::Client::new();
+    // A redirect (to /login, say) is a failure here, not something to follow.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let gate = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let tasks: Vec<_> = (0..count)
@@ -154,7 +158,8 @@ fn main() {
             4,
         )
         .await;
-        let cookie = format!("runbookd_session={ADMIN}");
+        // The page keeps the token hex-encoded in its session cookie.
+        let cookie = format!("runbookd_session={}", hex::encode(ADMIN));
         let url = format!("{base}/");
         load(
             "GET / (web page, signed in)",

@@ -153,12 +153,16 @@ async fn incidents_with_runs(
         limit,
         ..IncidentFilter::default()
     };
-    let mut list = Vec::new();
-    for incident in state.store.list_incidents(&filter).await? {
-        let run = state.store.runs_for_incident(incident.id).await?.pop();
-        list.push((incident, run));
-    }
-    Ok(list)
+    let incidents = state.store.list_incidents(&filter).await?;
+    let ids: Vec<i64> = incidents.iter().map(|i| i.id).collect();
+    let mut runs = state.store.latest_runs(&ids).await?;
+    Ok(incidents
+        .into_iter()
+        .map(|incident| {
+            let run = runs.remove(&incident.id);
+            (incident, run)
+        })
+        .collect())
 }
 
 fn incident_list(incidents: &[(Incident, Option<Run>)], empty: &str) -> Markup {
