@@ -32,8 +32,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
 
-/// Where the service is and who is asking.
-#[derive(Debug, Clone, Args)]
+/// Where the service is and who is asking. `Debug` never shows the token.
+#[derive(Clone, Args)]
 pub struct Connection {
     /// Base URL of the runbookd service.
     #[arg(long, env = "RUNBOOKD_URL", default_value = "http://127.0.0.1:8080")]
@@ -45,6 +45,16 @@ pub struct Connection {
     /// Print the service's raw JSON answer instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 /// The API client commands; `main.rs` flattens them into its own.
@@ -310,4 +320,21 @@ async fn switch(connection: &Connection, path: &str) -> Result<Outcome, ClientEr
     }
     let state: model::SwitchState = client.parse(&raw)?;
     Ok(Outcome::ok(render::switch(state.paused)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let connection = Connection {
+            url: "http://127.0.0.1:8080".to_owned(),
+            token: Some("cli-secret-token-0123456789".to_owned()),
+            json: false,
+        };
+        let printed = format!("{connection:?}");
+        assert!(!printed.contains("cli-secret"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+    }
 }
