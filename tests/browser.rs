@@ -117,6 +117,8 @@ impl Driver {
                     "--headless=new",
                     "--no-sandbox",
                     "--disable-gpu",
+                    // Containers often give /dev/shm 64 MiB, too little for Chromium.
+                    "--disable-dev-shm-usage",
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.display()),
                     "--no-first-run",
