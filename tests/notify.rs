@@ -979,3 +979,45 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     }
     assert!(service.terminate().await.success());
 }
+
+/// A link's use and its decision are one transaction: when the decision fails (here a trigger
+/// makes the approval's update fail, as a busy or broken database would), the link is not
+/// spent and the approval stays pending; the same link then works once the fault is gone.
+#[tokio::test]
+async fn a_failed_decision_does_not_spend_the_link() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut db = app.db().await;
+    sqlx::query(
+        "CREATE TRIGGER fail_decisions BEFORE UPDATE ON approvals
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 500, "{answer:#}");
+    assert_eq!(app.count("used_links").await, 0, "the link is not spent");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Pending);
+
+    sqlx::query("DROP TRIGGER fail_decisions")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["decided_now"], true);
+    assert_eq!(answer["approval"]["decided_by"], "link:phone");
+    assert_eq!(app.count("used_links").await, 1);
+    let (status, _) = post_link(&app, &approve).await;
+    assert_eq!(status, 410, "still single-use");
+    app.stop().await;
+}

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::engine::dispatch::StartError;
 use crate::intake::IntakeError;
 use crate::store::StoreError;
+use crate::store::approvals::ApprovalError;
 use crate::store::runs::RunError;
 
 /// The body of every error answer, for the API description.
@@ -109,6 +110,20 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Busy(_) => Self::Unavailable(error),
             StoreError::Other(_) => Self::Internal(error.into()),
+        }
+    }
+}
+
+/// The one mapping of a failed decision: unknown is 404, expired is 409.
+impl From<ApprovalError> for AppError {
+    fn from(error: ApprovalError) -> Self {
+        match error {
+            ApprovalError::NotFound(_) => Self::NotFound(error.to_string()),
+            ApprovalError::Expired(..) => Self::Conflict(error.to_string()),
+            ApprovalError::Run(RunError::Store(store)) | ApprovalError::Store(store) => {
+                store.into()
+            }
+            ApprovalError::Run(run) => Self::Internal(run.into()),
         }
     }
 }

@@ -14,9 +14,8 @@
 //! decided by someone else reports that first decision (`decided_now: false`), as the REST
 //! route does. The answer is JSON when the request accepts `application/json`, else HTML.
 //!
-//! The link is marked used before the decision, on the single writer: of two simultaneous
-//! uses exactly one decides, and a crash between the two leaves the link spent and the
-//! approval pending (it fails closed; the approver uses another way).
+//! The link is marked used and the decision made in one transaction on the single writer: of
+//! two simultaneous uses exactly one decides, and a failed decision leaves the link unspent.
 
 use std::net::SocketAddr;
 
@@ -30,7 +29,7 @@ use super::AppState;
 use super::error::AppError;
 use super::extract::ApiPath;
 use crate::notify::links::LinkClaims;
-use crate::store::approvals::{Approval, ApprovalError, ApprovalStatus, Decided, Decision};
+use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
 use crate::store::audit::{AuditAction, NewAuditEvent};
 
 /// The caller's address, when the server knows it.
@@ -116,40 +115,19 @@ pub async fn decide(
 
 async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Approval), AppError> {
     let claims = check(state, token, Method::POST, peer).await?;
-    let now = state.clock.now();
-    let decision = match claims.decision {
-        Decision::Approve => "approve",
-        Decision::Reject => "reject",
-    };
-    if !state
+    let Some(decided) = state
         .store
-        .use_link(
+        .decide_by_link(
             &claims.nonce,
             claims.approval_id,
-            decision,
+            claims.decision,
             &claims.sink,
-            now,
+            state.clock.now(),
         )
         .await?
-    {
+    else {
         return Err(refuse(state, Refusal::Used, Some(&claims), Method::POST, peer).await);
-    }
-    let decided = state
-        .store
-        .decide(
-            claims.approval_id,
-            claims.decision,
-            &format!("link:{}", claims.sink),
-            None,
-            now,
-        )
-        .await
-        .map_err(|e| match e {
-            ApprovalError::NotFound(_) => AppError::NotFound(e.to_string()),
-            ApprovalError::Expired(..) => AppError::Conflict(e.to_string()),
-            ApprovalError::Run(run) => AppError::Internal(run.into()),
-            ApprovalError::Store(store) => store.into(),
-        })?;
+    };
     let approval = load(state, claims.approval_id).await?;
     Ok((matches!(decided, Decided::Now(_)), approval))
 }
