@@ -463,9 +463,11 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
     let receiver = Receiver::start(0).await;
     let sinks = format!(
         "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\nevents = [\"approval_requested\"]\n",
+         [[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\nevents = [\"approval_requested\"]\n\n\
+         [[sinks]]\nname = \"trusted\"\nkind = \"webhook\"\nurl = \"{}\"\nlinks = true\nevents = [\"approval_requested\"]\n",
         receiver.url("/hook"),
         receiver.url("/chat/T000/B000/secret-part"),
+        receiver.url("/trusted"),
     );
     let (app, _secrets) = app_with("", &sinks).await;
     let (run_id, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
@@ -484,8 +486,15 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
     );
     assert_eq!(body["approval"]["risk"], "high");
     assert!(body["approval"]["expires_at"].is_string());
-    let approve = body["links"]["approve"].as_str().unwrap();
-    let reject = body["links"]["reject"].as_str().unwrap();
+    // A webhook may feed a program (the agent's pipeline): no working links unless asked for.
+    assert_eq!(body["links"]["approve"], Value::Null, "{body:#}");
+    assert_eq!(body["links"]["reject"], Value::Null, "{body:#}");
+    assert!(!body.to_string().contains("/links/"), "{body:#}");
+    let trusted = receiver
+        .wait_for("/trusted", "/event", "approval_requested")
+        .await;
+    let approve = trusted.body["links"]["approve"].as_str().unwrap();
+    let reject = trusted.body["links"]["reject"].as_str().unwrap();
     assert!(approve.starts_with(&app.url("/links/")));
     assert!(reject.starts_with(&app.url("/links/")));
 
@@ -819,6 +828,23 @@ fn check_refuses_bad_sinks_with_clear_messages() {
         "{stderr}"
     );
     assert!(!stderr.contains("inline-secret-value"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        "[[notify.sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nlinks = \"yes\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid type: string \"yes\", expected a boolean"),
+        "{stderr}"
+    );
 
     std::fs::write(
         &config,

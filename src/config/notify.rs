@@ -12,6 +12,8 @@
 //! topic = "runbookd"
 //! token_env = "NTFY_TOKEN"                      # or token_file; never inline
 //! events = ["approval_requested", "run_escalated"]
+//! links = true                                  # Approve/Reject links; default true for
+//!                                               # ntfy and slack, false for webhook
 //! ```
 //! A sink's URL may itself be a secret (a Slack webhook's is), so only the sink's name is ever
 //! logged or audited.
@@ -75,6 +77,10 @@ pub struct SinkConfig {
     token: Option<toml::Value>,
     /// Which events this sink gets; all of them when absent.
     pub events: Option<Vec<EventKind>>,
+    /// Whether approval notifications carry working Approve and Reject links. Default: true
+    /// for ntfy and Slack (a person's phone or chat), false for a webhook, which may feed a
+    /// program (the agent's pipeline, say) that must never approve.
+    pub links: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,6 +131,8 @@ pub struct Sink {
     pub topic: Option<String>,
     pub token: Option<String>,
     pub events: Vec<EventKind>,
+    /// Approve and Reject links go in this sink's approval notifications.
+    pub links: bool,
 }
 
 /// `[notify]` resolved: the sinks and the delivery settings.
@@ -251,6 +259,7 @@ impl NotifyConfig {
                         .events
                         .clone()
                         .unwrap_or_else(|| EventKind::ALL.to_vec()),
+                    links: sink.links.unwrap_or(sink.kind != SinkKind::Webhook),
                 });
             }
         }

@@ -434,8 +434,10 @@ fn describe(error: reqwest::Error) -> String {
 
 /// The links for `sink`: approve and reject (signed for this sink, expiring with the approval
 /// or after the configured lifetime, whichever is sooner) and a page to open.
+/// A sink without `links` gets only the page to open: whoever reads it must decide in
+/// runbookd itself, as themselves.
 fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyhow::Result<Links> {
-    let Some(approval) = &notification.approval else {
+    let Some(approval) = notification.approval.as_ref().filter(|_| sink.links) else {
         return Ok(Links {
             approve: None,
             reject: None,
