@@ -61,6 +61,8 @@ impl Application {
         let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
         let public_url = public_url(&notify, listener.local_addr()?)?;
         let notifier = if notify.sinks.is_empty() {
+            // Off now: when sinks come back, they start from then, not from here.
+            store.drop_notify_cursor().await?;
             None
         } else {
             // Placed now, before any request, so nothing that happens from here is missed.

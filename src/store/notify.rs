@@ -33,9 +33,22 @@ impl Store {
         )
     }
 
+    /// Moves the cursor forward to `last_event_id`; never backwards (a late write from an
+    /// older position changes nothing).
     pub async fn set_notify_cursor(&self, last_event_id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notify_cursor SET last_event_id = ? WHERE id = 1")
-            .bind(last_event_id)
+        sqlx::query(
+            "UPDATE notify_cursor SET last_event_id = ?1 WHERE id = 1 AND last_event_id <= ?1",
+        )
+        .bind(last_event_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the cursor, so that when notifications are next on they start at the newest
+    /// event instead of replaying what happened while they were off.
+    pub async fn drop_notify_cursor(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM notify_cursor")
             .execute(&self.writer)
             .await?;
         Ok(())
