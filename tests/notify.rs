@@ -1224,3 +1224,45 @@ async fn an_event_that_keeps_failing_is_skipped_and_audited() {
     }
     app.stop().await;
 }
+
+/// A sink that answers with a redirect is not followed (the body holds links and the request
+/// the sink's token): one failed attempt, not retried, and the redirect's target gets nothing.
+#[tokio::test]
+async fn a_redirecting_sink_is_a_failure_that_is_not_followed_or_retried() {
+    let elsewhere = Receiver::start(0).await;
+    let target = elsewhere.url("/stolen");
+    let router = axum::Router::new().fallback(axum::routing::post(move || {
+        let target = target.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", target)]) }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let phone = Receiver::start(0).await;
+    let sinks = format!(
+        "[[sinks]]\nname = \"moved\"\nkind = \"ntfy\"\nurl = \"http://{address}/\"\ntopic = \"t\"\ntoken_file = \"TOKEN_FILE\"\n\n{}",
+        ntfy_sink(&phone).replace("phone", "phone2"),
+    );
+    let (app, _secrets) = app_with("", &sinks).await;
+    approval_named(&app, "pbs", "redirected_step").await;
+    wait_titled(&phone, "redirected_step").await;
+    let moved = eventually("the redirected attempt", WAIT, || async {
+        let attempts: Vec<Value> = audit(&app, "notify.attempt")
+            .await
+            .into_iter()
+            .filter(|(_, d)| d["sink"] == "moved")
+            .map(|(_, d)| d)
+            .collect();
+        (!attempts.is_empty()).then_some(attempts)
+    })
+    .await;
+    assert_eq!(moved.len(), 1, "not retried: {moved:?}");
+    assert_eq!(moved[0]["status"], 307);
+    assert_eq!(moved[0]["outcome"], "failed");
+    assert_eq!(moved[0]["gave_up"], true);
+    assert!(
+        elsewhere.received.lock().unwrap().is_empty(),
+        "not followed"
+    );
+    app.stop().await;
+}

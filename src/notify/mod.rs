@@ -122,7 +122,12 @@ impl Notifier {
         settings: Notify,
         public_url: Url,
     ) -> anyhow::Result<Self> {
+        // A sink gets exactly the URL configured: no redirect (a 3xx is a failure) and no proxy
+        // from the environment, so neither the body (with its links) nor the token goes
+        // anywhere else.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
@@ -492,7 +497,7 @@ async fn send_once(shared: &Shared, sink: &Sink, body: &Value) -> Result<u16, Fa
     Err(Failure {
         status: Some(status.as_u16()),
         error: format!("the sink answered {status}"),
-        // A client error other than throttling will not change by asking again.
+        // A redirect or a client error other than throttling will not change by asking again.
         retryable: status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::REQUEST_TIMEOUT,
