@@ -286,6 +286,11 @@ async fn an_ntfy_approve_link_works_once_and_every_bad_use_is_refused_and_audite
     );
     let approve = actions[0]["url"].as_str().unwrap().to_owned();
     let reject = actions[1]["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        actions[2]["url"],
+        app.url(&format!("/approvals/{approval_id}")),
+        "Open is the approval's web page"
+    );
     assert!(approve.starts_with(&app.url("/links/")), "{approve}");
     assert_ne!(approve, reject);
 
@@ -487,6 +492,10 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
     assert_eq!(body["approval"]["risk"], "high");
     assert!(body["approval"]["expires_at"].is_string());
     // A webhook may feed a program (the agent's pipeline): no working links unless asked for.
+    assert_eq!(
+        body["links"]["open"],
+        app.url(&format!("/approvals/{approval_id}"))
+    );
     assert_eq!(body["links"]["approve"], Value::Null, "{body:#}");
     assert_eq!(body["links"]["reject"], Value::Null, "{body:#}");
     assert!(!body.to_string().contains("/links/"), "{body:#}");
@@ -586,6 +595,11 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
         .unwrap();
     let done = receiver.wait_for("/hook", "/event", "run_resolved").await;
     assert_eq!(done.body["run"]["id"], resolved.run_id);
+    assert_eq!(
+        done.body["links"]["open"],
+        app.url("/"),
+        "no incident: the home page"
+    );
 
     let failed = leased_run(&app.store, "pbs-2", now).await;
     app.store

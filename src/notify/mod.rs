@@ -518,15 +518,24 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 /// The links for `sink`: approve and reject (signed for this sink, expiring with the approval
-/// or after the configured lifetime, whichever is sooner) and a page to open.
+/// or after the configured lifetime, whichever is sooner) and the web page to open: the
+/// approval's, else the incident's, else the home page.
 /// A sink without `links` gets only the page to open: whoever reads it must decide in
 /// runbookd itself, as themselves.
 fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyhow::Result<Links> {
+    let open = match (&notification.approval, notification.incident_id) {
+        (Some(approval), _) => shared
+            .public_url
+            .join(&format!("approvals/{}", approval.id))?,
+        (None, Some(incident)) => shared.public_url.join(&format!("incidents/{incident}"))?,
+        (None, None) => shared.public_url.clone(),
+    }
+    .to_string();
     let Some(approval) = notification.approval.as_ref().filter(|_| sink.links) else {
         return Ok(Links {
             approve: None,
             reject: None,
-            open: shared.public_url.to_string(),
+            open,
         });
     };
     let ttl = chrono::Duration::from_std(shared.settings.link_ttl)?;
@@ -540,11 +549,9 @@ fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyho
             .join(&format!("links/{token}"))?
             .to_string())
     };
-    let approve = link(Decision::Approve)?;
     Ok(Links {
-        // The approve link's page shows everything about the step, and changes nothing.
-        open: approve.clone(),
-        approve: Some(approve),
+        approve: Some(link(Decision::Approve)?),
         reject: Some(link(Decision::Reject)?),
+        open,
     })
 }
