@@ -1280,3 +1280,52 @@ async fn a_redirecting_sink_is_a_failure_that_is_not_followed_or_retried() {
     );
     app.stop().await;
 }
+
+/// Garbage links are audited, but one address cannot flood the trail: past its quota it gets
+/// 429 (JSON or a page), counted in a metric and not audited.
+#[tokio::test]
+async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
+    let (app, _secrets) = app_with("link_requests_per_minute = 3", "").await;
+    let garbage = app.url("/links/AAAAnot-a-real-link");
+    for _ in 0..2 {
+        let (status, _) = post_link(&app, &garbage).await;
+        assert_eq!(status, 403);
+    }
+    let page = app.client.get(&garbage).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    assert_eq!(audit(&app, "link.refused").await.len(), 3);
+
+    let (status, answer) = post_link(&app, &garbage).await;
+    assert_eq!(status, 429, "{answer:#}");
+    assert_eq!(answer["error"]["code"], "too_many_requests");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests from your address"),
+        "{answer:#}"
+    );
+    let page = app.client.get(&garbage).send().await.unwrap();
+    assert_eq!(page.status(), 429);
+    assert!(page.text().await.unwrap().contains("too many requests"));
+    assert_eq!(
+        audit(&app, "link.refused").await.len(),
+        3,
+        "refusals past the limit are not audited"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let limited = metrics
+        .lines()
+        .find(|l| l.starts_with("runbookd_link_requests_limited_total"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(limited.ends_with(" 2"), "{limited}");
+    app.stop().await;
+}

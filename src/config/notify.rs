@@ -4,6 +4,7 @@
 //! [notify]
 //! public_url = "https://runbookd.example.net"   # links point here; default: the listen address
 //! link_ttl_secs = 3600                          # links also expire with their approval
+//! link_requests_per_minute = 30                 # per address, on /links; then 429
 //!
 //! [[notify.sinks]]
 //! name = "phone"
@@ -18,6 +19,7 @@
 //! A sink's URL may itself be a secret (a Slack webhook's is), so only the sink's name is ever
 //! logged or audited.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,6 +45,9 @@ pub struct NotifyConfig {
     pub timeout_secs: u64,
     /// How often the notifier looks for new events.
     pub poll_interval_ms: u64,
+    /// Requests to `/links/...` one address may make per minute (a burst of this many, then
+    /// one more every 60/n seconds); beyond it the answer is 429 and nothing is audited.
+    pub link_requests_per_minute: u32,
     pub sinks: Vec<Spanned<SinkConfig>>,
 }
 
@@ -56,6 +61,7 @@ impl Default for NotifyConfig {
             backoff_max_ms: 60_000,
             timeout_secs: 10,
             poll_interval_ms: 1000,
+            link_requests_per_minute: 30,
             sinks: Vec::new(),
         }
     }
@@ -145,6 +151,7 @@ pub struct Notify {
     pub backoff_max: Duration,
     pub timeout: Duration,
     pub poll_interval: Duration,
+    pub link_requests_per_minute: NonZeroU32,
     pub sinks: Vec<Sink>,
 }
 
@@ -184,6 +191,11 @@ impl NotifyConfig {
                 "notify.poll_interval_ms",
                 self.poll_interval_ms,
                 10..=60_000,
+            ),
+            (
+                "notify.link_requests_per_minute",
+                u64::from(self.link_requests_per_minute),
+                1..=10_000,
             ),
         ] {
             if !range.contains(&value) {
@@ -274,6 +286,8 @@ impl NotifyConfig {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             timeout: Duration::from_secs(self.timeout_secs),
             poll_interval: Duration::from_millis(self.poll_interval_ms),
+            link_requests_per_minute: NonZeroU32::new(self.link_requests_per_minute)
+                .unwrap_or(NonZeroU32::MIN),
             sinks,
         })
     }

@@ -50,6 +50,9 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too many requests from one address; retry after the given number of seconds.
+    #[error("too many requests from your address; retry in {0} seconds")]
+    TooManyRequests(u64),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -73,6 +76,7 @@ impl AppError {
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Intake(IntakeError::UnknownSource(_) | IntakeError::InvalidJson(_)) => {
                 StatusCode::BAD_REQUEST
@@ -94,6 +98,7 @@ impl AppError {
             Self::Gone(_) => "gone",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::TooManyRequests(_) => "too_many_requests",
             Self::BadRequest(_) => "bad_request",
             Self::Intake(IntakeError::UnknownSource(_)) => "unknown_source",
             Self::Intake(IntakeError::InvalidJson(_)) => "invalid_json",
@@ -160,6 +165,11 @@ impl IntoResponse for AppError {
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
+        if let Self::TooManyRequests(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -10,19 +10,25 @@
 //! | used before (a replay) | 410 | `gone` |
 //!
 //! Every refusal, GET or POST, is audited (`link.refused`) with the reason, the approval when
-//! the signature held, and the requester's address; never the token. A link whose approval was
+//! the signature held, and the requester's address; never the token. So that garbage links
+//! cannot flood the audit trail, each address gets `notify.link_requests_per_minute` requests
+//! ([`LinkLimiter`]); past that the answer is 429 with `Retry-After`, counted in the metric
+//! `runbookd_link_requests_limited_total` and not audited. A link whose approval was
 //! decided by someone else reports that first decision (`decided_now: false`), as the REST
 //! route does. The answer is JSON when the request accepts `application/json`, else HTML.
 //!
 //! The link is marked used and the decision made in one transaction on the single writer: of
 //! two simultaneous uses exactly one decides, and a failed decision leaves the link unspent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
 use super::AppState;
@@ -35,12 +41,53 @@ use crate::store::audit::{AuditAction, NewAuditEvent};
 /// The caller's address, when the server knows it.
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
+/// Addresses tracked before the limiter forgets those that are back to a full quota.
+const TRACKED_ADDRESSES: usize = 10_000;
+
+/// Bounds `/links` requests per client address (a burst of the per-minute quota, then a
+/// steady refill), so an address sending garbage links cannot fill the audit trail.
+pub struct LinkLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl LinkLimiter {
+    pub fn per_minute(requests: NonZeroU32) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(requests)),
+        }
+    }
+
+    /// Takes one request from `peer`'s quota, or says how many seconds to wait.
+    fn check(&self, peer: Peer) -> Result<(), u64> {
+        if self.limiter.len() > TRACKED_ADDRESSES {
+            self.limiter.retain_recent();
+        }
+        let address = peer.map_or(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            |Extension(ConnectInfo(a))| a.ip(),
+        );
+        self.limiter.check_key(&address).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+}
+
+/// The 429 for an address over its quota: counted, not audited.
+fn throttled(seconds: u64, json: bool) -> Response {
+    metrics::counter!("runbookd_link_requests_limited_total").increment(1);
+    answer_error(AppError::TooManyRequests(seconds), json)
+}
+
 #[utoipa::path(get, path = "/links/{token}", tag = "notifications",
     params(("token" = String, Path, description = "The signed link from a notification")),
     responses(
         (status = 200, content_type = "text/html", description = "The run, step, exact command and risk, with a button that POSTs the link; changes nothing"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
+        (status = 429, description = "Too many requests from this address; not audited"),
     ),
     description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
 pub async fn show(
@@ -50,6 +97,9 @@ pub async fn show(
     peer: Peer,
 ) -> Response {
     let json = wants_json(&headers);
+    if let Err(seconds) = state.link_limiter.check(peer) {
+        return throttled(seconds, json);
+    }
     let claims = match check(&state, &token, Method::GET, peer).await {
         Ok(claims) => claims,
         Err(error) => return answer_error(error, json),
@@ -87,6 +137,7 @@ pub async fn show(
         (status = 200, description = "Decided as `link:<sink>`, or the first decision when it was decided before; JSON when the request accepts application/json, else a page"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
+        (status = 429, description = "Too many requests from this address; not audited"),
     ),
     description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
 pub async fn decide(
@@ -96,6 +147,9 @@ pub async fn decide(
     peer: Peer,
 ) -> Response {
     let json = wants_json(&headers);
+    if let Err(seconds) = state.link_limiter.check(peer) {
+        return throttled(seconds, json);
+    }
     match use_link(&state, &token, peer).await {
         Ok((decided_now, approval)) if json => {
             private(Json(json!({"decided_now": decided_now, "approval": approval})).into_response())
