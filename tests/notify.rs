@@ -1329,3 +1329,59 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
     assert!(limited.ends_with(" 2"), "{limited}");
     app.stop().await;
 }
+
+/// The confirmation page escapes what the run asked for (a hostile command) and carries the
+/// web page's security headers, with no Referer for the credential in its URL.
+#[tokio::test]
+async fn the_link_page_escapes_a_hostile_command_and_sends_the_security_headers() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let now = app.clock.now();
+    let lease = leased_run(&app.store, "pbs", now).await;
+    let request = ApprovalRequest {
+        step: "hostile",
+        command: "echo \"<script>alert(1)</script>\"",
+        risk: "high",
+        evidence: json!({}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    app.store
+        .request_approval(&lease, request, now)
+        .await
+        .unwrap();
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"].as_str().unwrap();
+
+    let page = app.client.get(approve).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("echo &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+
+    // Refusal pages too.
+    let refused = app
+        .client
+        .get(app.url("/links/garbage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().contains_key("content-security-policy"));
+    app.stop().await;
+}

@@ -26,14 +26,17 @@ use std::num::NonZeroU32;
 use axum::Json;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use maud::{DOCTYPE, Markup, html};
 use serde_json::json;
 
 use super::AppState;
 use super::error::AppError;
 use super::extract::ApiPath;
+use super::ui::set_security_headers;
 use crate::notify::links::LinkClaims;
 use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
 use crate::store::audit::{AuditAction, NewAuditEvent};
@@ -115,19 +118,19 @@ pub async fn show(
         );
     }
     let verb = verb(claims.decision);
-    let action = if approval.status == ApprovalStatus::Pending {
-        format!(
-            "<form method=\"post\"><button type=\"submit\">{verb} this step</button></form>\
-             <p>This link works once, until {}.</p>",
-            claims.expires_at.format("%Y-%m-%d %H:%M UTC")
-        )
-    } else {
-        decided_text(&approval)
+    let body = html! {
+        (describe(&approval))
+        @if approval.status == ApprovalStatus::Pending {
+            form method="post" { button type="submit" { (verb) " this step" } }
+            p { "This link works once, until " (at(claims.expires_at)) "." }
+        } @else {
+            (decided_text(&approval))
+        }
     };
     page(
         StatusCode::OK,
         &format!("{verb} step {}?", approval.step),
-        &format!("{}{action}", describe(&approval)),
+        body,
     )
 }
 
@@ -160,8 +163,8 @@ pub async fn decide(
             } else {
                 format!("Already decided: {}", approval.step)
             };
-            let body = format!("{}{}", describe(&approval), decided_text(&approval));
-            page(StatusCode::OK, &title, &body)
+            let body = html! { (describe(&approval)) (decided_text(&approval)) };
+            page(StatusCode::OK, &title, body)
         }
         Err(error) => answer_error(error, json),
     }
@@ -309,35 +312,40 @@ fn answer_error(error: AppError, json: bool) -> Response {
         return page(
             status,
             "Something went wrong",
-            "<p>The cause is in runbookd's log.</p>",
+            html! { p { "The cause is in runbookd's log." } },
         );
     }
     page(
         status,
         "This link cannot be used",
-        &format!("<p>{}</p>", escape(&error.to_string())),
+        html! { p { (error.to_string()) } },
     )
 }
 
-fn describe(approval: &Approval) -> String {
-    format!(
-        "<dl><dt>Run</dt><dd>{}</dd><dt>Step</dt><dd>{}</dd><dt>Command</dt><dd><pre>{}</pre></dd>\
-         <dt>Risk</dt><dd>{}</dd><dt>Approval expires</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd></dl>",
-        approval.run_id,
-        escape(&approval.step),
-        escape(&approval.command),
-        escape(&approval.risk),
-        approval.expires_at.format("%Y-%m-%d %H:%M UTC"),
-        status_word(approval.status),
-    )
+fn describe(approval: &Approval) -> Markup {
+    html! {
+        dl {
+            dt { "Run" } dd { (approval.run_id) }
+            dt { "Step" } dd { (approval.step) }
+            dt { "Command" } dd { pre { (approval.command) } }
+            dt { "Risk" } dd { (approval.risk) }
+            dt { "Approval expires" } dd { (at(approval.expires_at)) }
+            dt { "Status" } dd { (status_word(approval.status)) }
+        }
+    }
 }
 
-fn decided_text(approval: &Approval) -> String {
-    format!(
-        "<p>{} by {}.</p>",
-        status_word(approval.status),
-        escape(approval.decided_by.as_deref().unwrap_or("nobody"))
-    )
+fn decided_text(approval: &Approval) -> Markup {
+    html! {
+        p {
+            (status_word(approval.status)) " by "
+            (approval.decided_by.as_deref().unwrap_or("nobody")) "."
+        }
+    }
+}
+
+fn at(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 fn verb(decision: Decision) -> &'static str {
@@ -357,33 +365,32 @@ fn status_word(status: ApprovalStatus) -> &'static str {
     }
 }
 
-/// A small page: no script, readable on a phone.
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let title = escape(title);
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · runbookd</title></head><body><h1>{title}</h1>{body}</body></html>"
-    );
-    private((status, Html(html)).into_response())
+/// A small page, rendered by maud (which escapes every value): no script, readable on a phone.
+fn page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · runbookd" }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body { main { h1 { (title) } (body) } }
+        }
+    };
+    private((status, html).into_response())
 }
 
-/// The URL holds a credential: keep it out of caches, search engines and Referer headers.
+/// The web page's security headers (no script, no framing, no sniffing, no caching), and as
+/// the URL holds a credential, no Referer and no indexing either.
 fn private(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_security_headers(headers);
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     response
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

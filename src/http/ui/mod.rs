@@ -261,10 +261,15 @@ fn session_cookie(value: &str) -> Cookie<'static> {
         .build()
 }
 
-/// Headers on every UI response: no script, no framing, no sniffing, and no caching of pages
-/// that show incident data.
+/// Headers on every UI response.
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    set_security_headers(response.headers_mut());
+    response
+}
+
+/// No script, no framing, no sniffing, and no caching of pages that show incident data: for
+/// the UI and every other page runbookd serves (the one-tap link pages).
+pub(crate) fn set_security_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -281,7 +286,6 @@ async fn security_headers(mut response: Response) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    response
 }
 
 async fn style() -> impl IntoResponse {
