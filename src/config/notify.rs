@@ -29,7 +29,7 @@ use url::Url;
 
 use super::{ConfigSource, Problem, read_secret};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// The base URL of links in notifications, as the phone reaches runbookd.
@@ -68,7 +68,7 @@ impl Default for NotifyConfig {
 }
 
 /// One `[[notify.sinks]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub name: String,
@@ -87,6 +87,33 @@ pub struct SinkConfig {
     /// for ntfy and Slack (a person's phone or chat), false for a webhook, which may feed a
     /// program (the agent's pipeline, say) that must never approve.
     pub links: Option<bool>,
+}
+
+/// The settings and each sink by name and kind: a sink's URL may be its secret (a Slack
+/// webhook's is), so it is never printed.
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("public_url", &self.public_url)
+            .field("link_ttl_secs", &self.link_ttl_secs)
+            .field("attempts", &self.attempts)
+            .field("timeout_secs", &self.timeout_secs)
+            .field(
+                "sinks",
+                &self.sinks.iter().map(Spanned::get_ref).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sink's name and kind; never its URL or token.
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -375,6 +402,20 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("hunter2") || p.contains("inline-secret"))
         );
+    }
+
+    #[test]
+    fn debug_shows_sinks_by_name_and_kind_never_their_url_or_token() {
+        let text = "[[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"https://hooks.example.net/T000/B000/secret-part\"\ntoken = \"inline-secret\"\n";
+        let config: super::NotifyConfig = toml::from_str(text).unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains("\"chat\"") && printed.contains("Slack"),
+            "{printed}"
+        );
+        assert!(!printed.contains("secret-part"), "{printed}");
+        assert!(!printed.contains("inline-secret"), "{printed}");
+        assert!(!printed.contains("hooks.example.net"), "{printed}");
     }
 
     #[test]
