@@ -14,7 +14,7 @@ use crate::auth::TokenTable;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigSource, Notify};
 use crate::engine::dispatch::Dispatcher;
-use crate::http::{self, AppState, HttpPolicy};
+use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
 use crate::notify::links::LinkSigner;
 use crate::store::Store;
@@ -60,7 +60,10 @@ impl Application {
             })?;
         let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
         let public_url = public_url(&notify, listener.local_addr()?)?;
+        let link_limiter = Arc::new(LinkLimiter::per_minute(notify.link_requests_per_minute));
         let notifier = if notify.sinks.is_empty() {
+            // Off now: when sinks come back, they start from then, not from here.
+            store.drop_notify_cursor().await?;
             None
         } else {
             // Placed now, before any request, so nothing that happens from here is missed.
@@ -83,6 +86,7 @@ impl Application {
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
             diagnosis_turn: Default::default(),
             links,
+            link_limiter,
         };
         let policy = HttpPolicy {
             tokens: Arc::new(tokens),

@@ -38,6 +38,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 "runbookd_alerts_total",
                 "Alerts received, by source and outcome (opened, deduplicated, resolved, resolve_unmatched, rejected, failed)"
             );
+            metrics::describe_counter!(
+                "runbookd_link_requests_limited_total",
+                "Requests to /links refused with 429 because their address sent too many (not audited)"
+            );
             handle
         })
         .clone()

@@ -286,6 +286,11 @@ async fn an_ntfy_approve_link_works_once_and_every_bad_use_is_refused_and_audite
     );
     let approve = actions[0]["url"].as_str().unwrap().to_owned();
     let reject = actions[1]["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        actions[2]["url"],
+        app.url(&format!("/approvals/{approval_id}")),
+        "Open is the approval's web page"
+    );
     assert!(approve.starts_with(&app.url("/links/")), "{approve}");
     assert_ne!(approve, reject);
 
@@ -463,9 +468,11 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
     let receiver = Receiver::start(0).await;
     let sinks = format!(
         "[[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\nevents = [\"approval_requested\"]\n",
+         [[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\nevents = [\"approval_requested\"]\n\n\
+         [[sinks]]\nname = \"trusted\"\nkind = \"webhook\"\nurl = \"{}\"\nlinks = true\nevents = [\"approval_requested\"]\n",
         receiver.url("/hook"),
         receiver.url("/chat/T000/B000/secret-part"),
+        receiver.url("/trusted"),
     );
     let (app, _secrets) = app_with("", &sinks).await;
     let (run_id, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
@@ -484,8 +491,19 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
     );
     assert_eq!(body["approval"]["risk"], "high");
     assert!(body["approval"]["expires_at"].is_string());
-    let approve = body["links"]["approve"].as_str().unwrap();
-    let reject = body["links"]["reject"].as_str().unwrap();
+    // A webhook may feed a program (the agent's pipeline): no working links unless asked for.
+    assert_eq!(
+        body["links"]["open"],
+        app.url(&format!("/approvals/{approval_id}"))
+    );
+    assert_eq!(body["links"]["approve"], Value::Null, "{body:#}");
+    assert_eq!(body["links"]["reject"], Value::Null, "{body:#}");
+    assert!(!body.to_string().contains("/links/"), "{body:#}");
+    let trusted = receiver
+        .wait_for("/trusted", "/event", "approval_requested")
+        .await;
+    let approve = trusted.body["links"]["approve"].as_str().unwrap();
+    let reject = trusted.body["links"]["reject"].as_str().unwrap();
     assert!(approve.starts_with(&app.url("/links/")));
     assert!(reject.starts_with(&app.url("/links/")));
 
@@ -577,6 +595,11 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
         .unwrap();
     let done = receiver.wait_for("/hook", "/event", "run_resolved").await;
     assert_eq!(done.body["run"]["id"], resolved.run_id);
+    assert_eq!(
+        done.body["links"]["open"],
+        app.url("/"),
+        "no incident: the home page"
+    );
 
     let failed = leased_run(&app.store, "pbs-2", now).await;
     app.store
@@ -822,6 +845,23 @@ fn check_refuses_bad_sinks_with_clear_messages() {
 
     std::fs::write(
         &config,
+        "[[notify.sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nlinks = \"yes\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid type: string \"yes\", expected a boolean"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
         "[[notify.sinks]]\nname = \"pager\"\nkind = \"email\"\nurl = \"http://127.0.0.1:9/\"\n",
     )
     .unwrap();
@@ -978,4 +1018,370 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
         assert!(!log.contains(&secret), "a secret in the service log");
     }
     assert!(service.terminate().await.success());
+}
+
+/// A link's use and its decision are one transaction: when the decision fails (here a trigger
+/// makes the approval's update fail, as a busy or broken database would), the link is not
+/// spent and the approval stays pending; the same link then works once the fault is gone.
+#[tokio::test]
+async fn a_failed_decision_does_not_spend_the_link() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut db = app.db().await;
+    sqlx::query(
+        "CREATE TRIGGER fail_decisions BEFORE UPDATE ON approvals
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 500, "{answer:#}");
+    assert_eq!(app.count("used_links").await, 0, "the link is not spent");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Pending);
+
+    sqlx::query("DROP TRIGGER fail_decisions")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["decided_now"], true);
+    assert_eq!(answer["approval"]["decided_by"], "link:phone");
+    assert_eq!(app.count("used_links").await, 1);
+    let (status, _) = post_link(&app, &approve).await;
+    assert_eq!(status, 410, "still single-use");
+    app.stop().await;
+}
+
+/// An approval request on `target` with its own step name, so its message can be told apart.
+async fn approval_named(app: &TestApp, target: &str, step: &str) -> i64 {
+    let now = app.clock.now();
+    let lease = leased_run(&app.store, target, now).await;
+    let request = ApprovalRequest {
+        step,
+        command: "true",
+        risk: "low",
+        evidence: json!({}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    app.store
+        .request_approval(&lease, request, now)
+        .await
+        .unwrap()
+}
+
+fn titled(receiver: &Receiver, step: &str) -> usize {
+    receiver
+        .on("/")
+        .iter()
+        .filter(|r| r.body["title"].as_str().is_some_and(|t| t.contains(step)))
+        .count()
+}
+
+async fn wait_titled(receiver: &Receiver, step: &str) {
+    eventually(&format!("the message about {step}"), WAIT, || async {
+        (titled(receiver, step) > 0).then_some(())
+    })
+    .await;
+}
+
+/// The cursor in memory moves on even when its copy in the database cannot be written (a
+/// trigger refuses the write here, as a busy database would): nothing is sent twice.
+#[tokio::test]
+async fn a_cursor_that_cannot_be_saved_does_not_resend() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    // The notifier has placed its cursor at start; from now on it cannot save it.
+    let mut db = app.db().await;
+    sqlx::query(
+        "CREATE TRIGGER fail_cursor BEFORE UPDATE ON notify_cursor
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    approval_named(&app, "pbs-a", "first_step").await;
+    wait_titled(&receiver, "first_step").await;
+    approval_named(&app, "pbs-b", "second_step").await;
+    wait_titled(&receiver, "second_step").await;
+    let attempts = eventually("both deliveries audited", WAIT, || async {
+        let attempts = audit(&app, "notify.attempt").await;
+        (attempts.len() >= 2).then_some(attempts)
+    })
+    .await;
+    assert_eq!(titled(&receiver, "first_step"), 1, "sent once");
+    assert_eq!(titled(&receiver, "second_step"), 1, "sent once");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_saved_cursor_never_moves_backwards() {
+    let app = TestApp::spawn().await;
+    let read = |app: &TestApp| {
+        let path = app.db_path.clone();
+        async move {
+            let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>("SELECT last_event_id FROM notify_cursor")
+                .fetch_one(&mut db)
+                .await
+                .unwrap()
+        }
+    };
+    let start = app.store.notify_cursor().await.unwrap();
+    app.store.set_notify_cursor(start + 10).await.unwrap();
+    assert_eq!(read(&app).await, start + 10);
+    app.store.set_notify_cursor(start + 5).await.unwrap();
+    assert_eq!(
+        read(&app).await,
+        start + 10,
+        "a late, older write changes nothing"
+    );
+    app.store.set_notify_cursor(start + 11).await.unwrap();
+    assert_eq!(read(&app).await, start + 11);
+    app.stop().await;
+}
+
+/// Sinks on, then off for a while (events happen), then on again: what happened while they
+/// were off is not sent.
+#[tokio::test]
+async fn sinks_turned_off_and_on_again_do_not_replay_the_gap() {
+    let receiver = Receiver::start(0).await;
+    let (app, secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    approval_named(&app, "pbs-a", "while_on").await;
+    wait_titled(&receiver, "while_on").await;
+    let db_path = app.db_path.clone();
+    let dir = app.stop().await;
+
+    let app = TestApp::spawn_with(|config| config.database.path = db_path.clone()).await;
+    approval_named(&app, "pbs-b", "while_off").await;
+    let dir2 = app.stop().await;
+
+    let text = format!(
+        "poll_interval_ms = 20\n{}",
+        ntfy_sink(&receiver).replace(
+            "TOKEN_FILE",
+            &secrets.path().join("ntfy.token").display().to_string()
+        )
+    );
+    let notify = toml::from_str(&text).unwrap();
+    let app = TestApp::spawn_with(|config| {
+        config.notify = notify;
+        config.database.path = db_path;
+    })
+    .await;
+    approval_named(&app, "pbs-c", "on_again").await;
+    wait_titled(&receiver, "on_again").await;
+    assert_eq!(titled(&receiver, "while_off"), 0, "{:#?}", receiver.on("/"));
+    assert_eq!(titled(&receiver, "while_on"), 1);
+    app.stop().await;
+    drop((dir, dir2));
+}
+
+/// An event that cannot become a notification (its run's row no longer decodes) is skipped
+/// after a few tries, audited, and later events are still sent.
+#[tokio::test]
+async fn an_event_that_keeps_failing_is_skipped_and_audited() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let now = app.clock.now();
+    let broken = leased_run(&app.store, "pbs-broken", now).await;
+    let mut db = app.db().await;
+    sqlx::query("UPDATE runs SET state = 'no-such-state' WHERE id = ?")
+        .bind(broken.run_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // An event on the broken run, after the corruption.
+    app.store
+        .record_event(
+            runbookd::store::audit::NewAuditEvent {
+                actor: "test",
+                action: runbookd::store::audit::AuditAction::RunFinished,
+                incident_id: None,
+                run_id: Some(broken.run_id),
+                detail: json!({"state": "resolved"}),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    approval_named(&app, "pbs-after", "after_the_broken_one").await;
+    wait_titled(&receiver, "after_the_broken_one").await;
+    // The broken run's earlier events (created, leased) may be read after the corruption too.
+    let skipped = audit(&app, "notify.skipped").await;
+    assert!(
+        skipped.iter().any(|(_, d)| d["action"] == "run.finished"),
+        "{skipped:?}"
+    );
+    for (actor, detail) in &skipped {
+        assert_eq!(actor, "notifier");
+        assert_eq!(detail["failures"], 10);
+        assert!(
+            detail["error"].as_str().unwrap().contains("no-such-state"),
+            "{detail}"
+        );
+    }
+    app.stop().await;
+}
+
+/// A sink that answers with a redirect is not followed (the body holds links and the request
+/// the sink's token): one failed attempt, not retried, and the redirect's target gets nothing.
+#[tokio::test]
+async fn a_redirecting_sink_is_a_failure_that_is_not_followed_or_retried() {
+    let elsewhere = Receiver::start(0).await;
+    let target = elsewhere.url("/stolen");
+    let router = axum::Router::new().fallback(axum::routing::post(move || {
+        let target = target.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", target)]) }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let phone = Receiver::start(0).await;
+    let sinks = format!(
+        "[[sinks]]\nname = \"moved\"\nkind = \"ntfy\"\nurl = \"http://{address}/\"\ntopic = \"t\"\ntoken_file = \"TOKEN_FILE\"\n\n{}",
+        ntfy_sink(&phone).replace("phone", "phone2"),
+    );
+    let (app, _secrets) = app_with("", &sinks).await;
+    approval_named(&app, "pbs", "redirected_step").await;
+    wait_titled(&phone, "redirected_step").await;
+    let moved = eventually("the redirected attempt", WAIT, || async {
+        let attempts: Vec<Value> = audit(&app, "notify.attempt")
+            .await
+            .into_iter()
+            .filter(|(_, d)| d["sink"] == "moved")
+            .map(|(_, d)| d)
+            .collect();
+        (!attempts.is_empty()).then_some(attempts)
+    })
+    .await;
+    assert_eq!(moved.len(), 1, "not retried: {moved:?}");
+    assert_eq!(moved[0]["status"], 307);
+    assert_eq!(moved[0]["outcome"], "failed");
+    assert_eq!(moved[0]["gave_up"], true);
+    assert!(
+        elsewhere.received.lock().unwrap().is_empty(),
+        "not followed"
+    );
+    app.stop().await;
+}
+
+/// Garbage links are audited, but one address cannot flood the trail: past its quota it gets
+/// 429 (JSON or a page), counted in a metric and not audited.
+#[tokio::test]
+async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
+    let (app, _secrets) = app_with("link_requests_per_minute = 3", "").await;
+    let garbage = app.url("/links/AAAAnot-a-real-link");
+    for _ in 0..2 {
+        let (status, _) = post_link(&app, &garbage).await;
+        assert_eq!(status, 403);
+    }
+    let page = app.client.get(&garbage).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    assert_eq!(audit(&app, "link.refused").await.len(), 3);
+
+    let (status, answer) = post_link(&app, &garbage).await;
+    assert_eq!(status, 429, "{answer:#}");
+    assert_eq!(answer["error"]["code"], "too_many_requests");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests from your address"),
+        "{answer:#}"
+    );
+    let page = app.client.get(&garbage).send().await.unwrap();
+    assert_eq!(page.status(), 429);
+    assert!(page.text().await.unwrap().contains("too many requests"));
+    assert_eq!(
+        audit(&app, "link.refused").await.len(),
+        3,
+        "refusals past the limit are not audited"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let limited = metrics
+        .lines()
+        .find(|l| l.starts_with("runbookd_link_requests_limited_total"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(limited.ends_with(" 2"), "{limited}");
+    app.stop().await;
+}
+
+/// The confirmation page escapes what the run asked for (a hostile command) and carries the
+/// web page's security headers, with no Referer for the credential in its URL.
+#[tokio::test]
+async fn the_link_page_escapes_a_hostile_command_and_sends_the_security_headers() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let now = app.clock.now();
+    let lease = leased_run(&app.store, "pbs", now).await;
+    let request = ApprovalRequest {
+        step: "hostile",
+        command: "echo \"<script>alert(1)</script>\"",
+        risk: "high",
+        evidence: json!({}),
+        expires_in: Duration::from_secs(600),
+        on_timeout: OnTimeout::Reject,
+    };
+    app.store
+        .request_approval(&lease, request, now)
+        .await
+        .unwrap();
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"].as_str().unwrap();
+
+    let page = app.client.get(approve).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("echo &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+
+    // Refusal pages too.
+    let refused = app
+        .client
+        .get(app.url("/links/garbage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().contains_key("content-security-policy"));
+    app.stop().await;
 }

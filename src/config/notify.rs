@@ -4,6 +4,7 @@
 //! [notify]
 //! public_url = "https://runbookd.example.net"   # links point here; default: the listen address
 //! link_ttl_secs = 3600                          # links also expire with their approval
+//! link_requests_per_minute = 30                 # per address, on /links; then 429
 //!
 //! [[notify.sinks]]
 //! name = "phone"
@@ -12,10 +13,13 @@
 //! topic = "runbookd"
 //! token_env = "NTFY_TOKEN"                      # or token_file; never inline
 //! events = ["approval_requested", "run_escalated"]
+//! links = true                                  # Approve/Reject links; default true for
+//!                                               # ntfy and slack, false for webhook
 //! ```
 //! A sink's URL may itself be a secret (a Slack webhook's is), so only the sink's name is ever
 //! logged or audited.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ use url::Url;
 
 use super::{ConfigSource, Problem, read_secret};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// The base URL of links in notifications, as the phone reaches runbookd.
@@ -41,6 +45,9 @@ pub struct NotifyConfig {
     pub timeout_secs: u64,
     /// How often the notifier looks for new events.
     pub poll_interval_ms: u64,
+    /// Requests to `/links/...` one address may make per minute (a burst of this many, then
+    /// one more every 60/n seconds); beyond it the answer is 429 and nothing is audited.
+    pub link_requests_per_minute: u32,
     pub sinks: Vec<Spanned<SinkConfig>>,
 }
 
@@ -54,13 +61,14 @@ impl Default for NotifyConfig {
             backoff_max_ms: 60_000,
             timeout_secs: 10,
             poll_interval_ms: 1000,
+            link_requests_per_minute: 30,
             sinks: Vec::new(),
         }
     }
 }
 
 /// One `[[notify.sinks]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub name: String,
@@ -75,6 +83,37 @@ pub struct SinkConfig {
     token: Option<toml::Value>,
     /// Which events this sink gets; all of them when absent.
     pub events: Option<Vec<EventKind>>,
+    /// Whether approval notifications carry working Approve and Reject links. Default: true
+    /// for ntfy and Slack (a person's phone or chat), false for a webhook, which may feed a
+    /// program (the agent's pipeline, say) that must never approve.
+    pub links: Option<bool>,
+}
+
+/// The settings and each sink by name and kind: a sink's URL may be its secret (a Slack
+/// webhook's is), so it is never printed.
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("public_url", &self.public_url)
+            .field("link_ttl_secs", &self.link_ttl_secs)
+            .field("attempts", &self.attempts)
+            .field("timeout_secs", &self.timeout_secs)
+            .field(
+                "sinks",
+                &self.sinks.iter().map(Spanned::get_ref).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sink's name and kind; never its URL or token.
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,6 +164,8 @@ pub struct Sink {
     pub topic: Option<String>,
     pub token: Option<String>,
     pub events: Vec<EventKind>,
+    /// Approve and Reject links go in this sink's approval notifications.
+    pub links: bool,
 }
 
 /// `[notify]` resolved: the sinks and the delivery settings.
@@ -137,6 +178,7 @@ pub struct Notify {
     pub backoff_max: Duration,
     pub timeout: Duration,
     pub poll_interval: Duration,
+    pub link_requests_per_minute: NonZeroU32,
     pub sinks: Vec<Sink>,
 }
 
@@ -176,6 +218,11 @@ impl NotifyConfig {
                 "notify.poll_interval_ms",
                 self.poll_interval_ms,
                 10..=60_000,
+            ),
+            (
+                "notify.link_requests_per_minute",
+                u64::from(self.link_requests_per_minute),
+                1..=10_000,
             ),
         ] {
             if !range.contains(&value) {
@@ -251,6 +298,7 @@ impl NotifyConfig {
                         .events
                         .clone()
                         .unwrap_or_else(|| EventKind::ALL.to_vec()),
+                    links: sink.links.unwrap_or(sink.kind != SinkKind::Webhook),
                 });
             }
         }
@@ -265,6 +313,8 @@ impl NotifyConfig {
             backoff_max: Duration::from_millis(self.backoff_max_ms),
             timeout: Duration::from_secs(self.timeout_secs),
             poll_interval: Duration::from_millis(self.poll_interval_ms),
+            link_requests_per_minute: NonZeroU32::new(self.link_requests_per_minute)
+                .unwrap_or(NonZeroU32::MIN),
             sinks,
         })
     }
@@ -352,6 +402,20 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("hunter2") || p.contains("inline-secret"))
         );
+    }
+
+    #[test]
+    fn debug_shows_sinks_by_name_and_kind_never_their_url_or_token() {
+        let text = "[[sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"https://hooks.example.net/T000/B000/secret-part\"\ntoken = \"inline-secret\"\n";
+        let config: super::NotifyConfig = toml::from_str(text).unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains("\"chat\"") && printed.contains("Slack"),
+            "{printed}"
+        );
+        assert!(!printed.contains("secret-part"), "{printed}");
+        assert!(!printed.contains("inline-secret"), "{printed}");
+        assert!(!printed.contains("hooks.example.net"), "{printed}");
     }
 
     #[test]

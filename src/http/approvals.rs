@@ -12,7 +12,23 @@ use super::AppState;
 use super::error::{AppError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Principal;
-use crate::store::approvals::{Approval, ApprovalError, ApprovalStatus, Decided, Decision};
+use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
+
+/// The longest comment a decision takes, in characters.
+pub(super) const MAX_COMMENT_CHARS: usize = 2000;
+
+/// A decision's comment is at most [`MAX_COMMENT_CHARS`] of text: line breaks, but no other
+/// control characters. The REST route and the web page both check with this.
+pub(super) fn check_comment(comment: &str) -> Result<(), AppError> {
+    if comment.chars().count() > MAX_COMMENT_CHARS
+        || comment.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(AppError::BadRequest(format!(
+            "the comment must be at most {MAX_COMMENT_CHARS} characters of text"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -88,12 +104,8 @@ async fn decide(
             ))
         })?
     };
-    if body.comment.as_ref().is_some_and(|c| {
-        c.chars().count() > 2000 || c.chars().any(|ch| ch.is_control() && ch != '\n')
-    }) {
-        return Err(AppError::BadRequest(
-            "the comment must be at most 2000 characters of text".to_owned(),
-        ));
+    if let Some(comment) = &body.comment {
+        check_comment(comment)?;
     }
     let decided = state
         .store
@@ -104,13 +116,7 @@ async fn decide(
             body.comment.as_deref(),
             state.clock.now(),
         )
-        .await
-        .map_err(|e| match e {
-            ApprovalError::NotFound(_) => AppError::NotFound(e.to_string()),
-            ApprovalError::Expired(..) => AppError::Conflict(e.to_string()),
-            ApprovalError::Run(run) => AppError::Internal(run.into()),
-            ApprovalError::Store(store) => store.into(),
-        })?;
+        .await?;
     let approval = state
         .store
         .approval(id)

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::engine::dispatch::StartError;
 use crate::intake::IntakeError;
 use crate::store::StoreError;
+use crate::store::approvals::ApprovalError;
 use crate::store::runs::RunError;
 
 /// The body of every error answer, for the API description.
@@ -49,6 +50,9 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too many requests from one address; retry after the given number of seconds.
+    #[error("too many requests from your address; retry in {0} seconds")]
+    TooManyRequests(u64),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -78,6 +82,7 @@ impl AppError {
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Intake(IntakeError::UnknownSource(_) | IntakeError::InvalidJson(_)) => {
                 StatusCode::BAD_REQUEST
@@ -101,6 +106,7 @@ impl AppError {
             Self::Gone(_) => "gone",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::TooManyRequests(_) => "too_many_requests",
             Self::BadRequest(_) => "bad_request",
             Self::Intake(IntakeError::UnknownSource(_)) => "unknown_source",
             Self::Intake(IntakeError::InvalidJson(_)) => "invalid_json",
@@ -119,6 +125,20 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Busy(_) => Self::Unavailable(error),
             StoreError::Other(_) => Self::Internal(error.into()),
+        }
+    }
+}
+
+/// The one mapping of a failed decision: unknown is 404, expired is 409.
+impl From<ApprovalError> for AppError {
+    fn from(error: ApprovalError) -> Self {
+        match error {
+            ApprovalError::NotFound(_) => Self::NotFound(error.to_string()),
+            ApprovalError::Expired(..) => Self::Conflict(error.to_string()),
+            ApprovalError::Run(RunError::Store(store)) | ApprovalError::Store(store) => {
+                store.into()
+            }
+            ApprovalError::Run(run) => Self::Internal(run.into()),
         }
     }
 }
@@ -155,6 +175,11 @@ impl IntoResponse for AppError {
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
+        if let Self::TooManyRequests(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

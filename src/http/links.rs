@@ -10,31 +10,79 @@
 //! | used before (a replay) | 410 | `gone` |
 //!
 //! Every refusal, GET or POST, is audited (`link.refused`) with the reason, the approval when
-//! the signature held, and the requester's address; never the token. A link whose approval was
+//! the signature held, and the requester's address; never the token. So that garbage links
+//! cannot flood the audit trail, each address gets `notify.link_requests_per_minute` requests
+//! ([`LinkLimiter`]); past that the answer is 429 with `Retry-After`, counted in the metric
+//! `runbookd_link_requests_limited_total` and not audited. A link whose approval was
 //! decided by someone else reports that first decision (`decided_now: false`), as the REST
 //! route does. The answer is JSON when the request accepts `application/json`, else HTML.
 //!
-//! The link is marked used before the decision, on the single writer: of two simultaneous
-//! uses exactly one decides, and a crash between the two leaves the link spent and the
-//! approval pending (it fails closed; the approver uses another way).
+//! The link is marked used and the decision made in one transaction on the single writer: of
+//! two simultaneous uses exactly one decides, and a failed decision leaves the link unspent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use maud::{DOCTYPE, Markup, html};
 use serde_json::json;
 
 use super::AppState;
 use super::error::AppError;
 use super::extract::ApiPath;
+use super::ui::set_security_headers;
 use crate::notify::links::LinkClaims;
-use crate::store::approvals::{Approval, ApprovalError, ApprovalStatus, Decided, Decision};
+use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
 use crate::store::audit::{AuditAction, NewAuditEvent};
 
 /// The caller's address, when the server knows it.
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// Addresses tracked before the limiter forgets those that are back to a full quota.
+const TRACKED_ADDRESSES: usize = 10_000;
+
+/// Bounds `/links` requests per client address (a burst of the per-minute quota, then a
+/// steady refill), so an address sending garbage links cannot fill the audit trail.
+pub struct LinkLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl LinkLimiter {
+    pub fn per_minute(requests: NonZeroU32) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(requests)),
+        }
+    }
+
+    /// Takes one request from `peer`'s quota, or says how many seconds to wait.
+    fn check(&self, peer: Peer) -> Result<(), u64> {
+        if self.limiter.len() > TRACKED_ADDRESSES {
+            self.limiter.retain_recent();
+        }
+        let address = peer.map_or(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            |Extension(ConnectInfo(a))| a.ip(),
+        );
+        self.limiter.check_key(&address).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+}
+
+/// The 429 for an address over its quota: counted, not audited.
+fn throttled(seconds: u64, json: bool) -> Response {
+    metrics::counter!("runbookd_link_requests_limited_total").increment(1);
+    answer_error(AppError::TooManyRequests(seconds), json)
+}
 
 #[utoipa::path(get, path = "/links/{token}", tag = "notifications",
     params(("token" = String, Path, description = "The signed link from a notification")),
@@ -42,6 +90,7 @@ type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
         (status = 200, content_type = "text/html", description = "The run, step, exact command and risk, with a button that POSTs the link; changes nothing"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
+        (status = 429, description = "Too many requests from this address; not audited"),
     ),
     description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
 pub async fn show(
@@ -51,6 +100,9 @@ pub async fn show(
     peer: Peer,
 ) -> Response {
     let json = wants_json(&headers);
+    if let Err(seconds) = state.link_limiter.check(peer) {
+        return throttled(seconds, json);
+    }
     let claims = match check(&state, &token, Method::GET, peer).await {
         Ok(claims) => claims,
         Err(error) => return answer_error(error, json),
@@ -66,19 +118,19 @@ pub async fn show(
         );
     }
     let verb = verb(claims.decision);
-    let action = if approval.status == ApprovalStatus::Pending {
-        format!(
-            "<form method=\"post\"><button type=\"submit\">{verb} this step</button></form>\
-             <p>This link works once, until {}.</p>",
-            claims.expires_at.format("%Y-%m-%d %H:%M UTC")
-        )
-    } else {
-        decided_text(&approval)
+    let body = html! {
+        (describe(&approval))
+        @if approval.status == ApprovalStatus::Pending {
+            form method="post" { button type="submit" { (verb) " this step" } }
+            p { "This link works once, until " (at(claims.expires_at)) "." }
+        } @else {
+            (decided_text(&approval))
+        }
     };
     page(
         StatusCode::OK,
         &format!("{verb} step {}?", approval.step),
-        &format!("{}{action}", describe(&approval)),
+        body,
     )
 }
 
@@ -88,6 +140,7 @@ pub async fn show(
         (status = 200, description = "Decided as `link:<sink>`, or the first decision when it was decided before; JSON when the request accepts application/json, else a page"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
+        (status = 429, description = "Too many requests from this address; not audited"),
     ),
     description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
 pub async fn decide(
@@ -97,6 +150,9 @@ pub async fn decide(
     peer: Peer,
 ) -> Response {
     let json = wants_json(&headers);
+    if let Err(seconds) = state.link_limiter.check(peer) {
+        return throttled(seconds, json);
+    }
     match use_link(&state, &token, peer).await {
         Ok((decided_now, approval)) if json => {
             private(Json(json!({"decided_now": decided_now, "approval": approval})).into_response())
@@ -107,8 +163,8 @@ pub async fn decide(
             } else {
                 format!("Already decided: {}", approval.step)
             };
-            let body = format!("{}{}", describe(&approval), decided_text(&approval));
-            page(StatusCode::OK, &title, &body)
+            let body = html! { (describe(&approval)) (decided_text(&approval)) };
+            page(StatusCode::OK, &title, body)
         }
         Err(error) => answer_error(error, json),
     }
@@ -116,40 +172,19 @@ pub async fn decide(
 
 async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Approval), AppError> {
     let claims = check(state, token, Method::POST, peer).await?;
-    let now = state.clock.now();
-    let decision = match claims.decision {
-        Decision::Approve => "approve",
-        Decision::Reject => "reject",
-    };
-    if !state
+    let Some(decided) = state
         .store
-        .use_link(
+        .decide_by_link(
             &claims.nonce,
             claims.approval_id,
-            decision,
+            claims.decision,
             &claims.sink,
-            now,
+            state.clock.now(),
         )
         .await?
-    {
+    else {
         return Err(refuse(state, Refusal::Used, Some(&claims), Method::POST, peer).await);
-    }
-    let decided = state
-        .store
-        .decide(
-            claims.approval_id,
-            claims.decision,
-            &format!("link:{}", claims.sink),
-            None,
-            now,
-        )
-        .await
-        .map_err(|e| match e {
-            ApprovalError::NotFound(_) => AppError::NotFound(e.to_string()),
-            ApprovalError::Expired(..) => AppError::Conflict(e.to_string()),
-            ApprovalError::Run(run) => AppError::Internal(run.into()),
-            ApprovalError::Store(store) => store.into(),
-        })?;
+    };
     let approval = load(state, claims.approval_id).await?;
     Ok((matches!(decided, Decided::Now(_)), approval))
 }
@@ -277,35 +312,40 @@ fn answer_error(error: AppError, json: bool) -> Response {
         return page(
             status,
             "Something went wrong",
-            "<p>The cause is in runbookd's log.</p>",
+            html! { p { "The cause is in runbookd's log." } },
         );
     }
     page(
         status,
         "This link cannot be used",
-        &format!("<p>{}</p>", escape(&error.to_string())),
+        html! { p { (error.to_string()) } },
     )
 }
 
-fn describe(approval: &Approval) -> String {
-    format!(
-        "<dl><dt>Run</dt><dd>{}</dd><dt>Step</dt><dd>{}</dd><dt>Command</dt><dd><pre>{}</pre></dd>\
-         <dt>Risk</dt><dd>{}</dd><dt>Approval expires</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd></dl>",
-        approval.run_id,
-        escape(&approval.step),
-        escape(&approval.command),
-        escape(&approval.risk),
-        approval.expires_at.format("%Y-%m-%d %H:%M UTC"),
-        status_word(approval.status),
-    )
+fn describe(approval: &Approval) -> Markup {
+    html! {
+        dl {
+            dt { "Run" } dd { (approval.run_id) }
+            dt { "Step" } dd { (approval.step) }
+            dt { "Command" } dd { pre { (approval.command) } }
+            dt { "Risk" } dd { (approval.risk) }
+            dt { "Approval expires" } dd { (at(approval.expires_at)) }
+            dt { "Status" } dd { (status_word(approval.status)) }
+        }
+    }
 }
 
-fn decided_text(approval: &Approval) -> String {
-    format!(
-        "<p>{} by {}.</p>",
-        status_word(approval.status),
-        escape(approval.decided_by.as_deref().unwrap_or("nobody"))
-    )
+fn decided_text(approval: &Approval) -> Markup {
+    html! {
+        p {
+            (status_word(approval.status)) " by "
+            (approval.decided_by.as_deref().unwrap_or("nobody")) "."
+        }
+    }
+}
+
+fn at(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 fn verb(decision: Decision) -> &'static str {
@@ -325,33 +365,32 @@ fn status_word(status: ApprovalStatus) -> &'static str {
     }
 }
 
-/// A small page: no script, readable on a phone.
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let title = escape(title);
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · runbookd</title></head><body><h1>{title}</h1>{body}</body></html>"
-    );
-    private((status, Html(html)).into_response())
+/// A small page, rendered by maud (which escapes every value): no script, readable on a phone.
+fn page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · runbookd" }
+                link rel="stylesheet" href="/static/style.css";
+            }
+            body { main { h1 { (title) } (body) } }
+        }
+    };
+    private((status, html).into_response())
 }
 
-/// The URL holds a credential: keep it out of caches, search engines and Referer headers.
+/// The web page's security headers (no script, no framing, no sniffing, no caching), and as
+/// the URL holds a credential, no Referer and no indexing either.
 fn private(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_security_headers(headers);
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     response
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

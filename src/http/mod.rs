@@ -43,6 +43,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::AppError;
+pub use links::LinkLimiter;
 
 use crate::auth::{Permission, TokenTable};
 use crate::clock::Clock;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub diagnosis_turn: Arc<tokio::sync::Mutex<()>>,
     /// Checks one-tap links from notifications.
     pub links: Arc<LinkSigner>,
+    /// Bounds `/links/...` requests per client address.
+    pub link_limiter: Arc<LinkLimiter>,
 }
 
 /// How the router guards and bounds requests.

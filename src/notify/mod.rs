@@ -6,9 +6,19 @@
 //! nothing in a run waits for it. Each event becomes at most one [`Notification`], delivered to
 //! each sink that wants it in its own task, with retries and exponential backoff, a timeout on
 //! every request and every attempt audited (`notify.attempt`, by sink name: a sink's URL may
-//! be its secret). A dead sink delays nobody. The cursor moves on once deliveries are handed
-//! to their tasks, so a notification is sent at most once: deliveries still in flight when
-//! runbookd stops (after a bounded wait) are dropped, not replayed after the restart.
+//! be its secret). A dead sink delays nobody.
+//!
+//! **The cursor** moves on in memory as each event is handed to its delivery tasks, so while
+//! runbookd runs an event is sent once. Its copy in the database is written after each batch,
+//! best-effort and never backwards: if that write fails, or runbookd crashes before it, the
+//! next start repeats the last batch (with fresh links). Deliveries still in flight when
+//! runbookd stops (after a bounded wait) are dropped. With no sinks the cursor is dropped, so
+//! turning sinks on again starts from then instead of replaying the time they were off.
+//!
+//! **An event that keeps failing** to become a notification (say a row that no longer decodes)
+//! is tried again on each look, with the warning backed off, and after [`SKIP_AFTER`]
+//! consecutive failures it is skipped, logged as an error and audited (`notify.skipped`), so
+//! it cannot hold up every later notification. A busy database is waited out, not counted.
 //!
 //! | audit event | notification |
 //! |---|---|
@@ -45,6 +55,8 @@ use links::LinkSigner;
 const ACTOR: &str = "notifier";
 /// Events read per look at the trail.
 const BATCH: u32 = 100;
+/// Consecutive failures on one event before it is skipped.
+pub const SKIP_AFTER: u32 = 10;
 /// A tripped breaker is announced again only after its 24 h window.
 const BREAKER_QUIET: Duration = Duration::from_secs(24 * 3600);
 
@@ -110,7 +122,12 @@ impl Notifier {
         settings: Notify,
         public_url: Url,
     ) -> anyhow::Result<Self> {
+        // A sink gets exactly the URL configured: no redirect (a 3xx is a failure) and no proxy
+        // from the environment, so neither the body (with its links) nor the token goes
+        // anywhere else.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
@@ -135,15 +152,14 @@ impl Notifier {
         let mut tick = tokio::time::interval(shared.settings.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
-        // Kept in memory between looks; written back when it moves.
-        let mut cursor = None;
+        let mut position = Position::default();
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 _ = tick.tick() => {}
             }
             while deliveries.try_join_next().is_some() {}
-            if let Err(error) = follow(&shared, &mut cursor, &mut deliveries).await {
+            if let Err(error) = follow(&shared, &mut position, &mut deliveries).await {
                 tracing::warn!(%error, "the notifier cannot read the audit trail; trying again");
             }
         }
@@ -155,49 +171,118 @@ impl Notifier {
     }
 }
 
+/// Where the notifier is, kept in memory between looks at the trail.
+#[derive(Default)]
+struct Position {
+    /// The last event handed off; read from the database on the first look.
+    cursor: Option<i64>,
+    /// The event after the cursor that failed to become a notification, and how many times
+    /// in a row.
+    failing: Option<(i64, u32)>,
+}
+
+impl Position {
+    /// Counts one more failure on `event_id`; the count in a row.
+    fn failed(&mut self, event_id: i64) -> u32 {
+        let count = match self.failing {
+            Some((id, count)) if id == event_id => count + 1,
+            _ => 1,
+        };
+        self.failing = Some((event_id, count));
+        count
+    }
+}
+
 /// Reads what is new in the trail and hands each notification to its sinks.
 async fn follow(
     shared: &Arc<Shared>,
-    saved: &mut Option<i64>,
+    position: &mut Position,
     deliveries: &mut JoinSet<()>,
 ) -> Result<(), StoreError> {
-    let mut cursor = match *saved {
+    let mut cursor = match position.cursor {
         Some(cursor) => cursor,
         None => shared.store.notify_cursor().await?,
     };
-    *saved = Some(cursor);
+    position.cursor = Some(cursor);
     loop {
         let events = shared.store.audit_events_after(cursor, BATCH).await?;
         for event in &events {
-            // An error leaves the cursor before this event, to try it again.
-            let notification = notification_for(shared, event).await;
-            let notification = match notification {
-                Ok(found) => found,
-                Err(error) => {
-                    shared.store.set_notify_cursor(cursor).await?;
-                    *saved = Some(cursor);
-                    return Err(error);
-                }
-            };
-            if let Some(notification) = notification.map(Arc::new) {
-                for sink in &shared.settings.sinks {
-                    if sink.events.contains(&notification.event) {
-                        let (shared, sink, notification) =
-                            (shared.clone(), sink.clone(), notification.clone());
-                        deliveries
-                            .spawn(async move { deliver(&shared, &sink, &notification).await });
+            match notification_for(shared, event).await {
+                Ok(notification) => {
+                    if let Some(notification) = notification.map(Arc::new) {
+                        hand_off(shared, &notification, deliveries);
                     }
                 }
+                Err(error @ StoreError::Busy(_)) => {
+                    save_cursor(shared, cursor).await;
+                    return Err(error);
+                }
+                Err(error) => {
+                    let failures = position.failed(event.id);
+                    if failures < SKIP_AFTER {
+                        // Warned at 1, 2, 4, 8 ... failures, not on every look.
+                        if failures.is_power_of_two() {
+                            tracing::warn!(event_id = event.id, action = %event.action, failures, %error, "cannot make a notification of this event; trying again");
+                        }
+                        save_cursor(shared, cursor).await;
+                        return Ok(());
+                    }
+                    skip(shared, event, failures, &error).await;
+                }
             }
+            position.failing = None;
             cursor = event.id;
+            position.cursor = Some(cursor);
         }
         if !events.is_empty() {
-            shared.store.set_notify_cursor(cursor).await?;
-            *saved = Some(cursor);
+            save_cursor(shared, cursor).await;
         }
         if events.len() < BATCH as usize {
             return Ok(());
         }
+    }
+}
+
+/// Starts a delivery task for each sink that wants `notification`.
+fn hand_off(shared: &Arc<Shared>, notification: &Arc<Notification>, deliveries: &mut JoinSet<()>) {
+    for sink in &shared.settings.sinks {
+        if sink.events.contains(&notification.event) {
+            let (shared, sink, notification) = (shared.clone(), sink.clone(), notification.clone());
+            deliveries.spawn(async move { deliver(&shared, &sink, &notification).await });
+        }
+    }
+}
+
+/// Writes the cursor back. Best-effort: the position in memory is what counts while runbookd
+/// runs; a lost write only means the next start repeats a batch.
+async fn save_cursor(shared: &Shared, cursor: i64) {
+    if let Err(error) = shared.store.set_notify_cursor(cursor).await {
+        tracing::warn!(%error, cursor, "cannot save the notifier's cursor; a restart may repeat notifications");
+    }
+}
+
+/// Gives up on an event that keeps failing: an error in the log and a `notify.skipped` row.
+async fn skip(shared: &Shared, event: &AuditEvent, failures: u32, error: &StoreError) {
+    let error = match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    };
+    tracing::error!(event_id = event.id, action = %event.action, failures, %error, "skipping an event that cannot become a notification");
+    let audited = shared
+        .store
+        .record_event(
+            NewAuditEvent {
+                actor: ACTOR,
+                action: AuditAction::NotifySkipped,
+                incident_id: event.incident_id,
+                run_id: event.run_id,
+                detail: json!({"event_id": event.id, "action": event.action, "failures": failures, "error": error}),
+            },
+            shared.clock.now(),
+        )
+        .await;
+    if let Err(error) = audited {
+        tracing::warn!(%error, event_id = event.id, "cannot audit a skipped event");
     }
 }
 
@@ -412,7 +497,7 @@ async fn send_once(shared: &Shared, sink: &Sink, body: &Value) -> Result<u16, Fa
     Err(Failure {
         status: Some(status.as_u16()),
         error: format!("the sink answered {status}"),
-        // A client error other than throttling will not change by asking again.
+        // A redirect or a client error other than throttling will not change by asking again.
         retryable: status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::REQUEST_TIMEOUT,
@@ -433,13 +518,24 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 /// The links for `sink`: approve and reject (signed for this sink, expiring with the approval
-/// or after the configured lifetime, whichever is sooner) and a page to open.
+/// or after the configured lifetime, whichever is sooner) and the web page to open: the
+/// approval's, else the incident's, else the home page.
+/// A sink without `links` gets only the page to open: whoever reads it must decide in
+/// runbookd itself, as themselves.
 fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyhow::Result<Links> {
-    let Some(approval) = &notification.approval else {
+    let open = match (&notification.approval, notification.incident_id) {
+        (Some(approval), _) => shared
+            .public_url
+            .join(&format!("approvals/{}", approval.id))?,
+        (None, Some(incident)) => shared.public_url.join(&format!("incidents/{incident}"))?,
+        (None, None) => shared.public_url.clone(),
+    }
+    .to_string();
+    let Some(approval) = notification.approval.as_ref().filter(|_| sink.links) else {
         return Ok(Links {
             approve: None,
             reject: None,
-            open: shared.public_url.to_string(),
+            open,
         });
     };
     let ttl = chrono::Duration::from_std(shared.settings.link_ttl)?;
@@ -453,11 +549,9 @@ fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyho
             .join(&format!("links/{token}"))?
             .to_string())
     };
-    let approve = link(Decision::Approve)?;
     Ok(Links {
-        // The approve link's page shows everything about the step, and changes nothing.
-        open: approve.clone(),
-        approve: Some(approve),
+        approve: Some(link(Decision::Approve)?),
         reject: Some(link(Decision::Reject)?),
+        open,
     })
 }

@@ -103,7 +103,8 @@ fn slack(n: &Notification, links: &Links) -> Value {
     })
 }
 
-/// Slack's control characters in text: `&`, `<` and `>`.
+/// Slack's mrkdwn control characters, `&`, `<` and `>`, as Slack's entities (so a command
+/// cannot become a link or a mention). Slack's own rule, not HTML escaping.
 fn escape_mrkdwn(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")

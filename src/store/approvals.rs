@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::FromRow;
 use sqlx::types::Json;
+use sqlx::{FromRow, SqliteConnection};
 
 use super::audit::{self, AuditAction, NewAuditEvent};
 use super::runs::{self, AfterDecision, Lease, RunError};
@@ -169,60 +169,10 @@ impl Store {
         comment: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Decided, ApprovalError> {
-        let status = match decision {
-            Decision::Approve => ApprovalStatus::Approved,
-            Decision::Reject => ApprovalStatus::Rejected,
-        };
         let mut tx = self.writer.begin().await?;
-        let run_id: Option<i64> = sqlx::query_scalar(
-            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ?
-             WHERE id = ? AND status = 'pending' AND expires_at > ?
-             RETURNING run_id",
-        )
-        .bind(status)
-        .bind(by)
-        .bind(now)
-        .bind(comment)
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(run_id) = run_id else {
-            drop(tx);
-            let approval = self
-                .approval(id)
-                .await?
-                .ok_or(ApprovalError::NotFound(id))?;
-            if approval.status == ApprovalStatus::Pending {
-                return Err(ApprovalError::Expired(id, approval.expires_at));
-            }
-            return Ok(Decided::Already {
-                status: approval.status,
-                by: approval.decided_by,
-                at: approval.decided_at,
-            });
-        };
-        let next = match decision {
-            Decision::Approve => AfterDecision::Continue,
-            Decision::Reject => AfterDecision::Escalate,
-        };
-        let outcome =
-            json!({"reason": format!("approval {id} rejected by {by}"), "comment": comment});
-        runs::after_decision(&mut tx, run_id, next, &outcome, now).await?;
-        audit::append(
-            &mut tx,
-            now,
-            NewAuditEvent {
-                actor: by,
-                action: AuditAction::ApprovalDecided,
-                incident_id: None,
-                run_id: Some(run_id),
-                detail: json!({"approval_id": id, "decision": status, "comment": comment}),
-            },
-        )
-        .await?;
+        let decided = decide(&mut tx, id, decision, by, comment, now).await?;
         tx.commit().await?;
-        Ok(Decided::Now(status))
+        Ok(decided)
     }
 
     /// Applies `on_timeout` to every pending approval past its expiry. Returns how many.
@@ -296,4 +246,71 @@ impl Store {
         .fetch_all(&self.reader)
         .await?)
     }
+}
+
+/// Decides a pending approval, once, on `conn` (inside the caller's transaction): the one place
+/// a decision is made. The run moves on and the decision is audited with it; a decided
+/// approval reports its first decision; an expired one is [`ApprovalError::Expired`]. The
+/// caller commits, so an error anywhere leaves nothing behind.
+pub(super) async fn decide(
+    conn: &mut SqliteConnection,
+    id: i64,
+    decision: Decision,
+    by: &str,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Decided, ApprovalError> {
+    let status = match decision {
+        Decision::Approve => ApprovalStatus::Approved,
+        Decision::Reject => ApprovalStatus::Rejected,
+    };
+    let run_id: Option<i64> = sqlx::query_scalar(
+        "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ?
+         WHERE id = ? AND status = 'pending' AND expires_at > ?
+         RETURNING run_id",
+    )
+    .bind(status)
+    .bind(by)
+    .bind(now)
+    .bind(comment)
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(run_id) = run_id else {
+        let approval: Approval = sqlx::query_as(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(ApprovalError::NotFound(id))?;
+        if approval.status == ApprovalStatus::Pending {
+            return Err(ApprovalError::Expired(id, approval.expires_at));
+        }
+        return Ok(Decided::Already {
+            status: approval.status,
+            by: approval.decided_by,
+            at: approval.decided_at,
+        });
+    };
+    let next = match decision {
+        Decision::Approve => AfterDecision::Continue,
+        Decision::Reject => AfterDecision::Escalate,
+    };
+    let outcome = json!({"reason": format!("approval {id} rejected by {by}"), "comment": comment});
+    runs::after_decision(conn, run_id, next, &outcome, now).await?;
+    audit::append(
+        conn,
+        now,
+        NewAuditEvent {
+            actor: by,
+            action: AuditAction::ApprovalDecided,
+            incident_id: None,
+            run_id: Some(run_id),
+            detail: json!({"approval_id": id, "decision": status, "comment": comment}),
+        },
+    )
+    .await?;
+    Ok(Decided::Now(status))
 }

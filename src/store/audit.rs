@@ -46,6 +46,8 @@ pub enum AuditAction {
     ToolDiagnosed,
     /// One attempt to deliver a notification to a sink, with its outcome.
     NotifyAttempt,
+    /// The notifier gave up on one event that kept failing to become a notification.
+    NotifySkipped,
     /// A one-tap link was refused (bad signature, expired, used before), with the reason.
     LinkRefused,
 }
@@ -70,6 +72,7 @@ impl AuditAction {
             Self::ActionBlocked => "control.blocked",
             Self::ToolDiagnosed => "tool.diagnosed",
             Self::NotifyAttempt => "notify.attempt",
+            Self::NotifySkipped => "notify.skipped",
             Self::LinkRefused => "link.refused",
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::approvals::{self, ApprovalError, Decided, Decision};
 use super::audit::AuditEvent;
 use super::{Store, StoreError};
 
@@ -32,9 +33,22 @@ impl Store {
         )
     }
 
+    /// Moves the cursor forward to `last_event_id`; never backwards (a late write from an
+    /// older position changes nothing).
     pub async fn set_notify_cursor(&self, last_event_id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notify_cursor SET last_event_id = ? WHERE id = 1")
-            .bind(last_event_id)
+        sqlx::query(
+            "UPDATE notify_cursor SET last_event_id = ?1 WHERE id = 1 AND last_event_id <= ?1",
+        )
+        .bind(last_event_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the cursor, so that when notifications are next on they start at the newest
+    /// event instead of replaying what happened while they were off.
+    pub async fn drop_notify_cursor(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM notify_cursor")
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -77,28 +91,40 @@ impl Store {
             .map_err(|_| anyhow::anyhow!("the stored link key has the wrong length"))
     }
 
-    /// Marks a link used. True for the first use only, however many requests race: the
-    /// nonce is the primary key and the single writer serialises the inserts.
-    pub async fn use_link(
+    /// Uses a one-tap link: records its nonce in `used_links` and decides the approval as
+    /// `link:<sink>`, in one transaction on the single writer. `None` when the link was used
+    /// before (however many requests race, only the first inserts the nonce). Any error rolls
+    /// both back, so a link is never spent without its decision.
+    pub async fn decide_by_link(
         &self,
         nonce: &str,
         approval_id: i64,
-        decision: &str,
+        decision: Decision,
         sink: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Decided>, ApprovalError> {
+        let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO used_links (nonce, approval_id, decision, sink, used_at)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (nonce) DO NOTHING",
         )
         .bind(nonce)
         .bind(approval_id)
-        .bind(decision)
+        .bind(match decision {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        })
         .bind(sink)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(inserted.rows_affected() == 1)
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let by = format!("link:{sink}");
+        let decided = approvals::decide(&mut tx, approval_id, decision, &by, None, now).await?;
+        tx.commit().await?;
+        Ok(Some(decided))
     }
 
     pub async fn link_used(&self, nonce: &str) -> Result<bool, StoreError> {

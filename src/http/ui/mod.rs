@@ -40,17 +40,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::approvals::check_comment;
 use super::error::AppError;
 use crate::auth::{Permission, Principal, Role, TokenTable};
 use crate::store::StoreError;
-use crate::store::approvals::{ApprovalError, Decision};
+use crate::store::approvals::Decision;
 use crate::store::safety::Switch;
 
 const SESSION_COOKIE: &str = "runbookd_session";
 /// Forms are small: a comment of at most 2,000 characters, percent-encoded, and a token.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 const MAX_TOKEN_CHARS: usize = 1024;
-const MAX_COMMENT_CHARS: usize = 2000;
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("style.css");
@@ -261,10 +261,15 @@ fn session_cookie(value: &str) -> Cookie<'static> {
         .build()
 }
 
-/// Headers on every UI response: no script, no framing, no sniffing, and no caching of pages
-/// that show incident data.
+/// Headers on every UI response.
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    set_security_headers(response.headers_mut());
+    response
+}
+
+/// No script, no framing, no sniffing, and no caching of pages that show incident data: for
+/// the UI and every other page runbookd serves (the one-tap link pages).
+pub(crate) fn set_security_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -281,7 +286,6 @@ async fn security_headers(mut response: Response) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    response
 }
 
 async fn style() -> impl IntoResponse {
@@ -405,13 +409,8 @@ async fn decide(
         .comment
         .map(|c| c.replace("\r\n", "\n").trim().to_owned())
         .filter(|c| !c.is_empty());
-    if comment.as_ref().is_some_and(|c| {
-        c.chars().count() > MAX_COMMENT_CHARS || c.chars().any(|ch| ch.is_control() && ch != '\n')
-    }) {
-        return Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!("The comment must be at most {MAX_COMMENT_CHARS} characters of text."),
-        ));
+    if let Some(comment) = &comment {
+        check_comment(comment)?;
     }
     state
         .store
@@ -423,12 +422,7 @@ async fn decide(
             state.clock.now(),
         )
         .await
-        .map_err(|e| match e {
-            ApprovalError::NotFound(_) => PageError::new(StatusCode::NOT_FOUND, e.to_string()),
-            ApprovalError::Expired(..) => PageError::new(StatusCode::CONFLICT, e.to_string()),
-            ApprovalError::Run(run) => AppError::Internal(run.into()).into(),
-            ApprovalError::Store(store) => AppError::from(store).into(),
-        })?;
+        .map_err(AppError::from)?;
     Ok(Redirect::to(&format!("/approvals/{id}")).into_response())
 }
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{PageError, Viewer};
 use crate::auth::Permission;
 use crate::http::AppState;
+use crate::http::approvals::MAX_COMMENT_CHARS;
 use crate::store::approvals::{Approval, ApprovalStatus};
 use crate::store::audit::AuditEvent;
 use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus};
@@ -394,7 +395,7 @@ fn approval_card(
                     form.decide method="post" action=(format!("/approvals/{}/approve", approval.id)) {
                         (csrf(viewer))
                         label for=(format!("comment-{}", approval.id)) { "Comment (optional)" }
-                        textarea id=(format!("comment-{}", approval.id)) name="comment" maxlength="2000" rows="2" {}
+                        textarea id=(format!("comment-{}", approval.id)) name="comment" maxlength=(MAX_COMMENT_CHARS) rows="2" {}
                         div.actions {
                             button.primary type="submit" { "Approve" }
                             button.danger type="submit" formaction=(format!("/approvals/{}/reject", approval.id)) { "Reject" }
