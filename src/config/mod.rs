@@ -348,13 +348,19 @@ impl Config {
         problems
     }
 
-    /// The `Host` values `/mcp` accepts: loopback names, the listen address, and
-    /// `http.allowed_hosts`.
+    /// The `Host` values `/mcp` accepts: loopback names, the listen address, the host of
+    /// `notify.public_url` (where people and agents reach runbookd), and `http.allowed_hosts`.
     pub fn mcp_allowed_hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(str::to_owned).into();
         if !self.listen.ip().is_unspecified() {
             hosts.push(self.listen.ip().to_string());
         }
+        let public = self
+            .notify
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok());
+        hosts.extend(public.and_then(|u| u.host_str().map(str::to_owned)));
         hosts.extend(self.http.allowed_hosts.iter().cloned());
         hosts.dedup();
         hosts
@@ -498,6 +504,28 @@ fn check_secret(secret: &str, earlier: &[(String, String)]) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mcp_accepts_loopback_the_listen_address_the_public_url_and_the_configured_hosts() {
+        let mut config = Config {
+            listen: "192.0.2.10:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        config.notify.public_url = Some("https://runbookd.example.net/".to_owned());
+        config.http.allowed_hosts = vec!["runbookd.lan".to_owned()];
+        assert_eq!(
+            config.mcp_allowed_hosts(),
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "192.0.2.10",
+                "runbookd.example.net",
+                "runbookd.lan"
+            ]
+        );
+    }
+
     use super::*;
     use std::collections::HashMap;
     use std::io::Write;
