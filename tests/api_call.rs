@@ -19,26 +19,9 @@ struct Bridge {
 impl Bridge {
     async fn start(scenario: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("runbookd.toml");
-        std::fs::write(
-            &config,
-            "[[tokens]]\nname = \"langgraph\"\nrole = \"agent\"\nsecret_env = \"AGENT_SECRET\"\n",
-        )
-        .unwrap();
-        let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-        let service = ServiceProcess::start_with(
-            &dir.path().join("data/runbookd.db"),
-            &[("RUNBOOKD_ADMIN_TOKEN", ADMIN), ("AGENT_SECRET", AGENT)],
-            &[
-                "--lab",
-                scenario,
-                "--playbooks",
-                playbooks,
-                "--config",
-                config.to_str().unwrap(),
-            ],
-        )
-        .await;
+        let tokens = [("langgraph", "agent", AGENT)];
+        let service =
+            ServiceProcess::start_lab(dir.path(), scenario, ADMIN, &tokens, "", &[]).await;
         Self {
             service,
             client: reqwest::Client::new(),

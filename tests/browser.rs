@@ -16,7 +16,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::eventually;
 use common::process::ServiceProcess;
-use common::reference;
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt as _;
@@ -248,49 +247,17 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
     let _ = installed("chromedriver");
     eprintln!("browser: {}", chromium.display());
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("runbookd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[tokens]]\nname = \"{APPROVER_NAME}\"\nrole = \"approver\"\nsecret_env = \"UI_APPROVER_SECRET\"\n"
-        ),
-    )
-    .unwrap();
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    let service = ServiceProcess::start_with(
-        &dir.path().join("data/runbookd.db"),
-        &[
-            ("RUNBOOKD_ADMIN_TOKEN", ADMIN),
-            ("UI_APPROVER_SECRET", APPROVER),
-        ],
-        &[
-            "--lab",
-            "nfs-unmounted",
-            "--playbooks",
-            playbooks,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let tokens = [(APPROVER_NAME, "approver", APPROVER)];
+    let service =
+        ServiceProcess::start_lab(dir.path(), "nfs-unmounted", ADMIN, &tokens, "", &[]).await;
     let base = service.address.clone();
     let rest = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let posted: Value = rest
-        .post(format!("{base}/webhook/alertmanager"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(reference("alertmanager-v4.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let incident_id = posted["incidents"][0]["incident_id"].as_i64().unwrap();
-    let run_id = posted["incidents"][0]["run_id"].as_i64().unwrap();
+    let posted = service.post_reference_alert(ADMIN).await;
+    let incident_id = posted["incident_id"].as_i64().unwrap();
+    let run_id = posted["run_id"].as_i64().unwrap();
 
     let driver = Driver::start(&dir.path().join("chromedriver.log")).await;
     let browser = driver.browser(&dir.path().join("chromium-profile")).await;

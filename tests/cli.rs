@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::eventually;
 use common::process::ServiceProcess;
-use common::reference;
 use serde_json::Value;
 
 const ADMIN: &str = "cli-test-admin-secret-0123456789abcdef";
@@ -80,31 +79,8 @@ async fn cli(url: &str, token: Option<&str>, args: &[&str]) -> Output {
 }
 
 async fn start_service(dir: &Path) -> ServiceProcess {
-    let config = dir.join("runbookd.toml");
-    std::fs::write(
-        &config,
-        "[[tokens]]\nname = \"agent\"\nrole = \"agent\"\nsecret_env = \"CLI_TEST_AGENT_TOKEN\"\n\n\
-         [[tokens]]\nname = \"oncall\"\nrole = \"approver\"\nsecret_env = \"CLI_TEST_APPROVER_TOKEN\"\n",
-    )
-    .unwrap();
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    ServiceProcess::start_with(
-        &dir.join("data/runbookd.db"),
-        &[
-            ("RUNBOOKD_ADMIN_TOKEN", ADMIN),
-            ("CLI_TEST_AGENT_TOKEN", AGENT),
-            ("CLI_TEST_APPROVER_TOKEN", APPROVER),
-        ],
-        &[
-            "--lab",
-            "nfs-unmounted",
-            "--playbooks",
-            playbooks,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await
+    let tokens = [("agent", "agent", AGENT), ("oncall", "approver", APPROVER)];
+    ServiceProcess::start_lab(dir, "nfs-unmounted", ADMIN, &tokens, "", &[]).await
 }
 
 /// `GET path` on the service, read by the test itself: waiting polls the API, and the CLI runs
@@ -183,19 +159,9 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
     let service = start_service(dir.path()).await;
     let url = service.address.as_str();
 
-    let posted: Value = reqwest::Client::new()
-        .post(format!("{url}/webhook/alertmanager"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(reference("alertmanager-v4.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let incident = posted["incidents"][0]["incident_id"].as_i64().unwrap();
-    let run = posted["incidents"][0]["run_id"].as_i64().unwrap();
+    let posted = service.post_reference_alert(ADMIN).await;
+    let incident = posted["incident_id"].as_i64().unwrap();
+    let run = posted["run_id"].as_i64().unwrap();
 
     // The run diagnoses, then waits for a human before `umount -l`.
     let unmount = pending_approval(url, "lazy_unmount").await;

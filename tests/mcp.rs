@@ -27,26 +27,9 @@ fn python() -> PathBuf {
 #[tokio::test]
 async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("runbookd.toml");
-    std::fs::write(
-        &config,
-        "[[tokens]]\nname = \"langgraph\"\nrole = \"agent\"\nsecret_env = \"AGENT_SECRET\"\n",
-    )
-    .unwrap();
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    let service = ServiceProcess::start_with(
-        &dir.path().join("data/runbookd.db"),
-        &[("RUNBOOKD_ADMIN_TOKEN", ADMIN), ("AGENT_SECRET", AGENT)],
-        &[
-            "--lab",
-            "cert-mismatch",
-            "--playbooks",
-            playbooks,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let tokens = [("langgraph", "agent", AGENT)];
+    let service =
+        ServiceProcess::start_lab(dir.path(), "cert-mismatch", ADMIN, &tokens, "", &[]).await;
 
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

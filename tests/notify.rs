@@ -890,46 +890,19 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     let receiver = Receiver::start(0).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data/runbookd.db");
-    let config = dir.path().join("runbookd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[notify]\npoll_interval_ms = 50\nbackoff_initial_ms = 10\nbackoff_max_ms = 50\n\n\
-             [[notify.sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"{}\"\ntopic = \"runbookd-alerts\"\ntoken_env = \"NTFY_TOKEN\"\n",
-            receiver.url("/")
-        ),
-    )
-    .unwrap();
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    let config_arg = config.display().to_string();
-    let service = ServiceProcess::start_with(
-        &db,
-        &[
-            ("RUNBOOKD_ADMIN_TOKEN", ADMIN),
-            ("NTFY_TOKEN", SINK_TOKEN),
-            ("RUST_LOG", "info,tower_http=debug,runbookd=debug"),
-        ],
-        &[
-            "--lab",
-            "nfs-unmounted",
-            "--playbooks",
-            playbooks,
-            "--config",
-            &config_arg,
-        ],
-    )
-    .await;
+    let config = format!(
+        "[notify]\npoll_interval_ms = 50\nbackoff_initial_ms = 10\nbackoff_max_ms = 50\n\n\
+         [[notify.sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"{}\"\ntopic = \"runbookd-alerts\"\ntoken_env = \"NTFY_TOKEN\"\n",
+        receiver.url("/")
+    );
+    let env = [
+        ("NTFY_TOKEN", SINK_TOKEN),
+        ("RUST_LOG", "info,tower_http=debug,runbookd=debug"),
+    ];
+    let service =
+        ServiceProcess::start_lab(dir.path(), "nfs-unmounted", ADMIN, &[], &config, &env).await;
     let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/webhook/alertmanager", service.address))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(common::reference("alertmanager-v4.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let run_id = response.json::<Value>().await.unwrap()["incidents"][0]["run_id"]
+    let run_id = service.post_reference_alert(ADMIN).await["run_id"]
         .as_i64()
         .unwrap();
 

@@ -70,6 +70,68 @@ impl ServiceProcess {
         }
     }
 
+    /// `runbookd serve --lab SCENARIO` on the repository's playbooks, under `dir`: an admin
+    /// token from `RUNBOOKD_ADMIN_TOKEN`, each of `tokens` (name, role, secret) as a
+    /// `[[tokens]]` entry whose secret comes from the environment, then `config` (more TOML)
+    /// and `env` (more variables).
+    pub async fn start_lab(
+        dir: &Path,
+        scenario: &str,
+        admin: &str,
+        tokens: &[(&str, &str, &str)],
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut text = String::new();
+        let mut variables: Vec<(String, String)> =
+            vec![("RUNBOOKD_ADMIN_TOKEN".to_owned(), admin.to_owned())];
+        for (i, (name, role, secret)) in tokens.iter().enumerate() {
+            let variable = format!("RUNBOOKD_TEST_TOKEN_{i}");
+            text.push_str(&format!(
+                "[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsecret_env = \"{variable}\"\n\n"
+            ));
+            variables.push((variable, (*secret).to_owned()));
+        }
+        text.push_str(config);
+        let file = dir.join("runbookd.toml");
+        std::fs::write(&file, text).unwrap();
+        variables.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let variables: Vec<(&str, &str)> = variables
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+        Self::start_with(
+            &dir.join("data/runbookd.db"),
+            &variables,
+            &[
+                "--lab",
+                scenario,
+                "--playbooks",
+                playbooks,
+                "--config",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await
+    }
+
+    /// Posts the reference Alertmanager alert with `token`; the answer's entry for it
+    /// (`incident_id`, `run_id`, ...).
+    pub async fn post_reference_alert(&self, token: &str) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/webhook/alertmanager", self.address))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(include_str!("../fixtures/reference/alertmanager-v4.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        answer["incidents"][0].clone()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the process is running")
     }
