@@ -163,12 +163,30 @@ async fn leased_run(store: &Store, target: &str, now: chrono::DateTime<chrono::U
 /// A run for `target` parked on an approval of `remount_datastore` that expires in
 /// `expires_in`.
 async fn approval(app: &TestApp, target: &str, expires_in: Duration) -> (i64, i64) {
+    let command = "umount -l /mnt/datastore && mount /mnt/datastore";
+    parked_on(
+        app,
+        target,
+        ("remount_datastore", command, "high"),
+        expires_in,
+    )
+    .await
+}
+
+/// A run for `target` parked on an approval of `(step, command, risk)` expiring in
+/// `expires_in`: its run id and the approval's id.
+async fn parked_on(
+    app: &TestApp,
+    target: &str,
+    (step, command, risk): (&str, &str, &str),
+    expires_in: Duration,
+) -> (i64, i64) {
     let now = app.clock.now();
     let lease = leased_run(&app.store, target, now).await;
     let request = ApprovalRequest {
-        step: "remount_datastore",
-        command: "umount -l /mnt/datastore && mount /mnt/datastore",
-        risk: "high",
+        step,
+        command,
+        risk,
         evidence: json!({"nfs_mounted": false}),
         expires_in,
         on_timeout: OnTimeout::Reject,
@@ -781,20 +799,18 @@ async fn history_from_before_notifications_is_not_sent() {
         config.database.path = db_path;
     })
     .await;
-    let now = app.clock.now();
-    let lease = leased_run(&app.store, "pbs-b", now).await;
-    let request = ApprovalRequest {
-        step: "enable_job",
-        command: "pvesh set /cluster/backup/job-1 --enabled 1",
-        risk: "medium",
-        evidence: json!({}),
-        expires_in: Duration::from_secs(600),
-        on_timeout: OnTimeout::Reject,
-    };
-    app.store
-        .request_approval(&lease, request, now)
-        .await
-        .unwrap();
+    let ten_minutes = Duration::from_secs(600);
+    parked_on(
+        &app,
+        "pbs-b",
+        (
+            "enable_job",
+            "pvesh set /cluster/backup/job-1 --enabled 1",
+            "medium",
+        ),
+        ten_minutes,
+    )
+    .await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
     assert!(
         message.body["title"]
@@ -1037,20 +1053,10 @@ async fn a_failed_decision_does_not_spend_the_link() {
 
 /// An approval request on `target` with its own step name, so its message can be told apart.
 async fn approval_named(app: &TestApp, target: &str, step: &str) -> i64 {
-    let now = app.clock.now();
-    let lease = leased_run(&app.store, target, now).await;
-    let request = ApprovalRequest {
-        step,
-        command: "true",
-        risk: "low",
-        evidence: json!({}),
-        expires_in: Duration::from_secs(600),
-        on_timeout: OnTimeout::Reject,
-    };
-    app.store
-        .request_approval(&lease, request, now)
+    let ten_minutes = Duration::from_secs(600);
+    parked_on(app, target, (step, "true", "low"), ten_minutes)
         .await
-        .unwrap()
+        .1
 }
 
 fn titled(receiver: &Receiver, step: &str) -> usize {
@@ -1309,20 +1315,14 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
 async fn the_link_page_escapes_a_hostile_command_and_sends_the_security_headers() {
     let receiver = Receiver::start(0).await;
     let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
-    let now = app.clock.now();
-    let lease = leased_run(&app.store, "pbs", now).await;
-    let request = ApprovalRequest {
-        step: "hostile",
-        command: "echo \"<script>alert(1)</script>\"",
-        risk: "high",
-        evidence: json!({}),
-        expires_in: Duration::from_secs(600),
-        on_timeout: OnTimeout::Reject,
-    };
-    app.store
-        .request_approval(&lease, request, now)
-        .await
-        .unwrap();
+    let ten_minutes = Duration::from_secs(600);
+    parked_on(
+        &app,
+        "pbs",
+        ("hostile", "echo \"<script>alert(1)</script>\"", "high"),
+        ten_minutes,
+    )
+    .await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
     let approve = message.body["actions"][0]["url"].as_str().unwrap();
 
