@@ -830,23 +830,28 @@ async fn history_from_before_notifications_is_not_sent() {
     drop(dir);
 }
 
+/// `runbookd check` on a config holding `text`: whether it passed, and its stderr.
+fn check(config: &std::path::Path, text: &str) -> (bool, String) {
+    std::fs::write(config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), stderr)
+}
+
 #[test]
 fn check_refuses_bad_sinks_with_clear_messages() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("runbookd.toml");
-    std::fs::write(
+    let (passed, stderr) = check(
         &config,
         "[[notify.sinks]]\nname = \"pager\"\nkind = \"ntfy\"\nurl = \"http://127.0.0.1:9/\"\n\n\
          [[notify.sinks]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/hook\"\ntoken = \"inline-secret-value\"\n",
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    );
+    assert!(!passed);
     let at = |line: usize| format!("{}:{line}:1: notify sink", config.display());
     assert!(
         stderr.contains(&at(1)) && stderr.contains("'pager': an ntfy sink needs a topic"),
@@ -859,39 +864,21 @@ fn check_refuses_bad_sinks_with_clear_messages() {
     );
     assert!(!stderr.contains("inline-secret-value"), "{stderr}");
 
-    std::fs::write(
-        &config,
-        "[[notify.sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nlinks = \"yes\"\n",
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("invalid type: string \"yes\", expected a boolean"),
-        "{stderr}"
-    );
-
-    std::fs::write(
-        &config,
-        "[[notify.sinks]]\nname = \"pager\"\nkind = \"email\"\nurl = \"http://127.0.0.1:9/\"\n",
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("unknown variant `email`, expected one of `webhook`, `ntfy`, `slack`"),
-        "{stderr}"
-    );
+    let refusals = [
+        (
+            "[[notify.sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nlinks = \"yes\"\n",
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "[[notify.sinks]]\nname = \"pager\"\nkind = \"email\"\nurl = \"http://127.0.0.1:9/\"\n",
+            "unknown variant `email`, expected one of `webhook`, `ntfy`, `slack`",
+        ),
+    ];
+    for (text, message) in refusals {
+        let (passed, stderr) = check(&config, text);
+        assert!(!passed, "{text}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
 }
 
 /// The acceptance story through the real binary on the twin: `serve --lab nfs-unmounted`
