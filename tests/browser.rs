@@ -273,6 +273,24 @@ async fn an_approver_approves_from_a_phone_and_reads_the_timeline() {
     assert!(service.terminate().await.success());
 }
 
+/// Types `token` into the login form and submits it.
+async fn sign_in(browser: &Client, token: &str) {
+    browser
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// What the on-call human does, in the browser.
 async fn walk(
     driver: &Driver,
@@ -286,20 +304,7 @@ async fn walk(
     browser.goto(&format!("{base}/")).await.unwrap();
     on_page(browser, "the login page", |path| path == "/login").await;
     screenshot(driver, browser, "01-login.png").await;
-    browser
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys("wrong-token")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(browser, "wrong-token").await;
     eventually(
         "the refusal of a wrong token",
         Duration::from_secs(30),
@@ -316,20 +321,7 @@ async fn walk(
     )
     .await;
 
-    browser
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(APPROVER)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(browser, APPROVER).await;
     on_page(browser, "the home page", |path| path == "/").await;
     assert!(text(browser).await.contains(APPROVER_NAME));
 
