@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use runbookd::auth::{Role, Token, TokenTable};
 use runbookd::clock::{Clock, SystemClock};
-use runbookd::config::{Config, Overrides};
+use runbookd::config::{Config, Notify, Overrides};
 use runbookd::engine::diagnose::diagnose;
 use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
@@ -86,7 +86,7 @@ fn main() {
         let estate = Arc::new(Estate::connect(&inventory).unwrap());
         let dispatcher = Arc::new(Dispatcher { playbooks: playbooks.clone(), wake: wake.clone(), estate: estate.clone() });
         let tokens = TokenTable::new(vec![Token::new("bench", Role::Ingest, "bench-ingest-secret-0123")]);
-        let app = Application::build(&service, tokens, clock.clone(), Some(dispatcher)).await.unwrap();
+        let app = Application::build(&service, tokens, Notify::off(), clock.clone(), Some(dispatcher)).await.unwrap();
         let engine = Engine {
             store: app.store().clone(),
             estate,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::auth::{Role, Token, TokenTable};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Notify, Overrides};
 use crate::engine::dispatch::Dispatcher;
 use crate::engine::estate::Estate;
 use crate::engine::worker::Engine;
@@ -55,7 +55,14 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
         wake: wake.clone(),
         estate: estate.clone(),
     });
-    let app = Application::build(&config, tokens, clock.clone(), Some(dispatcher.clone())).await?;
+    let app = Application::build(
+        &config,
+        tokens,
+        Notify::off(),
+        clock.clone(),
+        Some(dispatcher.clone()),
+    )
+    .await?;
     let store = app.store().clone();
     let address = app.local_addr();
     let engine = Engine {

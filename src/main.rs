@@ -197,11 +197,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let loaded = args.config.load().and_then(|(config, source)| {
         let tokens = config.resolve_tokens(&source, env_var)?;
         let inventory = config.resolve_inventory(&source, &env_var)?;
-        // Checked here for the problems' lines; the application reads the sinks itself.
-        config.resolve_notify(&source, &env_var)?;
-        Ok((tokens, inventory, config))
+        let notify = config.resolve_notify(&source, &env_var)?;
+        Ok((tokens, inventory, notify, config))
     });
-    let (tokens, inventory, config) = match loaded {
+    let (tokens, inventory, notify, config) = match loaded {
         Ok(loaded) => loaded,
         Err(problems) => {
             report(&problems);
@@ -259,7 +258,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let dispatcher = engine_parts
             .as_ref()
             .map(|(playbooks, estate)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect(), wake: wake.clone(), estate: estate.clone() }));
-        let app = Application::build(&config, tokens, clock.clone(), dispatcher).await?;
+        let app = Application::build(&config, tokens, notify, clock.clone(), dispatcher).await?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let worker = engine_parts.map(|(playbooks, estate)| {
             let engine = Engine {

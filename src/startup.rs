@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenTable;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigSource, Notify};
+use crate::config::{Config, Notify};
 use crate::engine::dispatch::Dispatcher;
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
@@ -31,10 +31,13 @@ pub struct Application {
 }
 
 impl Application {
-    /// `dispatcher` starts runs for new incidents; without it incidents are only recorded.
+    /// `tokens` and `notify` come resolved (secrets read, problems reported with their lines)
+    /// from `config`; `dispatcher` starts runs for new incidents; without it incidents are
+    /// only recorded.
     pub async fn build(
         config: &Config,
         tokens: TokenTable,
+        notify: Notify,
         clock: Arc<dyn Clock>,
         dispatcher: Option<Arc<Dispatcher>>,
     ) -> anyhow::Result<Self> {
@@ -50,14 +53,6 @@ impl Application {
         if config.http.allow_anonymous_ingest {
             tracing::warn!("anonymous ingest is allowed by the config");
         }
-        // `runbookd serve` has reported these problems with their lines already; this is for
-        // other callers (tests, the demo).
-        let notify = config
-            .resolve_notify(&ConfigSource::default(), &|var| std::env::var(var).ok())
-            .map_err(|problems| {
-                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                anyhow::anyhow!("the [notify] config is invalid: {}", problems.join("; "))
-            })?;
         let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
         let public_url = public_url(&notify, listener.local_addr()?)?;
         let link_limiter = Arc::new(LinkLimiter::per_minute(notify.link_requests_per_minute));

@@ -182,6 +182,15 @@ pub struct Notify {
     pub sinks: Vec<Sink>,
 }
 
+impl Notify {
+    /// No sinks and the default settings: nothing is sent, links still verify.
+    pub fn off() -> Self {
+        NotifyConfig::default()
+            .resolve(&ConfigSource::default(), &|_| None)
+            .expect("the default [notify] is valid")
+    }
+}
+
 impl NotifyConfig {
     /// Checks every value, reads every sink's token, and reports every problem.
     pub fn resolve(
@@ -344,6 +353,13 @@ fn is_ntfy_topic(topic: &str) -> bool {
 mod tests {
     use crate::config::{Config, Overrides};
     use std::io::Write;
+
+    #[test]
+    fn off_is_the_valid_default_with_no_sinks() {
+        let off = super::Notify::off();
+        assert!(off.sinks.is_empty());
+        assert!(off.public_url.is_none());
+    }
 
     fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
         let mut file = tempfile::NamedTempFile::new().unwrap();

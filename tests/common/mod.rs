@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use runbookd::auth::{Role, Token, TokenTable};
 use runbookd::clock::Clock;
-use runbookd::config::Config;
+use runbookd::config::{Config, ConfigSource};
 use runbookd::startup::Application;
 use runbookd::store::Store;
 use serde_json::Value;
@@ -101,7 +101,11 @@ impl TestApp {
         config.database.path = dir.path().join("runbookd.db");
         adjust(&mut config);
         let clock = Arc::new(TestClock::new());
-        let app = Application::build(&config, role_tokens(), clock.clone(), None)
+        // As `runbookd serve` does: the sinks' secrets are read once, from the environment.
+        let notify = config
+            .resolve_notify(&ConfigSource::default(), &|var| std::env::var(var).ok())
+            .expect("the test's [notify] is valid");
+        let app = Application::build(&config, role_tokens(), notify, clock.clone(), None)
             .await
             .expect("the app builds");
         let address = format!("http://{}", app.local_addr());
