@@ -69,7 +69,7 @@ impl Application {
                 clock.clone(),
                 links.clone(),
                 notify,
-                public_url,
+                public_url.clone(),
             )?)
         };
         let state = AppState {
@@ -88,6 +88,8 @@ impl Application {
             allow_anonymous_ingest: config.http.allow_anonymous_ingest,
             request_timeout: config.request_timeout(),
             mcp_allowed_hosts: config.mcp_allowed_hosts(),
+            public_url,
+            allowed_hosts: config.http.allowed_hosts.clone(),
         };
         Ok(Self {
             listener,

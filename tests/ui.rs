@@ -606,3 +606,107 @@ async fn every_page_and_form_answers_each_role_as_the_role_table_says() {
         }
     }
 }
+
+/// Behind a proxy that rewrites `Host` (nginx's default `proxy_pass`), the browser's `Origin`
+/// is the public address, not the `Host` runbookd sees: logins and forms from `public_url` and
+/// `http.allowed_hosts` go through; other origins, or the public host over another scheme or
+/// port, do not.
+#[tokio::test]
+async fn forms_through_a_proxy_that_rewrites_host_are_accepted_from_the_public_origin_only() {
+    let app = TestApp::spawn_with(|config| {
+        config.notify.public_url = Some("https://runbookd.example.net/".to_owned());
+        config.http.allowed_hosts = vec!["runbookd.lan".to_owned()];
+    })
+    .await;
+    let (store, _, approval) = waiting_approval(&app).await;
+    let browser = Visitor::new(&app);
+    // reqwest sends `Host: 127.0.0.1:PORT`, as the proxy would after rewriting it.
+    let login_from = |origin: &str| {
+        browser
+            .client
+            .post(app.url("/login"))
+            .header("origin", origin)
+            .form(&[("token", APPROVER_TOKEN)])
+            .send()
+    };
+    for refused in [
+        "https://evil.example",
+        "http://runbookd.example.net",
+        "https://runbookd.example.net:8443",
+        "https://runbookd.example.net.evil.example",
+        "null",
+    ] {
+        let response = login_from(refused).await.unwrap();
+        assert_eq!(response.status(), 403, "login from {refused}");
+        assert!(session_cookie(&response).is_none(), "{refused}");
+    }
+    for accepted in [
+        "https://runbookd.example.net",
+        "http://runbookd.lan",
+        "https://runbookd.lan",
+    ] {
+        let response = login_from(accepted).await.unwrap();
+        assert_eq!(response.status(), 303, "login from {accepted}");
+        assert!(session_cookie(&response).is_some(), "{accepted}");
+    }
+
+    let approver = Visitor::signed_in(&app, APPROVER_TOKEN).await;
+    let csrf = approver.csrf().await;
+    let approve = format!("/approvals/{approval}/approve");
+    let foreign = approver
+        .post_with(
+            &approve,
+            &[("csrf", &csrf)],
+            &[
+                ("origin", "https://evil.example"),
+                ("x-forwarded-host", "runbookd.example.net"),
+            ],
+        )
+        .await;
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Pending);
+    let proxied = approver
+        .post_with(
+            &approve,
+            &[("csrf", &csrf)],
+            &[
+                ("origin", "https://runbookd.example.net"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_eq!(proxied.status(), 303);
+    assert_eq!(status_of(&store, approval).await, ApprovalStatus::Approved);
+}
+
+/// A proxy that forwards the public host and scheme in `X-Forwarded-*` is trusted for them; the
+/// scheme must match too.
+#[tokio::test]
+async fn a_forwarded_host_is_compared_with_its_forwarded_scheme() {
+    let app = TestApp::spawn().await;
+    let browser = Visitor::new(&app);
+    let login = |origin: &'static str, proto: &'static str| {
+        browser
+            .client
+            .post(app.url("/login"))
+            .header("origin", origin)
+            .header("x-forwarded-host", "ops.example.org")
+            .header("x-forwarded-proto", proto)
+            .form(&[("token", APPROVER_TOKEN)])
+            .send()
+    };
+    assert_eq!(
+        login("https://ops.example.org", "https")
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    assert_eq!(
+        login("http://ops.example.org", "https")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}

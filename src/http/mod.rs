@@ -79,6 +79,11 @@ pub struct HttpPolicy {
     pub request_timeout: Duration,
     /// `Host` values `/mcp` accepts (DNS-rebinding protection); empty accepts any.
     pub mcp_allowed_hosts: Vec<String>,
+    /// Where people reach runbookd (`notify.public_url`, or the listen address): the web
+    /// page's forms accept this origin, as a proxy in front may rewrite `Host`.
+    pub public_url: url::Url,
+    /// `http.allowed_hosts`: other names the web page's forms accept as their origin.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The request's span, without the query string and with one-tap link tokens cut from the
@@ -157,17 +162,20 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     );
 
     let max_body_bytes = state.max_body_bytes;
-    api.merge(ui::routes(policy.tokens.clone()))
-        .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(
-            ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    AppError::Timeout
-                }))
-                .timeout(policy.request_timeout),
-        )
-        .with_state(state)
+    api.merge(ui::routes(
+        policy.tokens.clone(),
+        ui::Sites::new(&policy.public_url, &policy.allowed_hosts),
+    ))
+    .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
+    .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+    .layer(DefaultBodyLimit::max(max_body_bytes))
+    .layer(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                AppError::Timeout
+            }))
+            .timeout(policy.request_timeout),
+    )
+    .with_state(state)
 }

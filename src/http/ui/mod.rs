@@ -15,8 +15,10 @@
 //!
 //! **Forms** are POSTs carrying a synchronizer token: HMAC-SHA256, under a key drawn at start-up,
 //! of the session token's digest. [`guard`] checks it (in constant time) on every POST before a
-//! handler runs, together with `Sec-Fetch-Site` and `Origin` when the browser sends them. A
-//! restart draws a new key, so forms loaded before it must be reloaded.
+//! handler runs, together with `Sec-Fetch-Site` and `Origin` when the browser sends them. The
+//! origin may be the request's own host or, behind a proxy that rewrites `Host`, one of the
+//! [`Sites`] runbookd is reached by (`notify.public_url`, `http.allowed_hosts`). A restart
+//! draws a new key, so forms loaded before it must be reloaded.
 //!
 //! **Pages** are rendered with maud, which escapes every value; there is no script, and the
 //! Content-Security-Policy forbids any. Decisions and the kill switch go through the same store
@@ -30,7 +32,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{Extension, Form, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{Next, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -55,18 +58,24 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
                    frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("style.css");
 
-/// What the UI's guard needs: the tokens, and the key for CSRF tokens.
+/// What the UI's guard needs: the tokens, the key for CSRF tokens, and the sites forms may
+/// come from.
 pub struct UiKeys {
     tokens: Arc<TokenTable>,
     csrf_key: hmac::Key,
+    sites: Sites,
 }
 
 impl UiKeys {
-    fn new(tokens: Arc<TokenTable>) -> Self {
+    fn new(tokens: Arc<TokenTable>, sites: Sites) -> Self {
         let rng = ring::rand::SystemRandom::new();
         let csrf_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .expect("the system's random number generator works");
-        Self { tokens, csrf_key }
+        Self {
+            tokens,
+            csrf_key,
+            sites,
+        }
     }
 
     /// The form token bound to this session token.
@@ -122,8 +131,8 @@ impl Viewer {
 }
 
 /// The UI's routes, to merge into the app's router.
-pub fn routes(tokens: Arc<TokenTable>) -> Router<AppState> {
-    let keys = Arc::new(UiKeys::new(tokens));
+pub fn routes(tokens: Arc<TokenTable>, sites: Sites) -> Router<AppState> {
+    let keys = Arc::new(UiKeys::new(tokens, sites));
     let signed_in = Router::new()
         .route("/", get(home))
         .route("/incidents/{id}", get(incident))
@@ -189,7 +198,7 @@ async fn check_form_post(
     session_token: &str,
     request: Request,
 ) -> Result<Request, PageError> {
-    same_origin(request.headers())?;
+    same_origin(&keys.sites, request.headers(), request.uri())?;
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
@@ -207,8 +216,10 @@ async fn check_form_post(
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-/// Refuses a form post that the browser says came from another site.
-fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
+/// Refuses a form post that the browser says came from another site: `Sec-Fetch-Site` must
+/// say same-origin, and `Origin` must name one of the [`Sites`] runbookd is reached by, or the
+/// host this request was sent to.
+fn same_origin(sites: &Sites, headers: &HeaderMap, uri: &Uri) -> Result<(), PageError> {
     let refused = || {
         PageError::new(
             StatusCode::FORBIDDEN,
@@ -220,26 +231,103 @@ fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
             return Err(refused());
         }
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let authority = origin
-            .to_str()
-            .ok()
-            .and_then(|o| {
-                o.strip_prefix("https://")
-                    .or_else(|| o.strip_prefix("http://"))
-            })
-            .ok_or_else(refused)?;
-        let ours = |name: &str| {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .filter(|o| matches!(o.scheme(), "http" | "https"))
+        .ok_or_else(refused)?;
+    if sites.admit(&origin) || Sites::of_request(headers, uri).admit(&origin) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+/// The origins a form may come from.
+pub struct Sites(Vec<Site>);
+
+impl Sites {
+    /// The origin of `public_url` (scheme, host and port), and each of `allowed_hosts` (a
+    /// host, with a port if it names one, over either scheme).
+    pub fn new(public_url: &url::Url, allowed_hosts: &[String]) -> Self {
+        let public = public_url.host_str().map(|host| Site {
+            scheme: Some(public_url.scheme().to_owned()),
+            host: host.to_ascii_lowercase(),
+            port: public_url.port_or_known_default(),
+        });
+        let allowed = allowed_hosts
+            .iter()
+            .filter_map(|host| Site::from_authority(host, None));
+        Self(public.into_iter().chain(allowed).collect())
+    }
+
+    /// Where this request says it was sent: `Host` (or, over HTTP/2, the URI's authority) and
+    /// a proxy's `X-Forwarded-Host`, over the scheme of `X-Forwarded-Proto` if it says one.
+    fn of_request(headers: &HeaderMap, uri: &Uri) -> Self {
+        let first = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|host| host.eq_ignore_ascii_case(authority))
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
         };
-        if !(ours(header::HOST.as_str()) || ours("x-forwarded-host")) {
-            return Err(refused());
-        }
+        let scheme = first("x-forwarded-proto");
+        let authorities = [
+            first(header::HOST.as_str()),
+            uri.authority().map(Authority::as_str),
+            first("x-forwarded-host"),
+        ];
+        Self(
+            authorities
+                .into_iter()
+                .flatten()
+                .filter_map(|authority| Site::from_authority(authority, scheme))
+                .collect(),
+        )
     }
-    Ok(())
+
+    fn admit(&self, origin: &url::Url) -> bool {
+        self.0.iter().any(|site| site.admits(origin))
+    }
+}
+
+/// One way a browser reaches runbookd: a host, and the scheme and port where they are known.
+struct Site {
+    scheme: Option<String>,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Site {
+    /// From `host[:port]`, as in `Host`.
+    fn from_authority(authority: &str, scheme: Option<&str>) -> Option<Self> {
+        let authority: Authority = authority.trim().parse().ok()?;
+        Some(Self {
+            scheme: scheme.map(str::to_ascii_lowercase),
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16(),
+        })
+    }
+
+    /// Whether `origin` is this site: the same host, the same scheme if this site's is known,
+    /// and the same port (a site without one is on its scheme's default port).
+    fn admits(&self, origin: &url::Url) -> bool {
+        let scheme = self.scheme.as_deref().unwrap_or(origin.scheme());
+        let port = self.port.or(match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        });
+        origin
+            .host_str()
+            .is_some_and(|host| host.eq_ignore_ascii_case(&self.host))
+            && origin.scheme() == scheme
+            && origin.port_or_known_default() == port
+    }
 }
 
 /// Whether the browser talks to us over https, so the cookie can be `Secure`.
@@ -310,10 +398,11 @@ struct LoginForm {
 async fn login(
     Extension(keys): Extension<Arc<UiKeys>>,
     headers: HeaderMap,
+    uri: Uri,
     jar: CookieJar,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    same_origin(&headers)?;
+    same_origin(&keys.sites, &headers, &uri)?;
     let refuse = |status, message: &str| (status, pages::login(Some(message))).into_response();
     let Ok(Form(form)) = form else {
         return Ok(refuse(StatusCode::BAD_REQUEST, "Paste a token to sign in."));
