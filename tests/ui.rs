@@ -45,10 +45,17 @@ impl<'a> Visitor<'a> {
     }
 
     async fn login(&mut self, token: &str) -> reqwest::Response {
+        self.login_to(token, &[]).await
+    }
+
+    /// Signs in with more fields in the form (`next`).
+    async fn login_to(&mut self, token: &str, more: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = vec![("token", token)];
+        form.extend_from_slice(more);
         let response = self
             .client
             .post(self.app.url("/login"))
-            .form(&[("token", token)])
+            .form(&form)
             .send()
             .await
             .unwrap();
@@ -178,10 +185,14 @@ async fn status_of(store: &Store, approval: i64) -> ApprovalStatus {
 async fn pages_need_a_session_and_every_response_carries_strict_headers() {
     let app = TestApp::spawn().await;
     let anonymous = Visitor::new(&app);
-    for path in ["/", "/incidents/1", "/approvals/1"] {
+    for (path, login) in [
+        ("/", "/login"),
+        ("/incidents/1", "/login?next=%2Fincidents%2F1"),
+        ("/approvals/1", "/login?next=%2Fapprovals%2F1"),
+    ] {
         let response = anonymous.get(path).await;
         assert_eq!(response.status(), 303, "GET {path}");
-        assert_eq!(location(&response), "/login");
+        assert_eq!(location(&response), login);
     }
     let response = anonymous.post("/pause", &[("csrf", "00")]).await;
     assert_eq!(response.status(), 401);
@@ -709,4 +720,62 @@ async fn a_forwarded_host_is_compared_with_its_forwarded_scheme() {
             .status(),
         403
     );
+}
+
+/// A notification's "Open" link reaches the approval through the login page: the session
+/// cookie is SameSite=Strict, so a tap from a chat app arrives signed out. Only a path on this
+/// site is followed after signing in.
+#[tokio::test]
+async fn signing_in_returns_to_the_page_that_asked_for_it_and_only_to_a_local_one() {
+    let app = TestApp::spawn().await;
+    let (_store, _, approval) = waiting_approval(&app).await;
+    let path = format!("/approvals/{approval}");
+    let mut visitor = Visitor::new(&app);
+
+    let response = visitor.get(&path).await;
+    assert_eq!(response.status(), 303);
+    let login = location(&response).to_owned();
+    assert_eq!(login, format!("/login?next=%2Fapprovals%2F{approval}"));
+    let form = visitor.page(&login).await;
+    assert!(
+        form.contains(&format!(r#"name="next" value="{path}""#)),
+        "{form}"
+    );
+    let bad = visitor.login_to("not-a-token", &[("next", &path)]).await;
+    assert_eq!(bad.status(), 401);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains(&format!(r#"name="next" value="{path}""#)),
+        "a failed attempt keeps where to go"
+    );
+    let ok = visitor.login_to(APPROVER_TOKEN, &[("next", &path)]).await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(location(&ok), path);
+    assert!(visitor.page(&path).await.contains(">Approve<"));
+
+    for hostile in [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "evil.example",
+        "javascript:alert(1)",
+        "/approvals/1\r\nSet-Cookie: x=y",
+        "/\tevil",
+    ] {
+        let response = Visitor::new(&app)
+            .login_to(APPROVER_TOKEN, &[("next", hostile)])
+            .await;
+        assert_eq!(response.status(), 303, "{hostile:?}");
+        assert_eq!(location(&response), "/", "{hostile:?} is not followed");
+        let form = visitor
+            .page(&format!(
+                "/login?next={}",
+                url::form_urlencoded::byte_serialize(hostile.as_bytes()).collect::<String>()
+            ))
+            .await;
+        assert!(!form.contains(r#"name="next""#), "{hostile:?}: {form}");
+    }
 }

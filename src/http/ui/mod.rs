@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::{FormRejection, PathRejection};
-use axum::extract::{Extension, Form, FromRequestParts, Request, State};
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{Extension, Form, FromRequestParts, Query, Request, State};
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{Next, from_fn_with_state, map_response};
@@ -165,8 +165,16 @@ async fn guard(State(keys): State<Arc<UiKeys>>, request: Request, next: Next) ->
         .filter(|p| p.role.allows(Permission::Read));
     let (Some(token), Some(principal)) = (session, principal) else {
         if request.method() == Method::GET || request.method() == Method::HEAD {
-            // A stale cookie (a token since removed) goes too.
-            return (jar.remove(session_cookie("")), Redirect::to("/login")).into_response();
+            // A stale cookie (a token since removed) goes too. After signing in, the browser
+            // comes back here: a link opened from a notification lands on its approval.
+            let login = match request.uri().path_and_query().map(|p| p.as_str()) {
+                Some(next) if next != "/" => format!(
+                    "/login?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                ),
+                _ => "/login".to_owned(),
+            };
+            return (jar.remove(session_cookie("")), Redirect::to(&login)).into_response();
         }
         return PageError::new(
             StatusCode::UNAUTHORIZED,
@@ -386,13 +394,32 @@ async fn style() -> impl IntoResponse {
     )
 }
 
-async fn login_form() -> Response {
-    pages::login(None).into_response()
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_form(query: Result<Query<LoginQuery>, QueryRejection>) -> Response {
+    let next = query.ok().and_then(|Query(q)| q.next);
+    pages::login(None, local_path(next.as_deref())).into_response()
 }
 
 #[derive(Debug, Deserialize)]
 struct LoginForm {
     token: String,
+    /// Where to go after signing in; only a path on this site is followed.
+    next: Option<String>,
+}
+
+/// `next` if it is a path on this site, and nothing that a browser could read as another
+/// site (`//host`, `/\host`, a scheme) or that cannot go in a header.
+fn local_path(next: Option<&str>) -> Option<&str> {
+    next.filter(|next| {
+        next.starts_with('/')
+            && !next.starts_with("//")
+            && next.len() <= 2048
+            && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    })
 }
 
 async fn login(
@@ -403,10 +430,16 @@ async fn login(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     same_origin(&keys.sites, &headers, &uri)?;
-    let refuse = |status, message: &str| (status, pages::login(Some(message))).into_response();
     let Ok(Form(form)) = form else {
-        return Ok(refuse(StatusCode::BAD_REQUEST, "Paste a token to sign in."));
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            pages::login(Some("Paste a token to sign in."), None),
+        )
+            .into_response());
     };
+    let next = local_path(form.next.as_deref());
+    let refuse =
+        |status, message: &str| (status, pages::login(Some(message), next)).into_response();
     let token = form.token.trim();
     if token.is_empty() || token.chars().count() > MAX_TOKEN_CHARS {
         return Ok(refuse(StatusCode::BAD_REQUEST, "Paste a token to sign in."));
@@ -428,7 +461,7 @@ async fn login(
     tracing::info!(user = %principal.name, role = principal.role.as_str(), "signed in to the web page");
     let mut cookie = session_cookie(&hex::encode(token));
     cookie.set_secure(over_https(&headers));
-    Ok((jar.add(cookie), Redirect::to("/")).into_response())
+    Ok((jar.add(cookie), Redirect::to(next.unwrap_or("/"))).into_response())
 }
 
 async fn logout(jar: CookieJar) -> Response {

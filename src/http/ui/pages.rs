@@ -56,7 +56,8 @@ fn csrf(viewer: &Viewer) -> Markup {
     html! { input type="hidden" name="csrf" value=(viewer.csrf); }
 }
 
-pub fn login(message: Option<&str>) -> Markup {
+/// The sign-in form; `next` is where to go after it (a local path, checked by the caller).
+pub fn login(message: Option<&str>, next: Option<&str>) -> Markup {
     layout(
         "Sign in",
         None,
@@ -68,6 +69,9 @@ pub fn login(message: Option<&str>) -> Markup {
                     p.alert role="alert" { (message) }
                 }
                 form method="post" action="/login" {
+                    @if let Some(next) = next {
+                        input type="hidden" name="next" value=(next);
+                    }
                     label for="token" { "Token" }
                     input #token type="password" name="token" autocomplete="current-password" required autofocus;
                     button.primary type="submit" { "Sign in" }
