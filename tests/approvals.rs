@@ -198,3 +198,57 @@ async fn cancelling_the_run_cancels_its_pending_approval() {
     );
     assert_eq!(store.approvals(None, 10).await.unwrap().len(), 1);
 }
+
+/// If a run's state is changed behind runbookd's back (an operator's sqlite3), its pending
+/// approval cannot be decided: a decision that moves no run would be recorded for nothing.
+#[tokio::test]
+async fn an_approval_whose_run_no_longer_waits_cannot_be_decided_and_nothing_changes() {
+    use sqlx::{ConnectOptions, Connection};
+    let (store, dir, run_id, approval, _) = waiting(OnTimeout::Reject).await;
+    let mut sqlite3 = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("a.db"))
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET state = 'running' WHERE id = ?")
+        .bind(run_id)
+        .execute(&mut sqlite3)
+        .await
+        .unwrap();
+    let audit_rows = || async {
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("a.db"))
+            .connect()
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+        n
+    };
+    let audit_before = audit_rows().await;
+
+    for decision in [Decision::Approve, Decision::Reject] {
+        let refused = store
+            .decide(approval, decision, "alice", Some("go"), t(60))
+            .await;
+        let Err(error @ ApprovalError::RunNotWaiting { .. }) = refused else {
+            panic!("{decision:?} of an approval whose run is not waiting: {refused:?}");
+        };
+        assert!(
+            error.to_string().contains("is not waiting for approval"),
+            "{error}"
+        );
+    }
+    let unchanged = store.approval(approval).await.unwrap().unwrap();
+    assert_eq!(unchanged.status, ApprovalStatus::Pending);
+    assert_eq!(unchanged.decided_by, None);
+    assert_eq!(unchanged.comment, None);
+    let run = store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Running);
+    assert_eq!(run.outcome, None);
+    assert_eq!(audit_rows().await, audit_before);
+    sqlite3.close().await.unwrap();
+}

@@ -134,7 +134,9 @@ impl From<ApprovalError> for AppError {
     fn from(error: ApprovalError) -> Self {
         match error {
             ApprovalError::NotFound(_) => Self::NotFound(error.to_string()),
-            ApprovalError::Expired(..) => Self::Conflict(error.to_string()),
+            ApprovalError::Expired(..) | ApprovalError::RunNotWaiting { .. } => {
+                Self::Conflict(error.to_string())
+            }
             ApprovalError::Run(RunError::Store(store)) | ApprovalError::Store(store) => {
                 store.into()
             }

@@ -101,6 +101,12 @@ pub enum ApprovalError {
     NotFound(i64),
     #[error("approval {0} expired at {1}; it can no longer be approved")]
     Expired(i64, DateTime<Utc>),
+    /// The approval is pending but its run no longer waits for it (its state was changed
+    /// outside runbookd): deciding would move nothing, so nothing is decided.
+    #[error(
+        "approval {approval} cannot be decided: run {run} is not waiting for approval (its state was changed outside runbookd)"
+    )]
+    RunNotWaiting { approval: i64, run: i64 },
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -250,8 +256,9 @@ impl Store {
 
 /// Decides a pending approval, once, on `conn` (inside the caller's transaction): the one place
 /// a decision is made. The run moves on and the decision is audited with it; a decided
-/// approval reports its first decision; an expired one is [`ApprovalError::Expired`]. The
-/// caller commits, so an error anywhere leaves nothing behind.
+/// approval reports its first decision; an expired one is [`ApprovalError::Expired`], and one
+/// whose run is not waiting is [`ApprovalError::RunNotWaiting`]. The caller commits, so an
+/// error anywhere leaves nothing behind.
 pub(super) async fn decide(
     conn: &mut SqliteConnection,
     id: i64,
@@ -299,7 +306,12 @@ pub(super) async fn decide(
         Decision::Reject => AfterDecision::Escalate,
     };
     let outcome = json!({"reason": format!("approval {id} rejected by {by}"), "comment": comment});
-    runs::after_decision(conn, run_id, next, &outcome, now).await?;
+    if !runs::after_decision(conn, run_id, next, &outcome, now).await? {
+        return Err(ApprovalError::RunNotWaiting {
+            approval: id,
+            run: run_id,
+        });
+    }
     audit::append(
         conn,
         now,
