@@ -286,3 +286,26 @@ async fn cancelling_stops_the_worker_at_its_next_write_and_frees_the_target() {
         "the source resolved the alert"
     );
 }
+
+/// `runs(ids)` loads a page's runs in one query: each that exists, keyed by id.
+#[tokio::test]
+async fn runs_by_id_returns_those_that_exist() {
+    let (store, _dir) = store().await;
+    let mut ids = Vec::new();
+    for target in ["pbs", "pve-1", "pve-2"] {
+        let Created::New(id) = store.create_run(new_run(target), t(0)).await.unwrap() else {
+            panic!("a new run for {target}")
+        };
+        ids.push(id);
+    }
+    assert!(store.runs(&[]).await.unwrap().is_empty());
+    let found = store
+        .runs(&[ids[2], ids[0], ids[2], 999_999])
+        .await
+        .unwrap();
+    let mut keys: Vec<i64> = found.keys().copied().collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [ids[0], ids[2]]);
+    assert_eq!(found[&ids[0]].target, "pbs");
+    assert_eq!(found[&ids[2]].target, "pve-2");
+}

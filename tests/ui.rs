@@ -413,6 +413,12 @@ async fn an_approver_decides_once_with_a_comment_and_the_page_shows_it() {
         "{home}"
     );
     assert!(!home.contains("Pause all runs"), "only admins pause");
+    assert!(
+        home.contains(&format!(
+            r#"<a href="/incidents/{incident}">incident #{incident}</a>"#
+        )),
+        "the pending approval names its run's incident: {home}"
+    );
     let csrf = csrf_in(&home);
 
     let response = approver

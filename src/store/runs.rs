@@ -542,6 +542,28 @@ impl Store {
             .collect())
     }
 
+    /// The runs among `run_ids` that exist, keyed by id: one query for a page's worth.
+    pub async fn runs(
+        &self,
+        run_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Run>, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let placeholders = vec!["?"; run_ids.len()].join(", ");
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({placeholders})");
+        let mut query = sqlx::query_as::<_, Run>(&sql);
+        for id in run_ids {
+            query = query.bind(id);
+        }
+        Ok(query
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(|run| (run.id, run))
+            .collect())
+    }
+
     /// The incident's most recent run, if any.
     pub async fn latest_run_for_incident(
         &self,

@@ -100,14 +100,20 @@ pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError
     let now = state.clock.now();
     let store = &state.store;
     let paused = store.switch(Switch::Paused).await?;
-    let mut pending = Vec::new();
-    for approval in store
+    let approvals = store
         .approvals(Some(ApprovalStatus::Pending), PENDING_APPROVALS)
-        .await?
-    {
-        let run = store.run(approval.run_id).await?;
-        pending.push((approval, run));
-    }
+        .await?;
+    let mut run_ids: Vec<i64> = approvals.iter().map(|a| a.run_id).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    let runs = store.runs(&run_ids).await?;
+    let pending: Vec<_> = approvals
+        .into_iter()
+        .map(|approval| {
+            let run = runs.get(&approval.run_id);
+            (approval, run)
+        })
+        .collect();
     let open = incidents_with_runs(state, IncidentStatus::Open, LIST_INCIDENTS).await?;
     let resolved = incidents_with_runs(state, IncidentStatus::Resolved, RESOLVED_INCIDENTS).await?;
     Ok(layout(
@@ -138,7 +144,7 @@ pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError
                 p.empty { "Nothing waits for a decision." }
             }
             @for (approval, run) in &pending {
-                (approval_card(approval, run.as_ref(), viewer, now, false))
+                (approval_card(approval, *run, viewer, now, false))
             }
             h1 { "Open incidents" }
             (incident_list(&open, "No open incidents."))
