@@ -785,3 +785,41 @@ async fn signing_in_returns_to_the_page_that_asked_for_it_and_only_to_a_local_on
         assert!(!form.contains(r#"name="next""#), "{hostile:?}: {form}");
     }
 }
+
+/// An incident's timeline is its own and its runs' events, newest 1000 of them, oldest first;
+/// the page says when older ones are left out.
+#[tokio::test]
+async fn a_long_timeline_shows_its_latest_events_and_says_so() {
+    let app = TestApp::spawn().await;
+    let (_store, incident, _) = waiting_approval(&app).await;
+    let admin = Visitor::signed_in(&app, ADMIN_TOKEN).await;
+    let timeline_items = |html: &str| {
+        let list = html.split(r#"<ol class="timeline">"#).nth(1).unwrap();
+        list.split("</ol>").next().unwrap().matches("<li>").count()
+    };
+    let page = admin.page(&format!("/incidents/{incident}")).await;
+    let short = timeline_items(&page);
+    assert!(short > 1 && page.contains("incident.opened"), "{page}");
+    assert!(!page.contains("(latest "), "{page}");
+
+    // 1,200 events from the run, written in one go as an operator's sqlite3 could.
+    {
+        use sqlx::Connection;
+        let mut db = app.db().await;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+             INSERT INTO audit_events (at, actor, action, incident_id, run_id, detail)
+             SELECT e.at, 'engine', 'step.finished', NULL, e.run_id, json_object('n', n.i)
+             FROM n, (SELECT at, run_id FROM audit_events WHERE run_id IS NOT NULL LIMIT 1) AS e",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        db.close().await.unwrap();
+    }
+    let page = admin.page(&format!("/incidents/{incident}")).await;
+    assert_eq!(timeline_items(&page), 1000, "the cap, once");
+    assert!(page.contains("(latest 1000 events)"), "{page}");
+    assert!(page.contains("{&quot;n&quot;:1200}"), "the newest is shown");
+    assert!(!page.contains("incident.opened"), "the oldest is left out");
+}

@@ -208,16 +208,14 @@ pub async fn incident(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
     let incident = store.incident(id).await?.ok_or_else(|| {
         PageError::new(StatusCode::NOT_FOUND, format!("There is no incident {id}."))
     })?;
-    let mut timeline = store.incident_timeline(id, TIMELINE_EVENTS).await?;
+    // The incident's events and its runs', in order.
+    let timeline = store.incident_timeline(id, TIMELINE_EVENTS).await?;
     let mut runs = Vec::new();
     for run in store.runs_for_incident(id).await? {
         let steps = store.step_attempts(run.id).await?;
         let approvals = store.approvals_for_run(run.id).await?;
-        timeline.extend(store.run_timeline(run.id, TIMELINE_EVENTS).await?);
         runs.push((run, steps, approvals));
     }
-    timeline.sort_by_key(|e| e.id);
-    timeline.dedup_by_key(|e| e.id);
     Ok(layout(
         &format!("Incident {id}"),
         Some(viewer),
@@ -242,7 +240,12 @@ pub async fn incident(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
             @for (run, steps, approvals) in &runs {
                 (run_section(run, steps, approvals, viewer, now))
             }
-            h2 { "Timeline" }
+            h2 {
+                "Timeline"
+                @if timeline.len() >= TIMELINE_EVENTS as usize {
+                    span.meta { " (latest " (TIMELINE_EVENTS) " events)" }
+                }
+            }
             (timeline_list(&timeline))
         },
     ))
