@@ -181,9 +181,45 @@ async fn status_of(store: &Store, approval: i64) -> ApprovalStatus {
     store.approval(approval).await.unwrap().unwrap().status
 }
 
+/// No script, no framing, no sniffing, no caching: what every UI answer must carry.
+fn assert_strict_headers(response: &reqwest::Response, what: &str) {
+    let headers = response.headers();
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP"))
+        .to_str()
+        .unwrap();
+    for directive in [
+        "default-src 'none'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{what}: {csp}");
+    }
+    assert!(
+        !csp.contains("script-src"),
+        "{what}: no script is allowed: {csp}"
+    );
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(
+            headers.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{what}: {name}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pages_need_a_session_and_every_response_carries_strict_headers() {
     let app = TestApp::spawn().await;
+    let (_store, incident, approval) = waiting_approval(&app).await;
     let anonymous = Visitor::new(&app);
     for (path, login) in [
         ("/", "/login"),
@@ -193,29 +229,18 @@ async fn pages_need_a_session_and_every_response_carries_strict_headers() {
         let response = anonymous.get(path).await;
         assert_eq!(response.status(), 303, "GET {path}");
         assert_eq!(location(&response), login);
+        assert_strict_headers(&response, &format!("the redirect from {path}"));
     }
     let response = anonymous.post("/pause", &[("csrf", "00")]).await;
     assert_eq!(response.status(), 401);
+    assert_strict_headers(&response, "401");
     assert!(response.text().await.unwrap().contains("not signed in"));
 
     let response = anonymous.get("/login").await;
     assert_eq!(response.status(), 200);
-    let headers = response.headers();
-    let csp = headers["content-security-policy"].to_str().unwrap();
-    for directive in [
-        "default-src 'none'",
-        "style-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-    ] {
-        assert!(csp.contains(directive), "{csp}");
-    }
-    assert!(!csp.contains("script-src"), "no script is allowed: {csp}");
-    assert_eq!(headers["x-content-type-options"], "nosniff");
-    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert_strict_headers(&response, "GET /login");
     assert!(
-        headers["content-type"]
+        response.headers()["content-type"]
             .to_str()
             .unwrap()
             .starts_with("text/html")
@@ -223,6 +248,44 @@ async fn pages_need_a_session_and_every_response_carries_strict_headers() {
     let html = response.text().await.unwrap();
     assert!(html.contains(r#"name="viewport""#), "{html}");
     assert!(!html.contains("<script"), "{html}");
+    let refused = Visitor::new(&app).login("not-a-token").await;
+    assert_eq!(refused.status(), 401);
+    assert_strict_headers(&refused, "a refused login");
+
+    let mut agent = Visitor::new(&app);
+    let signed_in = agent.login(AGENT_TOKEN).await;
+    assert_eq!(signed_in.status(), 303);
+    assert_strict_headers(&signed_in, "a login's redirect");
+    for path in [
+        "/".to_owned(),
+        format!("/incidents/{incident}"),
+        format!("/approvals/{approval}"),
+    ] {
+        let response = agent.get(&path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        assert_strict_headers(&response, &format!("GET {path}"));
+    }
+    let missing = agent.get("/incidents/999999").await;
+    assert_eq!(missing.status(), 404);
+    assert_strict_headers(&missing, "404");
+    let bad_path = agent.get("/approvals/abc").await;
+    assert_eq!(bad_path.status(), 400);
+    assert_strict_headers(&bad_path, "400");
+    let csrf = agent.csrf().await;
+    let forbidden = agent
+        .post(
+            &format!("/approvals/{approval}/approve"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(forbidden.status(), 403);
+    assert_strict_headers(&forbidden, "403 by role");
+    let bad_csrf = agent.post("/logout", &[("csrf", "00")]).await;
+    assert_eq!(bad_csrf.status(), 403);
+    assert_strict_headers(&bad_csrf, "403 by CSRF");
+    let posted = agent.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(posted.status(), 303);
+    assert_strict_headers(&posted, "a form POST's answer");
 
     let css = anonymous.get("/static/style.css").await;
     assert_eq!(css.status(), 200);
@@ -232,6 +295,7 @@ async fn pages_need_a_session_and_every_response_carries_strict_headers() {
             .unwrap()
             .starts_with("text/css")
     );
+    assert_eq!(css.headers()["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]
