@@ -1296,6 +1296,48 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
     app.stop().await;
 }
 
+/// Only refusals are charged to an address: once garbage from one address (or one proxy,
+/// for every phone behind it) has used up the quota, a genuine link from there still works;
+/// refusing it again is charged.
+#[tokio::test]
+async fn a_genuine_link_works_after_garbage_used_up_the_limit() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("link_requests_per_minute = 3", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let garbage = app.url("/links/AAAAnot-a-real-link");
+    for _ in 0..3 {
+        assert_eq!(post_link(&app, &garbage).await.0, 403);
+    }
+    assert_eq!(
+        post_link(&app, &garbage).await.0,
+        429,
+        "the quota is used up"
+    );
+
+    let page = app.client.get(&approve).send().await.unwrap();
+    assert_eq!(
+        page.status(),
+        200,
+        "the genuine link's page is not throttled"
+    );
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["approval"]["decided_by"], "link:phone");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+
+    let (status, _) = post_link(&app, &approve).await;
+    assert_eq!(status, 429, "a replay is a refusal, and charged");
+    assert_eq!(audit(&app, "link.refused").await.len(), 3);
+    app.stop().await;
+}
+
 /// The confirmation page escapes what the run asked for (a hostile command) and carries the
 /// web page's security headers, with no Referer for the credential in its URL.
 #[tokio::test]

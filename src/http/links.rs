@@ -11,16 +11,19 @@
 //!
 //! Every refusal, GET or POST, is audited (`link.refused`) with the reason, the approval when
 //! the signature held, and the requester's address; never the token. So that garbage links
-//! cannot flood the audit trail, each address gets `notify.link_requests_per_minute` requests
-//! ([`LinkLimiter`]); past that the answer is 429 with `Retry-After`, counted in the metric
-//! `runbookd_link_requests_limited_total` and not audited. A link whose approval was
+//! cannot flood the audit trail, refusals are charged to the requester's address (an IPv6
+//! one by its /64), `notify.link_requests_per_minute` of them ([`LinkLimiter`]); past that
+//! the answer is 429 with `Retry-After`, counted in the metric
+//! `runbookd_link_requests_limited_total` and not audited. Only refusals are charged, after
+//! the signature (an HMAC, no I/O) is checked: a genuine, unused, unexpired link is never
+//! throttled, however much garbage arrives from the same address or proxy. A link whose approval was
 //! decided by someone else reports that first decision (`decided_now: false`), as the REST
 //! route does. The answer is JSON when the request accepts `application/json`, else HTML.
 //!
 //! The link is marked used and the decision made in one transaction on the single writer: of
 //! two simultaneous uses exactly one decides, and a failed decision leaves the link unspent.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 
 use axum::Json;
@@ -47,8 +50,8 @@ type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 /// Addresses tracked before the limiter forgets those that are back to a full quota.
 const TRACKED_ADDRESSES: usize = 10_000;
 
-/// Bounds `/links` requests per client address (a burst of the per-minute quota, then a
-/// steady refill), so an address sending garbage links cannot fill the audit trail.
+/// Bounds refused `/links` requests per client address (a burst of the per-minute quota,
+/// then a steady refill), so an address sending garbage links cannot fill the audit trail.
 pub struct LinkLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -60,14 +63,14 @@ impl LinkLimiter {
         }
     }
 
-    /// Takes one request from `peer`'s quota, or says how many seconds to wait.
+    /// Takes one refusal from `peer`'s quota, or says how many seconds to wait.
     fn check(&self, peer: Peer) -> Result<(), u64> {
         if self.limiter.len() > TRACKED_ADDRESSES {
             self.limiter.retain_recent();
         }
         let address = peer.map_or(
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            |Extension(ConnectInfo(a))| a.ip(),
+            |Extension(ConnectInfo(a))| bucket(a.ip()),
         );
         self.limiter.check_key(&address).map_err(|not_until| {
             not_until
@@ -78,10 +81,14 @@ impl LinkLimiter {
     }
 }
 
-/// The 429 for an address over its quota: counted, not audited.
-fn throttled(seconds: u64, json: bool) -> Response {
-    metrics::counter!("runbookd_link_requests_limited_total").increment(1);
-    answer_error(AppError::TooManyRequests(seconds), json)
+/// The quota an address is charged to: an IPv4 address (also when IPv4-mapped), or an IPv6
+/// address's /64, as one host is usually given a whole /64 and could otherwise take a fresh
+/// quota for every request.
+fn bucket(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
+    }
 }
 
 #[utoipa::path(get, path = "/links/{token}", tag = "notifications",
@@ -90,7 +97,7 @@ fn throttled(seconds: u64, json: bool) -> Response {
         (status = 200, content_type = "text/html", description = "The run, step, exact command and risk, with a button that POSTs the link; changes nothing"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
-        (status = 429, description = "Too many requests from this address; not audited"),
+        (status = 429, description = "Too many refused requests from this address; not audited"),
     ),
     description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
 pub async fn show(
@@ -100,9 +107,6 @@ pub async fn show(
     peer: Peer,
 ) -> Response {
     let json = wants_json(&headers);
-    if let Err(seconds) = state.link_limiter.check(peer) {
-        return throttled(seconds, json);
-    }
     let claims = match check(&state, &token, Method::GET, peer).await {
         Ok(claims) => claims,
         Err(error) => return answer_error(error, json),
@@ -140,7 +144,7 @@ pub async fn show(
         (status = 200, description = "Decided as `link:<sink>`, or the first decision when it was decided before; JSON when the request accepts application/json, else a page"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
-        (status = 429, description = "Too many requests from this address; not audited"),
+        (status = 429, description = "Too many refused requests from this address; not audited"),
     ),
     description = "Open: the signed, single-use, expiring link is the credential. Every refusal is audited as `link.refused`.")]
 pub async fn decide(
@@ -150,9 +154,6 @@ pub async fn decide(
     peer: Peer,
 ) -> Response {
     let json = wants_json(&headers);
-    if let Err(seconds) = state.link_limiter.check(peer) {
-        return throttled(seconds, json);
-    }
     match use_link(&state, &token, peer).await {
         Ok((decided_now, approval)) if json => {
             private(Json(json!({"decided_now": decided_now, "approval": approval})).into_response())
@@ -239,8 +240,9 @@ async fn check(
     Ok(claims)
 }
 
-/// Audits a refusal and returns its error. The audit holds the approval only when the
-/// signature proved the claims genuine, and never the token.
+/// Audits a refusal and returns its error, or a 429 (not audited) when `peer` is past its
+/// quota of refusals. The audit holds the approval only when the signature proved the claims
+/// genuine, and never the token.
 async fn refuse(
     state: &AppState,
     refusal: Refusal,
@@ -248,6 +250,10 @@ async fn refuse(
     method: Method,
     peer: Peer,
 ) -> AppError {
+    if let Err(seconds) = state.link_limiter.check(peer) {
+        metrics::counter!("runbookd_link_requests_limited_total").increment(1);
+        return AppError::TooManyRequests(seconds);
+    }
     let remote = peer.map(|Extension(ConnectInfo(address))| address.ip().to_string());
     let run_id = match claims {
         Some(claims) => state
@@ -393,4 +399,27 @@ fn private(mut response: Response) -> Response {
     );
     headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_charged_by_their_64_and_ipv4_ones_alone() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            bucket(ip("2001:db8:1:2:aaaa::1")),
+            bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+        );
+        assert_eq!(bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
+        assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(bucket(ip("192.0.2.7")), bucket(ip("192.0.2.8")));
+        assert_eq!(
+            bucket(ip("::ffff:192.0.2.7")),
+            ip("192.0.2.7"),
+            "IPv4-mapped"
+        );
+    }
 }

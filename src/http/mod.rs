@@ -67,7 +67,7 @@ pub struct AppState {
     pub diagnosis_turn: Arc<tokio::sync::Mutex<()>>,
     /// Checks one-tap links from notifications.
     pub links: Arc<LinkSigner>,
-    /// Bounds `/links/...` requests per client address.
+    /// Bounds refused `/links/...` requests per client address.
     pub link_limiter: Arc<LinkLimiter>,
 }
 
