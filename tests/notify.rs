@@ -17,8 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestApp, eventually};
 use runbookd::clock::Clock as _;
+use runbookd::notify::links::LinkSigner;
 use runbookd::store::Store;
-use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
+use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, Decision, OnTimeout};
 use runbookd::store::runs::{Created, Ending, Lease, NewRun};
 use runbookd::store::safety::{Blocked, Limits};
 use serde_json::{Value, json};
@@ -1294,6 +1295,90 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(limited.ends_with(" 2"), "{limited}");
     app.stop().await;
+}
+
+/// A link is honoured only while its sink carries links: turning a sink's links off revokes
+/// the links it sent, and a link signed for a name that is no such sink is refused too; each
+/// refusal is a 403 audited as `unknown_sink`, and the approval stays pending.
+#[tokio::test]
+async fn links_from_a_sink_that_no_longer_carries_links_are_refused() {
+    let receiver = Receiver::start(0).await;
+    let sinks = format!(
+        "{}
+[[sinks]]
+name = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        ntfy_sink(&receiver),
+        receiver.url("/hook")
+    );
+    let (app, secrets) = app_with("", &sinks).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = token_of(message.body["actions"][0]["url"].as_str().unwrap()).to_owned();
+
+    // Signed with the real key, for a removed sink and for a sink without links.
+    let signer = LinkSigner::new(&link_key(&app).await);
+    let expires = app.clock.now() + chrono::Duration::minutes(5);
+    for sink in ["retired", "hook"] {
+        let token = signer
+            .sign(approval_id, Decision::Approve, expires, sink)
+            .unwrap();
+        let (status, answer) = post_link(&app, &app.url(&format!("/links/{token}"))).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{sink}"
+        );
+    }
+    let db_path = app.db_path.clone();
+    let dir = app.stop().await;
+
+    // The same database, with the phone's links turned off.
+    let text = format!(
+        "poll_interval_ms = 20\n{}links = false\n",
+        ntfy_sink(&receiver).replace(
+            "TOKEN_FILE",
+            &secrets.path().join("ntfy.token").display().to_string()
+        )
+    );
+    let notify = toml::from_str(&text).unwrap();
+    let app = TestApp::spawn_with(|config| {
+        config.notify = notify;
+        config.database.path = db_path;
+    })
+    .await;
+    let sent = app.url(&format!("/links/{approve}"));
+    let (status, answer) = post_link(&app, &sent).await;
+    assert_eq!(status, 403, "{answer:#}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{answer:#}"
+    );
+    let page = app.client.get(&sent).send().await.unwrap();
+    assert_eq!(page.status(), 403, "the page refuses it too");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Pending);
+
+    let refused = audit(&app, "link.refused").await;
+    let seen: Vec<(&str, &Value, &Value)> = refused
+        .iter()
+        .map(|(actor, d)| (actor.as_str(), &d["reason"], &d["sink"]))
+        .collect();
+    let unknown = json!("unknown_sink");
+    assert_eq!(
+        seen,
+        [
+            ("link:retired", &unknown, &json!("retired")),
+            ("link:hook", &unknown, &json!("hook")),
+            ("link:phone", &unknown, &json!("phone")),
+            ("link:phone", &unknown, &json!("phone")),
+        ]
+    );
+    assert_eq!(app.count("used_links").await, 0);
+    app.stop().await;
+    drop(dir);
 }
 
 /// Only refusals are charged to an address: once garbage from one address (or one proxy,

@@ -6,6 +6,7 @@
 //! | refusal | status | code |
 //! |---|---|---|
 //! | not signed by this runbookd (tampered, truncated, decision swapped) | 403 | `forbidden` |
+//! | from a sink that no longer carries links (removed, or `links = false`) | 403 | `forbidden` |
 //! | past its expiry | 410 | `gone` |
 //! | used before (a replay) | 410 | `gone` |
 //!
@@ -193,6 +194,8 @@ async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Ap
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
     BadSignature,
+    /// Signed for a sink that no longer carries links: revoked with the sink.
+    UnknownSink,
     Expired,
     Used,
 }
@@ -201,6 +204,7 @@ impl Refusal {
     fn as_str(self) -> &'static str {
         match self {
             Self::BadSignature => "bad_signature",
+            Self::UnknownSink => "unknown_sink",
             Self::Expired => "expired",
             Self::Used => "used",
         }
@@ -211,6 +215,9 @@ impl Refusal {
             Self::BadSignature => AppError::Forbidden(
                 "this link is not valid: it was changed or cut short; use the link exactly as it was sent".into(),
             ),
+            Self::UnknownSink => AppError::Forbidden(
+                "this link was revoked: the notification that carried it no longer sends links; decide in runbookd itself (web page, CLI or API)".into(),
+            ),
             Self::Expired => AppError::Gone(
                 "this link has expired; decide in runbookd itself (web page, CLI or API)".into(),
             ),
@@ -219,7 +226,7 @@ impl Refusal {
     }
 }
 
-/// The link's claims if it is signed, unexpired and (for GET, as far as can be seen) unused.
+/// The link's claims if it is signed, from a sink that carries links, unexpired and (for GET, as far as can be seen) unused.
 /// Refusals are audited.
 async fn check(
     state: &AppState,
@@ -231,6 +238,9 @@ async fn check(
         Ok(claims) => claims,
         Err(_) => return Err(refuse(state, Refusal::BadSignature, None, method, peer).await),
     };
+    if !state.link_sinks.contains(&claims.sink) {
+        return Err(refuse(state, Refusal::UnknownSink, Some(&claims), method, peer).await);
+    }
     if claims.expires_at <= state.clock.now() {
         return Err(refuse(state, Refusal::Expired, Some(&claims), method, peer).await);
     }

@@ -28,6 +28,7 @@ mod runs;
 pub mod tools;
 mod ui;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub struct AppState {
     pub links: Arc<LinkSigner>,
     /// Bounds refused `/links/...` requests per client address.
     pub link_limiter: Arc<LinkLimiter>,
+    /// The sinks whose links are honoured: those that carry links in the current config, so
+    /// removing a sink or turning its links off revokes the links it sent.
+    pub link_sinks: Arc<BTreeSet<String>>,
 }
 
 /// How the router guards and bounds requests.
