@@ -561,7 +561,7 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
             .text()
             .await
             .unwrap()
-            .contains("Approved by link:chat")
+            .contains("approved by link:chat")
     );
 
     // A rejection by REST escalates its run: that is sent to the webhook only.

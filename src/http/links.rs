@@ -31,15 +31,15 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 use serde_json::json;
 
 use super::AppState;
 use super::error::AppError;
 use super::extract::ApiPath;
+use super::ui::pages::{approval_status_str, at, layout};
 use super::ui::set_security_headers;
 use crate::notify::links::LinkClaims;
 use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
@@ -161,7 +161,7 @@ pub async fn decide(
         }
         Ok((decided_now, approval)) => {
             let title = if decided_now {
-                format!("{}: {}", status_word(approval.status), approval.step)
+                format!("Decided: {}", approval.step)
             } else {
                 format!("Already decided: {}", approval.step)
             };
@@ -346,7 +346,7 @@ fn describe(approval: &Approval) -> Markup {
             dt { "Command" } dd { pre { (approval.command) } }
             dt { "Risk" } dd { (approval.risk) }
             dt { "Approval expires" } dd { (at(approval.expires_at)) }
-            dt { "Status" } dd { (status_word(approval.status)) }
+            dt { "Status" } dd { (approval_status_str(approval.status)) }
         }
     }
 }
@@ -354,14 +354,10 @@ fn describe(approval: &Approval) -> Markup {
 fn decided_text(approval: &Approval) -> Markup {
     html! {
         p {
-            (status_word(approval.status)) " by "
+            (approval_status_str(approval.status)) " by "
             (approval.decided_by.as_deref().unwrap_or("nobody")) "."
         }
     }
-}
-
-fn at(time: DateTime<Utc>) -> String {
-    time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 fn verb(decision: Decision) -> &'static str {
@@ -371,30 +367,10 @@ fn verb(decision: Decision) -> &'static str {
     }
 }
 
-fn status_word(status: ApprovalStatus) -> &'static str {
-    match status {
-        ApprovalStatus::Pending => "Pending",
-        ApprovalStatus::Approved => "Approved",
-        ApprovalStatus::Rejected => "Rejected",
-        ApprovalStatus::Expired => "Expired",
-        ApprovalStatus::Cancelled => "Cancelled",
-    }
-}
-
-/// A small page, rendered by maud (which escapes every value): no script, readable on a phone.
+/// A page in the web page's layout (maud escapes every value): no script, readable on a
+/// phone.
 fn page(status: StatusCode, title: &str, body: Markup) -> Response {
-    let html = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · runbookd" }
-                link rel="stylesheet" href="/static/style.css";
-            }
-            body { main { h1 { (title) } (body) } }
-        }
-    };
+    let html = layout(title, None, html! { h1 { (title) } (body) });
     private((status, html).into_response())
 }
 
