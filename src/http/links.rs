@@ -318,6 +318,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("application/json"))
 }
 
+/// The error as JSON, or as a page with the same status (and `Retry-After` on a 429).
 fn answer_error(error: AppError, json: bool) -> Response {
     if json {
         return private(error.into_response());
@@ -331,11 +332,17 @@ fn answer_error(error: AppError, json: bool) -> Response {
             html! { p { "The cause is in runbookd's log." } },
         );
     }
-    page(
+    let mut response = page(
         status,
         "This link cannot be used",
         html! { p { (error.to_string()) } },
-    )
+    );
+    if let AppError::TooManyRequests(seconds) = error {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 fn describe(approval: &Approval) -> Markup {
