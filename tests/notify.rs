@@ -1311,6 +1311,57 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
     app.stop().await;
 }
 
+/// A browser's POST that decides is answered 303 to the link's own page, which shows the
+/// decision: a reload shows it again instead of re-POSTing, and no refusal is audited for it.
+/// A replay (a POST) is still refused and audited.
+#[tokio::test]
+async fn a_browser_post_is_redirected_to_the_page_showing_the_decision() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let answer = browser.post(&approve).send().await.unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["referrer-policy"], "no-referrer");
+    let location = answer.headers()["location"].to_str().unwrap();
+    let target = reqwest::Url::parse(&approve)
+        .unwrap()
+        .join(location)
+        .unwrap();
+    assert_eq!(target.as_str(), approve, "back to the link itself");
+    for _ in 0..2 {
+        let page = browser.get(target.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(html.contains("approved by link:phone"), "{html}");
+        assert!(!html.contains("<form method=\"post\">"), "{html}");
+    }
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+    assert_eq!(audit(&app, "approval.decided").await.len(), 1);
+    assert_eq!(
+        audit(&app, "link.refused").await.len(),
+        0,
+        "viewing is no refusal"
+    );
+
+    let replay = browser.post(&approve).send().await.unwrap();
+    assert_eq!(replay.status(), 410);
+    let refused = audit(&app, "link.refused").await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].1["reason"], "used");
+    app.stop().await;
+}
+
 /// A link is honoured only while its sink carries links: turning a sink's links off revokes
 /// the links it sent, and a link signed for a name that is no such sink is refused too; each
 /// refusal is a 403 audited as `unknown_sink`, and the approval stays pending.

@@ -21,6 +21,11 @@
 //! decided by someone else reports that first decision (`decided_now: false`), as the REST
 //! route does. The answer is JSON when the request accepts `application/json`, else HTML.
 //!
+//! A browser's POST that decides is answered 303 See Other to the link's own `GET`, which
+//! then shows the decision (the approval decided by this link's sink, as this link says), not
+//! a refusal: a reload shows the page again instead of re-POSTing a spent link, and viewing
+//! the outcome is not audited.
+//!
 //! The link is marked used and the decision made in one transaction on the single writer: of
 //! two simultaneous uses exactly one decides, and a failed decision leaves the link unspent.
 
@@ -30,7 +35,7 @@ use std::num::NonZeroU32;
 use axum::Json;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use maud::{Markup, html};
@@ -116,6 +121,15 @@ pub async fn show(
         Ok(approval) => approval,
         Err(error) => return answer_error(error, json),
     };
+    match state.store.link_used(&claims.nonce).await {
+        Ok(false) => {}
+        Ok(true) if decided_by(&approval, &claims) => {}
+        Ok(true) => {
+            let refused = refuse(&state, Refusal::Used, Some(&claims), Method::GET, peer).await;
+            return answer_error(refused, json);
+        }
+        Err(error) => return answer_error(error.into(), json),
+    }
     if json {
         return private(
             Json(json!({"decision": claims.decision, "expires_at": claims.expires_at, "approval": approval}))
@@ -132,17 +146,30 @@ pub async fn show(
             (decided_text(&approval))
         }
     };
-    page(
-        StatusCode::OK,
-        &format!("{verb} step {}?", approval.step),
-        body,
-    )
+    let title = if approval.status == ApprovalStatus::Pending {
+        format!("{verb} step {}?", approval.step)
+    } else {
+        format!("Decided: {}", approval.step)
+    };
+    page(StatusCode::OK, &title, body)
+}
+
+/// Whether `approval` was decided the way this used link says, by its sink: then the link's
+/// page shows that decision instead of refusing the spent link.
+fn decided_by(approval: &Approval, claims: &LinkClaims) -> bool {
+    let status = match claims.decision {
+        Decision::Approve => ApprovalStatus::Approved,
+        Decision::Reject => ApprovalStatus::Rejected,
+    };
+    approval.status == status
+        && approval.decided_by.as_deref() == Some(format!("link:{}", claims.sink).as_str())
 }
 
 #[utoipa::path(post, path = "/links/{token}", tag = "notifications",
     params(("token" = String, Path, description = "The signed link from a notification")),
     responses(
-        (status = 200, description = "Decided as `link:<sink>`, or the first decision when it was decided before; JSON when the request accepts application/json, else a page"),
+        (status = 200, description = "Decided as `link:<sink>` (JSON), or the first decision when it was decided before (JSON or a page)"),
+        (status = 303, description = "Decided as `link:<sink>`, for a browser: see the link's GET, which shows the decision"),
         (status = 403, description = "The link was altered"),
         (status = 410, description = "The link expired or was used"),
         (status = 429, description = "Too many refused requests from this address; not audited"),
@@ -159,14 +186,16 @@ pub async fn decide(
         Ok((decided_now, approval)) if json => {
             private(Json(json!({"decided_now": decided_now, "approval": approval})).into_response())
         }
-        Ok((decided_now, approval)) => {
-            let title = if decided_now {
-                format!("Decided: {}", approval.step)
-            } else {
-                format!("Already decided: {}", approval.step)
-            };
+        // Relative to this URL (`/links/{token}` under any prefix of the public URL): the
+        // same link, to GET.
+        Ok((true, _)) => private(Redirect::to(&token).into_response()),
+        Ok((false, approval)) => {
             let body = html! { (describe(&approval)) (decided_text(&approval)) };
-            page(StatusCode::OK, &title, body)
+            page(
+                StatusCode::OK,
+                &format!("Already decided: {}", approval.step),
+                body,
+            )
         }
         Err(error) => answer_error(error, json),
     }
@@ -226,8 +255,8 @@ impl Refusal {
     }
 }
 
-/// The link's claims if it is signed, from a sink that carries links, unexpired and (for GET, as far as can be seen) unused.
-/// Refusals are audited.
+/// The link's claims if it is signed, from a sink that carries links, and unexpired; whether
+/// it was used is for the caller to see. Refusals are audited.
 async fn check(
     state: &AppState,
     token: &str,
@@ -243,9 +272,6 @@ async fn check(
     }
     if claims.expires_at <= state.clock.now() {
         return Err(refuse(state, Refusal::Expired, Some(&claims), method, peer).await);
-    }
-    if method == Method::GET && state.store.link_used(&claims.nonce).await? {
-        return Err(refuse(state, Refusal::Used, Some(&claims), method, peer).await);
     }
     Ok(claims)
 }
