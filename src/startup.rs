@@ -56,6 +56,14 @@ impl Application {
         let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
         let public_url = public_url(&notify, listener.local_addr()?)?;
         let link_limiter = Arc::new(LinkLimiter::per_minute(notify.link_requests_per_minute));
+        let link_sinks = Arc::new(
+            notify
+                .sinks
+                .iter()
+                .filter(|sink| sink.links)
+                .map(|sink| sink.name.clone())
+                .collect(),
+        );
         let notifier = if notify.sinks.is_empty() {
             // Off now: when sinks come back, they start from then, not from here.
             store.drop_notify_cursor().await?;
@@ -82,6 +90,7 @@ impl Application {
             diagnosis_turn: Default::default(),
             links,
             link_limiter,
+            link_sinks,
         };
         let policy = HttpPolicy {
             tokens: Arc::new(tokens),

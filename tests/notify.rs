@@ -17,8 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestApp, eventually};
 use runbookd::clock::Clock as _;
+use runbookd::notify::links::LinkSigner;
 use runbookd::store::Store;
-use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
+use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, Decision, OnTimeout};
 use runbookd::store::runs::{Created, Ending, Lease, NewRun};
 use runbookd::store::safety::{Blocked, Limits};
 use serde_json::{Value, json};
@@ -113,10 +114,14 @@ impl Receiver {
     }
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it: port 1, privileged, so no test can take it
+/// (a freed ephemeral port could be). Checked, so the test fails clearly if it is open here.
 async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let closed: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    match tokio::net::TcpStream::connect(closed).await {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => closed,
+        other => panic!("this test needs {closed} to refuse connections; got {other:?}"),
+    }
 }
 
 /// The app with `sinks` (TOML `[[sinks]]` tables) and fast, small retry settings.
@@ -471,10 +476,32 @@ async fn two_simultaneous_uses_of_one_link_decide_once() {
         .unwrap()
         .to_owned();
 
-    let (a, b) = tokio::join!(post_link(&app, &reject), post_link(&app, &reject));
-    let mut statuses = [a.0, b.0];
+    // All released at once, so the uses really overlap.
+    const USES: usize = 20;
+    let start = Arc::new(tokio::sync::Barrier::new(USES));
+    let uses: Vec<_> = (0..USES)
+        .map(|_| {
+            let (client, url, start) = (app.client.clone(), reject.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let response = client
+                    .post(&url)
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for used in uses {
+        statuses.push(used.await.unwrap());
+    }
     statuses.sort();
-    assert_eq!(statuses, [200, 410], "{a:?} {b:?}");
+    let mut expected = vec![410; USES];
+    expected[0] = 200;
+    assert_eq!(statuses, expected, "exactly one decides");
     let approval = app.store.approval(approval_id).await.unwrap().unwrap();
     assert_eq!(approval.status, ApprovalStatus::Rejected);
     assert_eq!(audit(&app, "approval.decided").await.len(), 1);
@@ -560,7 +587,7 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
             .text()
             .await
             .unwrap()
-            .contains("Approved by link:chat")
+            .contains("approved by link:chat")
     );
 
     // A rejection by REST escalates its run: that is sent to the webhook only.
@@ -1247,6 +1274,23 @@ async fn a_redirecting_sink_is_a_failure_that_is_not_followed_or_retried() {
     app.stop().await;
 }
 
+/// `runbookd_link_requests_limited_total` as /metrics reports it; 0 before the first 429.
+async fn limited(app: &TestApp) -> u64 {
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("runbookd_link_requests_limited_total "))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+}
+
 /// Garbage links are audited, but one address cannot flood the trail: past its quota it gets
 /// 429 (JSON or a page), counted in a metric and not audited.
 #[tokio::test]
@@ -1261,8 +1305,22 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
     assert_eq!(page.status(), 403);
     assert_eq!(audit(&app, "link.refused").await.len(), 3);
 
-    let (status, answer) = post_link(&app, &garbage).await;
-    assert_eq!(status, 429, "{answer:#}");
+    let before = limited(&app).await;
+    let response = app
+        .client
+        .post(&garbage)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after = |response: &reqwest::Response| -> u64 {
+        let header = response.headers().get("retry-after");
+        let header = header.unwrap_or_else(|| panic!("no Retry-After: {response:?}"));
+        header.to_str().unwrap().parse().unwrap()
+    };
+    assert!(retry_after(&response) >= 1);
+    let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"]["code"], "too_many_requests");
     assert!(
         answer["error"]["message"]
@@ -1273,26 +1331,192 @@ async fn link_requests_past_the_per_address_limit_get_429_and_no_audit_row() {
     );
     let page = app.client.get(&garbage).send().await.unwrap();
     assert_eq!(page.status(), 429);
+    assert!(retry_after(&page) >= 1, "the page says when to retry too");
     assert!(page.text().await.unwrap().contains("too many requests"));
     assert_eq!(
         audit(&app, "link.refused").await.len(),
         3,
         "refusals past the limit are not audited"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
+    // The counter is process-wide (other tests add to it): it grew by at least our two.
+    assert!(limited(&app).await >= before + 2);
+    app.stop().await;
+}
+
+/// A browser's POST that decides is answered 303 to the link's own page, which shows the
+/// decision: a reload shows it again instead of re-POSTing, and no refusal is audited for it.
+/// A replay (a POST) is still refused and audited.
+#[tokio::test]
+async fn a_browser_post_is_redirected_to_the_page_showing_the_decision() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
         .unwrap()
-        .text()
-        .await
+        .to_owned();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
         .unwrap();
-    let limited = metrics
-        .lines()
-        .find(|l| l.starts_with("runbookd_link_requests_limited_total"))
-        .unwrap_or_else(|| panic!("{metrics}"));
-    assert!(limited.ends_with(" 2"), "{limited}");
+
+    let answer = browser.post(&approve).send().await.unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["referrer-policy"], "no-referrer");
+    let location = answer.headers()["location"].to_str().unwrap();
+    let target = reqwest::Url::parse(&approve)
+        .unwrap()
+        .join(location)
+        .unwrap();
+    assert_eq!(target.as_str(), approve, "back to the link itself");
+    for _ in 0..2 {
+        let page = browser.get(target.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(html.contains("approved by link:phone"), "{html}");
+        assert!(!html.contains("<form method=\"post\">"), "{html}");
+    }
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+    assert_eq!(audit(&app, "approval.decided").await.len(), 1);
+    assert_eq!(
+        audit(&app, "link.refused").await.len(),
+        0,
+        "viewing is no refusal"
+    );
+
+    let replay = browser.post(&approve).send().await.unwrap();
+    assert_eq!(replay.status(), 410);
+    let refused = audit(&app, "link.refused").await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].1["reason"], "used");
+    app.stop().await;
+}
+
+/// A link is honoured only while its sink carries links: turning a sink's links off revokes
+/// the links it sent, and a link signed for a name that is no such sink is refused too; each
+/// refusal is a 403 audited as `unknown_sink`, and the approval stays pending.
+#[tokio::test]
+async fn links_from_a_sink_that_no_longer_carries_links_are_refused() {
+    let receiver = Receiver::start(0).await;
+    let sinks = format!(
+        "{}
+[[sinks]]
+name = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        ntfy_sink(&receiver),
+        receiver.url("/hook")
+    );
+    let (app, secrets) = app_with("", &sinks).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = token_of(message.body["actions"][0]["url"].as_str().unwrap()).to_owned();
+
+    // Signed with the real key, for a removed sink and for a sink without links.
+    let signer = LinkSigner::new(&link_key(&app).await);
+    let expires = app.clock.now() + chrono::Duration::minutes(5);
+    for sink in ["retired", "hook"] {
+        let token = signer
+            .sign(approval_id, Decision::Approve, expires, sink)
+            .unwrap();
+        let (status, answer) = post_link(&app, &app.url(&format!("/links/{token}"))).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{sink}"
+        );
+    }
+    let db_path = app.db_path.clone();
+    let dir = app.stop().await;
+
+    // The same database, with the phone's links turned off.
+    let text = format!(
+        "poll_interval_ms = 20\n{}links = false\n",
+        ntfy_sink(&receiver).replace(
+            "TOKEN_FILE",
+            &secrets.path().join("ntfy.token").display().to_string()
+        )
+    );
+    let notify = toml::from_str(&text).unwrap();
+    let app = TestApp::spawn_with(|config| {
+        config.notify = notify;
+        config.database.path = db_path;
+    })
+    .await;
+    let sent = app.url(&format!("/links/{approve}"));
+    let (status, answer) = post_link(&app, &sent).await;
+    assert_eq!(status, 403, "{answer:#}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{answer:#}"
+    );
+    let page = app.client.get(&sent).send().await.unwrap();
+    assert_eq!(page.status(), 403, "the page refuses it too");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Pending);
+
+    let refused = audit(&app, "link.refused").await;
+    let seen: Vec<(&str, &Value, &Value)> = refused
+        .iter()
+        .map(|(actor, d)| (actor.as_str(), &d["reason"], &d["sink"]))
+        .collect();
+    let unknown = json!("unknown_sink");
+    assert_eq!(
+        seen,
+        [
+            ("link:retired", &unknown, &json!("retired")),
+            ("link:hook", &unknown, &json!("hook")),
+            ("link:phone", &unknown, &json!("phone")),
+            ("link:phone", &unknown, &json!("phone")),
+        ]
+    );
+    assert_eq!(app.count("used_links").await, 0);
+    app.stop().await;
+    drop(dir);
+}
+
+/// Only refusals are charged to an address: once garbage from one address (or one proxy,
+/// for every phone behind it) has used up the quota, a genuine link from there still works;
+/// refusing it again is charged.
+#[tokio::test]
+async fn a_genuine_link_works_after_garbage_used_up_the_limit() {
+    let receiver = Receiver::start(0).await;
+    let (app, _secrets) = app_with("link_requests_per_minute = 3", &ntfy_sink(&receiver)).await;
+    let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
+    let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
+    let approve = message.body["actions"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let garbage = app.url("/links/AAAAnot-a-real-link");
+    for _ in 0..3 {
+        assert_eq!(post_link(&app, &garbage).await.0, 403);
+    }
+    assert_eq!(
+        post_link(&app, &garbage).await.0,
+        429,
+        "the quota is used up"
+    );
+
+    let page = app.client.get(&approve).send().await.unwrap();
+    assert_eq!(
+        page.status(),
+        200,
+        "the genuine link's page is not throttled"
+    );
+    let (status, answer) = post_link(&app, &approve).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["approval"]["decided_by"], "link:phone");
+    let approval = app.store.approval(approval_id).await.unwrap().unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+
+    let (status, _) = post_link(&app, &approve).await;
+    assert_eq!(status, 429, "a replay is a refusal, and charged");
+    assert_eq!(audit(&app, "link.refused").await.len(), 3);
     app.stop().await;
 }
 

@@ -4,7 +4,7 @@
 //! [notify]
 //! public_url = "https://runbookd.example.net"   # links point here; default: the listen address
 //! link_ttl_secs = 3600                          # links also expire with their approval
-//! link_requests_per_minute = 30                 # per address, on /links; then 429
+//! link_requests_per_minute = 30                 # refused /links requests per address; then 429
 //!
 //! [[notify.sinks]]
 //! name = "phone"
@@ -45,8 +45,9 @@ pub struct NotifyConfig {
     pub timeout_secs: u64,
     /// How often the notifier looks for new events.
     pub poll_interval_ms: u64,
-    /// Requests to `/links/...` one address may make per minute (a burst of this many, then
-    /// one more every 60/n seconds); beyond it the answer is 429 and nothing is audited.
+    /// Refused requests to `/links/...` one address (an IPv6 one by its /64) may make per
+    /// minute (a burst of this many, then one more every 60/n seconds); beyond it a refusal is
+    /// answered 429 and not audited. Genuine links are never charged.
     pub link_requests_per_minute: u32,
     pub sinks: Vec<Spanned<SinkConfig>>,
 }

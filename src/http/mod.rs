@@ -28,6 +28,7 @@ mod runs;
 pub mod tools;
 mod ui;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +68,11 @@ pub struct AppState {
     pub diagnosis_turn: Arc<tokio::sync::Mutex<()>>,
     /// Checks one-tap links from notifications.
     pub links: Arc<LinkSigner>,
-    /// Bounds `/links/...` requests per client address.
+    /// Bounds refused `/links/...` requests per client address.
     pub link_limiter: Arc<LinkLimiter>,
+    /// The sinks whose links are honoured: those that carry links in the current config, so
+    /// removing a sink or turning its links off revokes the links it sent.
+    pub link_sinks: Arc<BTreeSet<String>>,
 }
 
 /// How the router guards and bounds requests.

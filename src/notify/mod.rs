@@ -428,7 +428,11 @@ async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
     let links = match links_for(shared, sink, notification) {
         Ok(links) => links,
         Err(error) => {
+            // Nothing can be sent without its links: one failed attempt, given up on.
             tracing::error!(sink = %sink.name, %error, "cannot sign the notification's links");
+            let error = format!("cannot make the notification's links: {error:#}");
+            let detail = json!({"sink": sink.name, "event": notification.event, "attempt": 1, "outcome": "failed", "status": null, "error": error, "gave_up": true});
+            audit_attempt(shared, sink, notification, detail).await;
             return;
         }
     };
@@ -452,23 +456,7 @@ async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
                 json!({"sink": sink.name, "event": notification.event, "attempt": number, "outcome": "failed", "status": failure.status, "error": failure.error, "gave_up": last})
             }
         };
-        let run_id = notification.run.as_ref().map(|r| r.id);
-        if let Err(error) = shared
-            .store
-            .record_event(
-                NewAuditEvent {
-                    actor: ACTOR,
-                    action: AuditAction::NotifyAttempt,
-                    incident_id: notification.incident_id,
-                    run_id,
-                    detail,
-                },
-                shared.clock.now(),
-            )
-            .await
-        {
-            tracing::warn!(sink = %sink.name, %error, "cannot audit a delivery attempt");
-        }
+        audit_attempt(shared, sink, notification, detail).await;
         if let Err(failure) = &outcome {
             tracing::warn!(sink = %sink.name, event = notification.event.as_str(), attempt = number, status = failure.status, error = %failure.error, gave_up = last, "notification not delivered");
         }
@@ -478,6 +466,27 @@ async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
         .retry(backoff)
         .when(|failure: &Failure| failure.retryable)
         .await;
+}
+
+/// Records one delivery attempt (`notify.attempt`) on the notification's run.
+async fn audit_attempt(shared: &Shared, sink: &Sink, notification: &Notification, detail: Value) {
+    let run_id = notification.run.as_ref().map(|r| r.id);
+    if let Err(error) = shared
+        .store
+        .record_event(
+            NewAuditEvent {
+                actor: ACTOR,
+                action: AuditAction::NotifyAttempt,
+                incident_id: notification.incident_id,
+                run_id,
+                detail,
+            },
+            shared.clock.now(),
+        )
+        .await
+    {
+        tracing::warn!(sink = %sink.name, %error, "cannot audit a delivery attempt");
+    }
 }
 
 async fn send_once(shared: &Shared, sink: &Sink, body: &Value) -> Result<u16, Failure> {
@@ -554,4 +563,78 @@ fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyho
         reject: Some(link(Decision::Reject)?),
         open,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::DatabaseConfig;
+    use crate::config::notify::SinkKind;
+
+    /// A notification whose links cannot be made (here the public URL cannot be a base, so
+    /// nothing joins onto it) is not sent, and that is audited as a failed attempt with the
+    /// reason.
+    #[tokio::test]
+    async fn a_notification_whose_links_cannot_be_made_is_audited_as_a_failed_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&DatabaseConfig {
+            path: dir.path().join("runbookd.db"),
+            ..DatabaseConfig::default()
+        })
+        .await
+        .unwrap();
+        let sink = Sink {
+            name: "phone".into(),
+            kind: SinkKind::Ntfy,
+            // Never reached: the links fail first.
+            url: Url::parse("http://127.0.0.1:1/").unwrap(),
+            topic: Some("t".into()),
+            token: None,
+            events: EventKind::ALL.to_vec(),
+            links: true,
+        };
+        let shared = Shared {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            signer: Arc::new(LinkSigner::new(&[7; 32])),
+            settings: Notify::off(),
+            public_url: Url::parse("mailto:oncall@example.net").unwrap(),
+            client: reqwest::Client::new(),
+        };
+        let notification = Notification {
+            event: EventKind::ApprovalRequested,
+            title: "Approval needed".into(),
+            message: String::new(),
+            incident_id: None,
+            run: None,
+            approval: Some(ApprovalSummary {
+                id: 1,
+                step: "remount".into(),
+                command: "true".into(),
+                risk: "high".into(),
+                expires_at: Utc::now(),
+            }),
+            reason: None,
+        };
+        deliver(&shared, &sink, &notification).await;
+
+        let events = store.audit_events_after(0, 100).await.unwrap();
+        let attempts: Vec<&AuditEvent> = events
+            .iter()
+            .filter(|e| e.action == AuditAction::NotifyAttempt.as_str())
+            .collect();
+        assert_eq!(attempts.len(), 1, "{events:?}");
+        let detail = &attempts[0].detail.0;
+        assert_eq!(detail["sink"], "phone");
+        assert_eq!(detail["outcome"], "failed");
+        assert_eq!(detail["gave_up"], true);
+        assert!(
+            detail["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("cannot make the notification's links"),
+            "{detail}"
+        );
+    }
 }

@@ -24,7 +24,7 @@
 //! Content-Security-Policy forbids any. Decisions and the kill switch go through the same store
 //! calls as the REST API, with the logged-in token's name as the actor.
 
-mod pages;
+pub(crate) mod pages;
 
 use std::sync::Arc;
 

@@ -24,7 +24,7 @@ const TIMELINE_EVENTS: u32 = 1000;
 /// A timeline event's detail longer than this (in bytes of JSON) is folded.
 const LONG_DETAIL: usize = 200;
 
-fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -515,7 +515,7 @@ fn status_str(status: IncidentStatus) -> &'static str {
     }
 }
 
-fn approval_status_str(status: ApprovalStatus) -> &'static str {
+pub(crate) fn approval_status_str(status: ApprovalStatus) -> &'static str {
     match status {
         ApprovalStatus::Pending => "pending",
         ApprovalStatus::Approved => "approved",
@@ -525,7 +525,7 @@ fn approval_status_str(status: ApprovalStatus) -> &'static str {
     }
 }
 
-fn at(time: DateTime<Utc>) -> String {
+pub(crate) fn at(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
