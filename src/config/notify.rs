@@ -207,6 +207,19 @@ impl NotifyConfig {
             })
         };
         let public_url = match self.public_url.as_deref().map(web_url) {
+            // The web page's own links and forms are root-absolute; under a path prefix the
+            // "Open" button would work and the page behind it would not.
+            Some(Ok(url)) if url.path() != "/" || url.query().is_some() => {
+                problem(
+                    "notify.public_url",
+                    format!(
+                        "must be the root of a host (like https://runbookd.example.net), not a \
+                         path under one ({}): serve runbookd on its own host name",
+                        url.path()
+                    ),
+                );
+                None
+            }
             Some(Ok(url)) => Some(url),
             Some(Err(message)) => {
                 problem("notify.public_url", message);
@@ -354,6 +367,31 @@ fn is_ntfy_topic(topic: &str) -> bool {
 mod tests {
     use crate::config::{Config, Overrides};
     use std::io::Write;
+
+    #[test]
+    fn public_url_must_be_the_root_of_a_host() {
+        let mut notify = super::NotifyConfig::default();
+        for good in [
+            "https://runbookd.example.net",
+            "https://runbookd.example.net:8443/",
+        ] {
+            notify.public_url = Some(good.to_owned());
+            assert!(
+                notify.resolve(&Default::default(), &|_| None).is_ok(),
+                "{good}"
+            );
+        }
+        notify.public_url = Some("https://example.net/runbookd/".to_owned());
+        let Err(problems) = notify.resolve(&Default::default(), &|_| None) else {
+            panic!("a path under a host is refused");
+        };
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("must be the root of a host"),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn off_is_the_valid_default_with_no_sinks() {
