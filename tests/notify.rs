@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestApp, eventually};
 use runbookd::clock::Clock as _;
+use runbookd::config::NotifyConfig;
 use runbookd::notify::links::LinkSigner;
 use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, Decision, OnTimeout};
@@ -124,18 +126,35 @@ async fn closed_port() -> SocketAddr {
     }
 }
 
-/// The app with `sinks` (TOML `[[sinks]]` tables) and fast, small retry settings.
-async fn app_with(extra: &str, sinks: &str) -> (TestApp, tempfile::TempDir) {
-    let secrets = tempfile::tempdir().unwrap();
-    let token_file = secrets.path().join("ntfy.token");
-    std::fs::write(&token_file, format!("{SINK_TOKEN}\n")).unwrap();
+/// `[notify]` with `sinks` (TOML `[[sinks]]` tables, their token file in `secrets`), `extra`
+/// settings, and fast, small retry settings.
+fn notify_config(extra: &str, sinks: &str, secrets: &Path) -> NotifyConfig {
+    let token_file = secrets.join("ntfy.token");
     let text = format!(
         "poll_interval_ms = 20\nbackoff_initial_ms = 5\nbackoff_max_ms = 20\nattempts = 3\n{extra}\n{}",
         sinks.replace("TOKEN_FILE", &token_file.display().to_string())
     );
-    let notify = toml::from_str(&text).unwrap();
+    toml::from_str(&text).unwrap()
+}
+
+/// The app with `sinks` and `extra` settings (see [`notify_config`]), and the directory
+/// holding the sinks' token file.
+async fn app_with(extra: &str, sinks: &str) -> (TestApp, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("ntfy.token"), format!("{SINK_TOKEN}\n")).unwrap();
+    let notify = notify_config(extra, sinks, secrets.path());
     let app = TestApp::spawn_with(|config| config.notify = notify).await;
     (app, secrets)
+}
+
+/// The app started again on the database at `db_path`, now with `sinks`.
+async fn reopen(db_path: PathBuf, secrets: &Path, sinks: &str) -> TestApp {
+    let notify = notify_config("", sinks, secrets);
+    TestApp::spawn_with(|config| {
+        config.notify = notify;
+        config.database.path = db_path;
+    })
+    .await
 }
 
 const NTFY: &str = "[[sinks]]\nname = \"phone\"\nkind = \"ntfy\"\nurl = \"URL\"\ntopic = \"runbookd-alerts\"\ntoken_file = \"TOKEN_FILE\"\n";
@@ -816,16 +835,8 @@ async fn history_from_before_notifications_is_not_sent() {
     let db_path = app.db_path.clone();
     let dir = app.stop().await;
 
-    let text = format!(
-        "poll_interval_ms = 20\n{}",
-        ntfy_sink(&receiver).replace("token_file = \"TOKEN_FILE\"\n", "")
-    );
-    let notify = toml::from_str(&text).unwrap();
-    let app = TestApp::spawn_with(|config| {
-        config.notify = notify;
-        config.database.path = db_path;
-    })
-    .await;
+    let untokened = ntfy_sink(&receiver).replace("token_file = \"TOKEN_FILE\"\n", "");
+    let app = reopen(db_path, dir.path(), &untokened).await;
     let ten_minutes = Duration::from_secs(600);
     parked_on(
         &app,
@@ -1164,19 +1175,7 @@ async fn sinks_turned_off_and_on_again_do_not_replay_the_gap() {
     approval_named(&app, "pbs-b", "while_off").await;
     let dir2 = app.stop().await;
 
-    let text = format!(
-        "poll_interval_ms = 20\n{}",
-        ntfy_sink(&receiver).replace(
-            "TOKEN_FILE",
-            &secrets.path().join("ntfy.token").display().to_string()
-        )
-    );
-    let notify = toml::from_str(&text).unwrap();
-    let app = TestApp::spawn_with(|config| {
-        config.notify = notify;
-        config.database.path = db_path;
-    })
-    .await;
+    let app = reopen(db_path, secrets.path(), &ntfy_sink(&receiver)).await;
     approval_named(&app, "pbs-c", "on_again").await;
     wait_titled(&receiver, "on_again").await;
     assert_eq!(titled(&receiver, "while_off"), 0, "{:#?}", receiver.on("/"));
@@ -1430,19 +1429,8 @@ name = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
     let dir = app.stop().await;
 
     // The same database, with the phone's links turned off.
-    let text = format!(
-        "poll_interval_ms = 20\n{}links = false\n",
-        ntfy_sink(&receiver).replace(
-            "TOKEN_FILE",
-            &secrets.path().join("ntfy.token").display().to_string()
-        )
-    );
-    let notify = toml::from_str(&text).unwrap();
-    let app = TestApp::spawn_with(|config| {
-        config.notify = notify;
-        config.database.path = db_path;
-    })
-    .await;
+    let linkless = format!("{}links = false\n", ntfy_sink(&receiver));
+    let app = reopen(db_path, secrets.path(), &linkless).await;
     let sent = app.url(&format!("/links/{approve}"));
     let (status, answer) = post_link(&app, &sent).await;
     assert_eq!(status, 403, "{answer:#}");
