@@ -38,6 +38,16 @@ struct Received {
     body: Value,
 }
 
+impl Received {
+    /// The URL of an ntfy message's `index`th action button (0 Approve, 1 Reject, 2 Open).
+    fn action_url(&self, index: usize) -> String {
+        self.body["actions"][index]["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no action {index} in {}", self.body))
+            .to_owned()
+    }
+}
+
 /// A local HTTP receiver that records what it gets and fails the first `fail_first`
 /// requests with 500.
 #[derive(Clone)]
@@ -448,10 +458,7 @@ async fn a_link_expires_with_its_lifetime_and_the_refusal_is_audited() {
     let (app, _secrets) = app_with("link_ttl_secs = 60", &ntfy_sink(&receiver)).await;
     let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let approve = message.body["actions"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approve = message.action_url(0);
 
     app.clock.advance(chrono::Duration::seconds(61));
     let (status, answer) = post_link(&app, &approve).await;
@@ -490,10 +497,7 @@ async fn two_simultaneous_uses_of_one_link_decide_once() {
     let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
     let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let reject = message.body["actions"][1]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reject = message.action_url(1);
 
     // All released at once, so the uses really overlap.
     const USES: usize = 20;
@@ -753,10 +757,7 @@ async fn a_flaky_sink_is_retried_and_a_dead_one_stops_nothing_else() {
     flaky
         .wait_for("/flaky", "/event", "approval_requested")
         .await;
-    let approve = message.body["actions"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approve = message.action_url(0);
     let (status, _) = post_link(&app, &approve).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -971,10 +972,7 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
             message.authorization.as_deref(),
             Some(format!("Bearer {SINK_TOKEN}").as_str())
         );
-        let approve = message.body["actions"][0]["url"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let approve = message.action_url(0);
         assert!(
             approve.starts_with(&format!("{}/links/", service.address)),
             "{approve}"
@@ -1043,10 +1041,7 @@ async fn a_failed_decision_does_not_spend_the_link() {
     let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
     let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let approve = message.body["actions"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approve = message.action_url(0);
 
     let mut db = app.db().await;
     sqlx::query(
@@ -1351,10 +1346,7 @@ async fn a_browser_post_is_redirected_to_the_page_showing_the_decision() {
     let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
     let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let approve = message.body["actions"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approve = message.action_url(0);
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -1409,7 +1401,7 @@ name = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
     let (app, secrets) = app_with("", &sinks).await;
     let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let approve = token_of(message.body["actions"][0]["url"].as_str().unwrap()).to_owned();
+    let approve = token_of(&message.action_url(0)).to_owned();
 
     // Signed with the real key, for a removed sink and for a sink without links.
     let signer = LinkSigner::new(&link_key(&app).await);
@@ -1475,10 +1467,7 @@ async fn a_genuine_link_works_after_garbage_used_up_the_limit() {
     let (app, _secrets) = app_with("link_requests_per_minute = 3", &ntfy_sink(&receiver)).await;
     let (_, approval_id) = approval(&app, "pbs", Duration::from_secs(600)).await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let approve = message.body["actions"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approve = message.action_url(0);
 
     let garbage = app.url("/links/AAAAnot-a-real-link");
     for _ in 0..3 {
@@ -1523,9 +1512,9 @@ async fn the_link_page_escapes_a_hostile_command_and_sends_the_security_headers(
     )
     .await;
     let message = receiver.wait_for("/", "/topic", "runbookd-alerts").await;
-    let approve = message.body["actions"][0]["url"].as_str().unwrap();
+    let approve = message.action_url(0);
 
-    let page = app.client.get(approve).send().await.unwrap();
+    let page = app.client.get(&approve).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let headers = page.headers().clone();
     assert!(
