@@ -422,33 +422,13 @@ async fn an_unreachable_service_is_named_in_the_error() {
 async fn an_expired_approval_cannot_be_approved_and_the_cli_says_why() {
     use runbookd::clock::Clock;
     use runbookd::store::approvals::{ApprovalRequest, OnTimeout};
-    use runbookd::store::runs::{Created, NewRun};
 
     let app = common::TestApp::spawn().await;
     // The engine's side, on the app's own database: a run parked on an approval for 10 min.
-    let store = runbookd::store::Store::open(&runbookd::config::DatabaseConfig {
-        path: app.db_path.clone(),
-        busy_timeout_ms: 5_000,
-    })
-    .await
-    .unwrap();
+    let store = &app.store;
     let now = app.clock.now();
-    let run = NewRun {
-        incident_id: None,
-        playbook: "pbs-backup-stale",
-        target: "pbs",
-        dry_run: false,
-        actor: "engine",
-        facts: serde_json::json!({}),
-    };
-    let Created::New(run_id) = store.create_run(run, now).await.unwrap() else {
-        panic!("a new run")
-    };
-    let (lease, _) = store
-        .acquire_run("worker", Duration::from_secs(30), now)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = common::leased_run(store, None, "pbs", now).await;
+    let run_id = lease.run_id;
     let request = ApprovalRequest {
         step: "lazy_unmount",
         command: "umount -l /mnt/pbs-datastore",

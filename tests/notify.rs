@@ -16,13 +16,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, eventually};
+use common::{TestApp, eventually, leased_run};
 use runbookd::clock::Clock as _;
 use runbookd::config::NotifyConfig;
 use runbookd::notify::links::LinkSigner;
-use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, Decision, OnTimeout};
-use runbookd::store::runs::{Created, Ending, Lease, NewRun};
+use runbookd::store::runs::Ending;
 use runbookd::store::safety::{Blocked, Limits};
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Row};
@@ -173,27 +172,6 @@ fn ntfy_sink(receiver: &Receiver) -> String {
     NTFY.replace("URL", &receiver.url("/"))
 }
 
-/// A run for `target`, leased by a worker.
-async fn leased_run(store: &Store, target: &str, now: chrono::DateTime<chrono::Utc>) -> Lease {
-    let run = NewRun {
-        incident_id: None,
-        playbook: "pbs-backup-stale",
-        target,
-        dry_run: false,
-        actor: "engine",
-        facts: json!({}),
-    };
-    let Created::New(_) = store.create_run(run, now).await.unwrap() else {
-        panic!("a new run")
-    };
-    let (lease, _) = store
-        .acquire_run("worker-a", Duration::from_secs(60), now)
-        .await
-        .unwrap()
-        .unwrap();
-    lease
-}
-
 /// A run for `target` parked on an approval of `remount_datastore` that expires in
 /// `expires_in`.
 async fn approval(app: &TestApp, target: &str, expires_in: Duration) -> (i64, i64) {
@@ -216,7 +194,7 @@ async fn parked_on(
     expires_in: Duration,
 ) -> (i64, i64) {
     let now = app.clock.now();
-    let lease = leased_run(&app.store, target, now).await;
+    let lease = leased_run(&app.store, None, target, now).await;
     let request = ApprovalRequest {
         step,
         command,
@@ -651,7 +629,7 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
 
     // A run that resolves, one that escalates, and a tripped breaker.
     let now = app.clock.now();
-    let resolved = leased_run(&app.store, "pbs-resolved", now).await;
+    let resolved = leased_run(&app.store, None, "pbs-resolved", now).await;
     app.store
         .finish_run(
             &resolved,
@@ -669,7 +647,7 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
         "no incident: the home page"
     );
 
-    let failed = leased_run(&app.store, "pbs-2", now).await;
+    let failed = leased_run(&app.store, None, "pbs-2", now).await;
     app.store
         .finish_run(
             &failed,
@@ -689,7 +667,7 @@ async fn webhook_and_slack_payloads_carry_the_links_and_every_event_is_sent() {
         breaker_after: 1,
     };
     for _ in 0..2 {
-        let lease = leased_run(&app.store, "pbs-2", now).await;
+        let lease = leased_run(&app.store, None, "pbs-2", now).await;
         let verdict = app
             .store
             .reserve_action(&lease, "restart_pbs", "pbs-2", limits, now)
@@ -1186,7 +1164,7 @@ async fn an_event_that_keeps_failing_is_skipped_and_audited() {
     let receiver = Receiver::start(0).await;
     let (app, _secrets) = app_with("", &ntfy_sink(&receiver)).await;
     let now = app.clock.now();
-    let broken = leased_run(&app.store, "pbs-broken", now).await;
+    let broken = leased_run(&app.store, None, "pbs-broken", now).await;
     let mut db = app.db().await;
     sqlx::query("UPDATE runs SET state = 'no-such-state' WHERE id = ?")
         .bind(broken.run_id)

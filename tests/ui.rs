@@ -10,7 +10,6 @@ use runbookd::clock::Clock;
 use runbookd::config::DatabaseConfig;
 use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
-use runbookd::store::runs::{Created, NewRun};
 use runbookd::store::safety::Switch;
 use serde_json::{Value, json};
 
@@ -142,29 +141,9 @@ async fn waiting_approval(app: &TestApp) -> (Store, i64, i64) {
     let incident = response.json::<Value>().await.unwrap()["incidents"][0]["incident_id"]
         .as_i64()
         .unwrap();
-    let store = Store::open(&DatabaseConfig {
-        path: app.db_path.clone(),
-        busy_timeout_ms: 5_000,
-    })
-    .await
-    .unwrap();
+    let store = app.store.clone();
     let now = app.clock.now();
-    let run = NewRun {
-        incident_id: Some(incident),
-        playbook: "pbs-backup-stale",
-        target: "pbs",
-        dry_run: false,
-        actor: "engine",
-        facts: json!({}),
-    };
-    let Created::New(_) = store.create_run(run, now).await.unwrap() else {
-        panic!("a new run")
-    };
-    let (lease, _) = store
-        .acquire_run("worker", Duration::from_secs(30), now)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = common::leased_run(&store, Some(incident), "pbs", now).await;
     let request = ApprovalRequest {
         step: "lazy_unmount",
         command: HOSTILE_COMMAND,

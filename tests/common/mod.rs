@@ -213,3 +213,31 @@ where
         );
     }
 }
+
+/// A new run of pbs-backup-stale for `target` (of `incident`, if any), leased by a worker for
+/// 60 s, as the engine would hold it before it asks for an approval.
+pub async fn leased_run(
+    store: &Store,
+    incident: Option<i64>,
+    target: &str,
+    now: DateTime<Utc>,
+) -> runbookd::store::runs::Lease {
+    use runbookd::store::runs::{Created, NewRun};
+    let run = NewRun {
+        incident_id: incident,
+        playbook: "pbs-backup-stale",
+        target,
+        dry_run: false,
+        actor: "engine",
+        facts: serde_json::json!({}),
+    };
+    let Created::New(_) = store.create_run(run, now).await.unwrap() else {
+        panic!("a new run for {target}")
+    };
+    let (lease, _) = store
+        .acquire_run("worker", Duration::from_secs(60), now)
+        .await
+        .unwrap()
+        .expect("the new run is free to lease");
+    lease
+}
