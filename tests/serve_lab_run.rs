@@ -17,30 +17,11 @@ const ADMIN: &str = "serve-lab-admin-secret-0123456789";
 #[tokio::test]
 async fn an_alert_becomes_a_resolved_run_on_the_twin() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("data/runbookd.db");
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    let service = ServiceProcess::start_with(
-        &db,
-        &[("RUNBOOKD_ADMIN_TOKEN", ADMIN)],
-        &["--lab", "stale-nfs", "--playbooks", playbooks],
-    )
-    .await;
+    let service = ServiceProcess::start_lab(dir.path(), "stale-nfs", ADMIN, &[], "", &[]).await;
     let client = reqwest::Client::new();
-    let post = || async {
-        let response = client
-            .post(format!("{}/webhook/alertmanager", service.address))
-            .bearer_auth(ADMIN)
-            .header("content-type", "application/json")
-            .body(reference("alertmanager-v4.json"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        response.json::<Value>().await.unwrap()["incidents"][0].clone()
-    };
-    let first = post().await;
+    let first = service.post_reference_alert(ADMIN).await;
     let run_id = first["run_id"].as_i64().expect("the alert started a run");
-    let repeat = post().await;
+    let repeat = service.post_reference_alert(ADMIN).await;
     assert_eq!(repeat["run_id"], run_id, "a repeat attaches to the run");
 
     let run = eventually("the run to end", Duration::from_secs(90), || async {
@@ -170,14 +151,7 @@ async fn call(
 #[tokio::test]
 async fn runs_by_hand_approvals_and_cancel_over_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("data/runbookd.db");
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    let service = ServiceProcess::start_with(
-        &db,
-        &[("RUNBOOKD_ADMIN_TOKEN", ADMIN)],
-        &["--lab", "nfs-unmounted", "--playbooks", playbooks],
-    )
-    .await;
+    let service = ServiceProcess::start_lab(dir.path(), "nfs-unmounted", ADMIN, &[], "", &[]).await;
     let client = reqwest::Client::new();
     let base = service.address.clone();
     let start =
@@ -329,14 +303,7 @@ async fn runs_by_hand_approvals_and_cancel_over_the_api() {
 #[tokio::test]
 async fn duplicates_start_nothing_new_and_a_resolve_during_diagnosis_cancels_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("data/runbookd.db");
-    let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-    let service = ServiceProcess::start_with(
-        &db,
-        &[("RUNBOOKD_ADMIN_TOKEN", ADMIN)],
-        &["--lab", "stale-nfs", "--playbooks", playbooks],
-    )
-    .await;
+    let service = ServiceProcess::start_lab(dir.path(), "stale-nfs", ADMIN, &[], "", &[]).await;
     let control = service
         .log_text()
         .lines()
@@ -400,7 +367,7 @@ async fn duplicates_start_nothing_new_and_a_resolve_during_diagnosis_cancels_the
     let runs: i64 = {
         use sqlx::{ConnectOptions, Connection};
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
+            .filename(dir.path().join("data/runbookd.db"))
             .connect()
             .await
             .unwrap();
