@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::engine::dispatch::StartError;
 use crate::intake::IntakeError;
@@ -14,19 +13,17 @@ use crate::store::StoreError;
 use crate::store::approvals::ApprovalError;
 use crate::store::runs::RunError;
 
-/// The body of every error answer, for the API description.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes what `IntoResponse` writes; never built
+/// The body of every error answer: what `IntoResponse` writes and the API description shows.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     error: ErrorDetail,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable and machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `invalid_payload`, ...
-    code: String,
+    code: &'static str,
     /// What to change, for a person.
     message: String,
 }
@@ -175,7 +172,12 @@ impl IntoResponse for AppError {
         if status.is_server_error() {
             tracing::error!(error = ?self, code = self.code(), "request failed");
         }
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if let Self::TooManyRequests(seconds) = self {
             response
