@@ -84,7 +84,7 @@ fn main() {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let wake = Arc::new(tokio::sync::Notify::new());
         let estate = Arc::new(Estate::connect(&inventory).unwrap());
-        let dispatcher = Arc::new(Dispatcher { playbooks: playbooks.clone(), wake: wake.clone(), estate: estate.clone() });
+        let dispatcher = Arc::new(Dispatcher::new(playbooks.clone(), wake.clone(), estate.clone()).expect("the playbooks' triggers compile"));
         let tokens = TokenTable::new(vec![Token::new("bench", Role::Ingest, "bench-ingest-secret-0123")]);
         let app = Application::build(&service, tokens, Notify::off(), clock.clone(), Some(dispatcher)).await.unwrap();
         let engine = Engine {

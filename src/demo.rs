@@ -50,11 +50,10 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     let tokens = TokenTable::new(vec![Token::new("alertmanager", Role::Ingest, DEMO_SECRET)]);
     let wake = Arc::new(tokio::sync::Notify::new());
     let estate = Arc::new(Estate::connect(&inventory)?);
-    let dispatcher = Arc::new(Dispatcher {
-        playbooks: playbooks.clone(),
-        wake: wake.clone(),
-        estate: estate.clone(),
-    });
+    let dispatcher = Arc::new(
+        Dispatcher::new(playbooks.clone(), wake.clone(), estate.clone())
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
     let app = Application::build(
         &config,
         tokens,
@@ -94,7 +93,10 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
         "runbookd demo: scenario {scenario}, the simulated estate on loopback"
     )?;
     let delivery = intake::parse(ALERT.as_bytes(), None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let alert = &delivery.alerts[0];
+    let alert = delivery
+        .alerts()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the demo alert is refused"))?;
     writeln!(
         out,
         "alert → {} {} (fingerprint {}), posted to http://{address}/webhook/alertmanager",

@@ -255,9 +255,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let wake = Arc::new(tokio::sync::Notify::new());
-        let dispatcher = engine_parts
-            .as_ref()
-            .map(|(playbooks, estate)| Arc::new(Dispatcher { playbooks: playbooks.iter().map(|f| f.playbook.clone()).collect(), wake: wake.clone(), estate: estate.clone() }));
+        let dispatcher = match &engine_parts {
+            Some((playbooks, estate)) => Some(Arc::new(
+                Dispatcher::new(playbooks.iter().map(|f| f.playbook.clone()).collect(), wake.clone(), estate.clone())
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            None => None,
+        };
         let app = Application::build(&config, tokens, notify, clock.clone(), dispatcher).await?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let worker = engine_parts.map(|(playbooks, estate)| {

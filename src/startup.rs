@@ -14,6 +14,7 @@ use crate::auth::TokenTable;
 use crate::clock::Clock;
 use crate::config::{Config, Notify};
 use crate::engine::dispatch::Dispatcher;
+use crate::engine::intake::{IntakeService, Lifecycle};
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
 use crate::notify::links::LinkSigner;
@@ -85,6 +86,11 @@ impl Application {
             clock,
             metrics: telemetry::metrics_handle(),
             max_body_bytes: config.http.max_body_bytes,
+            intake: Arc::new(IntakeService::new(
+                store.clone(),
+                dispatcher.clone(),
+                Lifecycle::from(&config.incidents),
+            )),
             dispatcher,
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
             diagnosis_turn: Default::default(),

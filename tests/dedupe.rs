@@ -102,7 +102,8 @@ async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
     assert_eq!(again["incident_id"], Value::Null);
     assert_eq!(again["action"], "resolve_unmatched");
 
-    let reopened = post(firing).await;
+    // The problem comes back: a new episode, with its own startsAt.
+    let reopened = post(firing.replace("2026-11-26T02:30:00", "2026-11-26T05:30:00")).await;
     let second_id = reopened["incident_id"].as_i64().unwrap();
     assert_ne!(second_id, first_id);
     assert_eq!(reopened["deduplicated"], false);

@@ -24,12 +24,18 @@ async fn ingest_one(app: &TestApp, path: &str, body: &str) -> (Value, Value) {
 #[tokio::test]
 async fn alertmanager_webhook_v4() {
     let app = TestApp::spawn().await;
-    for path in [
+    for (hour, path) in [
         "/webhook/alertmanager",
         "/ingest",
         "/ingest?source=alertmanager",
-    ] {
-        let (entry, detail) = ingest_one(&app, path, &reference("alertmanager-v4.json")).await;
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Each path's alert is a new episode of the same alert: a later startsAt.
+        let starts_at = format!("2026-11-26T0{}:30:00", 2 + hour);
+        let body = reference("alertmanager-v4.json").replace("2026-11-26T02:30:00", &starts_at);
+        let (entry, detail) = ingest_one(&app, path, &body).await;
         assert_eq!(entry["fingerprint"], "5f1c2a9e7b3d4c10");
         let incident = &detail["incident"];
         assert_eq!(incident["name"], "PBSBackupStale");
@@ -51,15 +57,10 @@ async fn alertmanager_webhook_v4() {
             alert["annotations"]["description"],
             "Backup group vm/451 on pbs-datastore last backed up 52h ago"
         );
-        assert!(
-            alert["starts_at"]
-                .as_str()
-                .unwrap()
-                .starts_with("2026-11-26T02:30:00")
-        );
+        assert!(alert["starts_at"].as_str().unwrap().starts_with(&starts_at));
         assert_eq!(alert["ends_at"], Value::Null, "Go's zero time means unset");
         // Resolve it so the next path opens a fresh incident rather than deduping.
-        let resolved = reference("alertmanager-v4.json").replace("\"firing\"", "\"resolved\"");
+        let resolved = body.replace("\"firing\"", "\"resolved\"");
         let response = app.post_json(path, INGEST_TOKEN, &resolved).await;
         assert_eq!(response.status(), 202);
     }
@@ -84,6 +85,15 @@ async fn alert_forwarder_payload_with_source_pbs() {
     assert_eq!(
         incident["labels"]["status"],
         "unable to open chunk store at \"/mnt/pbs-datastore/.chunks\" - No such file or directory (os error 2)"
+    );
+    // The group the forwarder names only in its text, as labels the playbook reads, and the
+    // task's failure as evidence.
+    assert_eq!(incident["labels"]["datastore"], "pbs-datastore");
+    assert_eq!(incident["labels"]["backup_type"], "vm");
+    assert_eq!(incident["labels"]["backup_id"], "451");
+    assert_eq!(
+        detail["alerts"][0]["annotations"]["failure"],
+        incident["labels"]["status"]
     );
     assert!(
         detail["alerts"][0]["annotations"]["description"]
@@ -123,7 +133,9 @@ async fn sweep_finding_is_sniffed_by_check_name() {
         json!({
             "check_category": "backups", "cluster": "global",
             "resource": "pbs/pbs-datastore/vm/451",
-            "datastore": "pbs-datastore", "group": "vm/451"
+            "datastore": "pbs-datastore", "group": "vm/451",
+            // The group, as every shape names it for the playbook.
+            "backup_type": "vm", "backup_id": "451"
         })
     );
     assert_eq!(

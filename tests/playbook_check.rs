@@ -71,10 +71,10 @@ const BROKEN: [(&str, &str, &str, &str); 14] = [
         "'30 minutes' is not a duration",
     ),
     (
-        "a trigger with neither name",
-        "  - check_name: pbs_backup_stale",
-        "  - source: sweep",
-        "exactly one of alertname or check_name",
+        "a trigger matcher that does not compile",
+        "'alertname=~\"PBS backup failed: .+\"'",
+        "'alertname=~\"PBS backup failed: (.+\"'",
+        "bad regex",
     ),
     (
         "a probe waiting for a later probe",

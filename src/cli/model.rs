@@ -30,6 +30,14 @@ pub struct Incident {
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+    #[serde(default)]
+    pub resolved_by_run: Option<i64>,
+    #[serde(default)]
+    pub recurrence_of: Option<i64>,
+    #[serde(default)]
+    pub unmatched_reason: Option<String>,
     /// In lists only: where the incident's newest run stands.
     #[serde(default)]
     pub latest_run: Option<RunBrief>,

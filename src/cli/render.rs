@@ -167,10 +167,11 @@ pub fn incidents(list: &[Incident], now: DateTime<Utc>, paint: Paint) -> String 
                 time(incident.last_seen),
                 ago(incident.last_seen, now)
             ),
-            incident
-                .latest_run
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |r| format!("{} {}", r.id, r.state)),
+            match (&incident.latest_run, &incident.unmatched_reason) {
+                (Some(r), _) => format!("{} {}", r.id, r.state),
+                (None, Some(_)) => "unmatched".to_owned(),
+                (None, None) => "-".to_owned(),
+            },
         ]);
     }
     table_text(&t, paint)
@@ -224,6 +225,24 @@ pub fn incident(detail: &IncidentDetail, now: DateTime<Utc>, paint: Paint) -> St
             .map(|t| format!(", resolved {}", time(Some(t))))
             .unwrap_or_default()
     );
+    match (i.resolved_by.as_deref(), i.resolved_by_run) {
+        (Some("run"), Some(run)) => {
+            let _ = writeln!(out, "  resolved by run {run}, which verified its fix");
+        }
+        (Some("timeout"), _) => {
+            let _ = writeln!(
+                out,
+                "  resolved: its sender stopped repeating it (resolve timeout)"
+            );
+        }
+        (Some("source"), _) => {
+            let _ = writeln!(out, "  resolved by its sender");
+        }
+        _ => {}
+    }
+    if let Some(earlier) = i.recurrence_of {
+        let _ = writeln!(out, "  recurrence of incident {earlier}");
+    }
     if !i.labels.is_empty() {
         let labels: Vec<String> = i
             .labels
@@ -239,8 +258,14 @@ pub fn incident(detail: &IncidentDetail, now: DateTime<Utc>, paint: Paint) -> St
             .collect();
         let _ = writeln!(out, "  labels {}", labels.join(" "));
     }
-    if detail.runs.is_empty() {
-        let _ = writeln!(out, "\nno run: no playbook matched this alert");
+    match (&i.unmatched_reason, detail.runs.is_empty()) {
+        (Some(reason), _) => {
+            let _ = writeln!(out, "\n{} {reason}", paint.bold("unmatched:"));
+        }
+        (None, true) => {
+            let _ = writeln!(out, "\nno run yet");
+        }
+        (None, false) => {}
     }
     for run in &detail.runs {
         out.push('\n');

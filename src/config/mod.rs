@@ -46,6 +46,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub engine: EngineConfig,
+    #[serde(default)]
+    pub incidents: IncidentsConfig,
     /// Where the playbooks are (`*.yaml`).
     #[serde(default = "default_playbooks_dir")]
     pub playbooks_dir: PathBuf,
@@ -103,6 +105,28 @@ impl Default for EngineConfig {
             lease_secs: 60,
             hourly_budget: 20,
             breaker_after: 3,
+        }
+    }
+}
+
+/// The incident lifecycle: when a repeat is a new problem.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentsConfig {
+    /// After a run verifies its fix, repeats of its alerts for this long are the sender
+    /// catching up and start nothing; a repeat after it is a recurrence, with a new run.
+    pub settle_secs: u64,
+    /// Per source that never sends `resolved` (the sweep, the forwarder): an open incident it
+    /// has not repeated for this long is resolved as timed out, so the next one is new.
+    pub resolve_after_secs: std::collections::BTreeMap<String, u64>,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        Self {
+            settle_secs: 15 * 60,
+            resolve_after_secs: [("pbs".to_owned(), 30 * 60), ("sweep".to_owned(), 6 * 3600)]
+                .into(),
         }
     }
 }
@@ -187,6 +211,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             engine: EngineConfig::default(),
+            incidents: IncidentsConfig::default(),
             playbooks_dir: default_playbooks_dir(),
             tokens: Vec::new(),
             ssh: None,
@@ -317,6 +342,26 @@ impl Config {
         };
         if self.database.path.as_os_str().is_empty() {
             problem("database.path", "must not be empty".into());
+        }
+        if self.incidents.settle_secs > 7 * 86_400 {
+            problem(
+                "incidents.settle_secs",
+                format!(
+                    "{} is more than a week (604800)",
+                    self.incidents.settle_secs
+                ),
+            );
+        }
+        for (source, secs) in &self.incidents.resolve_after_secs {
+            if let Err(message) = crate::intake::Source::parse(source) {
+                problem("incidents.resolve_after_secs", message);
+            }
+            if *secs == 0 {
+                problem(
+                    "incidents.resolve_after_secs",
+                    format!("{source} = 0: leave the source out to never time its incidents out"),
+                );
+            }
         }
         if !(100..=60_000).contains(&self.database.busy_timeout_ms) {
             problem(

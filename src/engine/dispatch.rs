@@ -1,14 +1,14 @@
-//! From intake to runs: an alert that opens an incident starts the matching playbook's run
-//! (one active run per target: a second alert for the same target attaches to it); a resolved
-//! alert cancels its incident's run, unless the run is already verifying a fix.
+//! The engine's front door for the HTTP layer: which playbook an alert routes to, runs asked
+//! for by hand (the REST API and the agent's tools), and the executors the read-only tools use.
+//! Alerts reach runs through [`super::intake`].
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::worker::Progress;
 use crate::intake::{Alert, Labels};
+use crate::playbook::matcher::Route;
 use crate::playbook::model::Playbook;
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
@@ -42,55 +42,52 @@ pub struct Dispatcher {
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     /// The same executors the worker uses.
     pub estate: std::sync::Arc<super::estate::Estate>,
+    /// Each playbook's triggers, compiled once: (index into `playbooks`, route).
+    routes: Vec<(usize, Route)>,
 }
 
 impl Dispatcher {
-    /// The playbook whose trigger matches the alert.
-    pub fn playbook_for(&self, alert: &Alert) -> Option<&Playbook> {
-        self.playbooks.iter().find(|p| {
-            p.triggers.iter().any(|t| {
-                let named = t.alertname.as_deref() == Some(alert.name.as_str())
-                    || t.check_name.as_deref() == Some(alert.name.as_str());
-                named
-                    && t.source
-                        .as_deref()
-                        .is_none_or(|s| s == alert.source.as_str())
-            })
+    /// Compiles every playbook's triggers. Playbooks that passed `check` always compile.
+    pub fn new(
+        playbooks: Vec<Playbook>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        estate: std::sync::Arc<super::estate::Estate>,
+    ) -> Result<Self, String> {
+        let mut routes = Vec::new();
+        for (index, playbook) in playbooks.iter().enumerate() {
+            for trigger in &playbook.triggers {
+                let route = trigger
+                    .route()
+                    .map_err(|e| format!("playbook '{}': trigger: {e}", playbook.name))?;
+                routes.push((index, route));
+            }
+        }
+        Ok(Self {
+            playbooks,
+            wake,
+            estate,
+            routes,
         })
     }
 
-    /// Starts (or attaches to) the run for a newly opened incident. `None`: no playbook
-    /// matches, and the incident is only recorded.
-    pub async fn start(
-        &self,
-        store: &Store,
-        incident_id: i64,
-        alert: &Alert,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>, RunError> {
-        let Some(playbook) = self.playbook_for(alert) else {
-            return Ok(None);
-        };
-        let labels: std::collections::BTreeMap<String, String> = alert
-            .labels
+    /// The playbook whose trigger matches the alert (the first, in file order), or why none.
+    pub fn route(&self, alert: &Alert) -> Result<&Playbook, String> {
+        self.routes
             .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let run = NewRun {
-            incident_id: Some(incident_id),
-            playbook: &playbook.name,
-            target: &playbook.target,
-            dry_run: false,
-            actor: "engine",
-            facts: json!({"labels": labels}),
-        };
-        Ok(Some(match store.create_run(run, now).await? {
-            Created::New(id) => {
-                self.wake.notify_one();
-                id
-            }
-            Created::AlreadyActive(id) => id,
-        }))
+            .find(|(_, route)| route.matches(alert))
+            .map(|(index, _)| &self.playbooks[*index])
+            .ok_or_else(|| {
+                format!(
+                    "no playbook's trigger matches alertname={:?} source={:?} (playbooks: {})",
+                    alert.name.as_str(),
+                    alert.source.as_str(),
+                    self.playbooks
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
     }
 
     /// The playbook called `name`, or the only one when `name` is omitted.
@@ -150,35 +147,5 @@ impl Dispatcher {
             self.wake.notify_one();
         }
         Ok(created)
-    }
-
-    /// Cancels the incident's active run when its source resolved it, unless the run is
-    /// verifying (a fix is in flight: let it finish). Returns the run it cancelled.
-    pub async fn source_resolved(
-        &self,
-        store: &Store,
-        incident_id: i64,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>, RunError> {
-        let Some(run) = store.active_run_for_incident(incident_id).await? else {
-            return Ok(None);
-        };
-        let progress: Progress = serde_json::from_value(run.facts.0.clone()).unwrap_or_default();
-        let verifying = run
-            .step
-            .as_ref()
-            .and_then(|step| progress.plan.iter().position(|s| s == step))
-            .is_some_and(|position| position >= progress.remediation_len);
-        if verifying {
-            return Ok(None);
-        }
-        match store
-            .cancel_run(run.id, "engine", "the alert's source resolved it", now)
-            .await
-        {
-            Ok(()) => Ok(Some(run.id)),
-            Err(RunError::Final { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The engine: from an incident to a playbook run, and the run to its end.
 //!
-//! - [`dispatch`]: intake's side: a new incident starts its playbook's run, a resolve cancels it.
+//! - [`intake`]: a delivery's alerts → incidents (the lifecycle) → runs, in one transaction.
+//! - [`dispatch`]: routing alerts to playbooks; runs asked for by hand.
 //! - [`worker`]: a worker leases a run and drives it: diagnose, remediate, verify; resumes runs
 //!   a crashed worker left; stops at step boundaries when paused or when it lost the run.
 //! - [`diagnose`]: the read-only probes in parallel, the facts, the first cause that holds.
@@ -18,6 +19,7 @@ pub mod diagnose;
 pub mod dispatch;
 pub mod estate;
 pub mod facts;
+pub mod intake;
 pub mod scope;
 pub mod step;
 pub mod worker;

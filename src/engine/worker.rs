@@ -51,6 +51,18 @@ pub struct Progress {
     /// How many of `plan` are remediation (the rest verify).
     #[serde(default)]
     pub remediation_len: usize,
+    /// The failure text the alert itself carried (the forwarder's failed task), kept as
+    /// evidence next to what the probes find.
+    #[serde(default)]
+    pub alert_failure: Option<String>,
+}
+
+impl Progress {
+    /// Whether a run at `step` is verifying its fix: past its remediation steps.
+    pub fn verifying(&self, step: Option<&str>) -> bool {
+        step.and_then(|step| self.plan.iter().position(|s| s == step))
+            .is_some_and(|position| position >= self.remediation_len)
+    }
 }
 
 pub struct Engine {
@@ -159,6 +171,12 @@ impl Engine {
                 progress.facts = diagnosis.facts;
                 progress.report = diagnosis.report;
                 progress.evidence = diagnosis.evidence;
+                if let Some(failure) = &progress.alert_failure {
+                    progress.evidence.insert(
+                        "alert_failure".to_owned(),
+                        json!({"text": failure, "class": super::builtins::classify_log(failure, None)}),
+                    );
+                }
                 progress.cause = diagnosis.cause.clone();
                 let Some(cause_id) = diagnosis.cause else {
                     return self
@@ -306,8 +324,14 @@ impl Engine {
                 .await?;
         }
         let outcome = json!({"cause": progress.cause, "evidence": progress.evidence, "report": progress.report, "steps": progress.plan});
+        // A rehearsal fixed nothing: its incidents stay open.
+        let ending = if run.dry_run {
+            Ending::Resolved
+        } else {
+            Ending::Verified
+        };
         self.store
-            .finish_run(lease, Ending::Resolved, &outcome, self.clock.now())
+            .finish_run(lease, ending, &outcome, self.clock.now())
             .await
     }
 

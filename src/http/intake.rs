@@ -33,14 +33,21 @@ pub struct IngestResponse {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestedAlert {
     incident_id: Option<i64>,
-    /// The incident's run: started, attached to, or cancelled by this alert; `null` when no
-    /// playbook matches (or no engine runs).
+    /// The run that covers the incident: started, joined or cancelled by this alert; `null`
+    /// when no playbook matches (see `reason`), no engine runs, or the alert was refused.
     run_id: Option<i64>,
     deduplicated: bool,
     action: IntakeAction,
-    alert_name: String,
-    fingerprint: String,
-    status: AlertStatus,
+    /// `null` for a refused alert whose name could not be read.
+    alert_name: Option<String>,
+    fingerprint: Option<String>,
+    status: Option<AlertStatus>,
+    /// The earlier incident of the same alert, when the problem came back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recurrence_of: Option<i64>,
+    /// Why the alert was refused, or why no playbook took it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 type Accepted = (StatusCode, Json<IngestResponse>);
@@ -48,7 +55,9 @@ type Accepted = (StatusCode, Json<IngestResponse>);
 /// Accepts alerts in any supported shape.
 ///
 /// Alertmanager webhook v4 (`alerts[]`), the forwarder's and the generic IngestPayload
-/// (`alert_name`), or a sweep finding (`check_name`). Repeats fold into the open incident.
+/// (`alert_name`), or a sweep finding (`check_name`). Repeats fold into the open incident. A
+/// delivery whose alerts are partly unusable is stored whole: each bad alert is answered
+/// `refused` with its reason; only a body with nothing acceptable gets 4xx.
 #[utoipa::path(
     post, path = "/ingest", tag = "intake",
     params(IngestQuery),
@@ -115,56 +124,64 @@ async fn accept(
             .map_err(|e| AppError::Intake(intake::IntakeError::InvalidJson(e.to_string())))?;
         // Recorded on its own task: if the request times out or the client goes away, the
         // transaction still completes or rolls back as a whole, and is never cut mid-commit.
-        let (store, recorded, raw, actor, now) = (
-            state.store.clone(),
+        let (service, recorded, raw, actor, now) = (
+            state.intake.clone(),
             delivery.clone(),
             raw.to_owned(),
             caller.clone(),
             state.clock.now(),
         );
         let outcomes =
-            tokio::spawn(async move { store.record_delivery(&recorded, &raw, &actor, now).await })
+            tokio::spawn(async move { service.accept(&recorded, &raw, &actor, now).await })
                 .await
                 .map_err(|e| AppError::Internal(e.into()))??;
-        // Runs: a new incident starts its playbook; a resolve cancels the run. The delivery is
-        // stored either way; a run that could not be started is started by the next repeat.
-        let mut run_ids = Vec::with_capacity(outcomes.len());
-        for (alert, outcome) in delivery.alerts.iter().zip(&outcomes) {
-            run_ids.push(dispatch(state, alert, outcome).await);
-        }
-        Ok::<_, AppError>((delivery, outcomes, run_ids))
+        Ok::<_, AppError>((delivery, outcomes))
     }
     .await;
 
     match result {
-        Ok((delivery, outcomes, run_ids)) => {
+        Ok((delivery, outcomes)) => {
             let incidents: Vec<IngestedAlert> = delivery
-                .alerts
+                .entries
                 .iter()
-                .zip(&outcomes)
-                .zip(run_ids)
-                .map(|((alert, outcome), run_id)| {
+                .zip(outcomes)
+                .map(|(entry, outcome)| {
                     metrics::counter!(
                         "runbookd_alerts_total",
                         "source" => delivery.source.as_str().to_owned(),
                         "outcome" => outcome.action.as_str(),
                     )
                     .increment(1);
+                    let (alert_name, fingerprint, status) = match entry {
+                        Ok(alert) => (
+                            Some(alert.name.as_str().to_owned()),
+                            Some(alert.fingerprint.as_str().to_owned()),
+                            Some(alert.status),
+                        ),
+                        Err(refused) => (refused.name.clone(), None, None),
+                    };
                     IngestedAlert {
                         incident_id: outcome.incident_id,
-                        run_id,
+                        run_id: outcome.run_id,
                         deduplicated: outcome.action == IntakeAction::Deduplicated,
                         action: outcome.action,
-                        alert_name: alert.name.as_str().to_owned(),
-                        fingerprint: alert.fingerprint.as_str().to_owned(),
-                        status: alert.status,
+                        alert_name,
+                        fingerprint,
+                        status,
+                        recurrence_of: outcome.recurrence_of,
+                        reason: outcome.reason,
                     }
                 })
                 .collect();
+            let refused = incidents
+                .iter()
+                .filter(|i| i.action == IntakeAction::Refused)
+                .count();
             tracing::info!(
                 caller = %caller.name,
                 source = delivery.source.as_str(),
                 alerts = incidents.len(),
+                refused,
                 "delivery accepted"
             );
             Ok((
@@ -194,51 +211,4 @@ async fn accept(
             Err(error)
         }
     }
-}
-
-/// Starts, finds or cancels the incident's run. Failures are logged, not returned: the alert
-/// is stored, and a repeat of it tries again.
-async fn dispatch(
-    state: &AppState,
-    alert: &crate::intake::Alert,
-    outcome: &crate::store::intake::IntakeOutcome,
-) -> Option<i64> {
-    let dispatcher = state.dispatcher.as_ref()?;
-    let incident_id = outcome.incident_id?;
-    let now = state.clock.now();
-    let result = match outcome.action {
-        IntakeAction::Opened => {
-            dispatcher
-                .start(&state.store, incident_id, alert, now)
-                .await
-        }
-        IntakeAction::Deduplicated => {
-            match state.store.latest_run_for_incident(incident_id).await {
-                Ok(Some(run)) => Ok(Some(run)),
-                Ok(None) => {
-                    dispatcher
-                        .start(&state.store, incident_id, alert, now)
-                        .await
-                }
-                Err(error) => Err(error.into()),
-            }
-        }
-        IntakeAction::Resolved => match dispatcher
-            .source_resolved(&state.store, incident_id, now)
-            .await
-        {
-            Ok(Some(cancelled)) => Ok(Some(cancelled)),
-            Ok(None) => state
-                .store
-                .latest_run_for_incident(incident_id)
-                .await
-                .map_err(Into::into),
-            Err(error) => Err(error),
-        },
-        IntakeAction::ResolveUnmatched => Ok(None),
-    };
-    result.unwrap_or_else(|error| {
-        tracing::error!(incident_id, %error, "could not start or cancel the incident's run");
-        None
-    })
 }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Starts playbook runs for new incidents; `None` when no engine runs (no inventory).
     pub dispatcher: Option<Arc<Dispatcher>>,
+    /// Deliveries → incidents → runs, one transaction each.
+    pub intake: Arc<crate::engine::intake::IntakeService>,
     /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
     /// shorter than the request timeout, so the caller gets an answer, not a 503.
     pub tool_wait: Duration,

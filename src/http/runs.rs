@@ -18,22 +18,51 @@ use crate::store::idempotency::{Claim, request_hash};
 use crate::store::runs::{Created, RunError};
 use crate::store::runs::{Run, StepAttempt};
 
-/// A run with what it did: every step attempt and every approval it asked for.
+/// A run with what it did: every step attempt and every approval it asked for, and what it
+/// covers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunWithSteps {
     run: Run,
     steps: Vec<StepAttempt>,
     approvals: Vec<Approval>,
+    covers: RunScope,
+}
+
+/// Every incident a run covers (the one that started it and every one that joined it) and the
+/// backup groups they name.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunScope {
+    incidents: Vec<i64>,
+    /// `type/id` of each covered incident that names a group, without repeats.
+    groups: Vec<String>,
 }
 
 impl RunWithSteps {
     pub async fn load(state: &AppState, run: Run) -> Result<Self, AppError> {
         let steps = state.store.step_attempts(run.id).await?;
         let approvals = state.store.approvals_for_run(run.id).await?;
+        let incidents = state.store.run_incidents(run.id).await?;
+        let mut groups: Vec<String> = Vec::new();
+        for incident in &incidents {
+            let labels = &incident.labels.0;
+            if let (Some(kind), Some(id)) = (
+                labels["backup_type"].as_str(),
+                labels["backup_id"].as_str().or(labels["vm_id"].as_str()),
+            ) {
+                let group = format!("{kind}/{id}");
+                if !groups.contains(&group) {
+                    groups.push(group);
+                }
+            }
+        }
         Ok(Self {
             run,
             steps,
             approvals,
+            covers: RunScope {
+                incidents: incidents.iter().map(|i| i.id).collect(),
+                groups,
+            },
         })
     }
 }

@@ -2,7 +2,7 @@
 //! here; nothing downstream sees a raw payload.
 //!
 //! Validation happens once, at this edge: a value that exists is valid. Limits are generous
-//! for real alerts and refuse abuse (10k labels, control characters in label text).
+//! for real alerts and refuse abuse (10k labels, control characters other than line breaks and tabs).
 
 use std::collections::BTreeMap;
 
@@ -172,7 +172,9 @@ impl Labels {
                     "label '{name}' is longer than {MAX_LABEL_VALUE_LEN} characters"
                 ));
             }
-            if value.chars().any(char::is_control) {
+            // Prometheus allows any UTF-8 in a label value; line breaks and tabs occur in real
+            // ones (error texts).
+            if has_stray_control(value) {
                 return Err(format!("label '{name}' contains control characters"));
             }
         }
@@ -209,15 +211,22 @@ impl Annotations {
                     "annotation '{name}' is longer than {MAX_ANNOTATION_VALUE_LEN} characters"
                 ));
             }
-            if value
-                .chars()
-                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-            {
+            if has_stray_control(value) {
                 return Err(format!("annotation '{name}' contains control characters"));
             }
         }
         Ok(Self(map))
     }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// Control characters other than line breaks and tabs, which real texts carry.
+fn has_stray_control(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
 }
 
 /// The incident key. See [`crate::intake::fingerprint`] for how it is chosen.
@@ -265,9 +274,10 @@ mod tests {
     }
 
     #[test]
-    fn label_values_refuse_control_characters_and_annotations_allow_newlines() {
-        assert!(Labels::parse(labels(&[("a", "x\ny")])).is_err());
+    fn label_values_allow_line_breaks_and_tabs_but_no_other_control_characters() {
+        assert!(Labels::parse(labels(&[("a", "x\ny\tz\r")])).is_ok());
         assert!(Labels::parse(labels(&[("a", "x\u{7}")])).is_err());
+        assert!(Labels::parse(labels(&[("a", "nul\u{0}")])).is_err());
         assert!(Annotations::parse(labels(&[("description", "line 1\nline 2\t")])).is_ok());
         assert!(Annotations::parse(labels(&[("description", "nul\u{0}")])).is_err());
     }

@@ -8,15 +8,16 @@ use serde::Deserialize;
 use super::fingerprint::fingerprint;
 use super::{
     Alert, AlertName, AlertStatus, Annotations, Delivery, IntakeError, Labels,
-    MAX_ALERTS_PER_DELIVERY, Severity, Source, at,
+    MAX_ALERTS_PER_DELIVERY, RefusedAlert, Severity, Source, at, typed_at,
 };
 
-/// Only what runbookd reads; the group fields stay in the kept raw body.
+/// Only what runbookd reads; the group fields stay in the kept raw body. Each alert is read on
+/// its own, so one that does not parse is refused alone.
 #[derive(Debug, Deserialize)]
 pub(super) struct Webhook {
     // `alerts` first: when both are missing, the body is not a webhook at all, and saying so
     // helps more than asking for a version.
-    alerts: Vec<WebhookAlert>,
+    alerts: Vec<serde_json::Value>,
     version: String,
 }
 
@@ -55,13 +56,28 @@ pub(super) fn normalize(webhook: Webhook, source: Option<Source>) -> Result<Deli
         Some(source) => source,
         None => Source::parse("alertmanager").map_err(IntakeError::Invalid)?,
     };
-    let alerts = webhook
+    let entries: Vec<Result<Alert, RefusedAlert>> = webhook
         .alerts
         .into_iter()
         .enumerate()
-        .map(|(i, alert)| normalize_alert(i, alert, &source))
-        .collect::<Result<_, _>>()?;
-    Ok(Delivery { source, alerts })
+        .map(|(i, value)| {
+            let name = value["labels"]["alertname"].as_str().map(str::to_owned);
+            typed_at::<WebhookAlert>(Some(&format!("alerts[{i}]")), value)
+                .and_then(|alert| normalize_alert(i, alert, &source))
+                .map_err(|error| RefusedAlert {
+                    position: i,
+                    name,
+                    reason: error.to_string(),
+                })
+        })
+        .collect();
+    // Nothing to accept: the whole body is wrong, and the sender hears it as one 4xx.
+    if let Some(first) = entries.iter().find_map(|e| e.as_ref().err())
+        && entries.iter().all(Result::is_err)
+    {
+        return Err(IntakeError::Invalid(first.reason.clone()));
+    }
+    Ok(Delivery { source, entries })
 }
 
 fn normalize_alert(i: usize, alert: WebhookAlert, source: &Source) -> Result<Alert, IntakeError> {

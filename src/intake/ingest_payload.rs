@@ -10,6 +10,9 @@ use super::{
     Alert, AlertName, AlertStatus, Annotations, Delivery, IntakeError, Labels, Severity, Source, at,
 };
 
+/// The annotation that carries a failed task's error text, for the diagnosis to read.
+pub const FAILURE_ANNOTATION: &str = "failure";
+
 #[derive(Debug, Deserialize)]
 pub(super) struct IngestPayload {
     alert_name: String,
@@ -39,8 +42,25 @@ pub(super) fn normalize(
         Some(status) => AlertStatus::parse(status).map_err(at("status"))?,
         None => AlertStatus::Firing,
     };
-    let labels = Labels::parse(payload.labels).map_err(at("labels"))?;
+    let mut labels = payload.labels;
     let mut annotations = payload.annotations;
+    // The forwarder names the group only in its text (`PBS backup failed: pbs-datastore:vm/451`,
+    // `Worker: pbs-datastore:vm/451`) and the task's failure in `labels.status`.
+    super::backup_group::fill_labels(
+        &mut labels,
+        &[
+            &payload.alert_name,
+            payload.description.as_deref().unwrap_or_default(),
+        ],
+    );
+    if labels.get("type").map(String::as_str) == Some("backup")
+        && let Some(failure) = labels.get("status")
+    {
+        annotations
+            .entry(FAILURE_ANNOTATION.to_owned())
+            .or_insert_with(|| failure.clone());
+    }
+    let labels = Labels::parse(labels).map_err(at("labels"))?;
     if let Some(description) = payload.description {
         annotations
             .entry("description".to_owned())

@@ -6,11 +6,13 @@
 //! | sweep finding | `?source=sweep`, or a `check_name` field | `sweep` |
 //! | IngestPayload (forwarder, manual) | `?source=pbs\|manual\|generic`, or an `alert_name` field | the query, else the body's `source`, else `generic` |
 //!
-//! Parsing is pure: it touches no database, so a payload is either wholly valid or refused
-//! before anything is stored.
+//! Parsing is pure: it touches no database. A body that cannot be read at all (not JSON, no
+//! known shape, a bad envelope) is refused whole; otherwise each alert of it is either accepted
+//! or refused on its own, with the reason, so one bad alert never loses its group.
 
 pub mod alert;
 mod alertmanager;
+mod backup_group;
 pub mod fingerprint;
 mod ingest_payload;
 mod sweep;
@@ -21,6 +23,7 @@ use serde_json::Value;
 pub use alert::{
     Alert, AlertName, AlertStatus, Annotations, Fingerprint, Labels, Severity, Source,
 };
+pub use ingest_payload::FAILURE_ANNOTATION;
 
 /// One delivery may carry at most this many alerts.
 pub const MAX_ALERTS_PER_DELIVERY: usize = 1000;
@@ -48,11 +51,21 @@ pub enum IntakeError {
 
 const KNOWN_SOURCES: &str = "alertmanager, sweep, pbs, manual, generic";
 
-/// A delivery's alerts, all valid, and who sent them.
+/// A delivery's alerts, in the sender's order, each accepted or refused, and who sent them.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub source: Source,
-    pub alerts: Vec<Alert>,
+    pub entries: Vec<Result<Alert, RefusedAlert>>,
+}
+
+/// An alert of a delivery that could not be accepted; the rest of the delivery still is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedAlert {
+    /// Its index in the delivery's alerts.
+    pub position: usize,
+    /// Its name, when that much could be read.
+    pub name: Option<String>,
+    pub reason: String,
 }
 
 impl Delivery {
@@ -60,8 +73,13 @@ impl Delivery {
     fn one(alert: Alert) -> Self {
         Self {
             source: alert.source.clone(),
-            alerts: vec![alert],
+            entries: vec![Ok(alert)],
         }
+    }
+
+    /// The accepted alerts, in order.
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.entries.iter().filter_map(|entry| entry.as_ref().ok())
     }
 }
 
@@ -112,13 +130,20 @@ pub fn parse(body: &[u8], declared: Option<(Source, Format)>) -> Result<Delivery
 /// Deserializes with the failing field's path in the message (`alerts[0].labels.backup_id:
 /// invalid type: integer 451, expected a string`).
 fn typed<T: DeserializeOwned>(value: Value) -> Result<T, IntakeError> {
+    typed_at(None, value)
+}
+
+/// [`typed`] for a part of the body at `prefix` (`alerts[3]`), which the message names.
+fn typed_at<T: DeserializeOwned>(prefix: Option<&str>, value: Value) -> Result<T, IntakeError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
-            IntakeError::Invalid(e.inner().to_string())
-        } else {
-            IntakeError::Invalid(format!("{path}: {}", e.inner()))
-        }
+        let message = e.inner().to_string();
+        IntakeError::Invalid(match (prefix, path.as_str()) {
+            (None, ".") => message,
+            (None, path) => format!("{path}: {message}"),
+            (Some(prefix), ".") => format!("{prefix}: {message}"),
+            (Some(prefix), path) => format!("{prefix}.{path}: {message}"),
+        })
     })
 }
 

@@ -66,6 +66,9 @@ pub(super) fn normalize(
             Value::Null | Value::Array(_) | Value::Object(_) => {}
         }
     }
+    if let Some(group) = labels.get("group").cloned() {
+        super::backup_group::fill_labels(&mut labels, &[&group]);
+    }
     let labels = Labels::parse(labels).map_err(at("evidence"))?;
 
     let mut annotations = measures;

@@ -8,6 +8,7 @@
 //! with its remediation steps; verification steps; per-step risk, approval policy, timeout,
 //! retries, cooldown and `idempotent` flag; and an escalation.
 
+pub mod matcher;
 pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,11 +176,21 @@ impl<'a> Validator<'a> {
             self.problem("triggers:", "at least one trigger is needed");
         }
         for trigger in &playbook.triggers {
-            if trigger.alertname.is_some() == trigger.check_name.is_some() {
+            if trigger.alertname.is_some() && trigger.check_name.is_some() {
                 self.problem(
                     "triggers:",
-                    "each trigger names exactly one of alertname or check_name",
+                    "a trigger names alertname or check_name, not both (an alert has one name)",
                 );
+            }
+            for text in &trigger.matchers {
+                if let Err(error) = matcher::Matcher::parse(text) {
+                    self.problem(text, error);
+                }
+            }
+            if trigger.matchers.is_empty() {
+                if let Err(error) = trigger.route() {
+                    self.problem("triggers:", error);
+                }
             }
         }
         for (name, parameter) in &playbook.parameters {

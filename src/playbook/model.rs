@@ -32,7 +32,10 @@ pub struct Playbook {
     pub escalation: Escalation,
 }
 
-/// An alert that starts this playbook: by Alertmanager alert name, or by sweep check name.
+/// An alert that starts this playbook: every matcher given must hold. `alertname`,
+/// `check_name` and `source` are shorthands for `name="value"` matchers; `matchers` are
+/// Alertmanager-style (`=`, `!=`, `=~`, `!~`) over the alert's name, labels, source and check
+/// (see [`super::matcher`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
@@ -40,6 +43,32 @@ pub struct Trigger {
     pub check_name: Option<String>,
     /// Only from this source (`alertmanager`, `sweep`, `pbs`, ...).
     pub source: Option<String>,
+    #[serde(default)]
+    pub matchers: Vec<String>,
+}
+
+impl Trigger {
+    /// The trigger as one route: its shorthands and its matchers, compiled.
+    pub fn route(&self) -> Result<super::matcher::Route, String> {
+        use super::matcher::Matcher;
+        let mut matchers = Vec::new();
+        for (name, value) in [
+            ("alertname", &self.alertname),
+            ("check_name", &self.check_name),
+            ("source", &self.source),
+        ] {
+            if let Some(value) = value {
+                matchers.push(Matcher::equal(name, value));
+            }
+        }
+        for text in &self.matchers {
+            matchers.push(Matcher::parse(text)?);
+        }
+        if matchers.is_empty() {
+            return Err("a trigger needs alertname, check_name, source or matchers".to_owned());
+        }
+        Ok(super::matcher::Route(matchers))
+    }
 }
 
 /// Which mutating steps need a human.

@@ -18,6 +18,19 @@ pub enum AuditAction {
     IncidentDeduplicated,
     /// The source sent `resolved` for an open incident.
     IncidentSourceResolved,
+    /// A run verified its fix, which resolved the incident.
+    IncidentRunResolved,
+    /// The incident's sender never resolves and stopped repeating it for its resolve timeout.
+    IncidentTimedOut,
+    /// A repeat within the settle window after a fix, or a late firing of an alert its sender
+    /// already resolved (an HA peer): attached to the incident, nothing runs.
+    IncidentLateRepeat,
+    /// No playbook's trigger matches the incident's alert, with the reason.
+    IncidentUnmatched,
+    /// An incident joined a run that was already active for its target.
+    RunAttached,
+    /// One alert of a delivery could not be accepted, with the reason.
+    AlertRefused,
     /// The source sent `resolved` and no incident was open for it.
     ResolveUnmatched,
     /// A run of a playbook was created for an incident (or by hand).
@@ -58,6 +71,12 @@ impl AuditAction {
             Self::IncidentOpened => "incident.opened",
             Self::IncidentDeduplicated => "incident.deduplicated",
             Self::IncidentSourceResolved => "incident.source_resolved",
+            Self::IncidentRunResolved => "incident.run_resolved",
+            Self::IncidentTimedOut => "incident.timed_out",
+            Self::IncidentLateRepeat => "incident.late_repeat",
+            Self::IncidentUnmatched => "incident.unmatched",
+            Self::RunAttached => "run.attached",
+            Self::AlertRefused => "alert.refused",
             Self::ResolveUnmatched => "alert.resolve_unmatched",
             Self::RunCreated => "run.created",
             Self::RunLeased => "run.leased",

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
+use super::intake::ResolvedBy;
 use super::{Store, StoreError};
 
 #[derive(
@@ -42,6 +43,18 @@ pub struct Incident {
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// How it stopped being open: `source`, `run` (a verified fix) or `timeout`.
+    pub resolved_by: Option<ResolvedBy>,
+    /// The run whose verified fix resolved it.
+    pub resolved_by_run: Option<i64>,
+    /// The opening alert's `startsAt`, when its sender gives one.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// The earlier incident of the same alert: the problem came back.
+    pub recurrence_of: Option<i64>,
+    /// The playbook whose trigger took it.
+    pub playbook: Option<String>,
+    /// Why no playbook took it, when none did.
+    pub unmatched_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
@@ -74,7 +87,8 @@ pub struct IncidentFilter {
 }
 
 const INCIDENT_COLUMNS: &str = "id, fingerprint, name, source, severity, labels, status, \
-                                alert_count, first_seen, last_seen, resolved_at";
+    alert_count, first_seen, last_seen, resolved_at, resolved_by, resolved_by_run, starts_at, \
+    recurrence_of, playbook, unmatched_reason";
 
 impl Store {
     pub async fn list_incidents(
@@ -135,5 +149,22 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         Ok(alerts)
+    }
+
+    /// The incidents a run covers, in the order they joined it.
+    pub async fn run_incidents(&self, run_id: i64) -> Result<Vec<Incident>, StoreError> {
+        let columns = INCIDENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("incidents.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(sqlx::query_as::<_, Incident>(&format!(
+            "SELECT {columns} FROM incidents
+             JOIN run_incidents ON run_incidents.incident_id = incidents.id
+             WHERE run_incidents.run_id = ? ORDER BY run_incidents.linked_at, incidents.id"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?)
     }
 }

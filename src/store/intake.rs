@@ -1,157 +1,233 @@
-//! Recording a delivery: the raw body, its alerts, and the incidents they open, dedupe into or
-//! resolve, all in one transaction. Either the whole delivery is stored or none of it.
+//! The rows intake writes: deliveries as received, their alerts (and the ones refused), and
+//! the incidents they open, repeat or resolve. These are the steps of one transaction that the
+//! engine's intake service ([`crate::engine::intake`]) runs for a whole delivery, so a delivery,
+//! its incidents and their runs are stored together or not at all.
 //!
-//! Dedupe is one `INSERT … ON CONFLICT … DO UPDATE … RETURNING` against the partial unique index
-//! on open incidents, so concurrent identical alerts cannot open two incidents and every one of
-//! them is counted.
+//! Incidents are keyed by (source, fingerprint): at most one is open per key (a partial unique
+//! index), and the latest one of a key, open or not, decides what a new firing means.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::types::Json;
+use sqlx::{FromRow, SqliteConnection};
 
-use super::audit::{self, AuditAction, NewAuditEvent};
-use super::{Store, StoreError};
-use crate::auth::Principal;
-use crate::intake::{Alert, AlertStatus, Delivery};
+use crate::intake::{Alert, RefusedAlert, Source};
 
 /// What recording one alert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IntakeAction {
+    /// A new incident.
     Opened,
+    /// A new incident for an alert that had one before (linked as `recurrence_of`): the
+    /// problem came back.
+    Recurred,
+    /// A repeat of an open incident.
     Deduplicated,
+    /// A repeat within the settle window after a run fixed the incident: the sender has not
+    /// caught up yet. Nothing runs.
+    Settling,
+    /// A firing from a sender that already resolved it, with the same `startsAt` (an
+    /// Alertmanager HA peer catching up). Nothing reopens.
+    LateFiring,
     Resolved,
     /// A resolve for which no incident was open: recorded, nothing changed.
     ResolveUnmatched,
+    /// The alert could not be accepted; the rest of its delivery was.
+    Refused,
 }
 
 impl IntakeAction {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Opened => "opened",
+            Self::Recurred => "recurred",
             Self::Deduplicated => "deduplicated",
+            Self::Settling => "settling",
+            Self::LateFiring => "late_firing",
             Self::Resolved => "resolved",
             Self::ResolveUnmatched => "resolve_unmatched",
-        }
-    }
-
-    fn audit_action(self) -> AuditAction {
-        match self {
-            Self::Opened => AuditAction::IncidentOpened,
-            Self::Deduplicated => AuditAction::IncidentDeduplicated,
-            Self::Resolved => AuditAction::IncidentSourceResolved,
-            Self::ResolveUnmatched => AuditAction::ResolveUnmatched,
+            Self::Refused => "refused",
         }
     }
 }
 
-/// The result for one alert of a delivery, in delivery order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntakeOutcome {
-    pub incident_id: Option<i64>,
-    pub action: IntakeAction,
+/// How an incident stopped being open.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, schemars::JsonSchema, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum ResolvedBy {
+    /// The sender said `resolved`.
+    Source,
+    /// A run verified its fix.
+    Run,
+    /// The sender never resolves, and stopped repeating it for its resolve timeout.
+    Timeout,
 }
 
-impl Store {
-    /// Stores a validated delivery. `raw_body` is kept verbatim.
-    pub async fn record_delivery(
-        &self,
-        delivery: &Delivery,
-        raw_body: &str,
-        actor: &Principal,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<IntakeOutcome>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let delivery_id: i64 = sqlx::query_scalar(
-            "INSERT INTO deliveries (received_at, source, actor, body) VALUES (?, ?, ?, ?)
-             RETURNING id",
-        )
+/// The latest incident of a (source, fingerprint), as intake weighs a new firing against it.
+#[derive(Debug, Clone, FromRow)]
+pub struct LatestIncident {
+    pub id: i64,
+    pub open: bool,
+    pub resolved_by: Option<ResolvedBy>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub starts_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    source: &Source,
+    actor: &str,
+    raw_body: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO deliveries (received_at, source, actor, body) VALUES (?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(source.as_str())
+    .bind(actor)
+    .bind(raw_body)
+    .fetch_one(conn)
+    .await
+}
+
+/// Resolves the alert's open incident if its sender has been silent longer than `after`.
+pub async fn time_out_incident(
+    conn: &mut SqliteConnection,
+    alert: &Alert,
+    silent_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE incidents SET status = 'resolved', resolved_by = 'timeout', resolved_at = ?
+         WHERE source = ? AND fingerprint = ? AND status = 'open' AND last_seen < ?
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(alert.source.as_str())
+    .bind(alert.fingerprint.as_str())
+    .bind(silent_since)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Open incidents of `source` not seen since `silent_since`, resolved as timed out.
+pub async fn time_out_incidents(
+    conn: &mut SqliteConnection,
+    source: &str,
+    silent_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE incidents SET status = 'resolved', resolved_by = 'timeout', resolved_at = ?
+         WHERE source = ? AND status = 'open' AND last_seen < ?
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(source)
+    .bind(silent_since)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn latest_incident(
+    conn: &mut SqliteConnection,
+    alert: &Alert,
+) -> Result<Option<LatestIncident>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, status = 'open' AS open, resolved_by, resolved_at, starts_at FROM incidents
+         WHERE source = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(alert.source.as_str())
+    .bind(alert.fingerprint.as_str())
+    .fetch_optional(conn)
+    .await
+}
+
+/// A new open incident for the alert; `recurrence_of` is the earlier incident it repeats.
+pub async fn open_incident(
+    conn: &mut SqliteConnection,
+    alert: &Alert,
+    recurrence_of: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO incidents
+           (fingerprint, name, source, severity, labels, status, alert_count, first_seen,
+            last_seen, starts_at, recurrence_of)
+         VALUES (?, ?, ?, ?, ?, 'open', 1, ?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(alert.fingerprint.as_str())
+    .bind(alert.name.as_str())
+    .bind(alert.source.as_str())
+    .bind(alert.severity.as_str())
+    .bind(Json(&alert.labels))
+    .bind(now)
+    .bind(now)
+    .bind(alert.starts_at)
+    .bind(recurrence_of)
+    .fetch_one(conn)
+    .await
+}
+
+/// Counts one more notification of an incident, open or not.
+pub async fn repeat_incident(
+    conn: &mut SqliteConnection,
+    incident_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE incidents SET alert_count = alert_count + 1, last_seen = ? WHERE id = ?")
         .bind(now)
-        .bind(delivery.source.as_str())
-        .bind(&actor.name)
-        .bind(raw_body)
-        .fetch_one(&mut *tx)
+        .bind(incident_id)
+        .execute(conn)
         .await?;
-
-        let mut outcomes = Vec::with_capacity(delivery.alerts.len());
-        for alert in &delivery.alerts {
-            let (incident_id, action) = match alert.status {
-                AlertStatus::Firing => {
-                    let (id, count): (i64, i64) = sqlx::query_as(
-                        "INSERT INTO incidents
-                           (fingerprint, name, source, severity, labels, status, alert_count,
-                            first_seen, last_seen)
-                         VALUES (?, ?, ?, ?, ?, 'open', 1, ?, ?)
-                         ON CONFLICT (fingerprint) WHERE status = 'open'
-                         DO UPDATE SET alert_count = alert_count + 1, last_seen = excluded.last_seen
-                         RETURNING id, alert_count",
-                    )
-                    .bind(alert.fingerprint.as_str())
-                    .bind(alert.name.as_str())
-                    .bind(alert.source.as_str())
-                    .bind(alert.severity.as_str())
-                    .bind(Json(&alert.labels))
-                    .bind(now)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let action = if count == 1 {
-                        IntakeAction::Opened
-                    } else {
-                        IntakeAction::Deduplicated
-                    };
-                    (Some(id), action)
-                }
-                AlertStatus::Resolved => {
-                    let id: Option<i64> = sqlx::query_scalar(
-                        "UPDATE incidents SET status = 'resolved', resolved_at = ?, last_seen = ?
-                         WHERE fingerprint = ? AND status = 'open'
-                         RETURNING id",
-                    )
-                    .bind(now)
-                    .bind(now)
-                    .bind(alert.fingerprint.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match id {
-                        Some(id) => (Some(id), IntakeAction::Resolved),
-                        None => (None, IntakeAction::ResolveUnmatched),
-                    }
-                }
-            };
-            let alert_id = insert_alert(&mut tx, alert, delivery_id, incident_id, now).await?;
-            audit::append(
-                &mut tx,
-                now,
-                NewAuditEvent {
-                    actor: &actor.name,
-                    action: action.audit_action(),
-                    incident_id,
-                    run_id: None,
-                    detail: json!({
-                    "delivery_id": delivery_id,
-                    "alert_id": alert_id,
-                    "source": alert.source,
-                    "alert_name": alert.name,
-                    "fingerprint": alert.fingerprint,
-                    "status": alert.status,
-                    }),
-                },
-            )
-            .await?;
-            outcomes.push(IntakeOutcome {
-                incident_id,
-                action,
-            });
-        }
-        tx.commit().await?;
-        Ok(outcomes)
-    }
+    Ok(())
 }
 
-async fn insert_alert(
-    tx: &mut sqlx::SqliteConnection,
+/// The sender resolved the alert: its open incident, if any, is resolved by the source.
+pub async fn source_resolve(
+    conn: &mut SqliteConnection,
+    alert: &Alert,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE incidents SET status = 'resolved', resolved_by = 'source', resolved_at = ?,
+             last_seen = ?
+         WHERE source = ? AND fingerprint = ? AND status = 'open'
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(alert.source.as_str())
+    .bind(alert.fingerprint.as_str())
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records which playbook took the incident, or why none did.
+pub async fn set_routing(
+    conn: &mut SqliteConnection,
+    incident_id: i64,
+    playbook: Option<&str>,
+    unmatched_reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE incidents SET playbook = ?, unmatched_reason = ? WHERE id = ?")
+        .bind(playbook)
+        .bind(unmatched_reason)
+        .bind(incident_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_alert(
+    conn: &mut SqliteConnection,
     alert: &Alert,
     delivery_id: i64,
     incident_id: Option<i64>,
@@ -176,6 +252,26 @@ async fn insert_alert(
     .bind(alert.starts_at)
     .bind(alert.ends_at)
     .bind(now)
-    .fetch_one(tx)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn insert_refused(
+    conn: &mut SqliteConnection,
+    refused: &RefusedAlert,
+    delivery_id: i64,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO refused_alerts (delivery_id, position, name, reason, received_at)
+         VALUES (?, ?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(delivery_id)
+    .bind(i64::try_from(refused.position).unwrap_or(i64::MAX))
+    .bind(refused.name.as_deref())
+    .bind(&refused.reason)
+    .bind(now)
+    .fetch_one(conn)
     .await
 }

@@ -103,6 +103,11 @@ impl Store {
         Ok(Self { writer, reader })
     }
 
+    /// A transaction on the writer, for a change that spans repositories (intake).
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.writer.begin().await?)
+    }
+
     /// Answers when the database does: the readiness probe.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;

@@ -58,7 +58,10 @@ impl RunState {
 /// How a run ends, by its worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
+    /// Nothing was remediated (no remediation applies): the incidents stay as they are.
     Resolved,
+    /// A remediation ran and its verification passed: the incidents it covers are resolved.
+    Verified,
     Escalated,
 }
 
@@ -180,47 +183,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Created, RunError> {
         let mut tx = self.writer.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO runs (incident_id, playbook, target, state, facts, dry_run, attempt,
-                               created_at, updated_at)
-             VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?)
-             ON CONFLICT (target) WHERE state IN ('pending', 'running', 'waiting_approval')
-             DO NOTHING
-             RETURNING id",
-        )
-        .bind(run.incident_id)
-        .bind(run.playbook)
-        .bind(run.target)
-        .bind(Json(&run.facts))
-        .bind(run.dry_run)
-        .bind(now)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
-            let active: i64 = sqlx::query_scalar(
-                "SELECT id FROM runs WHERE target = ?
-                 AND state IN ('pending', 'running', 'waiting_approval')",
-            )
-            .bind(run.target)
-            .fetch_one(&mut *tx)
-            .await?;
-            return Ok(Created::AlreadyActive(active));
-        };
-        audit::append(
-            &mut tx,
-            now,
-            NewAuditEvent {
-                actor: run.actor,
-                action: AuditAction::RunCreated,
-                incident_id: run.incident_id,
-                run_id: Some(id),
-                detail: json!({"playbook": run.playbook, "target": run.target, "dry_run": run.dry_run}),
-            },
-        )
-        .await?;
+        let created = insert_run(&mut tx, &run, now).await?;
         tx.commit().await?;
-        Ok(Created::New(id))
+        Ok(created)
     }
 
     /// Takes the lease of the oldest run that needs a worker: a pending one, or a running one
@@ -329,7 +294,8 @@ impl Store {
         fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
-    /// Ends the run as its worker decided.
+    /// Ends the run as its worker decided. A run that verified its fix resolves every open
+    /// incident it covers, in the same transaction.
     pub async fn finish_run(
         &self,
         lease: &Lease,
@@ -338,10 +304,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
         let state = match ending {
-            Ending::Resolved => RunState::Resolved,
+            Ending::Resolved | Ending::Verified => RunState::Resolved,
             Ending::Escalated => RunState::Escalated,
         };
-        let query = sqlx::query(
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
             "UPDATE runs SET state = ?, outcome = ?, lease_owner = NULL, lease_expires_at = NULL,
                  finished_at = ?, updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
@@ -349,9 +316,50 @@ impl Store {
         .bind(state)
         .bind(Json(outcome.clone()))
         .bind(now)
-        .bind(now);
+        .bind(now)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        fenced(updated.rows_affected(), lease)?;
         let detail = json!({"state": state, "outcome": outcome});
-        fenced_write(self, lease, query, AuditAction::RunFinished, detail, now).await
+        audit::append(
+            &mut tx,
+            now,
+            run_event(lease, AuditAction::RunFinished, detail),
+        )
+        .await?;
+        if ending == Ending::Verified {
+            let resolved: Vec<i64> = sqlx::query_scalar(
+                "UPDATE incidents SET status = 'resolved', resolved_by = 'run', resolved_by_run = ?,
+                     resolved_at = ?
+                 WHERE status = 'open'
+                   AND id IN (SELECT incident_id FROM run_incidents WHERE run_id = ?)
+                 RETURNING id",
+            )
+            .bind(lease.run_id)
+            .bind(now)
+            .bind(lease.run_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for incident_id in resolved {
+                audit::append(
+                    &mut tx,
+                    now,
+                    NewAuditEvent {
+                        actor: &lease.owner,
+                        action: AuditAction::IncidentRunResolved,
+                        incident_id: Some(incident_id),
+                        run_id: Some(lease.run_id),
+                        detail: json!({"reason": "the run verified its fix"}),
+                    },
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Cancels a run that has not ended, whoever holds it: its worker finds out at its next
@@ -364,43 +372,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
         let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE runs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
-                 outcome = ?, finished_at = ?, updated_at = ?
-             WHERE id = ? AND state IN ('pending', 'running', 'waiting_approval')",
-        )
-        .bind(Json(json!({"reason": reason})))
-        .bind(now)
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
+        if !cancel_in(&mut tx, run_id, actor, reason, now).await? {
             return Err(self.why_not(run_id, "cancelled").await);
         }
-        // Nobody needs to decide for a run that stopped.
-        sqlx::query(
-            "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?, comment = ?
-             WHERE run_id = ? AND status = 'pending'",
-        )
-        .bind(actor)
-        .bind(now)
-        .bind(reason)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        audit::append(
-            &mut tx,
-            now,
-            NewAuditEvent {
-                actor,
-                action: AuditAction::RunFinished,
-                incident_id: None,
-                run_id: Some(run_id),
-                detail: json!({"state": "cancelled", "reason": reason}),
-            },
-        )
-        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -493,24 +467,11 @@ impl Store {
         )
     }
 
-    /// The incident's run that has not ended, if any.
-    pub async fn active_run_for_incident(
-        &self,
-        incident_id: i64,
-    ) -> Result<Option<Run>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE incident_id = ?
-             AND state IN ('pending', 'running', 'waiting_approval') ORDER BY id DESC LIMIT 1"
-        ))
-        .bind(incident_id)
-        .fetch_optional(&self.reader)
-        .await?)
-    }
-
     /// Every run of the incident, oldest first.
     pub async fn runs_for_incident(&self, incident_id: i64) -> Result<Vec<Run>, StoreError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE incident_id = ? ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE id IN (SELECT run_id FROM run_incidents WHERE incident_id = ?) ORDER BY id"
         ))
         .bind(incident_id)
         .fetch_all(&self.reader)
@@ -527,10 +488,12 @@ impl Store {
         }
         let placeholders = vec!["?"; incident_ids.len()].join(", ");
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN
-             (SELECT MAX(id) FROM runs WHERE incident_id IN ({placeholders}) GROUP BY incident_id)"
+            "SELECT link.incident AS linked_incident, {RUN_COLUMNS} FROM runs
+             JOIN (SELECT incident_id AS incident, MAX(run_id) AS latest FROM run_incidents
+                   WHERE incident_id IN ({placeholders}) GROUP BY incident_id) AS link
+               ON runs.id = link.latest"
         );
-        let mut query = sqlx::query_as::<_, Run>(&sql);
+        let mut query = sqlx::query_as::<_, LinkedRun>(&sql);
         for id in incident_ids {
             query = query.bind(id);
         }
@@ -538,7 +501,7 @@ impl Store {
             .fetch_all(&self.reader)
             .await?
             .into_iter()
-            .filter_map(|run| run.incident_id.map(|incident| (incident, run)))
+            .map(|linked| (linked.linked_incident, linked.run))
             .collect())
     }
 
@@ -570,12 +533,10 @@ impl Store {
         incident_id: i64,
     ) -> Result<Option<i64>, StoreError> {
         Ok(
-            sqlx::query_scalar(
-                "SELECT id FROM runs WHERE incident_id = ? ORDER BY id DESC LIMIT 1",
-            )
-            .bind(incident_id)
-            .fetch_optional(&self.reader)
-            .await?,
+            sqlx::query_scalar("SELECT MAX(run_id) FROM run_incidents WHERE incident_id = ?")
+                .bind(incident_id)
+                .fetch_one(&self.reader)
+                .await?,
         )
     }
 
@@ -603,6 +564,164 @@ impl Store {
             Err(error) => RunError::Store(error),
         }
     }
+}
+
+/// A run with the incident it was looked up for.
+#[derive(FromRow)]
+struct LinkedRun {
+    linked_incident: i64,
+    #[sqlx(flatten)]
+    run: Run,
+}
+
+/// Inserts a run unless one is already active for its target, on `conn` (the caller's
+/// transaction). The run covers its incident from the start.
+pub(crate) async fn insert_run(
+    conn: &mut sqlx::SqliteConnection,
+    run: &NewRun<'_>,
+    now: DateTime<Utc>,
+) -> Result<Created, sqlx::Error> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO runs (incident_id, playbook, target, state, facts, dry_run, attempt,
+                           created_at, updated_at)
+         VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?)
+         ON CONFLICT (target) WHERE state IN ('pending', 'running', 'waiting_approval')
+         DO NOTHING
+         RETURNING id",
+    )
+    .bind(run.incident_id)
+    .bind(run.playbook)
+    .bind(run.target)
+    .bind(Json(&run.facts))
+    .bind(run.dry_run)
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE target = ?
+             AND state IN ('pending', 'running', 'waiting_approval')",
+        )
+        .bind(run.target)
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(Created::AlreadyActive(active));
+    };
+    audit::append(
+        conn,
+        now,
+        NewAuditEvent {
+            actor: run.actor,
+            action: AuditAction::RunCreated,
+            incident_id: run.incident_id,
+            run_id: Some(id),
+            detail: json!({"playbook": run.playbook, "target": run.target, "dry_run": run.dry_run}),
+        },
+    )
+    .await?;
+    if let Some(incident_id) = run.incident_id {
+        link_incident(conn, id, incident_id, now).await?;
+    }
+    Ok(Created::New(id))
+}
+
+/// Makes `incident_id` one of the incidents `run_id` covers (once).
+pub(crate) async fn link_incident(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    incident_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let linked = sqlx::query(
+        "INSERT INTO run_incidents (run_id, incident_id, linked_at) VALUES (?, ?, ?)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(incident_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(linked.rows_affected() == 1)
+}
+
+/// The latest run that covers the incident, on `conn`.
+pub(crate) async fn latest_linked_run(
+    conn: &mut sqlx::SqliteConnection,
+    incident_id: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MAX(run_id) FROM run_incidents WHERE incident_id = ?")
+        .bind(incident_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// The active runs covering the incident none of whose incidents is still open: the runs a
+/// resolve of this incident leaves with nothing to do.
+pub(crate) async fn runs_left_without_open_incidents(
+    conn: &mut sqlx::SqliteConnection,
+    incident_id: i64,
+) -> Result<Vec<Run>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE state IN ('pending', 'running', 'waiting_approval')
+           AND id IN (SELECT run_id FROM run_incidents WHERE incident_id = ?)
+           AND NOT EXISTS (SELECT 1 FROM run_incidents AS others
+                           JOIN incidents ON incidents.id = others.incident_id
+                           WHERE others.run_id = runs.id AND incidents.status = 'open')"
+    ))
+    .bind(incident_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Cancels a run that has not ended, on `conn`, with its pending approvals. False when the
+/// run had already ended (or does not exist).
+pub(crate) async fn cancel_in(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE runs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+             outcome = ?, finished_at = ?, updated_at = ?
+         WHERE id = ? AND state IN ('pending', 'running', 'waiting_approval')",
+    )
+    .bind(Json(json!({"reason": reason})))
+    .bind(now)
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    // Nobody needs to decide for a run that stopped.
+    sqlx::query(
+        "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?, comment = ?
+         WHERE run_id = ? AND status = 'pending'",
+    )
+    .bind(actor)
+    .bind(now)
+    .bind(reason)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    audit::append(
+        conn,
+        now,
+        NewAuditEvent {
+            actor,
+            action: AuditAction::RunFinished,
+            incident_id: None,
+            run_id: Some(run_id),
+            detail: json!({"state": "cancelled", "reason": reason}),
+        },
+    )
+    .await?;
+    Ok(true)
 }
 
 /// A worker's write to its run: `query` ends in `WHERE id = ? AND state = 'running' AND

@@ -2,6 +2,7 @@
 //! as a child process, a settable clock, and waiting on observable conditions.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod engine;
 pub mod process;
 pub mod twin;
 

@@ -13,6 +13,7 @@ use crate::http::approvals::MAX_COMMENT_CHARS;
 use crate::store::approvals::{Approval, ApprovalStatus};
 use crate::store::audit::AuditEvent;
 use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus};
+use crate::store::intake::ResolvedBy;
 use crate::store::runs::{Run, StepAttempt};
 use crate::store::safety::Switch;
 
@@ -190,6 +191,8 @@ fn incident_list(incidents: &[(Incident, Option<Run>)], empty: &str) -> Markup {
                                 (badge(&incident.severity))
                                 @if let Some(run) = run {
                                     " " (badge(run.state.as_str()))
+                                } @else if incident.unmatched_reason.is_some() {
+                                    " " (badge("unmatched"))
                                 }
                                 " " (label_summary(&incident.labels.0))
                             }
@@ -229,12 +232,28 @@ pub async fn incident(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
                 dt { "Last seen" } dd { (at(incident.last_seen)) }
                 dt { "Alerts" } dd { (incident.alert_count) }
                 @if let Some(resolved) = incident.resolved_at {
-                    dt { "Resolved" } dd { (at(resolved)) }
+                    dt { "Resolved" } dd {
+                        (at(resolved))
+                        @match (incident.resolved_by, incident.resolved_by_run) {
+                            (Some(ResolvedBy::Run), Some(run)) => { " by run " (run) ", which verified its fix" }
+                            (Some(ResolvedBy::Timeout), _) => { ": its sender stopped repeating it" }
+                            (Some(ResolvedBy::Source), _) => { " by its sender" }
+                            _ => {}
+                        }
+                    }
+                }
+                @if let Some(earlier) = incident.recurrence_of {
+                    dt { "Recurrence of" } dd { a href=(format!("/incidents/{earlier}")) { "incident #" (earlier) } }
+                }
+                @if let Some(playbook) = &incident.playbook {
+                    dt { "Playbook" } dd { (playbook) }
                 }
                 dt { "Fingerprint" } dd { code { (incident.fingerprint) } }
             }
             (json_table("Labels", &incident.labels.0, true))
-            @if runs.is_empty() {
+            @if let Some(reason) = &incident.unmatched_reason {
+                p.empty { strong { "Unmatched: " } (reason) }
+            } @else if runs.is_empty() {
                 p.empty { "No playbook ran for this incident." }
             }
             @for (run, steps, approvals) in &runs {

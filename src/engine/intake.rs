@@ -1,0 +1,394 @@
+//! Intake's engine side: one delivery, one transaction. For each alert it decides what the
+//! alert means for its incident (the lifecycle below), which playbook takes it, and starts,
+//! joins or cancels the run, all committed together with the delivery and the audit trail.
+//! The HTTP handler only parses and answers.
+//!
+//! The lifecycle of a firing alert, against the latest incident of its (source, fingerprint):
+//!
+//! | latest incident | the alert | action |
+//! |---|---|---|
+//! | none | | `opened`: a new incident, routed to a playbook |
+//! | open (but silent past its source's resolve timeout) | | it times out; then as below |
+//! | open | | `deduplicated`: counted, joins the incident's run |
+//! | resolved by a run, within the settle window | | `settling`: the sender has not caught up; nothing runs |
+//! | resolved by its source, same `startsAt` | | `late_firing`: an HA peer catching up; nothing reopens |
+//! | resolved otherwise | | `recurred`: a new incident linked to the earlier one, and a new run |
+//!
+//! A `resolved` alert resolves its open incident; a run left covering no open incident is
+//! cancelled, unless it is verifying a fix. A run covers every incident that joins it (an
+//! Alertmanager group of 50 stale backups is one run over 50 incidents); when it verifies its
+//! fix, it resolves all of them ([`crate::store::runs::Ending::Verified`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::SqliteConnection;
+
+use super::dispatch::Dispatcher;
+use super::worker::Progress;
+use crate::auth::Principal;
+use crate::config::IncidentsConfig;
+use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION};
+use crate::store::audit::{self, AuditAction, NewAuditEvent};
+use crate::store::intake::{self as rows, IntakeAction, LatestIncident, ResolvedBy};
+use crate::store::runs::{self, Created, NewRun};
+use crate::store::{Store, StoreError};
+
+/// When a repeat is a new problem; see the module docs. The default is the config's.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub settle: Duration,
+    /// Per source that never sends `resolved`.
+    pub resolve_after: BTreeMap<String, Duration>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::from(&IncidentsConfig::default())
+    }
+}
+
+impl From<&IncidentsConfig> for Lifecycle {
+    fn from(config: &IncidentsConfig) -> Self {
+        Self {
+            settle: Duration::from_secs(config.settle_secs),
+            resolve_after: config
+                .resolve_after_secs
+                .iter()
+                .map(|(source, secs)| (source.clone(), Duration::from_secs(*secs)))
+                .collect(),
+        }
+    }
+}
+
+/// What happened to one alert of a delivery, in delivery order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertOutcome {
+    pub incident_id: Option<i64>,
+    /// The run that covers the incident: started, joined, or cancelled by this alert.
+    pub run_id: Option<i64>,
+    pub action: IntakeAction,
+    /// The earlier incident this one repeats (`recurred`).
+    pub recurrence_of: Option<i64>,
+    /// Why the alert was refused, or why no playbook took it.
+    pub reason: Option<String>,
+}
+
+/// The one path from a delivery to incidents and runs.
+pub struct IntakeService {
+    store: Store,
+    /// Routes alerts to playbooks; without it incidents are only recorded.
+    dispatcher: Option<Arc<Dispatcher>>,
+    lifecycle: Lifecycle,
+}
+
+fn since(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX)
+}
+
+impl IntakeService {
+    pub fn new(store: Store, dispatcher: Option<Arc<Dispatcher>>, lifecycle: Lifecycle) -> Self {
+        Self {
+            store,
+            dispatcher,
+            lifecycle,
+        }
+    }
+
+    /// Stores a delivery (kept verbatim in `raw_body`), every alert's incident and the runs
+    /// they start, join or cancel, in one transaction; wakes the worker for new runs.
+    pub async fn accept(
+        &self,
+        delivery: &Delivery,
+        raw_body: &str,
+        actor: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AlertOutcome>, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let delivery_id =
+            rows::insert_delivery(&mut tx, &delivery.source, &actor.name, raw_body, now).await?;
+        let mut outcomes = Vec::with_capacity(delivery.entries.len());
+        let mut started = false;
+        for entry in &delivery.entries {
+            let outcome = match entry {
+                Err(refused) => {
+                    rows::insert_refused(&mut tx, refused, delivery_id, now).await?;
+                    audit::append(
+                        &mut tx,
+                        now,
+                        NewAuditEvent {
+                            actor: &actor.name,
+                            action: AuditAction::AlertRefused,
+                            incident_id: None,
+                            run_id: None,
+                            detail: json!({
+                                "delivery_id": delivery_id, "position": refused.position,
+                                "alert_name": refused.name, "reason": refused.reason,
+                            }),
+                        },
+                    )
+                    .await?;
+                    AlertOutcome {
+                        incident_id: None,
+                        run_id: None,
+                        action: IntakeAction::Refused,
+                        recurrence_of: None,
+                        reason: Some(refused.reason.clone()),
+                    }
+                }
+                Ok(alert) => {
+                    let (outcome, new_run) = match alert.status {
+                        AlertStatus::Firing => {
+                            self.firing(&mut tx, alert, &actor.name, now).await?
+                        }
+                        AlertStatus::Resolved => (self.resolved(&mut tx, alert, now).await?, false),
+                    };
+                    started |= new_run;
+                    let alert_id =
+                        rows::insert_alert(&mut tx, alert, delivery_id, outcome.incident_id, now)
+                            .await?;
+                    audit::append(
+                        &mut tx,
+                        now,
+                        NewAuditEvent {
+                            actor: &actor.name,
+                            action: audit_action(outcome.action),
+                            incident_id: outcome.incident_id,
+                            run_id: outcome.run_id,
+                            detail: json!({
+                                "delivery_id": delivery_id, "alert_id": alert_id,
+                                "source": alert.source, "alert_name": alert.name,
+                                "fingerprint": alert.fingerprint, "status": alert.status,
+                                "intake": outcome.action, "recurrence_of": outcome.recurrence_of,
+                            }),
+                        },
+                    )
+                    .await?;
+                    outcome
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        if started && let Some(dispatcher) = &self.dispatcher {
+            dispatcher.wake.notify_one();
+        }
+        Ok(outcomes)
+    }
+
+    /// A firing alert: which incident it belongs to, and its run. Returns whether a run was
+    /// created.
+    async fn firing(
+        &self,
+        tx: &mut SqliteConnection,
+        alert: &Alert,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(AlertOutcome, bool), StoreError> {
+        if let Some(after) = self.lifecycle.resolve_after.get(alert.source.as_str())
+            && let Some(id) = rows::time_out_incident(tx, alert, since(now, *after), now).await?
+        {
+            audit::append(tx, now, timed_out(id, *after)).await?;
+        }
+        let latest = rows::latest_incident(tx, alert).await?;
+        let (incident_id, action, recurrence_of) = match self.weigh(alert, latest.as_ref(), now) {
+            Weighed::Repeat(id, action) => {
+                rows::repeat_incident(tx, id, now).await?;
+                (id, action, None)
+            }
+            Weighed::New { recurrence_of } => {
+                let id = rows::open_incident(tx, alert, recurrence_of, now).await?;
+                let action = if recurrence_of.is_some() {
+                    IntakeAction::Recurred
+                } else {
+                    IntakeAction::Opened
+                };
+                (id, action, recurrence_of)
+            }
+        };
+        let linked = runs::latest_linked_run(tx, incident_id).await?;
+        let mut outcome = AlertOutcome {
+            incident_id: Some(incident_id),
+            run_id: linked,
+            action,
+            recurrence_of,
+            reason: None,
+        };
+        let wants_run = match action {
+            IntakeAction::Opened | IntakeAction::Recurred => true,
+            // A repeat of an incident that has no run yet (no engine then, or no match then)
+            // tries again.
+            IntakeAction::Deduplicated => linked.is_none(),
+            _ => false,
+        };
+        let Some(dispatcher) = self.dispatcher.as_ref().filter(|_| wants_run) else {
+            return Ok((outcome, false));
+        };
+        match dispatcher.route(alert) {
+            Ok(playbook) => {
+                rows::set_routing(tx, incident_id, Some(&playbook.name), None).await?;
+                let labels: BTreeMap<&str, &str> = alert.labels.iter().collect();
+                let run = NewRun {
+                    incident_id: Some(incident_id),
+                    playbook: &playbook.name,
+                    target: &playbook.target,
+                    dry_run: false,
+                    actor: "engine",
+                    facts: json!({
+                        "labels": labels,
+                        "alert_failure": alert.annotations.get(FAILURE_ANNOTATION),
+                    }),
+                };
+                match runs::insert_run(tx, &run, now).await? {
+                    Created::New(id) => {
+                        outcome.run_id = Some(id);
+                        return Ok((outcome, true));
+                    }
+                    Created::AlreadyActive(id) => {
+                        if runs::link_incident(tx, id, incident_id, now).await? {
+                            audit::append(
+                                tx,
+                                now,
+                                NewAuditEvent {
+                                    actor,
+                                    action: AuditAction::RunAttached,
+                                    incident_id: Some(incident_id),
+                                    run_id: Some(id),
+                                    detail: json!({"reason": format!("run {id} is already active for target {}", playbook.target)}),
+                                },
+                            )
+                            .await?;
+                        }
+                        outcome.run_id = Some(id);
+                    }
+                }
+            }
+            Err(reason) => {
+                rows::set_routing(tx, incident_id, None, Some(&reason)).await?;
+                if action != IntakeAction::Deduplicated {
+                    audit::append(
+                        tx,
+                        now,
+                        NewAuditEvent {
+                            actor,
+                            action: AuditAction::IncidentUnmatched,
+                            incident_id: Some(incident_id),
+                            run_id: None,
+                            detail: json!({"reason": reason}),
+                        },
+                    )
+                    .await?;
+                }
+                outcome.reason = Some(reason);
+            }
+        }
+        Ok((outcome, false))
+    }
+
+    /// What a firing alert means against the latest incident of its key.
+    fn weigh(&self, alert: &Alert, latest: Option<&LatestIncident>, now: DateTime<Utc>) -> Weighed {
+        let Some(latest) = latest else {
+            return Weighed::New {
+                recurrence_of: None,
+            };
+        };
+        if latest.open {
+            return Weighed::Repeat(latest.id, IntakeAction::Deduplicated);
+        }
+        match latest.resolved_by {
+            Some(ResolvedBy::Run)
+                if latest.resolved_at.is_some_and(|at| {
+                    now < at + chrono::Duration::from_std(self.lifecycle.settle).unwrap_or_default()
+                }) =>
+            {
+                Weighed::Repeat(latest.id, IntakeAction::Settling)
+            }
+            Some(ResolvedBy::Source)
+                if alert.starts_at.is_some() && alert.starts_at == latest.starts_at =>
+            {
+                Weighed::Repeat(latest.id, IntakeAction::LateFiring)
+            }
+            _ => Weighed::New {
+                recurrence_of: Some(latest.id),
+            },
+        }
+    }
+
+    /// A resolved alert: its open incident is resolved by the source, and a run left covering
+    /// no open incident is cancelled unless it is verifying a fix.
+    async fn resolved(
+        &self,
+        tx: &mut SqliteConnection,
+        alert: &Alert,
+        now: DateTime<Utc>,
+    ) -> Result<AlertOutcome, StoreError> {
+        let Some(incident_id) = rows::source_resolve(tx, alert, now).await? else {
+            return Ok(AlertOutcome {
+                incident_id: None,
+                run_id: None,
+                action: IntakeAction::ResolveUnmatched,
+                recurrence_of: None,
+                reason: None,
+            });
+        };
+        for run in runs::runs_left_without_open_incidents(tx, incident_id).await? {
+            let progress: Progress =
+                serde_json::from_value(run.facts.0.clone()).unwrap_or_default();
+            if !progress.verifying(run.step.as_deref()) {
+                runs::cancel_in(tx, run.id, "engine", "the alert's source resolved it", now)
+                    .await?;
+            }
+        }
+        Ok(AlertOutcome {
+            incident_id: Some(incident_id),
+            run_id: runs::latest_linked_run(tx, incident_id).await?,
+            action: IntakeAction::Resolved,
+            recurrence_of: None,
+            reason: None,
+        })
+    }
+
+    /// Resolves every open incident whose source never resolves and has been silent past its
+    /// resolve timeout, so lists show what is still live.
+    pub async fn time_out_silent(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let mut count = 0;
+        for (source, after) in &self.lifecycle.resolve_after {
+            for id in rows::time_out_incidents(&mut tx, source, since(now, *after), now).await? {
+                audit::append(&mut tx, now, timed_out(id, *after)).await?;
+                count += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+enum Weighed {
+    Repeat(i64, IntakeAction),
+    New { recurrence_of: Option<i64> },
+}
+
+fn timed_out(incident_id: i64, after: Duration) -> NewAuditEvent<'static> {
+    NewAuditEvent {
+        actor: "engine",
+        action: AuditAction::IncidentTimedOut,
+        incident_id: Some(incident_id),
+        run_id: None,
+        detail: json!({"reason": format!("its source never resolves and sent no repeat for {}s", after.as_secs())}),
+    }
+}
+
+fn audit_action(action: IntakeAction) -> AuditAction {
+    match action {
+        IntakeAction::Opened | IntakeAction::Recurred => AuditAction::IncidentOpened,
+        IntakeAction::Deduplicated => AuditAction::IncidentDeduplicated,
+        IntakeAction::Settling | IntakeAction::LateFiring => AuditAction::IncidentLateRepeat,
+        IntakeAction::Resolved => AuditAction::IncidentSourceResolved,
+        IntakeAction::ResolveUnmatched => AuditAction::ResolveUnmatched,
+        IntakeAction::Refused => AuditAction::AlertRefused,
+    }
+}

@@ -1,0 +1,182 @@
+//! The engine in this process against the twin, with intake in front of it: deliveries go
+//! through the same intake service as the HTTP endpoints, and the worker is driven step by
+//! step (`settle`), so a test sees every state in between. Time is the twin's settable clock.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runbookd::auth::{Principal, Role};
+use runbookd::config::{Config, DatabaseConfig, Overrides};
+use runbookd::engine::dispatch::Dispatcher;
+use runbookd::engine::estate::Estate;
+use runbookd::engine::intake::{AlertOutcome, IntakeService, Lifecycle};
+use runbookd::engine::worker::Engine;
+use runbookd::playbook;
+use runbookd::store::approvals::{ApprovalStatus, Decision};
+use runbookd::store::runs::Run;
+use runbookd::store::safety::Limits;
+
+use super::twin::Twin;
+
+pub struct Setup {
+    pub twin: Twin,
+    pub engine: Engine,
+    pub intake: IntakeService,
+    pub db_path: std::path::PathBuf,
+    _db: tempfile::TempDir,
+}
+
+/// The twin in `scenario`, the repository's PBS playbook (polling without waiting), and the
+/// default incident lifecycle.
+pub async fn setup(scenario: &str) -> Setup {
+    setup_with(scenario, Lifecycle::default()).await
+}
+
+pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
+    let twin = Twin::start(scenario).await;
+    twin.lab.with_world(|w| w.vzdump_duration = Duration::ZERO);
+    let path = twin.lab.write_files().unwrap();
+    let (config, source) = Config::load(Some(&path), &Overrides::default()).unwrap();
+    let mut inventory = config.resolve_inventory(&source, &|_| None).unwrap();
+    if let Some(ssh) = &mut inventory.ssh {
+        ssh.connect_timeout = Duration::from_secs(1);
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/pbs-backup-stale.yaml"
+    ))
+    .unwrap();
+    let mut playbook = playbook::parse(Path::new("p.yaml"), &text).unwrap();
+    // The twin's clock stands still: poll without waiting.
+    if let Some(step) = playbook.steps.get_mut("groups_fresh") {
+        step.poll.as_mut().unwrap().every = "10ms".into();
+        step.timeout = "1s".into();
+    }
+    let db = tempfile::tempdir().unwrap();
+    let db_path = db.path().join("e.db");
+    let store = runbookd::store::Store::open(&DatabaseConfig {
+        path: db_path.clone(),
+        busy_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let estate = Arc::new(Estate::connect(&inventory).unwrap());
+    let dispatcher = Dispatcher::new(vec![playbook.clone()], wake.clone(), estate.clone()).unwrap();
+    let intake = IntakeService::new(store.clone(), Some(Arc::new(dispatcher)), lifecycle);
+    let engine = Engine {
+        store,
+        estate,
+        playbooks: Arc::new(vec![playbook]),
+        clock: twin.clock.clone(),
+        owner: "worker-1".into(),
+        lease_for: Duration::from_secs(60),
+        limits: Limits {
+            cooldown: Duration::ZERO,
+            hourly_budget: 20,
+            breaker_after: 3,
+        },
+        wake,
+    };
+    Setup {
+        twin,
+        engine,
+        intake,
+        db_path,
+        _db: db,
+    }
+}
+
+impl Setup {
+    /// The reference Alertmanager notification through intake, as the HTTP endpoint takes it;
+    /// the run it started.
+    pub async fn start(&self) -> i64 {
+        let outcomes = self
+            .deliver(&super::reference("alertmanager-v4.json"), None)
+            .await;
+        outcomes[0].run_id.expect("the playbook matches")
+    }
+
+    /// `body` through intake, from `source` (or sniffed), now on the twin's clock.
+    pub async fn deliver(&self, body: &str, source: Option<&str>) -> Vec<AlertOutcome> {
+        let declared = source.map(|s| runbookd::intake::declared_source(s).unwrap());
+        let delivery = runbookd::intake::parse(body.as_bytes(), declared).unwrap();
+        let caller = Principal {
+            name: "alertmanager".into(),
+            role: Role::Ingest,
+        };
+        self.intake
+            .accept(&delivery, body, &caller, self.now())
+            .await
+            .unwrap()
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.twin.lab.with_world(|w| w.now())
+    }
+
+    /// Works until no run needs a worker.
+    pub async fn settle(&self) {
+        for _ in 0..20 {
+            if !self.engine.work_once().await.unwrap() {
+                return;
+            }
+        }
+        panic!("the engine never settled");
+    }
+
+    /// Rows in `table`, through a connection of its own.
+    pub async fn count(&self, table: &str) -> i64 {
+        use sqlx::{ConnectOptions, Connection};
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.db_path)
+            .connect()
+            .await
+            .unwrap();
+        let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+        count
+    }
+
+    pub async fn run(&self, id: i64) -> Run {
+        self.engine.store.run(id).await.unwrap().unwrap()
+    }
+
+    /// Every mutating request the twin received, in order.
+    pub fn mutations(&self) -> Vec<String> {
+        self.twin.lab.with_world(|w| {
+            w.received
+                .iter()
+                .map(|r| format!("{} {}", r.host, r.text))
+                .filter(|t| {
+                    t.contains(" POST ")
+                        || t.contains(" PUT ")
+                        || t.contains(" DELETE ")
+                        || ["restart", "qm start", " mount ", "umount"]
+                            .iter()
+                            .any(|m| t.contains(m))
+                })
+                .collect()
+        })
+    }
+
+    pub async fn approve_pending(&self) -> String {
+        let pending = self
+            .engine
+            .store
+            .approvals(Some(ApprovalStatus::Pending), 10)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        self.engine
+            .store
+            .decide(pending[0].id, Decision::Approve, "alice", None, self.now())
+            .await
+            .unwrap();
+        pending[0].step.clone()
+    }
+}
