@@ -12,8 +12,8 @@ use common::twin::Twin;
 use runbookd::config::{Config, DatabaseConfig, Overrides};
 use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
-use runbookd::engine::worker::Engine;
-use runbookd::playbook;
+use runbookd::engine::worker::{Engine, PinnedPlaybooks};
+use runbookd::playbook::{self, PlaybookFile, PlaybookVersion};
 use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalStatus, Decision};
 use runbookd::store::runs::{Run, RunState};
@@ -23,6 +23,7 @@ use serde_json::json;
 struct Setup {
     twin: Twin,
     engine: Engine,
+    file: PlaybookFile,
     _db: tempfile::TempDir,
 }
 
@@ -40,12 +41,16 @@ async fn setup(scenario: &str) -> Setup {
         "/playbooks/pbs-backup-stale.yaml"
     ))
     .unwrap();
-    let mut playbook = playbook::parse(Path::new("p.yaml"), &text).unwrap();
-    // The twin's clock stands still: poll without waiting.
-    if let Some(step) = playbook.steps.get_mut("groups_fresh") {
-        step.poll.as_mut().unwrap().every = "10ms".into();
-        step.timeout = "1s".into();
-    }
+    // The twin's clock stands still: poll without waiting. Runs pin the text, so the text
+    // says so.
+    let slow = "every: 15s }\n    risk: none\n    timeout: 2h";
+    assert!(text.contains(slow), "groups_fresh polls every 15 s for 2 h");
+    let text = text.replace(slow, "every: 10ms }\n    risk: none\n    timeout: 1s");
+    let file = PlaybookFile {
+        path: "p.yaml".into(),
+        playbook: playbook::parse(Path::new("p.yaml"), &text).unwrap(),
+        version: PlaybookVersion::of(&text),
+    };
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&DatabaseConfig {
         path: db.path().join("e.db"),
@@ -57,7 +62,8 @@ async fn setup(scenario: &str) -> Setup {
     let engine = Engine {
         store,
         estate: Arc::new(Estate::connect(&inventory).unwrap()),
-        playbooks: Arc::new(vec![playbook]),
+        playbooks: Arc::new(vec![file.playbook.clone()]),
+        pinned: PinnedPlaybooks::default(),
         clock: twin.clock.clone(),
         owner: "worker-1".into(),
         lease_for: Duration::from_secs(60),
@@ -67,10 +73,12 @@ async fn setup(scenario: &str) -> Setup {
             breaker_after: 3,
         },
         wake: wake.clone(),
+        idle: Duration::from_millis(500),
     };
     Setup {
         twin,
         engine,
+        file,
         _db: db,
     }
 }
@@ -91,11 +99,11 @@ impl Setup {
             .record_delivery(&delivery, &body, &caller, self.now())
             .await
             .unwrap();
-        let dispatcher = Dispatcher {
-            playbooks: self.engine.playbooks.to_vec(),
-            wake: self.engine.wake.clone(),
-            estate: self.engine.estate.clone(),
-        };
+        let dispatcher = Dispatcher::new(
+            std::slice::from_ref(&self.file),
+            self.engine.estate.clone(),
+            self.engine.wake.clone(),
+        );
         let incident = outcomes[0].incident_id.unwrap();
         dispatcher
             .start(

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::worker::Progress;
 use crate::intake::{Alert, Labels};
 use crate::playbook::model::Playbook;
+use crate::playbook::{PlaybookFile, PlaybookVersion};
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 
@@ -38,13 +39,44 @@ pub enum StartError {
 /// and the executors that read-only tools (diagnose, backup status) use.
 pub struct Dispatcher {
     pub playbooks: Vec<Playbook>,
-    /// Wakes the engine's worker when a run is created, so it does not wait for its next look.
+    /// The text each playbook (by name) was loaded from: a new run pins it.
+    pub versions: BTreeMap<String, PlaybookVersion>,
+    /// Wakes the engine's worker when there may be work for it (a run created, an approval
+    /// decided, resume, cancel), so it does not wait for its next look.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     /// The same executors the worker uses.
     pub estate: std::sync::Arc<super::estate::Estate>,
 }
 
 impl Dispatcher {
+    pub fn new(
+        files: &[PlaybookFile],
+        estate: std::sync::Arc<super::estate::Estate>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self {
+            playbooks: files.iter().map(|f| f.playbook.clone()).collect(),
+            versions: files
+                .iter()
+                .map(|f| (f.playbook.name.clone(), f.version.clone()))
+                .collect(),
+            wake,
+            estate,
+        }
+    }
+
+    /// Tells the worker there may be work.
+    pub fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The text `playbook` was loaded from.
+    fn version(&self, playbook: &Playbook) -> Result<&PlaybookVersion, RunError> {
+        self.versions
+            .get(&playbook.name)
+            .ok_or_else(|| RunError::Unpinned(playbook.name.clone()))
+    }
+
     /// The playbook whose trigger matches the alert.
     pub fn playbook_for(&self, alert: &Alert) -> Option<&Playbook> {
         self.playbooks.iter().find(|p| {
@@ -79,10 +111,11 @@ impl Dispatcher {
         let run = NewRun {
             incident_id: Some(incident_id),
             playbook: &playbook.name,
+            version: self.version(playbook)?,
             target: &playbook.target,
             dry_run: false,
             actor: "engine",
-            facts: json!({"labels": labels}),
+            facts: json!(Progress::start(labels)),
         };
         Ok(Some(match store.create_run(run, now).await? {
             Created::New(id) => {
@@ -140,10 +173,11 @@ impl Dispatcher {
         let run = NewRun {
             incident_id: None,
             playbook: &playbook.name,
+            version: self.version(playbook)?,
             target: &playbook.target,
             dry_run: request.dry_run,
             actor: request.actor,
-            facts: json!({"labels": request.labels}),
+            facts: json!(Progress::start(request.labels.clone())),
         };
         let created = store.create_run(run, now).await?;
         if let Created::New(_) = created {

@@ -214,6 +214,17 @@ where
     }
 }
 
+/// The repository's pbs-backup-stale playbook, as a run pins it.
+pub fn pbs_playbook() -> &'static runbookd::playbook::PlaybookVersion {
+    static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
+        std::sync::LazyLock::new(|| {
+            runbookd::playbook::PlaybookVersion::of(include_str!(
+                "../../playbooks/pbs-backup-stale.yaml"
+            ))
+        });
+    &PLAYBOOK
+}
+
 /// A new run of pbs-backup-stale for `target` (of `incident`, if any), leased by a worker for
 /// 60 s, as the engine would hold it before it asks for an approval.
 pub async fn leased_run(
@@ -226,6 +237,7 @@ pub async fn leased_run(
     let run = NewRun {
         incident_id: incident,
         playbook: "pbs-backup-stale",
+        version: pbs_playbook(),
         target,
         dry_run: false,
         actor: "engine",
