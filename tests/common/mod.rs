@@ -93,6 +93,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_engine(adjust, None).await
+    }
+
+    /// As [`Self::spawn_with`], with the engine's worker driving runs on `engine`.
+    pub async fn spawn_engine(
+        adjust: impl FnOnce(&mut Config),
+        engine: Option<runbookd::startup::EngineParts>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -105,7 +113,7 @@ impl TestApp {
         let notify = config
             .resolve_notify(&ConfigSource::default(), &|var| std::env::var(var).ok())
             .expect("the test's [notify] is valid");
-        let app = Application::build(&config, role_tokens(), notify, clock.clone(), None)
+        let app = Application::build(&config, role_tokens(), notify, clock.clone(), engine)
             .await
             .expect("the app builds");
         let address = format!("http://{}", app.local_addr());
