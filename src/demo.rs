@@ -13,14 +13,11 @@ use serde_json::Value;
 use crate::auth::{Role, Token, TokenTable};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Notify, Overrides};
-use crate::engine::dispatch::Dispatcher;
 use crate::engine::estate::Estate;
-use crate::engine::worker::Engine;
 use crate::intake;
 use crate::lab::RunningLab;
-use crate::startup::Application;
+use crate::startup::{Application, EngineParts};
 use crate::store::approvals::{ApprovalStatus, Decision};
-use crate::store::safety::Limits;
 
 /// The Alertmanager notification the demo sends (reference/alertmanager-v4.json).
 const ALERT: &str = include_str!("../tests/fixtures/reference/alertmanager-v4.json");
@@ -36,11 +33,8 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     let inventory = lab_config
         .resolve_inventory(&source, &|_| None)
         .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-    let playbooks: Vec<_> = crate::playbook::load_dir(playbooks_dir)
-        .map_err(|p| anyhow::anyhow!("the playbooks are invalid: {p:?}"))?
-        .into_iter()
-        .map(|f| f.playbook)
-        .collect();
+    let playbooks = crate::playbook::load_dir(playbooks_dir)
+        .map_err(|p| anyhow::anyhow!("the playbooks are invalid: {p:?}"))?;
     let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
         ..Config::default()
@@ -48,41 +42,15 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     config.database.path = dir.path().join("runbookd.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let tokens = TokenTable::new(vec![Token::new("alertmanager", Role::Ingest, DEMO_SECRET)]);
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let estate = Arc::new(Estate::connect(&inventory)?);
-    let dispatcher = Arc::new(
-        Dispatcher::new(playbooks.clone(), wake.clone(), estate.clone())
-            .map_err(|e| anyhow::anyhow!(e))?,
-    );
-    let app = Application::build(
-        &config,
-        tokens,
-        Notify::off(),
-        clock.clone(),
-        Some(dispatcher.clone()),
-    )
-    .await?;
+    let engine = EngineParts {
+        playbooks,
+        estate: Arc::new(Estate::connect(&inventory)?),
+    };
+    let app =
+        Application::build(&config, tokens, Notify::off(), clock.clone(), Some(engine)).await?;
     let store = app.store().clone();
     let address = app.local_addr();
-    let engine = Engine {
-        store: store.clone(),
-        estate,
-        playbooks: Arc::new(playbooks),
-        clock: clock.clone(),
-        owner: "demo-worker".to_owned(),
-        lease_for: Duration::from_secs(30),
-        limits: Limits {
-            cooldown: Duration::ZERO,
-            hourly_budget: 20,
-            breaker_after: 3,
-        },
-        wake: wake.clone(),
-    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut engine_stop = stop_rx.clone();
-    let worker = tokio::spawn(engine.run_until(async move {
-        let _ = engine_stop.changed().await;
-    }));
     let mut server_stop = stop_rx;
     let server = tokio::spawn(app.run_until(async move {
         let _ = server_stop.changed().await;
@@ -188,7 +156,6 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
         )?;
     }
     let _ = stop_tx.send(true);
-    let _ = worker.await;
     let _ = server.await;
     drop(lab);
     Ok(())

@@ -6,16 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use std::time::Duration;
 
 use runbookd::clock::{Clock, SystemClock};
 use runbookd::config::{Config, ConfigSource, LogFormat, Overrides, Problem};
-use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
-use runbookd::engine::worker::Engine;
 use runbookd::lab::RunningLab;
-use runbookd::startup::{Application, shutdown_signal};
-use runbookd::store::safety::Limits;
+use runbookd::startup::{Application, EngineParts, shutdown_signal};
 use runbookd::telemetry;
 
 #[derive(Debug, Parser)]
@@ -213,7 +209,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let result = runtime.block_on(async {
+        // Before anything is written: a second process on this database stops here.
+        let claim = Application::claim(&config, clock.as_ref())?;
         // Kept alive for as long as the service runs.
         let mut lab = None;
         let inventory = match &args.lab {
@@ -238,9 +237,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
             None => inventory,
         };
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let engine_parts = match (playbooks, Estate::connect(&inventory)) {
-            (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some((playbooks, Arc::new(estate))),
+        let engine = match (playbooks, Estate::connect(&inventory)) {
+            (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some(EngineParts { playbooks, estate: Arc::new(estate) }),
             (Ok(_), Ok(_)) => {
                 tracing::warn!(dir = %config.playbooks_dir.display(), "no playbooks: incidents are recorded, nothing runs");
                 None
@@ -254,46 +252,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 None
             }
         };
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let dispatcher = match &engine_parts {
-            Some((playbooks, estate)) => Some(Arc::new(
-                Dispatcher::new(playbooks.iter().map(|f| f.playbook.clone()).collect(), wake.clone(), estate.clone())
-                    .map_err(|e| anyhow::anyhow!(e))?,
-            )),
-            None => None,
-        };
-        let app = Application::build(&config, tokens, notify, clock.clone(), dispatcher).await?;
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let worker = engine_parts.map(|(playbooks, estate)| {
-            let engine = Engine {
-                store: app.store().clone(),
-                estate,
-                playbooks: Arc::new(playbooks.into_iter().map(|f| f.playbook).collect()),
-                clock: clock.clone(),
-                owner: format!("runbookd-{}", std::process::id()),
-                lease_for: Duration::from_secs(config.engine.lease_secs),
-                // Per-step cooldowns come from the playbook.
-                limits: Limits {
-                    cooldown: Duration::ZERO,
-                    hourly_budget: config.engine.hourly_budget,
-                    breaker_after: config.engine.breaker_after,
-                },
-            wake: wake.clone(),
-            };
-            tokio::spawn(engine.run_until(async move {
-                let _ = stop_rx.changed().await;
-            }))
-        });
-        tracing::info!(address = %app.local_addr(), engine = worker.is_some(), "listening on {}", app.local_addr());
-        let served = app
-            .run_until(async move {
-                shutdown_signal().await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
-        if let Some(worker) = worker {
-            let _ = worker.await;
-        }
+        let app = Application::build_claimed(claim, &config, tokens, notify, clock, engine).await?;
+        tracing::info!(address = %app.local_addr(), engine = app.has_engine(), owner = app.owner(), "listening on {}", app.local_addr());
+        let served = app.run_until(shutdown_signal()).await;
         drop(lab);
         served
     });

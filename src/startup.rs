@@ -1,6 +1,9 @@
-//! Building and running the service. [`Application::build`] binds the port first, so a test can
-//! ask for port 0 and read the real one from [`Application::local_addr`]. The notifier (when
-//! sinks are configured) runs beside the HTTP server and stops with it.
+//! Building and running the service. [`Application::build`] takes the database's lock and
+//! binds the port first, so a second process on the same database is refused before it does
+//! anything, and a test can ask for port 0 and read the real one from
+//! [`Application::local_addr`]. The engine's worker (when there are playbooks and an estate)
+//! and the notifier (when sinks are configured) run beside the HTTP server under one shutdown:
+//! the worker gives back the run it holds, the server drains, then the database closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,34 +17,78 @@ use crate::auth::TokenTable;
 use crate::clock::Clock;
 use crate::config::{Config, Notify};
 use crate::engine::dispatch::Dispatcher;
+use crate::engine::estate::Estate;
 use crate::engine::intake::{IntakeService, Lifecycle};
+use crate::engine::worker::{Engine, PinnedPlaybooks, unique_owner};
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
 use crate::notify::links::LinkSigner;
+use crate::playbook::PlaybookFile;
 use crate::store::Store;
+use crate::store::lock::DatabaseLock;
+use crate::store::safety::Limits;
 use crate::telemetry;
 
 /// After shutdown is asked for, in-flight requests get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the engine runs on: the playbooks loaded from their files, and the estate's executors.
+pub struct EngineParts {
+    pub playbooks: Vec<PlaybookFile>,
+    pub estate: Arc<Estate>,
+}
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
     notifier: Option<Notifier>,
+    engine: Option<Engine>,
+    /// This process's name in leases, the audit trail and the database lock.
+    owner: String,
+    /// Held until the application is dropped, after the database is closed.
+    _lock: DatabaseLock,
+}
+
+/// This process's hold on its database: the lock, and the lease owner it is taken for.
+pub struct Claim {
+    lock: DatabaseLock,
+    owner: String,
 }
 
 impl Application {
-    /// `tokens` and `notify` come resolved (secrets read, problems reported with their lines)
-    /// from `config`; `dispatcher` starts runs for new incidents; without it incidents are
-    /// only recorded.
+    /// Takes `config`'s database for this process, or says which process has it. `serve`
+    /// claims first, before it writes anything (the lab's files go beside the database).
+    pub fn claim(config: &Config, clock: &dyn Clock) -> anyhow::Result<Claim> {
+        let owner = unique_owner();
+        let lock = DatabaseLock::acquire(&config.database.path, &owner, clock.now())?;
+        Ok(Claim { lock, owner })
+    }
+
+    /// [`Self::claim`], then [`Self::build_claimed`].
     pub async fn build(
         config: &Config,
         tokens: TokenTable,
         notify: Notify,
         clock: Arc<dyn Clock>,
-        dispatcher: Option<Arc<Dispatcher>>,
+        engine: Option<EngineParts>,
     ) -> anyhow::Result<Self> {
+        let claim = Self::claim(config, clock.as_ref())?;
+        Self::build_claimed(claim, config, tokens, notify, clock, engine).await
+    }
+
+    /// `tokens` and `notify` come resolved (secrets read, problems reported with their lines)
+    /// from `config`; with `engine`, new incidents start runs and a worker drives them;
+    /// without it incidents are only recorded.
+    pub async fn build_claimed(
+        claim: Claim,
+        config: &Config,
+        tokens: TokenTable,
+        notify: Notify,
+        clock: Arc<dyn Clock>,
+        engine: Option<EngineParts>,
+    ) -> anyhow::Result<Self> {
+        let Claim { lock, owner } = claim;
         let store = Store::open(&config.database).await?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -81,6 +128,31 @@ impl Application {
                 public_url.clone(),
             )?)
         };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let dispatcher = match &engine {
+            Some(parts) => Some(Arc::new(
+                Dispatcher::new(&parts.playbooks, parts.estate.clone(), wake.clone())
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            None => None,
+        };
+        let engine = engine.map(|parts| Engine {
+            store: store.clone(),
+            estate: parts.estate,
+            playbooks: Arc::new(parts.playbooks.into_iter().map(|f| f.playbook).collect()),
+            pinned: PinnedPlaybooks::default(),
+            clock: clock.clone(),
+            owner: owner.clone(),
+            lease_for: Duration::from_secs(config.engine.lease_secs),
+            // Per-step cooldowns come from the playbook.
+            limits: Limits {
+                cooldown: Duration::ZERO,
+                hourly_budget: config.engine.hourly_budget,
+                breaker_after: config.engine.breaker_after,
+            },
+            wake,
+            idle: Duration::from_millis(config.engine.idle_poll_ms),
+        });
         let state = AppState {
             store: store.clone(),
             clock,
@@ -111,12 +183,25 @@ impl Application {
             router: http::router(state, policy),
             store,
             notifier,
+            engine,
+            owner,
+            _lock: lock,
         })
     }
 
-    /// The database, for an engine that runs beside the HTTP server.
+    /// The database.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This process's lease owner, `runbookd-<uuid>`.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Whether a worker drives runs (there are playbooks and an estate).
+    pub fn has_engine(&self) -> bool {
+        self.engine.is_some()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -125,8 +210,8 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests (bounded) and closes
-    /// the database.
+    /// Serves until `shutdown` completes: then the worker gives back the run it holds while
+    /// in-flight requests drain (bounded), and the database closes.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -138,12 +223,19 @@ impl Application {
                 let _ = notifier_stopped.changed().await;
             }))
         });
+        let (worker_stop, mut worker_stopped) = tokio::sync::watch::channel(false);
+        let worker = self.engine.map(|engine| {
+            tokio::spawn(engine.run_until(async move {
+                let _ = worker_stopped.changed().await;
+            }))
+        });
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
+            tracing::info!("shutting down: giving back runs, draining in-flight requests");
+            let _ = worker_stop.send(true);
             let _ = stopping_tx.send(());
         });
         tokio::select! {
@@ -152,6 +244,11 @@ impl Application {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(DRAIN_TIMEOUT).await;
             } => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"),
+        }
+        if let Some(worker) = worker
+            && let Err(error) = worker.await
+        {
+            tracing::error!(%error, "the engine's worker failed");
         }
         let _ = notifier_stop.send(true);
         if let Some(notifier) = notifier {

@@ -13,6 +13,12 @@ use runbookd::store::approvals::{
 use runbookd::store::runs::{Created, Lease, NewRun, RunError, RunState};
 use serde_json::json;
 
+/// The repository's playbook, as a run pins it.
+static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
+    std::sync::LazyLock::new(|| {
+        runbookd::playbook::PlaybookVersion::of(include_str!("../playbooks/pbs-backup-stale.yaml"))
+    });
+
 const LEASE: Duration = Duration::from_secs(30);
 
 fn t(seconds: i64) -> chrono::DateTime<Utc> {
@@ -31,6 +37,7 @@ async fn waiting(on_timeout: OnTimeout) -> (Store, tempfile::TempDir, i64, i64, 
     let run = NewRun {
         incident_id: None,
         playbook: "pbs-backup-stale",
+        version: &PLAYBOOK,
         target: "pbs",
         dry_run: false,
         actor: "engine",

@@ -117,7 +117,7 @@ async fn sigkill_at_every_step_boundary_and_inside_a_long_step() {
         "groups_fresh",
     ] {
         let address = service.address.clone();
-        let owner = format!("runbookd-{}", service.pid());
+        let owner = service.owner.clone();
         let client = &client;
         let control = &control;
         eventually(

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::engine::setup;
+use common::engine::{Setup, setup};
 use runbookd::store::approvals::ApprovalStatus;
 use runbookd::store::runs::RunState;
 use runbookd::store::safety::Switch;
@@ -249,4 +249,78 @@ async fn flaky_ssh_and_an_unreachable_host_still_end_the_run_in_time() {
         );
         assert!(s.mutations().is_empty(), "{scenario}");
     }
+}
+
+impl Setup {
+    /// Writes `facts` (raw text) and `step` into run `id` as an operator's sqlite3 would.
+    async fn overwrite(&self, id: i64, facts: &str, step: Option<&str>) {
+        use sqlx::{ConnectOptions, Connection};
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.db_path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("UPDATE runs SET facts = ?, step = ? WHERE id = ?")
+            .bind(facts)
+            .bind(step)
+            .bind(id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn corrupt_progress_escalates_with_the_reason_and_never_resolves() {
+    let s = setup("stale-nfs").await;
+    let labels =
+        r#""labels": {"backup_type": "vm", "backup_id": "451", "datastore": "pbs-datastore"}"#;
+    for (i, (facts, step, reason)) in [
+        ("{\"labels\": {\"backup_id\": 45", None, "cannot be decoded"),
+        ("not json at all", Some("restart_pbs"), "cannot be decoded"),
+        (
+            &*format!(r#"{{"version": 2, {labels}, "plan": ["restart_pbs"]}}"#),
+            Some("restart_pbs"),
+            "version 2",
+        ),
+        (
+            &*format!(r#"{{"version": 1, {labels}, "plan": ["restart_pbs"]}}"#),
+            Some("labels"),
+            "not in its plan",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = s.start_as(&format!("corrupt-{i}")).await;
+        s.overwrite(id, facts, step).await;
+        s.settle().await;
+        let run = s.run(id).await;
+        assert_eq!(run.state, RunState::Escalated, "{facts}: {:?}", run.outcome);
+        let outcome = run.outcome.unwrap().0;
+        assert!(
+            outcome["reason"].as_str().unwrap().contains(reason),
+            "{facts}: {outcome}"
+        );
+    }
+    assert!(s.mutations().is_empty(), "{:?}", s.mutations());
+}
+
+#[tokio::test]
+async fn a_step_the_playbook_does_not_have_escalates() {
+    let s = setup("stale-nfs").await;
+    let id = s.start().await;
+    let facts = r#"{"version": 1, "labels": {"backup_type": "vm", "backup_id": "451"},
+        "cause": "stale_nfs_handles", "plan": ["restart_pbs_v0", "groups_fresh"], "remediation_len": 1}"#;
+    s.overwrite(id, facts, Some("restart_pbs_v0")).await;
+    s.settle().await;
+    let run = s.run(id).await;
+    assert_eq!(run.state, RunState::Escalated, "{:?}", run.outcome);
+    assert_eq!(
+        run.outcome.unwrap().0["reason"],
+        "the run's plan names step 'restart_pbs_v0', which its playbook does not have"
+    );
+    assert!(s.mutations().is_empty(), "{:?}", s.mutations());
+    assert!(s.engine.store.step_attempts(id).await.unwrap().is_empty());
 }

@@ -7,8 +7,15 @@ use chrono::{TimeZone, Utc};
 use futures::future::join_all;
 use runbookd::config::DatabaseConfig;
 use runbookd::store::Store;
+use runbookd::store::approvals::{ApprovalRequest, OnTimeout};
 use runbookd::store::runs::{Created, Ending, NewRun, RunError, RunState, StepResult};
 use serde_json::json;
+
+/// The repository's playbook, as a run pins it.
+static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
+    std::sync::LazyLock::new(|| {
+        runbookd::playbook::PlaybookVersion::of(include_str!("../playbooks/pbs-backup-stale.yaml"))
+    });
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -29,6 +36,7 @@ fn new_run(target: &str) -> NewRun<'_> {
     NewRun {
         incident_id: None,
         playbook: "pbs-backup-stale",
+        version: &PLAYBOOK,
         target,
         dry_run: false,
         actor: "engine",
@@ -224,24 +232,37 @@ async fn a_step_is_written_started_before_and_finished_after_its_side_effect() {
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].run_attempt, 1);
 
-    // A late finish from the dead worker is still recorded: the side effect happened.
+    // A late finish from the dead worker is refused: the attempt stays `started`, for its new
+    // holder's recheck. The holder's own attempt is recorded when it finishes.
     let result = StepResult {
         exit_status: Some(0),
         stdout: Some(String::new()),
         duration: Duration::from_millis(1200),
         ..Default::default()
     };
-    store.step_finished(&a, step, &result, t(61)).await.unwrap();
-    let finished = &store.step_attempts(id).await.unwrap()[0];
+    assert!(matches!(
+        store.step_finished(&a, step, &result, t(61)).await,
+        Err(RunError::LeaseLost { .. })
+    ));
+    assert_eq!(store.step_attempts(id).await.unwrap()[0].status, "started");
+    let again = store
+        .step_started(&b, "restart_pbs", Some("pbs"), "systemctl restart x", t(62))
+        .await
+        .unwrap();
+    store
+        .step_finished(&b, again, &result, t(63))
+        .await
+        .unwrap();
+    let finished = &store.step_attempts(id).await.unwrap()[1];
     assert_eq!(
         (
             finished.status.as_str(),
             finished.exit_status,
-            finished.duration_ms
+            finished.duration_ms,
+            finished.run_attempt
         ),
-        ("finished", Some(0), Some(1200))
+        ("finished", Some(0), Some(1200), 2)
     );
-    let _ = b;
 }
 
 #[tokio::test]
@@ -308,4 +329,104 @@ async fn runs_by_id_returns_those_that_exist() {
     assert_eq!(keys, [ids[0], ids[2]]);
     assert_eq!(found[&ids[0]].target, "pbs");
     assert_eq!(found[&ids[2]].target, "pve-2");
+}
+
+#[tokio::test]
+async fn a_frozen_worker_that_lost_its_lease_writes_nothing() {
+    let (store, _dir) = store().await;
+    let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
+        panic!()
+    };
+    let (a, _) = store
+        .acquire_run("worker-a", LEASE, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let step = store
+        .step_started(&a, "restart_pbs", Some("pbs"), "systemctl restart x", t(1))
+        .await
+        .unwrap();
+    // A freezes past its lease; B takes the run over.
+    let (b, _) = store
+        .acquire_run("worker-b", LEASE, t(40))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = store.run(id).await.unwrap().unwrap();
+    let trail = store.run_timeline(id, 100).await.unwrap().len();
+
+    // A wakes up and carries on as if it still held the run.
+    let result = StepResult {
+        exit_status: Some(0),
+        duration: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let lost = |r: Result<(), RunError>| matches!(r, Err(RunError::LeaseLost { .. }));
+    assert!(lost(store.step_finished(&a, step, &result, t(41)).await));
+    assert!(lost(
+        store
+            .advance(
+                &a,
+                "check_pbs_active",
+                &json!({"late": true}),
+                "late",
+                t(41)
+            )
+            .await
+    ));
+    assert!(lost(
+        store
+            .finish_run(&a, Ending::Resolved, &json!({"late": true}), t(41))
+            .await
+    ));
+    let request = ApprovalRequest {
+        step: "restart_pbs",
+        command: "systemctl restart x",
+        risk: "high",
+        evidence: json!({}),
+        expires_in: Duration::from_secs(3600),
+        on_timeout: OnTimeout::Reject,
+    };
+    assert!(matches!(
+        store.request_approval(&a, request, t(41)).await,
+        Err(RunError::LeaseLost { .. })
+    ));
+
+    // Nothing changed: the run, its step attempt, approvals, the trail.
+    let after = store.run(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.state,
+            &after.step,
+            &after.facts.0,
+            after.attempt,
+            &after.lease_owner,
+            &after.outcome.as_ref().map(|o| o.0.clone())
+        ),
+        (
+            before.state,
+            &before.step,
+            &before.facts.0,
+            before.attempt,
+            &before.lease_owner,
+            &before.outcome.as_ref().map(|o| o.0.clone())
+        )
+    );
+    assert_eq!(after.lease_owner.as_deref(), Some("worker-b"));
+    let attempts = store.step_attempts(id).await.unwrap();
+    assert_eq!(
+        (
+            attempts.len(),
+            attempts[0].status.as_str(),
+            attempts[0].exit_status
+        ),
+        (1, "started", None)
+    );
+    assert!(store.approvals_for_run(id).await.unwrap().is_empty());
+    assert_eq!(store.run_timeline(id, 100).await.unwrap().len(), trail);
+    // The holder's writes still go through.
+    store
+        .finish_run(&b, Ending::Resolved, &json!({}), t(42))
+        .await
+        .unwrap();
 }

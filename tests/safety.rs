@@ -10,6 +10,12 @@ use runbookd::store::runs::{Created, Ending, Lease, NewRun, RunError};
 use runbookd::store::safety::{Blocked, Limits, Switch};
 use serde_json::json;
 
+/// The repository's playbook, as a run pins it.
+static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
+    std::sync::LazyLock::new(|| {
+        runbookd::playbook::PlaybookVersion::of(include_str!("../playbooks/pbs-backup-stale.yaml"))
+    });
+
 const LEASE: Duration = Duration::from_secs(30);
 const LIMITS: Limits = Limits {
     cooldown: Duration::from_secs(30 * 60),
@@ -37,6 +43,7 @@ async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Leas
     let run = NewRun {
         incident_id: None,
         playbook: "pbs-backup-stale",
+        version: &PLAYBOOK,
         target,
         dry_run: false,
         actor: "engine",

@@ -68,7 +68,11 @@ async fn an_alert_becomes_a_resolved_run_on_the_twin() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions.first(), Some(&"run.created"));
-    assert_eq!(actions.last(), Some(&"run.finished"));
+    // The run ends, and its verified fix resolves the incident it covers.
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["run.finished", "incident.run_resolved"]
+    );
     assert!(actions.contains(&"control.allowed"), "{actions:?}");
 
     // The incident's detail carries the same run with its steps.

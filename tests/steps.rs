@@ -86,6 +86,7 @@ impl Bench {
         let run = NewRun {
             incident_id: None,
             playbook: "pbs-backup-stale",
+            version: common::pbs_playbook(),
             target: "pbs",
             dry_run: false,
             actor: "engine",

@@ -97,6 +97,9 @@ pub struct EngineConfig {
     pub hourly_budget: u32,
     /// Failed or escalated runs per target in 24 h that stop automatic runs.
     pub breaker_after: u32,
+    /// How long an idle worker waits before it looks for work again; new runs, decisions,
+    /// resume and cancel wake it at once.
+    pub idle_poll_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +108,7 @@ impl Default for EngineConfig {
             lease_secs: 60,
             hourly_budget: 20,
             breaker_after: 3,
+            idle_poll_ms: 500,
         }
     }
 }
@@ -379,6 +383,12 @@ impl Config {
             problem(
                 "engine.lease_secs",
                 format!("{} is outside 2..=3600", self.engine.lease_secs),
+            );
+        }
+        if !(10..=60_000).contains(&self.engine.idle_poll_ms) {
+            problem(
+                "engine.idle_poll_ms",
+                format!("{} is outside 10..=60000", self.engine.idle_poll_ms),
             );
         }
         if self.engine.breaker_after == 0 {

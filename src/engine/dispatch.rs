@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::worker::Progress;
 use crate::intake::{Alert, Labels};
 use crate::playbook::matcher::Route;
 use crate::playbook::model::Playbook;
+use crate::playbook::{PlaybookFile, PlaybookVersion};
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 
@@ -38,7 +40,10 @@ pub enum StartError {
 /// and the executors that read-only tools (diagnose, backup status) use.
 pub struct Dispatcher {
     pub playbooks: Vec<Playbook>,
-    /// Wakes the engine's worker when a run is created, so it does not wait for its next look.
+    /// The text each playbook (by name) was loaded from: a new run pins it.
+    pub versions: BTreeMap<String, PlaybookVersion>,
+    /// Wakes the engine's worker when there may be work for it (a run created, an approval
+    /// decided, resume, cancel), so it does not wait for its next look.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     /// The same executors the worker uses.
     pub estate: std::sync::Arc<super::estate::Estate>,
@@ -49,10 +54,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Compiles every playbook's triggers. Playbooks that passed `check` always compile.
     pub fn new(
-        playbooks: Vec<Playbook>,
-        wake: std::sync::Arc<tokio::sync::Notify>,
+        files: &[PlaybookFile],
         estate: std::sync::Arc<super::estate::Estate>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> Result<Self, String> {
+        let playbooks: Vec<Playbook> = files.iter().map(|f| f.playbook.clone()).collect();
         let mut routes = Vec::new();
         for (index, playbook) in playbooks.iter().enumerate() {
             for trigger in &playbook.triggers {
@@ -64,18 +70,38 @@ impl Dispatcher {
         }
         Ok(Self {
             playbooks,
+            versions: files
+                .iter()
+                .map(|f| (f.playbook.name.clone(), f.version.clone()))
+                .collect(),
             wake,
             estate,
             routes,
         })
     }
 
-    /// The playbook whose trigger matches the alert (the first, in file order), or why none.
-    pub fn route(&self, alert: &Alert) -> Result<&Playbook, String> {
+    /// Tells the worker there may be work.
+    pub fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The text `playbook` was loaded from: a new run pins it.
+    pub fn version(&self, playbook: &Playbook) -> Result<&PlaybookVersion, RunError> {
+        self.versions
+            .get(&playbook.name)
+            .ok_or_else(|| RunError::Unpinned(playbook.name.clone()))
+    }
+
+    /// The playbook whose trigger matches the alert (the first, in file order) with the text a
+    /// new run pins, or why none.
+    pub fn route(&self, alert: &Alert) -> Result<(&Playbook, &PlaybookVersion), String> {
         self.routes
             .iter()
             .find(|(_, route)| route.matches(alert))
-            .map(|(index, _)| &self.playbooks[*index])
+            .and_then(|(index, _)| {
+                let playbook = &self.playbooks[*index];
+                Some((playbook, self.versions.get(&playbook.name)?))
+            })
             .ok_or_else(|| {
                 format!(
                     "no playbook's trigger matches alertname={:?} source={:?} (playbooks: {})",
@@ -137,10 +163,11 @@ impl Dispatcher {
         let run = NewRun {
             incident_id: None,
             playbook: &playbook.name,
+            version: self.version(playbook)?,
             target: &playbook.target,
             dry_run: request.dry_run,
             actor: request.actor,
-            facts: json!({"labels": request.labels}),
+            facts: json!(Progress::start(request.labels.clone())),
         };
         let created = store.create_run(run, now).await?;
         if let Created::New(_) = created {

@@ -228,19 +228,25 @@ impl IntakeService {
             return Ok((outcome, false));
         };
         match dispatcher.route(alert) {
-            Ok(playbook) => {
+            Ok((playbook, version)) => {
                 rows::set_routing(tx, incident_id, Some(&playbook.name), None).await?;
-                let labels: BTreeMap<&str, &str> = alert.labels.iter().collect();
+                let labels = alert
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                let progress = Progress {
+                    alert_failure: alert.annotations.get(FAILURE_ANNOTATION).map(str::to_owned),
+                    ..Progress::start(labels)
+                };
                 let run = NewRun {
                     incident_id: Some(incident_id),
                     playbook: &playbook.name,
+                    version,
                     target: &playbook.target,
                     dry_run: false,
                     actor: "engine",
-                    facts: json!({
-                        "labels": labels,
-                        "alert_failure": alert.annotations.get(FAILURE_ANNOTATION),
-                    }),
+                    facts: json!(progress),
                 };
                 match runs::insert_run(tx, &run, now).await? {
                     Created::New(id) => {

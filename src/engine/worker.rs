@@ -4,13 +4,20 @@
 //! reason. Every move is a fenced write, so a worker that lost the run (cancelled, or taken
 //! over after a stall) stops at its next step boundary; so does every worker while paused.
 //!
-//! Where a run is lives in the run itself (`step` and `facts`), so a restarted process resumes
-//! it. A step found `started` but not `finished` is run again if it is idempotent; otherwise
-//! its recheck probe decides (the effect is in place: go on; it is not: run it; unknown: ask a
-//! human by escalating).
+//! Where a run is lives in the run itself (`step` and `facts`, a versioned [`Progress`]), so a
+//! restarted process resumes it. A step found `started` but not `finished` is run again if it
+//! is idempotent; otherwise its recheck probe decides (the effect is in place: go on; it is
+//! not: run it; unknown: ask a human by escalating).
+//!
+//! A run is driven by the playbook it pinned when it was created (its stored text, parsed once
+//! per hash), never by whatever the file says now. Progress that cannot be read, a version this
+//! build does not know, or a step its playbook lacks escalates the run with the reason; a panic
+//! while driving one run escalates that run, and the worker goes on with the next. On shutdown
+//! the worker gives its run back at once, so the next start resumes it without waiting for the
+//! lease to expire.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +31,7 @@ use super::step::{StepContext, StepOutcome, run_step};
 use crate::clock::Clock;
 use crate::intake::Labels;
 use crate::playbook::model::Playbook;
+use crate::playbook::{self, PlaybookVersion};
 use crate::store::Store;
 use crate::store::approvals::ApprovalStatus;
 use crate::store::runs::{Ending, Lease, Run, RunError};
@@ -31,10 +39,18 @@ use crate::store::safety::{Blocked, Limits, Switch};
 
 /// The step name of a run that has not been diagnosed yet.
 pub const DIAGNOSE: &str = "diagnose";
+/// The step name of a run that passed its last step (and is being finished).
+pub const DONE: &str = "done";
+
+/// The layout of [`Progress`] this build writes and reads. Progress written before versioning
+/// has no `version` and is this layout.
+pub const PROGRESS_VERSION: u32 = 1;
 
 /// What a run carries from step to step (its `facts` column).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Progress {
+    #[serde(default = "first_version")]
+    pub version: u32,
     /// The alert's labels, for the playbook's parameters.
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -57,26 +73,107 @@ pub struct Progress {
     pub alert_failure: Option<String>,
 }
 
+fn first_version() -> u32 {
+    PROGRESS_VERSION
+}
+
 impl Progress {
+    /// A new run's progress: only the alert's labels.
+    pub fn start(labels: BTreeMap<String, String>) -> Self {
+        Self {
+            labels,
+            ..Self::default()
+        }
+    }
+
     /// Whether a run at `step` is verifying its fix: past its remediation steps.
     pub fn verifying(&self, step: Option<&str>) -> bool {
         step.and_then(|step| self.plan.iter().position(|s| s == step))
             .is_some_and(|position| position >= self.remediation_len)
     }
+
+    /// Reads a run's stored progress; the error says why it cannot be used.
+    pub fn decode(stored: &Json) -> Result<Self, String> {
+        if let Some(version) = stored.get("version")
+            && version.as_u64() != Some(u64::from(PROGRESS_VERSION))
+        {
+            return Err(format!(
+                "the run's progress has version {version}, which this runbookd does not know (it reads version {PROGRESS_VERSION})"
+            ));
+        }
+        serde_json::from_value(stored.clone())
+            .map_err(|e| format!("the run's progress cannot be decoded: {e}"))
+    }
 }
 
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            version: PROGRESS_VERSION,
+            labels: BTreeMap::new(),
+            cause: None,
+            evidence: BTreeMap::new(),
+            facts: BTreeMap::new(),
+            report: BTreeMap::new(),
+            plan: Vec::new(),
+            remediation_len: 0,
+            alert_failure: None,
+        }
+    }
+}
+
+/// Playbooks parsed from the text runs pinned, by content hash: each version is parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct PinnedPlaybooks(Arc<Mutex<HashMap<String, Arc<Playbook>>>>);
+
+impl PinnedPlaybooks {
+    /// The playbook `version` holds, parsed on first use.
+    fn get(&self, name: &str, version: &PlaybookVersion) -> Result<Arc<Playbook>, String> {
+        if let Some(parsed) = self.0.lock().expect("pinned playbooks").get(&version.hash) {
+            return Ok(parsed.clone());
+        }
+        let short: String = version.hash.chars().take(12).collect();
+        let origin = format!("{name} (pinned {short})");
+        let parsed = playbook::parse(std::path::Path::new(&origin), &version.text)
+            .map(Arc::new)
+            .map_err(|problems| {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                format!(
+                    "the playbook this run pinned no longer loads: {}",
+                    problems.join("; ")
+                )
+            })?;
+        self.0
+            .lock()
+            .expect("pinned playbooks")
+            .insert(version.hash.clone(), parsed.clone());
+        Ok(parsed)
+    }
+}
+
+#[derive(Clone)]
 pub struct Engine {
     pub store: Store,
     pub estate: Arc<Estate>,
+    /// The playbooks loaded now: only for runs created before runs pinned theirs.
     pub playbooks: Arc<Vec<Playbook>>,
+    /// The playbooks runs pinned, parsed.
+    pub pinned: PinnedPlaybooks,
     pub clock: Arc<dyn Clock>,
-    /// This worker's name, as leases and the audit trail show it.
+    /// This worker's name, as leases and the audit trail show it: unique per process.
     pub owner: String,
     pub lease_for: Duration,
     pub limits: Limits,
-    /// Notified when there is new work (a run was created); otherwise the worker looks again
-    /// after a short idle wait.
+    /// Notified when there may be work (a run created, an approval decided, resume, cancel);
+    /// otherwise the worker looks again after `idle`.
     pub wake: Arc<tokio::sync::Notify>,
+    /// How long an idle worker waits before looking for work again, unless woken.
+    pub idle: Duration,
+}
+
+/// A lease owner no other process has: `runbookd-<uuid>`.
+pub fn unique_owner() -> String {
+    format!("runbookd-{}", uuid::Uuid::new_v4())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,24 +182,43 @@ pub enum EngineError {
     Run(#[from] RunError),
 }
 
+/// What one look for work found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worked {
+    Nothing,
+    /// A run was driven until it ended, parked or was lost.
+    Run,
+    /// Shutdown came while driving a run: it was given back.
+    Stopped,
+}
+
 impl Engine {
     /// Takes one run that needs a worker and drives it until it ends, parks or is lost.
     /// Returns whether there was one. Nothing is taken while runbookd is paused.
     pub async fn work_once(&self) -> Result<bool, EngineError> {
+        Ok(self.work_until(std::future::pending()).await? == Worked::Run)
+    }
+
+    /// As [`Self::work_once`]; when `stop` completes first, the drive is abandoned and the run
+    /// given back (fenced, audited "shutting down").
+    async fn work_until(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Worked, EngineError> {
         if self
             .store
             .switch(Switch::Paused)
             .await
             .map_err(RunError::from)?
         {
-            return Ok(false);
+            return Ok(Worked::Nothing);
         }
         let Some((lease, run)) = self
             .store
             .acquire_run(&self.owner, self.lease_for, self.clock.now())
             .await?
         else {
-            return Ok(false);
+            return Ok(Worked::Nothing);
         };
         let heartbeat = {
             let (store, lease, lease_for, clock) = (
@@ -126,29 +242,78 @@ impl Engine {
                 }
             })
         };
-        let result = self.drive(&lease, run).await;
+        let mut drive = guarded({
+            let (engine, lease) = (self.clone(), lease.clone());
+            async move { engine.drive(&lease, run).await }
+        });
+        tokio::pin!(stop);
+        let joined = tokio::select! {
+            joined = &mut drive => Some(joined),
+            () = &mut stop => None,
+        };
+        let result = match joined {
+            None => {
+                drive.abort().await;
+                heartbeat.abort();
+                return match self
+                    .store
+                    .release_run(&lease, "shutting down", self.clock.now())
+                    .await
+                {
+                    Ok(()) | Err(RunError::LeaseLost { .. }) => Ok(Worked::Stopped),
+                    Err(error) => Err(error.into()),
+                };
+            }
+            Some(Ok(result)) => result,
+            Some(Err(reason)) => {
+                tracing::error!(run = lease.run_id, %reason, "escalating the run");
+                self.store
+                    .finish_run(
+                        &lease,
+                        Ending::Escalated,
+                        &json!({ "reason": reason }),
+                        self.clock.now(),
+                    )
+                    .await
+            }
+        };
         heartbeat.abort();
         match result {
-            Ok(()) | Err(RunError::LeaseLost { .. }) => Ok(true),
+            Ok(()) | Err(RunError::LeaseLost { .. }) => Ok(Worked::Run),
             Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The playbook the run is driven by: the one it pinned, or (a run created before pinning)
+    /// the one loaded under its name.
+    async fn playbook_for(&self, run: &Run) -> Result<Arc<Playbook>, String> {
+        match self
+            .store
+            .pinned_playbook(run.id)
+            .await
+            .map_err(|e| format!("cannot read the run's pinned playbook: {e}"))?
+        {
+            Some(version) => self.pinned.get(&run.playbook, &version),
+            None => self
+                .playbooks
+                .iter()
+                .find(|p| p.name == run.playbook)
+                .map(|p| Arc::new(p.clone()))
+                .ok_or_else(|| format!("no playbook named '{}'", run.playbook)),
         }
     }
 
     async fn drive(&self, lease: &Lease, run: Run) -> Result<(), RunError> {
         let now = self.clock.now();
-        let Some(playbook) = self.playbooks.iter().find(|p| p.name == run.playbook) else {
-            return self
-                .store
-                .finish_run(
-                    lease,
-                    Ending::Escalated,
-                    &json!({"reason": format!("no playbook named '{}'", run.playbook)}),
-                    now,
-                )
-                .await;
+        let mut progress = match Progress::decode(&run.facts.0) {
+            Ok(progress) => progress,
+            Err(reason) => return self.escalate(lease, &Progress::default(), &reason).await,
         };
-        let mut progress: Progress =
-            serde_json::from_value(run.facts.0.clone()).unwrap_or_default();
+        let playbook = match self.playbook_for(&run).await {
+            Ok(playbook) => playbook,
+            Err(reason) => return self.escalate(lease, &progress, &reason).await,
+        };
+        let playbook = playbook.as_ref();
         let labels = Labels::parse(progress.labels.clone()).unwrap_or_default();
         let parameters = match scope::parameters(playbook, &self.estate, &labels) {
             Ok(parameters) => parameters,
@@ -218,11 +383,18 @@ impl Engine {
                     .await?;
                 0
             }
-            Some(step) => progress
-                .plan
-                .iter()
-                .position(|s| s == step)
-                .unwrap_or(progress.plan.len()),
+            Some(DONE) => progress.plan.len(),
+            Some(step) => match progress.plan.iter().position(|s| s == step) {
+                Some(position) => position,
+                None => {
+                    let reason = format!(
+                        "the run is at step '{}', which is not in its plan ({})",
+                        step.escape_debug(),
+                        progress.plan.join(", ")
+                    );
+                    return self.escalate(lease, &progress, &reason).await;
+                }
+            },
         };
 
         while let Some(name) = progress.plan.get(position).cloned() {
@@ -233,7 +405,13 @@ impl Engine {
                     .release_run(lease, "paused", self.clock.now())
                     .await;
             }
-            let step = &playbook.steps[&name];
+            let Some(step) = playbook.steps.get(&name) else {
+                let reason = format!(
+                    "the run's plan names step '{}', which its playbook does not have",
+                    name.escape_debug()
+                );
+                return self.escalate(lease, &progress, &reason).await;
+            };
             let approved = self.approved(lease.run_id, &name).await?;
             let interrupted = self
                 .store
@@ -312,7 +490,7 @@ impl Engine {
                 .plan
                 .get(position)
                 .cloned()
-                .unwrap_or_else(|| "done".to_owned());
+                .unwrap_or_else(|| DONE.to_owned());
             self.store
                 .advance(
                     lease,
@@ -385,32 +563,120 @@ impl Engine {
     }
 }
 
-/// How long an idle worker waits before looking for work again.
-const IDLE: Duration = Duration::from_millis(500);
-
 impl Engine {
     /// Works runs until `shutdown` completes; expires approvals as it goes. A run in flight at
-    /// shutdown keeps its place: its lease expires and the next start resumes it.
+    /// shutdown is given back at once (its step boundary is not awaited: an interrupted step
+    /// is handled on resume as after a crash), so the next start resumes it.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
         loop {
-            if let Err(error) = self.store.expire_approvals(self.clock.now()).await {
-                tracing::error!(%error, "cannot expire approvals");
-            }
-            let worked = tokio::select! {
-                () = &mut shutdown => return,
-                worked = self.work_once() => worked,
+            let expired = match self.store.expire_approvals(self.clock.now()).await {
+                Ok(expired) => expired,
+                Err(error) => {
+                    tracing::error!(%error, "cannot expire approvals");
+                    0
+                }
             };
+            if futures::FutureExt::now_or_never(shutdown.clone()).is_some() {
+                return;
+            }
+            // Not raced against shutdown: it hands its run back itself when shutdown comes.
+            let worked = self.work_until(shutdown.clone()).await;
             match worked {
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(Worked::Stopped) => return,
+                Ok(Worked::Run) => continue,
+                // An expired approval may have sent a run back to the workers.
+                Ok(Worked::Nothing) if expired > 0 => continue,
+                Ok(Worked::Nothing) => {}
                 Err(error) => tracing::error!(%error, "a run failed"),
             }
             tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(IDLE) => {}
+                () = shutdown.clone() => return,
+                () = tokio::time::sleep(self.idle) => {}
                 () = self.wake.notified() => {}
             }
         }
+    }
+}
+
+/// A future run in its own task, so that a panic in it is caught and told as the reason a run
+/// escalates ("the engine panicked: …") instead of ending the worker.
+struct Guarded<T>(tokio::task::JoinHandle<T>);
+
+fn guarded<F>(future: F) -> Guarded<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Guarded(tokio::spawn(future))
+}
+
+impl<T> Guarded<T> {
+    /// Stops the task and waits until it has stopped.
+    async fn abort(self) {
+        self.0.abort();
+        let _ = self.0.await;
+    }
+}
+
+impl<T> std::future::Future for Guarded<T> {
+    type Output = Result<T, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.map_err(|error| match error.try_into_panic() {
+                Ok(panic) => format!("the engine panicked: {}", panic_message(&*panic)),
+                Err(error) => format!("the engine stopped driving the run: {error}"),
+            })
+        })
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_while_driving_becomes_the_reason_and_the_caller_goes_on() {
+        let plan: Vec<&str> = Vec::new();
+        let panicked =
+            guarded(async move { plan.first().copied().expect("a step the playbook has") }).await;
+        assert_eq!(
+            panicked,
+            Err("the engine panicked: a step the playbook has".to_owned())
+        );
+        let id = 7;
+        let formatted = guarded(async move { panic!("run {id} broke") }).await;
+        assert_eq!(
+            formatted,
+            Err::<(), _>("the engine panicked: run 7 broke".to_owned())
+        );
+        assert_eq!(guarded(async { 42 }).await, Ok(42));
+    }
+
+    #[test]
+    fn progress_of_an_unknown_version_or_shape_is_refused_with_the_reason() {
+        let unknown = Progress::decode(&json!({"version": 2, "labels": {}})).unwrap_err();
+        assert!(unknown.contains("version 2"), "{unknown}");
+        let text = Progress::decode(&json!("{not json")).unwrap_err();
+        assert!(text.contains("cannot be decoded"), "{text}");
+        let unversioned = Progress::decode(&json!({"labels": {"a": "b"}})).unwrap();
+        assert_eq!(unversioned.version, PROGRESS_VERSION);
+        assert_eq!(
+            json!(Progress::start(BTreeMap::new()))["version"],
+            PROGRESS_VERSION
+        );
     }
 }

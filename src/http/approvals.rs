@@ -117,6 +117,7 @@ async fn decide(
             state.clock.now(),
         )
         .await?;
+    state.wake_worker();
     let approval = state
         .store
         .approval(id)

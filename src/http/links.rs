@@ -216,6 +216,7 @@ async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Ap
     else {
         return Err(refuse(state, Refusal::Used, Some(&claims), Method::POST, peer).await);
     };
+    state.wake_worker();
     let approval = load(state, claims.approval_id).await?;
     Ok((matches!(decided, Decided::Now(_)), approval))
 }

@@ -77,6 +77,16 @@ pub struct AppState {
     pub link_sinks: Arc<BTreeSet<String>>,
 }
 
+impl AppState {
+    /// Tells the engine's worker (if one runs) that a run may be ready for it: after a
+    /// decision, a resume or a cancel, so it does not wait for its next look.
+    pub fn wake_worker(&self) {
+        if let Some(dispatcher) = &self.dispatcher {
+            dispatcher.wake_worker();
+        }
+    }
+}
+
 /// How the router guards and bounds requests.
 #[derive(Clone)]
 pub struct HttpPolicy {

@@ -47,6 +47,7 @@ async fn set_paused(
         .store
         .set_switch(Switch::Paused, paused, &caller.name, state.clock.now())
         .await?;
+    state.wake_worker();
     Ok(Json(SwitchState { paused }))
 }
 

@@ -110,7 +110,10 @@ pub async fn cancel(
         )
         .await
     {
-        Ok(()) => Ok(Json(json!({"run_id": id, "state": "cancelled"}))),
+        Ok(()) => {
+            state.wake_worker();
+            Ok(Json(json!({"run_id": id, "state": "cancelled"})))
+        }
         Err(RunError::NotFound(_)) => Err(AppError::NotFound(format!("there is no run {id}"))),
         Err(e @ RunError::Final { .. }) => Err(AppError::Conflict(e.to_string())),
         Err(RunError::Store(e)) => Err(e.into()),

@@ -24,6 +24,27 @@ use model::{Condition, Playbook, Step, ValueType};
 pub struct PlaybookFile {
     pub path: PathBuf,
     pub playbook: Playbook,
+    /// The text it was parsed from, which a run pins.
+    pub version: PlaybookVersion,
+}
+
+/// A playbook's text under its content hash: what a run pins when it is created, so the run
+/// is driven by the text it started with whatever later happens to the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaybookVersion {
+    /// SHA-256 of the text, lower-case hex.
+    pub hash: String,
+    pub text: std::sync::Arc<str>,
+}
+
+impl PlaybookVersion {
+    pub fn of(text: &str) -> Self {
+        use sha2::Digest;
+        Self {
+            hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            text: text.into(),
+        }
+    }
 }
 
 /// Inventory values templates may use, and what they are.
@@ -65,7 +86,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<PlaybookFile>, Vec<Problem>> {
                             ),
                         });
                     }
-                    files.push(PlaybookFile { path, playbook });
+                    let version = PlaybookVersion::of(&text);
+                    files.push(PlaybookFile {
+                        path,
+                        playbook,
+                        version,
+                    });
                 }
                 Err(found) => problems.extend(found),
             },

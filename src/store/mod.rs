@@ -13,6 +13,7 @@ pub mod audit;
 pub mod idempotency;
 pub mod incidents;
 pub mod intake;
+pub mod lock;
 pub mod notify;
 pub mod runs;
 pub mod safety;

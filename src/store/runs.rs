@@ -25,6 +25,7 @@ use sqlx::types::Json;
 
 use super::audit::{self, AuditAction, NewAuditEvent};
 use super::{Store, StoreError};
+use crate::playbook::PlaybookVersion;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -72,6 +73,9 @@ pub enum RunError {
     LeaseLost { run_id: i64, attempt: i64 },
     #[error("run {0} does not exist")]
     NotFound(i64),
+    /// The playbook has no loaded text to pin (a caller built it without its file).
+    #[error("playbook '{0}' has no loaded text for a run to pin")]
+    Unpinned(String),
     #[error("run {run_id} is {state} and cannot be {verb}")]
     Final {
         run_id: i64,
@@ -131,6 +135,8 @@ pub enum Created {
 pub struct NewRun<'a> {
     pub incident_id: Option<i64>,
     pub playbook: &'a str,
+    /// The playbook's text as loaded now: the run is pinned to it.
+    pub version: &'a PlaybookVersion,
     pub target: &'a str,
     pub dry_run: bool,
     /// Who asked: a token name, or `engine` for an alert.
@@ -168,7 +174,10 @@ pub struct StepResult {
     pub duration: Duration,
 }
 
-const RUN_COLUMNS: &str = "id, incident_id, playbook, target, state, step, facts, dry_run, attempt, \
+/// `facts` that is not JSON (written outside runbookd) reads as a JSON string holding the text,
+/// so the row still loads and the worker can escalate the run instead of failing to read it.
+const RUN_COLUMNS: &str = "id, incident_id, playbook, target, state, step, \
+    CASE WHEN json_valid(facts) THEN facts ELSE json_quote(facts) END AS facts, dry_run, attempt, \
     lease_owner, lease_expires_at, heartbeat_at, outcome, created_at, updated_at, finished_at";
 
 fn expiry(now: DateTime<Utc>, lease_for: Duration) -> DateTime<Utc> {
@@ -176,7 +185,8 @@ fn expiry(now: DateTime<Utc>, lease_for: Duration) -> DateTime<Utc> {
 }
 
 impl Store {
-    /// Creates a run, unless one is already active for the target.
+    /// Creates a run pinned to `run.version` (stored under its hash in the same transaction),
+    /// unless one is already active for the target.
     pub async fn create_run(
         &self,
         run: NewRun<'_>,
@@ -423,8 +433,9 @@ impl Store {
         Ok(id)
     }
 
-    /// Records what the step did. Written even if the lease was lost meanwhile: the side
-    /// effect happened, and the record must say so.
+    /// Records what the step did. Fenced like every worker write: a worker that lost its
+    /// lease meanwhile writes nothing and learns it from [`RunError::LeaseLost`]; the attempt
+    /// stays `started`, and the run's next holder rechecks whether it took effect.
     pub async fn step_finished(
         &self,
         lease: &Lease,
@@ -433,10 +444,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE step_attempts SET status = 'finished', exit_status = ?, stdout = ?, stderr = ?,
                  error = ?, finished_at = ?, duration_ms = ?
-             WHERE id = ? AND run_id = ? AND status = 'started'",
+             WHERE id = ? AND run_id = ? AND run_attempt = ? AND status = 'started'
+               AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND state = 'running'
+                           AND lease_owner = ? AND attempt = ?)",
         )
         .bind(result.exit_status)
         .bind(&result.stdout)
@@ -446,8 +459,13 @@ impl Store {
         .bind(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX))
         .bind(step_attempt)
         .bind(lease.run_id)
+        .bind(lease.attempt)
+        .bind(lease.run_id)
+        .bind(&lease.owner)
+        .bind(lease.attempt)
         .execute(&mut *tx)
         .await?;
+        fenced(updated.rows_affected(), lease)?;
         audit::append(
             &mut tx,
             now,
@@ -456,6 +474,24 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The playbook version the run is pinned to; `None` for a run created before pinning.
+    pub async fn pinned_playbook(
+        &self,
+        run_id: i64,
+    ) -> Result<Option<PlaybookVersion>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT v.hash, v.text FROM runs r JOIN playbook_versions v ON v.hash = r.playbook_hash
+             WHERE r.id = ?",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|(hash, text)| PlaybookVersion {
+            hash,
+            text: text.into(),
+        }))
     }
 
     pub async fn run(&self, run_id: i64) -> Result<Option<Run>, StoreError> {
@@ -581,16 +617,27 @@ pub(crate) async fn insert_run(
     run: &NewRun<'_>,
     now: DateTime<Utc>,
 ) -> Result<Created, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO playbook_versions (hash, name, text, first_used_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(&run.version.hash)
+    .bind(run.playbook)
+    .bind(&*run.version.text)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO runs (incident_id, playbook, target, state, facts, dry_run, attempt,
-                           created_at, updated_at)
-         VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?)
+        "INSERT INTO runs (incident_id, playbook, playbook_hash, target, state, facts, dry_run,
+                           attempt, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?)
          ON CONFLICT (target) WHERE state IN ('pending', 'running', 'waiting_approval')
          DO NOTHING
          RETURNING id",
     )
     .bind(run.incident_id)
     .bind(run.playbook)
+    .bind(&run.version.hash)
     .bind(run.target)
     .bind(Json(&run.facts))
     .bind(run.dry_run)
@@ -616,7 +663,7 @@ pub(crate) async fn insert_run(
             action: AuditAction::RunCreated,
             incident_id: run.incident_id,
             run_id: Some(id),
-            detail: json!({"playbook": run.playbook, "target": run.target, "dry_run": run.dry_run}),
+            detail: json!({"playbook": run.playbook, "playbook_hash": run.version.hash, "target": run.target, "dry_run": run.dry_run}),
         },
     )
     .await?;

@@ -11,9 +11,10 @@ use runbookd::config::{Config, DatabaseConfig, Overrides};
 use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
 use runbookd::engine::intake::{AlertOutcome, IntakeService, Lifecycle};
-use runbookd::engine::worker::Engine;
-use runbookd::playbook;
+use runbookd::engine::worker::{Engine, PinnedPlaybooks};
+use runbookd::playbook::{self, PlaybookFile, PlaybookVersion};
 use runbookd::store::approvals::{ApprovalStatus, Decision};
+use runbookd::store::intake::IntakeAction;
 use runbookd::store::runs::Run;
 use runbookd::store::safety::Limits;
 
@@ -47,12 +48,16 @@ pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
         "/playbooks/pbs-backup-stale.yaml"
     ))
     .unwrap();
-    let mut playbook = playbook::parse(Path::new("p.yaml"), &text).unwrap();
-    // The twin's clock stands still: poll without waiting.
-    if let Some(step) = playbook.steps.get_mut("groups_fresh") {
-        step.poll.as_mut().unwrap().every = "10ms".into();
-        step.timeout = "1s".into();
-    }
+    // The twin's clock stands still: poll without waiting. Runs pin the text, so the text
+    // says so.
+    let slow = "every: 15s }\n    risk: none\n    timeout: 2h";
+    assert!(text.contains(slow), "groups_fresh polls every 15 s for 2 h");
+    let text = text.replace(slow, "every: 10ms }\n    risk: none\n    timeout: 1s");
+    let file = PlaybookFile {
+        path: "p.yaml".into(),
+        playbook: playbook::parse(Path::new("p.yaml"), &text).unwrap(),
+        version: PlaybookVersion::of(&text),
+    };
     let db = tempfile::tempdir().unwrap();
     let db_path = db.path().join("e.db");
     let store = runbookd::store::Store::open(&DatabaseConfig {
@@ -63,12 +68,14 @@ pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
     .unwrap();
     let wake = Arc::new(tokio::sync::Notify::new());
     let estate = Arc::new(Estate::connect(&inventory).unwrap());
-    let dispatcher = Dispatcher::new(vec![playbook.clone()], wake.clone(), estate.clone()).unwrap();
+    let dispatcher =
+        Dispatcher::new(std::slice::from_ref(&file), estate.clone(), wake.clone()).unwrap();
     let intake = IntakeService::new(store.clone(), Some(Arc::new(dispatcher)), lifecycle);
     let engine = Engine {
         store,
         estate,
-        playbooks: Arc::new(vec![playbook]),
+        playbooks: Arc::new(vec![file.playbook]),
+        pinned: PinnedPlaybooks::default(),
         clock: twin.clock.clone(),
         owner: "worker-1".into(),
         lease_for: Duration::from_secs(60),
@@ -78,6 +85,7 @@ pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
             breaker_after: 3,
         },
         wake,
+        idle: Duration::from_millis(500),
     };
     Setup {
         twin,
@@ -92,9 +100,16 @@ impl Setup {
     /// The reference Alertmanager notification through intake, as the HTTP endpoint takes it;
     /// the run it started.
     pub async fn start(&self) -> i64 {
-        let outcomes = self
-            .deliver(&super::reference("alertmanager-v4.json"), None)
-            .await;
+        self.start_as("5f1c2a9e7b3d4c10").await
+    }
+
+    /// The reference notification as another alert (its own `fingerprint`), so it opens an
+    /// incident of its own; the run it started.
+    pub async fn start_as(&self, fingerprint: &str) -> i64 {
+        let body = super::reference("alertmanager-v4.json")
+            .replace("\"5f1c2a9e7b3d4c10\"", &format!("{fingerprint:?}"));
+        let outcomes = self.deliver(&body, None).await;
+        assert_eq!(outcomes[0].action, IntakeAction::Opened, "{outcomes:?}");
         outcomes[0].run_id.expect("the playbook matches")
     }
 

@@ -94,6 +94,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_engine(adjust, None).await
+    }
+
+    /// As [`Self::spawn_with`], with the engine's worker driving runs on `engine`.
+    pub async fn spawn_engine(
+        adjust: impl FnOnce(&mut Config),
+        engine: Option<runbookd::startup::EngineParts>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -106,7 +114,7 @@ impl TestApp {
         let notify = config
             .resolve_notify(&ConfigSource::default(), &|var| std::env::var(var).ok())
             .expect("the test's [notify] is valid");
-        let app = Application::build(&config, role_tokens(), notify, clock.clone(), None)
+        let app = Application::build(&config, role_tokens(), notify, clock.clone(), engine)
             .await
             .expect("the app builds");
         let address = format!("http://{}", app.local_addr());
@@ -215,6 +223,17 @@ where
     }
 }
 
+/// The repository's pbs-backup-stale playbook, as a run pins it.
+pub fn pbs_playbook() -> &'static runbookd::playbook::PlaybookVersion {
+    static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
+        std::sync::LazyLock::new(|| {
+            runbookd::playbook::PlaybookVersion::of(include_str!(
+                "../../playbooks/pbs-backup-stale.yaml"
+            ))
+        });
+    &PLAYBOOK
+}
+
 /// A new run of pbs-backup-stale for `target` (of `incident`, if any), leased by a worker for
 /// 60 s, as the engine would hold it before it asks for an approval.
 pub async fn leased_run(
@@ -227,6 +246,7 @@ pub async fn leased_run(
     let run = NewRun {
         incident_id: incident,
         playbook: "pbs-backup-stale",
+        version: pbs_playbook(),
         target,
         dry_run: false,
         actor: "engine",

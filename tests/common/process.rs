@@ -11,6 +11,8 @@ use tokio::process::{Child, Command};
 pub struct ServiceProcess {
     pub child: Child,
     pub address: String,
+    /// Its lease owner (`runbookd-<uuid>`), as it logged when it started listening.
+    pub owner: String,
     /// Every log line the process has printed so far.
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -40,14 +42,15 @@ impl ServiceProcess {
         let log = Arc::new(Mutex::new(Vec::new()));
 
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
+        let (address, owner) = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = stdout.next_line().await.unwrap() {
                 log.lock().unwrap().push(line.clone());
                 let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
                 if let Some(address) = event["address"].as_str() {
-                    return format!("http://{address}");
+                    let owner = event["owner"].as_str().unwrap_or_default().to_owned();
+                    return (format!("http://{address}"), owner);
                 }
             }
             panic!(
@@ -66,6 +69,7 @@ impl ServiceProcess {
         Self {
             child,
             address,
+            owner,
             log,
         }
     }

@@ -74,6 +74,22 @@ impl Twin {
         self.run(host, template, &[]).await.unwrap()
     }
 
+    /// What the engine runs on against this twin: the playbooks in `dir`, and executors
+    /// pointed at the twin (short SSH connect timeout).
+    pub fn engine_parts(&self, dir: &std::path::Path) -> runbookd::startup::EngineParts {
+        let path = self.lab.write_files().unwrap();
+        let (config, source) =
+            runbookd::config::Config::load(Some(&path), &Default::default()).unwrap();
+        let mut inventory = config.resolve_inventory(&source, &|_| None).unwrap();
+        if let Some(ssh) = &mut inventory.ssh {
+            ssh.connect_timeout = Duration::from_secs(1);
+        }
+        runbookd::startup::EngineParts {
+            playbooks: runbookd::playbook::load_dir(dir).unwrap(),
+            estate: Arc::new(runbookd::engine::estate::Estate::connect(&inventory).unwrap()),
+        }
+    }
+
     /// Every command line the twin received over SSH, in order.
     pub fn ssh_log(&self) -> Vec<String> {
         self.lab.with_world(|w| {

@@ -508,7 +508,10 @@ async fn cancel_run(
         .cancel_run(args.run_id, &caller.name, &reason, state.clock.now())
         .await
     {
-        Ok(()) => Ok(json!({"run_id": args.run_id, "state": "cancelled", "reason": reason})),
+        Ok(()) => {
+            state.wake_worker();
+            Ok(json!({"run_id": args.run_id, "state": "cancelled", "reason": reason}))
+        }
         Err(RunError::NotFound(_)) => Err(AppError::NotFound(format!(
             "there is no run {}",
             args.run_id

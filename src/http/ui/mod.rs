@@ -545,6 +545,7 @@ async fn decide(
         )
         .await
         .map_err(AppError::from)?;
+    state.wake_worker();
     Ok(Redirect::to(&format!("/approvals/{id}")).into_response())
 }
 
@@ -578,6 +579,7 @@ async fn set_paused(
             state.clock.now(),
         )
         .await?;
+    state.wake_worker();
     Ok(Redirect::to("/").into_response())
 }
 
