@@ -287,7 +287,8 @@ impl Store {
         fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
-    /// Gives the run back, as it stands, for a later worker (runbookd was paused).
+    /// Gives the run back, as it stands, for a later worker (runbookd was paused, or this
+    /// process is shutting down).
     pub async fn release_run(
         &self,
         lease: &Lease,
