@@ -14,6 +14,7 @@ use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
 use runbookd::engine::worker::Engine;
 use runbookd::playbook;
+use runbookd::playbook::compiled::Action;
 use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalStatus, Decision};
 use runbookd::store::runs::{Run, RunState};
@@ -43,8 +44,11 @@ async fn setup(scenario: &str) -> Setup {
     let mut playbook = playbook::parse(Path::new("p.yaml"), &text).unwrap();
     // The twin's clock stands still: poll without waiting.
     if let Some(step) = playbook.steps.get_mut("groups_fresh") {
-        step.poll.as_mut().unwrap().every = "10ms".into();
-        step.timeout = "1s".into();
+        let Action::Poll(poll) = &mut step.action else {
+            panic!("groups_fresh polls")
+        };
+        poll.every = Duration::from_millis(10);
+        step.timeout = Duration::from_secs(1);
     }
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&DatabaseConfig {
@@ -253,18 +257,35 @@ async fn healthy_changes_nothing_and_resolves() {
 }
 
 #[tokio::test]
-async fn nfs_unmounted_waits_for_each_high_risk_step_then_remounts_restarts_and_resolves() {
+async fn nfs_unmounted_asks_once_for_the_whole_remount_then_remounts_restarts_and_resolves() {
     let s = setup("nfs-unmounted").await;
     let id = s.start().await;
     s.settle().await;
     assert_eq!(s.run(id).await.state, RunState::WaitingApproval);
     assert!(s.mutations().is_empty());
+    let pending = s
+        .engine
+        .store
+        .approvals(Some(ApprovalStatus::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending[0].command,
+        "pbs: umount -l /mnt/pbs-datastore\n\
+         pbs: mount /mnt/pbs-datastore\n\
+         pbs: systemctl restart proxmox-backup proxmox-backup-proxy\n\
+         pbs: systemctl is-active proxmox-backup proxmox-backup-proxy",
+        "the one approval lists every command of the sequence"
+    );
     assert_eq!(s.approve_pending().await, "lazy_unmount");
-    s.settle().await;
-    assert_eq!(s.approve_pending().await, "mount_datastore");
     s.settle().await;
     let run = s.run(id).await;
     assert_eq!(run.state, RunState::Resolved, "{:?}", run.outcome);
+    assert_eq!(
+        s.engine.store.approvals_for_run(id).await.unwrap().len(),
+        1,
+        "one tap: the later steps of the sequence do not ask again"
+    );
     let mutations = s.mutations();
     assert_eq!(
         &mutations[..3],

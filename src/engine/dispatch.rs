@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::worker::Progress;
 use crate::intake::{Alert, Labels};
-use crate::playbook::model::Playbook;
+use crate::playbook::Playbook;
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 

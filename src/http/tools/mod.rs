@@ -27,7 +27,7 @@ use crate::engine::diagnose::diagnose as run_diagnosis;
 use crate::engine::dispatch::{Dispatcher, HandStart};
 use crate::engine::step::needs_approval;
 use crate::exec::command::Name;
-use crate::playbook::model::Playbook;
+use crate::playbook::Playbook;
 use crate::store::approvals::ApprovalStatus;
 use crate::store::audit::{AuditAction, NewAuditEvent};
 use crate::store::incidents::{IncidentFilter, IncidentStatus};
