@@ -271,10 +271,10 @@ async fn nfs_unmounted_asks_once_for_the_whole_remount_then_remounts_restarts_an
         .unwrap();
     assert_eq!(
         pending[0].command,
-        "pbs: umount -l /mnt/pbs-datastore\n\
-         pbs: mount /mnt/pbs-datastore\n\
-         pbs: systemctl restart proxmox-backup proxmox-backup-proxy\n\
-         pbs: systemctl is-active proxmox-backup proxmox-backup-proxy",
+        "umount -l /mnt/pbs-datastore\n\
+         mount /mnt/pbs-datastore\n\
+         systemctl restart proxmox-backup proxmox-backup-proxy\n\
+         systemctl is-active proxmox-backup proxmox-backup-proxy",
         "the one approval lists every command of the sequence"
     );
     assert_eq!(s.approve_pending().await, "lazy_unmount");

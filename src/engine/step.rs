@@ -129,7 +129,7 @@ fn vmids(ids: &[VmidRef], scope: &Scope<'_>) -> Result<Vec<Vmid>, String> {
         .collect()
 }
 
-/// Every command of a sequence, one a line (`host: command` for SSH), for its one approval.
+/// Every command of a sequence, one a line, as a single step's approval shows its command.
 fn describe_sequence(sequence: &[String], scope: &Scope<'_>) -> Result<String, String> {
     let mut lines = Vec::new();
     for name in sequence {
@@ -138,11 +138,7 @@ fn describe_sequence(sequence: &[String], scope: &Scope<'_>) -> Result<String, S
             .steps
             .get(name)
             .ok_or_else(|| format!("no step '{name}'"))?;
-        let (host, request) = describe(step, scope)?;
-        lines.push(match host {
-            Some(host) => format!("{host}: {request}"),
-            None => request,
-        });
+        lines.push(describe(step, scope)?.1);
     }
     Ok(lines.join("\n"))
 }
