@@ -299,6 +299,40 @@ async fn inside_a_mute_window_the_restart_never_acts_and_the_run_escalates_after
 }
 
 #[tokio::test]
+async fn a_worker_that_resumes_a_guarded_wait_keeps_its_start_so_max_wait_bounds_the_whole_wait() {
+    let clock = Arc::new(TestClock::new());
+    let s = setup("stale-nfs", clock.clone(), |text| {
+        text.replace(
+            "change_freeze: []",
+            "change_freeze: [{ times: [\"02:00-04:00\"] }]",
+        )
+        .replace("max_wait: 4h", "max_wait: 10m")
+    })
+    .await;
+    let id = s.start().await;
+    let first = s.work();
+    let waiting = s.shown_waiting(id).await;
+    // The first worker dies mid-wait; its lease (60 s) expires.
+    first.abort();
+    let _ = first.await;
+    clock.advance(chrono::Duration::minutes(6));
+    let second = s.work();
+    common::eventually(
+        "the second worker to take the run",
+        Duration::from_secs(30),
+        || async { (s.run(id).await.attempt == 2).then_some(()) },
+    )
+    .await;
+    // Ten minutes after the wait began (four after the second worker took over), it gives up.
+    clock.advance(chrono::Duration::minutes(4) + chrono::Duration::seconds(1));
+    finished(second).await;
+    let run = s.run(id).await;
+    assert_eq!(run.state, RunState::Escalated, "{:?}", run.facts);
+    assert_eq!(run.facts.0["waiting"]["since"], waiting["since"]);
+    assert_eq!(s.mutations(), []);
+}
+
+#[tokio::test]
 async fn an_approval_window_of_two_seconds_expires_into_a_rejected_and_escalated_run() {
     let clock = Arc::new(TestClock::new());
     let s = setup("nfs-unmounted", clock.clone(), |text| {

@@ -211,6 +211,9 @@ async fn guard_holds_back(
     None
 }
 
+/// How a run shows that its step waits for its guard (`facts.waiting.status`).
+const WAITING: &str = "waiting for its guard";
+
 /// Waits until the step's guard lets it act: re-checks every `every`, shows why it waits in
 /// the run (and the audit trail, whenever the reason changes), and gives up after `max_wait`
 /// on the one clock. `Some(reason)`: it gave up.
@@ -220,7 +223,18 @@ async fn wait_for_guard(
     name: &str,
     guard: &Guard,
 ) -> Result<Option<String>, RunError> {
-    let since = ctx.clock.now();
+    // A worker that resumes a run (its predecessor died mid-wait) keeps the wait's start, so
+    // max_wait bounds the whole wait, not each worker's share of it.
+    let shown_before = ctx
+        .store
+        .run(ctx.lease.run_id)
+        .await
+        .map_err(RunError::from)?;
+    let since = shown_before
+        .and_then(|run| run.facts.0.get("waiting").cloned())
+        .filter(|w| w["step"] == name && w["status"] == WAITING)
+        .and_then(|w| serde_json::from_value::<DateTime<Utc>>(w["since"].clone()).ok())
+        .unwrap_or_else(|| ctx.clock.now());
     let until = since + chrono::Duration::from_std(guard.max_wait).unwrap_or(chrono::Duration::MAX);
     let mut shown: Option<String> = None;
     loop {
@@ -242,7 +256,7 @@ async fn wait_for_guard(
             )));
         }
         let waiting = json!({
-            "step": name, "status": "waiting for its guard", "reason": reason, "saw": saw,
+            "step": name, "status": WAITING, "reason": reason, "saw": saw,
             "since": since, "checked_at": now, "gives_up_at": until,
             "every_ms": guard.every.as_millis() as u64,
         });
