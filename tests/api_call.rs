@@ -115,6 +115,21 @@ async fn the_mcp_flows_work_through_the_bridge_in_both_envelopes() {
         .collect();
     assert_eq!(causes.first(), Some(&"nothing_stale"));
     assert!(causes.contains(&"fingerprint_mismatch"));
+    let cause = |id: &str| {
+        explained["output"]["causes_in_order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(cause("nfs_mount_missing")["approval"], "once");
+    let restart = &cause("stale_nfs_handles")["remediate"][0];
+    assert_eq!(restart["step"], "restart_pbs");
+    assert_eq!(restart["guard"]["requires"][0]["probe"], "vzdump_running");
+    assert_eq!(restart["guard"]["mute"], json!(["change_freeze"]));
+    assert_eq!(restart["approval_window_seconds"], 3600);
     let (status, backups) = bridge.call(json!({"tool": "get_backup_status"})).await;
     assert_eq!(status, 200, "{backups}");
     let stale: Vec<&str> = backups["output"]["groups"]

@@ -325,59 +325,61 @@ async fn walk(
     on_page(browser, "the home page", |path| path == "/").await;
     assert!(text(browser).await.contains(APPROVER_NAME));
 
-    // nfs-unmounted asks twice: the lazy unmount, then the mount. Approve each as it appears.
-    for (step, command, shot) in [
-        ("lazy_unmount", "umount -l", "02-home-pending-approval.png"),
-        ("mount_datastore", "mount", "03-home-second-approval.png"),
-    ] {
-        let approval = eventually(
-            &format!("the approval for {step} on the page"),
-            Duration::from_secs(60),
-            || async {
-                browser.goto(&format!("{base}/")).await.ok()?;
-                let cards = browser
-                    .find_all(Locator::Css("article.approval"))
-                    .await
-                    .ok()?;
-                for card in cards {
-                    let text = card.text().await.ok()?;
-                    if text.contains(step) && text.contains("pending") {
-                        return Some(card);
-                    }
+    // nfs-unmounted asks once for the whole remount: one card lists every command, one tap.
+    let step = "lazy_unmount";
+    let approval = eventually(
+        &format!("the approval for {step} on the page"),
+        Duration::from_secs(60),
+        || async {
+            browser.goto(&format!("{base}/")).await.ok()?;
+            let cards = browser
+                .find_all(Locator::Css("article.approval"))
+                .await
+                .ok()?;
+            for card in cards {
+                let text = card.text().await.ok()?;
+                if text.contains(step) && text.contains("pending") {
+                    return Some(card);
                 }
-                None
-            },
-        )
-        .await;
-        let card_text = approval.text().await.unwrap();
-        assert!(card_text.contains(command), "{card_text}");
-        assert!(card_text.contains("Approve") && card_text.contains("Reject"));
-        screenshot(driver, browser, shot).await;
-        approval
-            .find(Locator::Css("textarea[name=comment]"))
-            .await
-            .unwrap()
-            .send_keys(&format!("{step} looks right"))
-            .await
-            .unwrap();
-        approval
-            .find(Locator::Css("button.primary"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        on_page(browser, "the decided approval", |path| {
-            path.starts_with("/approvals/")
-        })
-        .await;
-        let page = text(browser).await;
-        assert!(
-            page.contains(&format!("approved by {APPROVER_NAME}")),
-            "{page}"
-        );
-        assert!(page.contains(&format!("{step} looks right")), "{page}");
+            }
+            None
+        },
+    )
+    .await;
+    let card_text = approval.text().await.unwrap();
+    for command in [
+        "umount -l /mnt/pbs-datastore",
+        "mount /mnt/pbs-datastore",
+        "systemctl restart proxmox-backup",
+    ] {
+        assert!(card_text.contains(command), "{command}: {card_text}");
     }
+    assert!(card_text.contains("Approve") && card_text.contains("Reject"));
+    screenshot(driver, browser, "02-home-pending-approval.png").await;
+    approval
+        .find(Locator::Css("textarea[name=comment]"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{step} looks right"))
+        .await
+        .unwrap();
+    approval
+        .find(Locator::Css("button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    on_page(browser, "the decided approval", |path| {
+        path.starts_with("/approvals/")
+    })
+    .await;
+    let page = text(browser).await;
+    assert!(
+        page.contains(&format!("approved by {APPROVER_NAME}")),
+        "{page}"
+    );
+    assert!(page.contains(&format!("{step} looks right")), "{page}");
 
     let state = eventually("the run to finish", Duration::from_secs(90), || async {
         let run = api(rest, base, &format!("/api/v1/runs/{run_id}")).await?;
@@ -409,5 +411,5 @@ async fn walk(
             "{expected} on the incident page:\n{page}"
         );
     }
-    screenshot(driver, browser, "04-incident-timeline.png").await;
+    screenshot(driver, browser, "03-incident-timeline.png").await;
 }

@@ -103,18 +103,35 @@ async fn healthy_changes_nothing_and_resolves() {
 }
 
 #[tokio::test]
-async fn nfs_unmounted_waits_for_each_high_risk_step_then_remounts_restarts_and_resolves() {
+async fn nfs_unmounted_asks_once_for_the_whole_remount_then_remounts_restarts_and_resolves() {
     let s = setup("nfs-unmounted").await;
     let id = s.start().await;
     s.settle().await;
     assert_eq!(s.run(id).await.state, RunState::WaitingApproval);
     assert!(s.mutations().is_empty());
+    let pending = s
+        .engine
+        .store
+        .approvals(Some(ApprovalStatus::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending[0].command,
+        "umount -l /mnt/pbs-datastore\n\
+         mount /mnt/pbs-datastore\n\
+         systemctl restart proxmox-backup proxmox-backup-proxy\n\
+         systemctl is-active proxmox-backup proxmox-backup-proxy",
+        "the one approval lists every command of the sequence"
+    );
     assert_eq!(s.approve_pending().await, "lazy_unmount");
-    s.settle().await;
-    assert_eq!(s.approve_pending().await, "mount_datastore");
     s.settle().await;
     let run = s.run(id).await;
     assert_eq!(run.state, RunState::Resolved, "{:?}", run.outcome);
+    assert_eq!(
+        s.engine.store.approvals_for_run(id).await.unwrap().len(),
+        1,
+        "one tap: the later steps of the sequence do not ask again"
+    );
     let mutations = s.mutations();
     assert_eq!(
         &mutations[..3],

@@ -899,8 +899,8 @@ fn check_refuses_bad_sinks_with_clear_messages() {
 }
 
 /// The acceptance story through the real binary on the twin: `serve --lab nfs-unmounted`
-/// asks for each high-risk step on ntfy, each Approve button's link works once, the run
-/// resolves and that is announced too; the service's own log (at debug for the HTTP layer)
+/// asks once on ntfy for the whole remount (every command listed), one tap on Approve works
+/// once, the run resolves and that is announced too; the service's own log (at debug for the HTTP layer)
 /// holds no link, link key or sink token.
 #[tokio::test]
 async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
@@ -943,30 +943,34 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
             .await
         }
     };
-    let mut used = Vec::new();
-    for step in ["lazy_unmount", "mount_datastore"] {
-        let message = approval_message(step).await;
-        assert_eq!(
-            message.authorization.as_deref(),
-            Some(format!("Bearer {SINK_TOKEN}").as_str())
-        );
-        let approve = message.action_url(0);
-        assert!(
-            approve.starts_with(&format!("{}/links/", service.address)),
-            "{approve}"
-        );
-        let answer = client
-            .post(&approve)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-        let answer: Value = answer.json().await.unwrap();
-        assert_eq!(answer["approval"]["step"], step);
-        assert_eq!(answer["approval"]["decided_by"], "link:phone");
-        used.push(approve);
-    }
+    let message = approval_message("lazy_unmount").await;
+    assert_eq!(
+        message.authorization.as_deref(),
+        Some(format!("Bearer {SINK_TOKEN}").as_str())
+    );
+    let text = message.body["message"].as_str().unwrap();
+    assert!(
+        text.contains("umount -l /mnt/pbs-datastore")
+            && text.contains("\nmount /mnt/pbs-datastore")
+            && text.contains("systemctl restart proxmox-backup"),
+        "the one approval lists every command of the remount: {text}"
+    );
+    let approve = message.action_url(0);
+    assert!(
+        approve.starts_with(&format!("{}/links/", service.address)),
+        "{approve}"
+    );
+    let answer = client
+        .post(&approve)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["approval"]["step"], "lazy_unmount");
+    assert_eq!(answer["approval"]["decided_by"], "link:phone");
+    let used = [approve];
     eventually(
         "the resolution on ntfy",
         Duration::from_secs(90),
@@ -979,6 +983,16 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
         },
     )
     .await;
+    let asked = receiver
+        .on("/")
+        .into_iter()
+        .filter(|r| {
+            r.body["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Approval needed"))
+        })
+        .count();
+    assert_eq!(asked, 1, "one tap: the rest of the remount did not ask");
     let replay = client.post(&used[0]).send().await.unwrap();
     assert_eq!(replay.status(), 410);
 
@@ -1002,7 +1016,6 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
         hex::encode(&key),
         URL_SAFE_NO_PAD.encode(&key),
         token_of(&used[0]).to_owned(),
-        token_of(&used[1]).to_owned(),
         SINK_TOKEN.to_owned(),
     ] {
         assert!(!log.contains(&secret), "a secret in the service log");

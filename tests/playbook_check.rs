@@ -2,14 +2,16 @@
 //! is caught with a message a person can act on, at its file and line.
 
 use std::path::Path;
+use std::time::Duration;
 
 use runbookd::playbook;
+use runbookd::playbook::model::SequenceApproval;
 
 const SHIPPED: &str = include_str!("../playbooks/pbs-backup-stale.yaml");
 
 /// Each case: what is broken, a replacement applied to the shipped playbook, and a fragment
 /// the problem must say.
-const BROKEN: [(&str, &str, &str, &str); 14] = [
+const BROKEN: [(&str, &str, &str, &str); 22] = [
     (
         "an unknown key",
         "automation: standard",
@@ -18,8 +20,8 @@ const BROKEN: [(&str, &str, &str, &str); 14] = [
     ),
     (
         "a misspelled step key",
-        "    idempotent: true\n    cooldown: 30m\n    timeout: 120s\n  check_pbs_active:",
-        "    idempotnt: true\n    cooldown: 30m\n    timeout: 120s\n  check_pbs_active:",
+        "    risk: medium\n    idempotent: true\n    cooldown: 30m\n",
+        "    risk: medium\n    idempotnt: true\n    cooldown: 30m\n",
         "unknown field `idempotnt`",
     ),
     (
@@ -94,6 +96,54 @@ const BROKEN: [(&str, &str, &str, &str); 14] = [
         "when: { fact: backup_job_enabled, is: 0, empty: true }",
         "needs exactly one of is, empty, contains, equals_fact",
     ),
+    (
+        "a guard re-running an unknown probe",
+        "- probe: vzdump_running\n",
+        "- probe: vzdump_runing\n",
+        "the guard re-runs probe 'vzdump_runing', which is not a probe",
+    ),
+    (
+        "a guard without max_wait",
+        "      max_wait: 4h\n",
+        "",
+        "the guard needs max_wait",
+    ),
+    (
+        "a guard with a bad re-check interval",
+        "      every: 30s\n",
+        "      every: soon\n",
+        "guard re-check interval: 'soon' is not a duration",
+    ),
+    (
+        "a guard naming an undefined time interval",
+        "mute: [change_freeze]",
+        "mute: [change_frieze]",
+        "names time interval 'change_frieze', which is not defined under time_intervals",
+    ),
+    (
+        "a time range that ends before it starts",
+        "change_freeze: []",
+        "change_freeze: [{ times: [\"05:00-01:00\"] }]",
+        "time range '05:00-01:00' must be HH:MM-HH:MM",
+    ),
+    (
+        "a misspelled weekday",
+        "change_freeze: []",
+        "change_freeze: [{ weekdays: [\"mondey:friday\"] }]",
+        "weekday 'mondey:friday' must be a day",
+    ),
+    (
+        "a time zone name",
+        "change_freeze: []",
+        "change_freeze: [{ times: [\"01:00-05:00\"], location: Pacific/Auckland }]",
+        "location 'Pacific/Auckland' must be UTC or a fixed offset",
+    ),
+    (
+        "a bad approval window",
+        "approval_window: 1h",
+        "approval_window: 1 hour",
+        "approval_window: '1 hour' is not a duration",
+    ),
 ];
 
 #[test]
@@ -118,6 +168,44 @@ fn the_shipped_playbook_is_valid() {
     assert_eq!(
         parsed.verify,
         ["canary_backup", "full_backup", "groups_fresh"]
+    );
+}
+
+#[test]
+fn the_shipped_playbook_compiles_its_guards_windows_and_one_approval_remount() {
+    let parsed = playbook::parse(Path::new("p.yaml"), SHIPPED).unwrap();
+    for step in ["restart_pbs", "canary_backup", "full_backup"] {
+        let guard = parsed.steps[step]
+            .guard
+            .as_ref()
+            .unwrap_or_else(|| panic!("{step} is guarded"));
+        assert_eq!(guard.require[0].probe, "vzdump_running", "{step}");
+        assert_eq!(guard.mute[0].0, "change_freeze", "{step}");
+        assert_eq!(guard.max_wait, Duration::from_secs(4 * 3600), "{step}");
+        assert_eq!(guard.every, Duration::from_secs(30), "{step}");
+    }
+    assert_eq!(
+        parsed.steps["lazy_unmount"].approval_window,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        parsed.cause("nfs_mount_missing").unwrap().approval,
+        SequenceApproval::Once
+    );
+    let step_window = SHIPPED.replacen(
+        "    approval: always\n",
+        "    approval: always\n    approval_window: 5m\n",
+        1,
+    );
+    let parsed = playbook::parse(Path::new("p.yaml"), &step_window).unwrap();
+    assert_eq!(
+        parsed.steps["set_storage_fingerprint"].approval_window,
+        Duration::from_secs(300),
+        "a step's window wins over the playbook's"
+    );
+    assert_eq!(
+        parsed.steps["forget_decommissioned_groups"].approval_window,
+        Duration::from_secs(3600)
     );
 }
 

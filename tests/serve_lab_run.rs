@@ -227,30 +227,8 @@ async fn runs_by_hand_approvals_and_cancel_over_the_api() {
             .await
         }
     };
+    // The remount asks once, for all of its commands.
     let approval = pending("lazy_unmount").await;
-    let url = format!("{base}/api/v1/approvals/{approval}/approve");
-    let (a, b) = tokio::join!(
-        call(
-            &client,
-            reqwest::Method::POST,
-            url.clone(),
-            Some(r#"{"comment":"go"}"#),
-            None
-        ),
-        call(&client, reqwest::Method::POST, url.clone(), None, None)
-    );
-    assert_eq!((a.0, b.0), (200, 200));
-    assert_eq!(
-        [a.1["decided_now"].as_bool(), b.1["decided_now"].as_bool()]
-            .iter()
-            .filter(|d| **d == Some(true))
-            .count(),
-        1,
-        "two approvals at once give one decision"
-    );
-    assert_eq!(a.1["approval"]["decided_by"], "env-admin");
-
-    let approval = pending("mount_datastore").await;
     let (status, rejected) = call(
         &client,
         reqwest::Method::POST,
@@ -301,6 +279,38 @@ async fn runs_by_hand_approvals_and_cancel_over_the_api() {
     )
     .await;
     assert_eq!(status, 409, "cancelling twice");
+
+    let (_, third) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/runs"),
+        Some(start),
+        None,
+    )
+    .await;
+    assert!(third["run_id"].as_i64().unwrap() > second);
+    let approval = pending("lazy_unmount").await;
+    let url = format!("{base}/api/v1/approvals/{approval}/approve");
+    let (a, b) = tokio::join!(
+        call(
+            &client,
+            reqwest::Method::POST,
+            url.clone(),
+            Some(r#"{"comment":"go"}"#),
+            None
+        ),
+        call(&client, reqwest::Method::POST, url.clone(), None, None)
+    );
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(
+        [a.1["decided_now"].as_bool(), b.1["decided_now"].as_bool()]
+            .iter()
+            .filter(|d| **d == Some(true))
+            .count(),
+        1,
+        "two approvals at once give one decision"
+    );
+    assert_eq!(a.1["approval"]["decided_by"], "env-admin");
     assert!(service.terminate().await.success());
 }
 

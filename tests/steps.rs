@@ -13,7 +13,7 @@ use runbookd::engine::diagnose::diagnose;
 use runbookd::engine::estate::Estate;
 use runbookd::engine::step::{StepContext, StepOutcome, run_step};
 use runbookd::intake::Labels;
-use runbookd::playbook::{self, model::Playbook};
+use runbookd::playbook::{self, Playbook};
 use runbookd::store::Store;
 use runbookd::store::approvals::ApprovalStatus;
 use runbookd::store::runs::{Created, Lease, NewRun, RunState};
@@ -127,6 +127,7 @@ impl Bench {
             dry_run,
             limits,
             approved,
+            sequence: None,
         };
         run_step(&ctx, name, &self.playbook.steps[name])
             .await

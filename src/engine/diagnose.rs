@@ -17,10 +17,9 @@ use super::facts::{self, ProbeResult};
 use super::scope::{self, Scope};
 use crate::exec::command::Value;
 use crate::intake::Labels;
-use crate::playbook::model::{PbsRead, Playbook, Probe, PveRead};
-use crate::playbook::parse_duration;
-
-const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::playbook::Playbook;
+use crate::playbook::compiled::{Probe, ProbeKind};
+use crate::playbook::model::{PbsRead, PveRead};
 /// Beyond a probe's own timeout: time to connect.
 const PROBE_GRACE: Duration = Duration::from_secs(5);
 
@@ -126,11 +125,7 @@ pub(crate) async fn run_probe(
     now: DateTime<Utc>,
 ) -> (ProbeResult, ProbeRecord) {
     let started = Instant::now();
-    let timeout = probe
-        .timeout
-        .as_deref()
-        .and_then(parse_duration)
-        .unwrap_or(DEFAULT_PROBE_TIMEOUT);
+    let timeout = probe.timeout;
     let bound = timeout + PROBE_GRACE;
     let (result, request, error) =
         tokio::time::timeout(bound, probe_once(probe, scope, earlier, now, timeout))
@@ -165,8 +160,8 @@ async fn probe_once(
         .with_min_delay(Duration::from_millis(200))
         .with_max_times(2);
     let estate = scope.estate;
-    let (result, request, error) = if let Some(ssh) = &probe.ssh {
-        match (scope.host(&ssh.host), scope.render(&ssh.run)) {
+    let (result, request, error) = match &probe.kind {
+        ProbeKind::Ssh(ssh) => match (scope.host(&ssh.host), scope.fill(&ssh.run)) {
             (Ok(host), Ok(command)) => {
                 let request = format!("{host}: {command}");
                 let attempt = || estate.ssh.run(&host, &command, timeout);
@@ -184,36 +179,41 @@ async fn probe_once(
                     Err(e) => (ProbeResult::default(), request, Some(e.to_string())),
                 }
             }
-            (Err(e), _) | (_, Err(e)) => (ProbeResult::default(), ssh.run.clone(), Some(e)),
-        }
-    } else if let Some(read) = probe.pbs {
-        let datastore = match scope.parameters.get("datastore") {
-            Some(Value::Name(name)) => name.clone(),
-            _ => estate.pbs_target.datastore.clone(),
-        };
-        let request = format!("PBS {read:?}");
-        let answer = tokio::time::timeout(timeout, async {
-            let call = || async {
-                match read {
-                    PbsRead::Version => estate.pbs.version().await.map(|v| json!(v)),
-                    PbsRead::Datastores => estate.pbs.datastores().await.map(|v| json!(v)),
-                    PbsRead::DatastoreUsage => estate.pbs.datastore_usage().await.map(|v| json!(v)),
-                    PbsRead::BackupTasks => {
-                        estate.pbs.backup_tasks(&datastore).await.map(|v| json!(v))
-                    }
-                }
+            (Err(e), _) | (_, Err(e)) => (ProbeResult::default(), probe.id.clone(), Some(e)),
+        },
+        ProbeKind::Pbs(read) => {
+            let read = *read;
+            let datastore = match scope.parameters.get("datastore") {
+                Some(Value::Name(name)) => name.clone(),
+                _ => estate.pbs_target.datastore.clone(),
             };
-            call.retry(backoff)
-                .when(|e| e.is_retryable())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
-        api_result(answer, request)
-    } else if let Some(read) = probe.pve {
-        let request = format!("PVE {read:?}");
-        let answer = tokio::time::timeout(timeout, async {
+            let request = format!("PBS {read:?}");
+            let answer = tokio::time::timeout(timeout, async {
+                let call = || async {
+                    match read {
+                        PbsRead::Version => estate.pbs.version().await.map(|v| json!(v)),
+                        PbsRead::Datastores => estate.pbs.datastores().await.map(|v| json!(v)),
+                        PbsRead::DatastoreUsage => {
+                            estate.pbs.datastore_usage().await.map(|v| json!(v))
+                        }
+                        PbsRead::BackupTasks => {
+                            estate.pbs.backup_tasks(&datastore).await.map(|v| json!(v))
+                        }
+                    }
+                };
+                call.retry(backoff)
+                    .when(|e| e.is_retryable())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+            api_result(answer, request)
+        }
+        ProbeKind::Pve(read) => {
+            let read = *read;
+            let request = format!("PVE {read:?}");
+            let answer = tokio::time::timeout(timeout, async {
             let call = || async {
                 match read {
                     PveRead::Storage => estate.pve.storage(&estate.pve_target.storage).await.map(|v| json!(v)),
@@ -231,26 +231,23 @@ async fn probe_once(
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
-        api_result(answer, request)
-    } else if let Some(builtin) = probe.builtin {
-        let bounded = tokio::time::timeout(
-            timeout,
-            builtins::run(builtin, scope, earlier, now, timeout),
-        )
-        .await;
-        let result = bounded.unwrap_or_else(|_| ProbeResult {
-            data: json!({"error": format!("no answer within {timeout:?}")}),
-            ..Default::default()
-        });
-        let error =
-            (!result.ok).then(|| result.data["error"].as_str().unwrap_or("failed").to_owned());
-        (result, format!("builtin {builtin:?}"), error)
-    } else {
-        (
-            ProbeResult::default(),
-            String::new(),
-            Some("the probe has no action".to_owned()),
-        )
+            api_result(answer, request)
+        }
+        ProbeKind::Builtin(builtin) => {
+            let builtin = *builtin;
+            let bounded = tokio::time::timeout(
+                timeout,
+                builtins::run(builtin, scope, earlier, now, timeout),
+            )
+            .await;
+            let result = bounded.unwrap_or_else(|_| ProbeResult {
+                data: json!({"error": format!("no answer within {timeout:?}")}),
+                ..Default::default()
+            });
+            let error =
+                (!result.ok).then(|| result.data["error"].as_str().unwrap_or("failed").to_owned());
+            (result, format!("builtin {builtin:?}"), error)
+        }
     };
     (result, request, error)
 }

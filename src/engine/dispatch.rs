@@ -10,8 +10,7 @@ use serde_json::json;
 use super::worker::Progress;
 use crate::intake::{Alert, Labels};
 use crate::playbook::matcher::Route;
-use crate::playbook::model::Playbook;
-use crate::playbook::{PlaybookFile, PlaybookVersion};
+use crate::playbook::{Playbook, PlaybookFile, PlaybookVersion};
 use crate::store::Store;
 use crate::store::runs::{Created, NewRun, RunError};
 

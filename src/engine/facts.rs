@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::exec::command::CertFingerprint;
-use crate::playbook::model::{Condition, Extract, ValueType};
+use crate::playbook::compiled::{Extract, ExtractRule};
+use crate::playbook::model::{Condition, ValueType};
 
 /// What one probe returned.
 #[derive(Debug, Clone, Default)]
@@ -24,30 +25,24 @@ pub struct ProbeResult {
 
 /// Extracts one fact.
 pub fn extract(extract: &Extract, result: &ProbeResult) -> Value {
-    if extract.ok.is_some() {
+    if let ExtractRule::Ok = extract.rule {
         return Value::Bool(result.ok);
     }
     if !result.ok {
         return Value::Null;
     }
-    let value = if extract.exit_ok.is_some() {
-        Value::Bool(result.exit == Some(0))
-    } else if let Some(pattern) = &extract.regex {
-        let Ok(regex) = regex::RegexBuilder::new(pattern).multi_line(true).build() else {
-            return Value::Null;
-        };
-        match regex.captures(&result.stdout) {
+    let value = match &extract.rule {
+        ExtractRule::Ok => Value::Bool(result.ok),
+        ExtractRule::ExitOk => Value::Bool(result.exit == Some(0)),
+        ExtractRule::Regex(regex) => match regex.captures(&result.stdout) {
             Some(captures) => match captures.get(1) {
                 Some(group) => Value::String(group.as_str().to_owned()),
                 None => Value::Bool(true),
             },
             None if regex.captures_len() > 1 => Value::Null,
             None => Value::Bool(false),
-        }
-    } else if let Some(pointer) = &extract.json {
-        result.data.pointer(pointer).cloned().unwrap_or(Value::Null)
-    } else {
-        Value::Null
+        },
+        ExtractRule::Json(pointer) => result.data.pointer(pointer).cloned().unwrap_or(Value::Null),
     };
     // Fingerprints compare case-insensitively: keep one spelling.
     match (extract.kind, &value) {

@@ -12,7 +12,9 @@ use crate::exec::command::{
     AbsPath, CertFingerprint, CommandTemplate, Name, RemoteCommand, Value, Vmid,
 };
 use crate::intake::Labels;
-use crate::playbook::model::{Playbook, ValueType};
+use crate::playbook::Playbook;
+use crate::playbook::compiled::HostRef;
+use crate::playbook::model::ValueType;
 
 /// Where placeholders are looked up.
 pub struct Scope<'a> {
@@ -67,7 +69,7 @@ pub fn parameters(
                     parameters: &values,
                     facts: &empty,
                 };
-                let text = scope.render(default)?.as_str().to_owned();
+                let text = scope.fill(default)?.as_str().to_owned();
                 typed(parameter.kind, &text)?
             }
             (None, None) if parameter.optional => continue,
@@ -145,9 +147,8 @@ impl Scope<'_> {
         Err(format!("placeholder '{{{key}}}' has no value"))
     }
 
-    /// Renders a template with typed, quoted values.
-    pub fn render(&self, template: &str) -> Result<RemoteCommand, String> {
-        let template = CommandTemplate::parse(template).map_err(|e| e.to_string())?;
+    /// Fills a template with typed, quoted values.
+    pub fn fill(&self, template: &CommandTemplate) -> Result<RemoteCommand, String> {
         let mut values = BTreeMap::new();
         for key in template.placeholders() {
             values.insert(key.as_str(), self.value(key)?);
@@ -156,7 +157,12 @@ impl Scope<'_> {
     }
 
     /// An inventory host name, written literally or as a placeholder.
-    pub fn host(&self, text: &str) -> Result<Name, String> {
-        Name::parse(self.render(text)?.as_str()).map_err(|e| e.to_string())
+    pub fn host(&self, host: &HostRef) -> Result<Name, String> {
+        match host {
+            HostRef::Named(name) => Ok(name.clone()),
+            HostRef::Template(template) => {
+                Name::parse(self.fill(template)?.as_str()).map_err(|e| e.to_string())
+            }
+        }
     }
 }

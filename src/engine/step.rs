@@ -1,13 +1,17 @@
 //! One step of a run, with every rule around it, in this order:
 //! 1. `only_if`: a step whose condition is known false is skipped; unknown fails it.
 //! 2. Approval: asked for as the automation level and the step's policy say; the run parks.
+//!    A cause that asks `once` asks at its first such step for its whole sequence.
 //! 3. Dry-run: a mutating step is recorded with its exact command and not executed.
-//! 4. Safety controls: pause, breaker, cooldown, hourly budget (booked in one transaction).
-//! 5. The attempt is written `started`, the action runs (with retries), then `finished`.
+//! 4. Guards: facts that must hold (probes re-run now) and time windows on the one clock; the
+//!    step waits and re-checks, visibly, and gives up after the guard's `max_wait`.
+//! 5. Safety controls: pause, breaker, cooldown, hourly budget (booked in one transaction).
+//! 6. The attempt is written `started`, the action runs (with retries), then `finished`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
 use super::estate::Estate;
@@ -16,15 +20,13 @@ use super::scope::Scope;
 use crate::clock::Clock;
 use crate::exec::command::{CertFingerprint, Name, Value, Vmid};
 use crate::exec::pve::VzdumpStart;
-use crate::playbook::model::{ApprovalPolicy, Automation, Playbook, Risk, Step};
-use crate::playbook::parse_duration;
+use crate::playbook::Playbook;
+use crate::playbook::compiled::{Action, Guard, Step, VmidRef, VzdumpGuests, VzdumpHosts};
+use crate::playbook::model::{ApprovalPolicy, Automation, Risk};
 use crate::store::Store;
 use crate::store::approvals::{ApprovalRequest, OnTimeout};
 use crate::store::runs::{Lease, RunError, StepResult};
 use crate::store::safety::{Blocked, Limits};
-
-/// How long a human has to decide, by default.
-pub const APPROVAL_WINDOW: Duration = Duration::from_secs(3600);
 
 /// What happened to a step.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,8 @@ pub enum StepOutcome {
     Blocked(Blocked),
     /// Dry-run: recorded, not executed.
     Rehearsed(String),
+    /// Its guard still did not allow it to act when `max_wait` ran out: why.
+    GuardTimedOut(String),
 }
 
 /// Everything a step needs.
@@ -51,8 +55,10 @@ pub struct StepContext<'a> {
     pub clock: &'a dyn Clock,
     pub dry_run: bool,
     pub limits: Limits,
-    /// A human already approved this step.
+    /// A human already approved this step (or the sequence it belongs to).
     pub approved: bool,
+    /// When the cause asks once: its whole remediation sequence, listed in the one approval.
+    pub sequence: Option<&'a [String]>,
 }
 
 /// Whether the automation level asks a human before this step.
@@ -70,61 +76,197 @@ pub fn needs_approval(level: Automation, step: &Step) -> bool {
 
 /// What the step will do, in words and exactly: the command or request.
 fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), String> {
-    if let Some(ssh) = &step.ssh {
-        let host = scope.host(&ssh.host)?;
-        let command = scope.render(&ssh.run)?;
-        return Ok((Some(host), command.to_string()));
-    }
-    if let Some(set) = &step.pve_set_fingerprint {
-        return Ok((
+    match &step.action {
+        Action::Ssh(ssh) => {
+            let host = scope.host(&ssh.host)?;
+            let command = scope.fill(&ssh.run)?;
+            Ok((Some(host), command.to_string()))
+        }
+        Action::SetFingerprint {
+            storage,
+            fingerprint,
+        } => Ok((
             None,
             format!(
                 "PUT /storage/{} fingerprint={}",
-                scope.render(&set.storage)?,
-                scope.render(&set.fingerprint)?
+                scope.fill(storage)?,
+                scope.fill(fingerprint)?
             ),
-        ));
-    }
-    if let Some(enable) = &step.pve_enable_job {
-        return Ok((
+        )),
+        Action::EnableJob { job } => Ok((
             None,
-            format!(
-                "PUT /cluster/backup/{} enabled=1",
-                scope.render(&enable.job)?
-            ),
+            format!("PUT /cluster/backup/{} enabled=1", scope.fill(job)?),
+        )),
+        Action::Vzdump { hosts, guests } => {
+            let hosts = match hosts {
+                VzdumpHosts::All => "every PVE host".to_owned(),
+                VzdumpHosts::One(host) => scope.host(host)?.to_string(),
+            };
+            let vmids = match guests {
+                VzdumpGuests::All => "all".to_owned(),
+                VzdumpGuests::List(ids) => vmids(ids, scope)?
+                    .iter()
+                    .map(Vmid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            Ok((None, format!("vzdump {vmids} on {hosts} (PVE API)")))
+        }
+        Action::ForgetGroups { fact } => Ok((None, format!("DELETE groups {{facts.{fact}}}"))),
+        Action::Wait(wait) => Ok((None, format!("wait {wait:?}"))),
+        Action::Poll(poll) => Ok((None, format!("poll {} every {:?}", poll.probe, poll.every))),
+    }
+}
+
+fn vmids(ids: &[VmidRef], scope: &Scope<'_>) -> Result<Vec<Vmid>, String> {
+    ids.iter()
+        .map(|id| match id {
+            VmidRef::Literal(vmid) => Ok(*vmid),
+            VmidRef::Template(template) => {
+                Vmid::parse(scope.fill(template)?.as_str()).map_err(|e| e.to_string())
+            }
+        })
+        .collect()
+}
+
+/// Every command of a sequence, one a line, as a single step's approval shows its command.
+fn describe_sequence(sequence: &[String], scope: &Scope<'_>) -> Result<String, String> {
+    let mut lines = Vec::new();
+    for name in sequence {
+        let step = scope
+            .playbook
+            .steps
+            .get(name)
+            .ok_or_else(|| format!("no step '{name}'"))?;
+        lines.push(describe(step, scope)?.1);
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Why a guard does not let its step act now, and what it saw; `None`: it may act.
+async fn guard_holds_back(
+    ctx: &StepContext<'_>,
+    scope: &Scope<'_>,
+    guard: &Guard,
+    now: DateTime<Utc>,
+) -> Option<(String, Json)> {
+    for (name, intervals) in &guard.mute {
+        if intervals.iter().any(|i| i.contains(now)) {
+            return Some((
+                format!("muted: inside time interval '{name}'"),
+                json!({"now": now, "mute": name}),
+            ));
+        }
+    }
+    if !guard.active.is_empty()
+        && !guard
+            .active
+            .iter()
+            .any(|(_, intervals)| intervals.iter().any(|i| i.contains(now)))
+    {
+        let names: Vec<&String> = guard.active.iter().map(|(n, _)| n).collect();
+        return Some((
+            format!("outside the active time intervals {names:?}"),
+            json!({"now": now, "active": names}),
         ));
     }
-    if let Some(vzdump) = &step.pve_vzdump {
-        let hosts = if vzdump.host == "all" {
-            "every PVE host".to_owned()
-        } else {
-            scope.host(&vzdump.host)?.to_string()
+    for required in &guard.require {
+        let Some(probe) = ctx.playbook.probe(&required.probe) else {
+            return Some((format!("no probe '{}'", required.probe), Json::Null));
         };
-        let vmids = match &vzdump.vmids {
-            serde_norway::Value::Sequence(items) => items
-                .iter()
-                .map(|item| match item {
-                    serde_norway::Value::String(template) => {
-                        scope.render(template).map(|t| t.to_string())
-                    }
-                    other => Ok(serde_json::to_string(other).unwrap_or_default()),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .join(","),
-            _ => "all".to_owned(),
+        let (result, record) =
+            super::diagnose::run_probe(probe, scope, &BTreeMap::new(), now).await;
+        let mut seen = ctx.facts.clone();
+        for (name, extract) in &probe.facts {
+            seen.insert(name.clone(), facts::extract(extract, &result));
+        }
+        let mut read = BTreeMap::new();
+        let verdict = facts::evaluate(&required.holds, &seen, &mut read);
+        let saw =
+            json!({"probe": probe.id, "facts": read, "data": result.data, "error": record.error});
+        match verdict {
+            Some(true) => {}
+            Some(false) => {
+                return Some((
+                    format!(
+                        "probe '{}' says the step may not act: {}",
+                        probe.id,
+                        json!(read)
+                    ),
+                    saw,
+                ));
+            }
+            None => {
+                return Some((
+                    format!(
+                        "probe '{}' could not tell whether the step may act: {}",
+                        probe.id,
+                        json!(read)
+                    ),
+                    saw,
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// How a run shows that its step waits for its guard (`facts.waiting.status`).
+const WAITING: &str = "waiting for its guard";
+
+/// Waits until the step's guard lets it act: re-checks every `every`, shows why it waits in
+/// the run (and the audit trail, whenever the reason changes), and gives up after `max_wait`
+/// on the one clock. `Some(reason)`: it gave up.
+async fn wait_for_guard(
+    ctx: &StepContext<'_>,
+    scope: &Scope<'_>,
+    name: &str,
+    guard: &Guard,
+) -> Result<Option<String>, RunError> {
+    // A worker that resumes a run (its predecessor died mid-wait) keeps the wait's start, so
+    // max_wait bounds the whole wait, not each worker's share of it.
+    let shown_before = ctx
+        .store
+        .run(ctx.lease.run_id)
+        .await
+        .map_err(RunError::from)?;
+    let since = shown_before
+        .and_then(|run| run.facts.0.get("waiting").cloned())
+        .filter(|w| w["step"] == name && w["status"] == WAITING)
+        .and_then(|w| serde_json::from_value::<DateTime<Utc>>(w["since"].clone()).ok())
+        .unwrap_or_else(|| ctx.clock.now());
+    let until = since + chrono::Duration::from_std(guard.max_wait).unwrap_or(chrono::Duration::MAX);
+    let mut shown: Option<String> = None;
+    loop {
+        let now = ctx.clock.now();
+        let Some((reason, saw)) = guard_holds_back(ctx, scope, guard, now).await else {
+            if shown.is_some() {
+                let cleared =
+                    json!({"step": name, "status": "acting", "since": since, "cleared_at": now});
+                ctx.store
+                    .step_waiting(ctx.lease, &cleared, true, now)
+                    .await?;
+            }
+            return Ok(None);
         };
-        return Ok((None, format!("vzdump {vmids} on {hosts} (PVE API)")));
+        if now >= until {
+            return Ok(Some(format!(
+                "its guard held it back for {:?} (max_wait): {reason}",
+                guard.max_wait
+            )));
+        }
+        let waiting = json!({
+            "step": name, "status": WAITING, "reason": reason, "saw": saw,
+            "since": since, "checked_at": now, "gives_up_at": until,
+            "every_ms": guard.every.as_millis() as u64,
+        });
+        let news = shown.as_deref() != Some(reason.as_str());
+        ctx.store
+            .step_waiting(ctx.lease, &waiting, news, now)
+            .await?;
+        shown = Some(reason);
+        tokio::time::sleep(guard.every).await;
     }
-    if let Some(forget) = &step.pbs_forget_groups {
-        return Ok((None, format!("DELETE groups {}", forget.groups)));
-    }
-    if let Some(wait) = &step.wait {
-        return Ok((None, format!("wait {wait}")));
-    }
-    if let Some(poll) = &step.poll {
-        return Ok((None, format!("poll {} every {}", poll.probe, poll.every)));
-    }
-    Err("the step has no action".to_owned())
 }
 
 pub async fn run_step(
@@ -171,12 +313,19 @@ pub async fn run_step(
             }
             _ => OnTimeout::Reject,
         };
+        let command = match ctx.sequence {
+            Some(sequence) => match describe_sequence(sequence, &scope) {
+                Ok(listed) => listed,
+                Err(error) => return Ok(StepOutcome::Failed(error)),
+            },
+            None => request.clone(),
+        };
         let request = ApprovalRequest {
             step: name,
-            command: &request,
+            command: &command,
             risk: risk_name(step.risk),
             evidence: json!(ctx.facts),
-            expires_in: APPROVAL_WINDOW,
+            expires_in: step.approval_window,
             on_timeout,
         };
         let id = ctx.store.request_approval(ctx.lease, request, now).await?;
@@ -197,14 +346,15 @@ pub async fn run_step(
             .await?;
         return Ok(StepOutcome::Rehearsed(request));
     }
+    if let Some(guard) = &step.guard {
+        if let Some(reason) = wait_for_guard(ctx, &scope, name, guard).await? {
+            return Ok(StepOutcome::GuardTimedOut(reason));
+        }
+    }
+    let now = ctx.clock.now();
     if mutating {
-        let cooldown = step
-            .cooldown
-            .as_deref()
-            .and_then(parse_duration)
-            .unwrap_or(Duration::ZERO);
         let limits = Limits {
-            cooldown,
+            cooldown: step.cooldown.unwrap_or(Duration::ZERO),
             ..ctx.limits
         };
         if let Err(blocked) = ctx
@@ -231,18 +381,14 @@ pub async fn run_step(
         .min()
         .unwrap_or(now);
     let started = Instant::now();
-    let tries = step.retries.as_ref().map_or(1, |r| r.attempts.max(1));
-    let backoff = step
+    let (tries, backoff) = step
         .retries
         .as_ref()
-        .and_then(|r| parse_duration(&r.backoff))
-        .unwrap_or(Duration::ZERO);
-    let timeout = parse_duration(&step.timeout).unwrap_or(Duration::from_secs(60));
+        .map_or((1, Duration::ZERO), |r| (r.attempts, r.backoff));
     let mut result = StepResult::default();
     let mut outcome = StepOutcome::Failed("not run".to_owned());
     for attempt_number in 1..=tries {
-        let (done, record) =
-            execute(ctx, &scope, step, host.as_ref(), timeout, first_started).await;
+        let (done, record) = execute(ctx, &scope, step, host.as_ref(), first_started).await;
         result = record;
         outcome = done;
         if outcome == StepOutcome::Done || attempt_number == tries {
@@ -272,8 +418,7 @@ async fn execute(
     scope: &Scope<'_>,
     step: &Step,
     host: Option<&Name>,
-    timeout: Duration,
-    first_started: chrono::DateTime<chrono::Utc>,
+    first_started: DateTime<Utc>,
 ) -> (StepOutcome, StepResult) {
     let failed = |error: String| {
         (
@@ -284,145 +429,138 @@ async fn execute(
             },
         )
     };
-    if let (Some(ssh), Some(host)) = (&step.ssh, host) {
-        let command = match scope.render(&ssh.run) {
-            Ok(command) => command,
-            Err(e) => return failed(e),
-        };
-        return match ctx.estate.ssh.run(host, &command, timeout).await {
-            Ok(out) => {
-                let accepted = step.accept_exit.clone().unwrap_or_else(|| vec![0]);
-                let record = StepResult {
-                    exit_status: Some(i64::from(out.exit_status)),
-                    stdout: Some(out.stdout),
-                    stderr: Some(out.stderr.clone()),
-                    ..Default::default()
-                };
-                if accepted.contains(&out.exit_status) {
-                    (StepOutcome::Done, record)
-                } else {
-                    (
-                        StepOutcome::Failed(format!(
-                            "exit {}: {}",
-                            out.exit_status,
-                            out.stderr.trim()
-                        )),
-                        record,
-                    )
+    let timeout = step.timeout;
+    match &step.action {
+        Action::Ssh(ssh) => {
+            let Some(host) = host else {
+                return failed("the step's host is not known".to_owned());
+            };
+            let command = match scope.fill(&ssh.run) {
+                Ok(command) => command,
+                Err(e) => return failed(e),
+            };
+            match ctx.estate.ssh.run(host, &command, timeout).await {
+                Ok(out) => {
+                    let record = StepResult {
+                        exit_status: Some(i64::from(out.exit_status)),
+                        stdout: Some(out.stdout),
+                        stderr: Some(out.stderr.clone()),
+                        ..Default::default()
+                    };
+                    if step.accept_exit.contains(&out.exit_status) {
+                        (StepOutcome::Done, record)
+                    } else {
+                        (
+                            StepOutcome::Failed(format!(
+                                "exit {}: {}",
+                                out.exit_status,
+                                out.stderr.trim()
+                            )),
+                            record,
+                        )
+                    }
                 }
+                Err(e) => failed(e.to_string()),
             }
-            Err(e) => failed(e.to_string()),
-        };
-    }
-    if let Some(set) = &step.pve_set_fingerprint {
-        let storage = scope.render(&set.storage).map(|s| s.to_string());
-        let fingerprint = scope.render(&set.fingerprint).map(|f| f.to_string());
-        let (Ok(storage), Ok(fingerprint)) = (storage, fingerprint) else {
-            return failed("the storage or the fingerprint is not known".to_owned());
-        };
-        let (Ok(storage), Ok(fingerprint)) =
-            (Name::parse(&storage), CertFingerprint::parse(&fingerprint))
-        else {
-            return failed("the storage or the fingerprint is invalid".to_owned());
-        };
-        return match ctx
-            .estate
-            .pve
-            .set_storage_fingerprint(&storage, &fingerprint)
-            .await
-        {
-            Ok(()) => (StepOutcome::Done, StepResult::default()),
-            Err(e) => failed(e.to_string()),
-        };
-    }
-    if let Some(enable) = &step.pve_enable_job {
-        return match scope.render(&enable.job).map(|j| Name::parse(j.as_str())) {
+        }
+        Action::SetFingerprint {
+            storage,
+            fingerprint,
+        } => {
+            let storage = scope.fill(storage).map(|s| s.to_string());
+            let fingerprint = scope.fill(fingerprint).map(|f| f.to_string());
+            let (Ok(storage), Ok(fingerprint)) = (storage, fingerprint) else {
+                return failed("the storage or the fingerprint is not known".to_owned());
+            };
+            let (Ok(storage), Ok(fingerprint)) =
+                (Name::parse(&storage), CertFingerprint::parse(&fingerprint))
+            else {
+                return failed("the storage or the fingerprint is invalid".to_owned());
+            };
+            match ctx
+                .estate
+                .pve
+                .set_storage_fingerprint(&storage, &fingerprint)
+                .await
+            {
+                Ok(()) => (StepOutcome::Done, StepResult::default()),
+                Err(e) => failed(e.to_string()),
+            }
+        }
+        Action::EnableJob { job } => match scope.fill(job).map(|j| Name::parse(j.as_str())) {
             Ok(Ok(job)) => match ctx.estate.pve.enable_backup_job(&job).await {
                 Ok(()) => (StepOutcome::Done, StepResult::default()),
                 Err(e) => failed(e.to_string()),
             },
             _ => failed("the backup job id is not known".to_owned()),
-        };
-    }
-    if let Some(vzdump) = &step.pve_vzdump {
-        return backup(
-            ctx,
-            scope,
-            &vzdump.host,
-            &vzdump.vmids,
-            timeout,
-            first_started,
-        )
-        .await;
-    }
-    if let Some(forget) = &step.pbs_forget_groups {
-        let fact = forget
-            .groups
-            .trim_start_matches("{facts.")
-            .trim_end_matches('}');
-        let groups: Vec<String> = ctx
-            .facts
-            .get(fact)
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|g| g.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let store = &ctx.estate.pbs_target.datastore;
-        for group in &groups {
-            let Some((kind, id)) = group.split_once('/') else {
-                continue;
+        },
+        Action::Vzdump { hosts, guests } => {
+            backup(ctx, scope, hosts, guests, timeout, first_started).await
+        }
+        Action::ForgetGroups { fact } => {
+            let groups: Vec<String> = ctx
+                .facts
+                .get(fact)
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let store = &ctx.estate.pbs_target.datastore;
+            for group in &groups {
+                let Some((kind, id)) = group.split_once('/') else {
+                    continue;
+                };
+                let (Ok(kind), Ok(id)) = (Name::parse(kind), Name::parse(id)) else {
+                    return failed(format!("group '{group}' is not type/id"));
+                };
+                if let Err(e) = ctx.estate.pbs.forget_group(store, &kind, &id).await {
+                    return failed(e.to_string());
+                }
+            }
+            (
+                StepOutcome::Done,
+                StepResult {
+                    stdout: Some(format!("forgot {}", groups.join(", "))),
+                    ..Default::default()
+                },
+            )
+        }
+        Action::Wait(wait) => {
+            tokio::time::sleep(*wait).await;
+            (StepOutcome::Done, StepResult::default())
+        }
+        Action::Poll(poll) => {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let Some(probe) = ctx.playbook.probe(&poll.probe) else {
+                return failed(format!("no probe '{}'", poll.probe));
             };
-            let (Ok(kind), Ok(id)) = (Name::parse(kind), Name::parse(id)) else {
-                return failed(format!("group '{group}' is not type/id"));
-            };
-            if let Err(e) = ctx.estate.pbs.forget_group(store, &kind, &id).await {
-                return failed(e.to_string());
+            loop {
+                let (result, _) =
+                    super::diagnose::run_probe(probe, scope, &BTreeMap::new(), ctx.clock.now())
+                        .await;
+                let mut polled = ctx.facts.clone();
+                for (name, extract) in &probe.facts {
+                    polled.insert(name.clone(), facts::extract(extract, &result));
+                }
+                if facts::evaluate(&poll.until, &polled, &mut BTreeMap::new()) == Some(true) {
+                    return (
+                        StepOutcome::Done,
+                        StepResult {
+                            stdout: Some(json!(polled).to_string()),
+                            ..Default::default()
+                        },
+                    );
+                }
+                if tokio::time::Instant::now() + poll.every > deadline {
+                    return failed(format!("'{}' did not hold within {timeout:?}", poll.probe));
+                }
+                tokio::time::sleep(poll.every).await;
             }
         }
-        return (
-            StepOutcome::Done,
-            StepResult {
-                stdout: Some(format!("forgot {}", groups.join(", "))),
-                ..Default::default()
-            },
-        );
     }
-    if let Some(wait) = &step.wait {
-        tokio::time::sleep(parse_duration(wait).unwrap_or_default()).await;
-        return (StepOutcome::Done, StepResult::default());
-    }
-    if let Some(poll) = &step.poll {
-        let every = parse_duration(&poll.every).unwrap_or(Duration::from_secs(60));
-        let deadline = tokio::time::Instant::now() + timeout;
-        let Some(probe) = ctx.playbook.diagnose.iter().find(|p| p.id == poll.probe) else {
-            return failed(format!("no probe '{}'", poll.probe));
-        };
-        loop {
-            let (result, _) =
-                super::diagnose::run_probe(probe, scope, &BTreeMap::new(), ctx.clock.now()).await;
-            let mut polled = ctx.facts.clone();
-            for (name, extract) in &probe.facts {
-                polled.insert(name.clone(), facts::extract(extract, &result));
-            }
-            if facts::evaluate(&poll.until, &polled, &mut BTreeMap::new()) == Some(true) {
-                return (
-                    StepOutcome::Done,
-                    StepResult {
-                        stdout: Some(json!(polled).to_string()),
-                        ..Default::default()
-                    },
-                );
-            }
-            if tokio::time::Instant::now() + every > deadline {
-                return failed(format!("'{}' did not hold within {timeout:?}", poll.probe));
-            }
-            tokio::time::sleep(every).await;
-        }
-    }
-    failed("the step has no action".to_owned())
 }
 
 /// Starts vzdump on each host and waits for every task to end OK.
@@ -431,10 +569,10 @@ async fn execute(
 async fn backup(
     ctx: &StepContext<'_>,
     scope: &Scope<'_>,
-    host: &str,
-    vmids: &serde_norway::Value,
+    hosts: &VzdumpHosts,
+    guests: &VzdumpGuests,
     timeout: Duration,
-    since: chrono::DateTime<chrono::Utc>,
+    since: DateTime<Utc>,
 ) -> (StepOutcome, StepResult) {
     let failed = |error: String| {
         (
@@ -445,30 +583,20 @@ async fn backup(
             },
         )
     };
-    let hosts: Vec<Name> = if host == "all" {
-        ctx.estate.pve_nodes.clone()
-    } else {
-        match scope.host(host) {
+    let hosts: Vec<Name> = match hosts {
+        VzdumpHosts::All => ctx.estate.pve_nodes.clone(),
+        VzdumpHosts::One(host) => match scope.host(host) {
             Ok(host) => vec![host],
             Err(e) => return failed(e),
-        }
+        },
     };
-    let mut ids: Vec<Vmid> = Vec::new();
-    if let serde_norway::Value::Sequence(items) = vmids {
-        for item in items {
-            let text = match item {
-                serde_norway::Value::String(template) => {
-                    scope.render(template).map(|t| t.to_string())
-                }
-                serde_norway::Value::Number(n) => Ok(n.to_string()),
-                _ => Err("a vmid is a number or a template".to_owned()),
-            };
-            match text.and_then(|t| Vmid::parse(&t).map_err(|e| e.to_string())) {
-                Ok(id) => ids.push(id),
-                Err(e) => return failed(e),
-            }
-        }
-    }
+    let ids: Vec<Vmid> = match guests {
+        VzdumpGuests::All => Vec::new(),
+        VzdumpGuests::List(ids) => match vmids(ids, scope) {
+            Ok(ids) => ids,
+            Err(e) => return failed(e),
+        },
+    };
     let storage = &ctx.estate.pve_target.storage;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut log = Vec::new();
@@ -556,7 +684,14 @@ mod tests {
 
     fn step(risk: &str, approval: &str) -> Step {
         let yaml = format!("wait: 1s\nrisk: {risk}\napproval: {approval}\ntimeout: 10s\n");
-        serde_norway::from_str(&yaml).unwrap()
+        let mut playbook: crate::playbook::model::Playbook = serde_norway::from_str(
+            "name: p\ndescription: d\ntriggers: []\ntarget: t\ndiagnose: []\ncauses: []\nescalation: { summary: s }\n",
+        )
+        .unwrap();
+        playbook
+            .steps
+            .insert("s".to_owned(), serde_norway::from_str(&yaml).unwrap());
+        crate::playbook::compiled::compile(&playbook).unwrap().steps["s"].clone()
     }
 
     #[test]

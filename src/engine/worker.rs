@@ -30,8 +30,8 @@ use super::scope::{self, Scope};
 use super::step::{StepContext, StepOutcome, run_step};
 use crate::clock::Clock;
 use crate::intake::Labels;
-use crate::playbook::model::Playbook;
-use crate::playbook::{self, PlaybookVersion};
+use crate::playbook::model::SequenceApproval;
+use crate::playbook::{self, Playbook, PlaybookVersion};
 use crate::store::Store;
 use crate::store::approvals::ApprovalStatus;
 use crate::store::runs::{Ending, Lease, Run, RunError};
@@ -353,9 +353,7 @@ impl Engine {
                         .await;
                 };
                 let cause = playbook
-                    .causes
-                    .iter()
-                    .find(|c| c.id == cause_id)
+                    .cause(&cause_id)
                     .expect("the cause came from the playbook");
                 if cause.remediate.is_empty() {
                     let outcome = json!({"cause": cause_id, "evidence": progress.evidence, "report": progress.report, "offer": cause.offer});
@@ -412,7 +410,20 @@ impl Engine {
                 );
                 return self.escalate(lease, &progress, &reason).await;
             };
-            let approved = self.approved(lease.run_id, &name).await?;
+            // A cause that asks once: its remediation sequence is approved as a whole.
+            let asks_once = position < progress.remediation_len
+                && progress
+                    .cause
+                    .as_deref()
+                    .and_then(|c| playbook.cause(c))
+                    .is_some_and(|c| c.approval == SequenceApproval::Once);
+            let sequence = &progress.plan[..progress.remediation_len];
+            let approved = if asks_once {
+                self.approved_any(lease.run_id, sequence).await?
+            } else {
+                self.approved_any(lease.run_id, std::slice::from_ref(&name))
+                    .await?
+            };
             let interrupted = self
                 .store
                 .step_attempts(lease.run_id)
@@ -430,6 +441,7 @@ impl Engine {
                 dry_run: run.dry_run || self.store.switch(Switch::DryRun).await?,
                 limits: self.limits,
                 approved,
+                sequence: asks_once.then_some(sequence),
             };
             // Read-only steps and idempotent ones are simply run again.
             let rerunnable = step.idempotent || step.risk == crate::playbook::model::Risk::None;
@@ -459,6 +471,15 @@ impl Engine {
                     return self
                         .store
                         .release_run(lease, "paused", self.clock.now())
+                        .await;
+                }
+                StepOutcome::GuardTimedOut(reason) => {
+                    return self
+                        .escalate(
+                            lease,
+                            &progress,
+                            &format!("step '{name}' did not act: {reason}"),
+                        )
                         .await;
                 }
                 StepOutcome::Blocked(blocked) => {
@@ -513,25 +534,21 @@ impl Engine {
             .await
     }
 
-    /// Whether a human approved `step` of this run.
-    async fn approved(&self, run_id: i64, step: &str) -> Result<bool, RunError> {
+    /// Whether a human approved one of `steps` in this run.
+    async fn approved_any(&self, run_id: i64, steps: &[String]) -> Result<bool, RunError> {
         let approvals = self.store.approvals_for_run(run_id).await?;
         Ok(approvals
             .iter()
-            .any(|a| a.step == step && a.status == ApprovalStatus::Approved))
+            .any(|a| steps.contains(&a.step) && a.status == ApprovalStatus::Approved))
     }
 
     /// Runs the step's recheck probe: is its effect in place (every fact it yields true)?
     async fn recheck(
         &self,
         ctx: &StepContext<'_>,
-        step: &crate::playbook::model::Step,
+        step: &crate::playbook::compiled::Step,
     ) -> Option<bool> {
-        let probe = ctx
-            .playbook
-            .diagnose
-            .iter()
-            .find(|p| Some(&p.id) == step.recheck.as_ref())?;
+        let probe = ctx.playbook.probe(step.recheck.as_deref()?)?;
         let scope = Scope {
             estate: ctx.estate,
             playbook: ctx.playbook,

@@ -70,7 +70,7 @@ pub async fn playbooks(State(state): State<AppState>) -> Result<Json<PlaybookLis
         playbooks: state
             .dispatcher
             .as_ref()
-            .map(|d| d.playbooks.clone())
+            .map(|d| d.playbooks.iter().map(|p| p.source.clone()).collect())
             .unwrap_or_default(),
     }))
 }

@@ -6,8 +6,12 @@
 //! A playbook holds triggers; typed parameters from alert labels; read-only probes (run in
 //! parallel) and the facts extracted from them; causes as ordered conditions over facts, each
 //! with its remediation steps; verification steps; per-step risk, approval policy, timeout,
-//! retries, cooldown and `idempotent` flag; and an escalation.
+//! retries, cooldown, guards and `idempotent` flag; and an escalation.
+//!
+//! A file that validates is compiled ([`compiled`]) once, when it loads: the engine never parses
+//! a duration, a template or an action again.
 
+pub mod compiled;
 pub mod matcher;
 pub mod model;
 
@@ -17,7 +21,9 @@ use std::time::Duration;
 
 use crate::config::Problem;
 use crate::exec::command::{CommandTemplate, Name};
-use model::{Condition, Playbook, Step, ValueType};
+use model::{Condition, Step, ValueType};
+
+pub use compiled::Playbook;
 
 /// A playbook with where it came from.
 #[derive(Debug, Clone)]
@@ -108,9 +114,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<PlaybookFile>, Vec<Problem>> {
     }
 }
 
-/// Parses and validates one playbook file.
+/// Parses, validates and compiles one playbook file.
 pub fn parse(path: &Path, text: &str) -> Result<Playbook, Vec<Problem>> {
-    let playbook: Playbook = serde_norway::from_str(text).map_err(|e| {
+    let playbook: model::Playbook = serde_norway::from_str(text).map_err(|e| {
         let location = match e.location() {
             Some(at) => format!("{}:{}:{}", path.display(), at.line(), at.column()),
             None => path.display().to_string(),
@@ -121,11 +127,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Vec<Problem>> {
         }]
     })?;
     let problems = Validator::new(path, text, &playbook).run();
-    if problems.is_empty() {
-        Ok(playbook)
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    compiled::compile(&playbook).map_err(|message| {
+        vec![Problem {
+            location: path.display().to_string(),
+            message,
+        }]
+    })
 }
 
 /// `file:line` of the first line containing `needle`, or just the file.
@@ -154,7 +164,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
-    playbook: &'a Playbook,
+    playbook: &'a model::Playbook,
     problems: Vec<Problem>,
     /// Facts the probes produce, with their declared type.
     facts: BTreeMap<String, Option<ValueType>>,
@@ -162,7 +172,7 @@ struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    fn new(path: &'a Path, text: &'a str, playbook: &'a Playbook) -> Self {
+    fn new(path: &'a Path, text: &'a str, playbook: &'a model::Playbook) -> Self {
         Self {
             path,
             text,
@@ -294,7 +304,50 @@ impl<'a> Validator<'a> {
             &playbook.escalation.summary,
             "escalation summary",
         );
+        if let Some(window) = &playbook.approval_window {
+            self.duration("approval_window:", window, "approval_window");
+        }
+        for (name, intervals) in &playbook.time_intervals {
+            for interval in intervals {
+                if let Err(e) = compiled::TimeInterval::parse(interval) {
+                    self.problem(&format!("{name}:"), format!("time interval '{name}': {e}"));
+                }
+            }
+        }
         self.problems
+    }
+
+    fn guard(&mut self, at: &str, guard: &model::Guard, what: &str) {
+        for fact in &guard.require {
+            if !self.probes.contains(&fact.probe) {
+                self.problem(
+                    at,
+                    format!(
+                        "{what}: the guard re-runs probe '{}', which is not a probe",
+                        fact.probe
+                    ),
+                );
+            }
+            self.condition(at, &fact.holds, &format!("{what} guard"));
+        }
+        for name in guard.active.iter().chain(&guard.mute) {
+            if !self.playbook.time_intervals.contains_key(name) {
+                self.problem(
+                    at,
+                    format!("{what}: the guard names time interval '{name}', which is not defined under time_intervals"),
+                );
+            }
+        }
+        match &guard.max_wait {
+            Some(max_wait) => self.duration(at, max_wait, &format!("{what} guard max_wait")),
+            None => self.problem(
+                at,
+                format!("{what}: the guard needs max_wait, how long the step may wait before the run escalates"),
+            ),
+        }
+        if let Some(every) = &guard.every {
+            self.duration(at, every, &format!("{what} guard re-check interval"));
+        }
     }
 
     fn probes_and_facts(&mut self) {
@@ -464,6 +517,12 @@ impl<'a> Validator<'a> {
             }
         }
         self.duration(&at, &step.timeout, &format!("{what} timeout"));
+        if let Some(window) = &step.approval_window {
+            self.duration(&at, window, &format!("{what} approval_window"));
+        }
+        if let Some(guard) = &step.guard {
+            self.guard(&at, guard, &what);
+        }
     }
 
     fn duration(&mut self, at: &str, text: &str, what: &str) {

@@ -30,6 +30,11 @@ pub struct Playbook {
     #[serde(default)]
     pub verify: Vec<String>,
     pub escalation: Escalation,
+    /// How long a human has to decide an approval, unless a step says otherwise (default 1h).
+    pub approval_window: Option<String>,
+    /// Named time intervals, as Alertmanager's: guards name them as `active` or `mute`.
+    #[serde(default)]
+    pub time_intervals: BTreeMap<String, Vec<TimeInterval>>,
 }
 
 /// An alert that starts this playbook: every matcher given must hold. `alertname`,
@@ -202,6 +207,60 @@ pub struct Cause {
     /// Steps offered, never run without an approval.
     #[serde(default)]
     pub offer: Vec<String>,
+    /// `once`: one approval, listing every command, covers the whole remediation sequence.
+    #[serde(default)]
+    pub approval: SequenceApproval,
+}
+
+/// How a cause's remediation asks a human.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SequenceApproval {
+    /// Each step that needs approval asks for itself.
+    #[default]
+    Each,
+    /// The first step that needs approval asks for the whole sequence; the rest do not ask.
+    Once,
+}
+
+/// When a step may act: checked just before it acts; while it may not, it waits and re-checks
+/// every `every`, and escalates after `max_wait`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// Facts that must hold, from read-only probes re-run at that moment.
+    #[serde(default)]
+    pub require: Vec<GuardFact>,
+    /// Named `time_intervals` the step may act in (any of them); none named: any time.
+    #[serde(default)]
+    pub active: Vec<String>,
+    /// Named `time_intervals` the step must not act in.
+    #[serde(default)]
+    pub mute: Vec<String>,
+    pub max_wait: Option<String>,
+    /// How often to re-check (default 30s).
+    pub every: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardFact {
+    pub probe: String,
+    pub holds: Condition,
+}
+
+/// One time interval, as Alertmanager's `time_intervals` entries: every field given must
+/// match. `times` are `HH:MM-HH:MM` (start inclusive, end exclusive, up to 24:00); weekdays
+/// are `monday` or ranges `monday:friday`; `location` is `UTC` (the default) or a fixed offset
+/// such as `+13:00`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeInterval {
+    #[serde(default)]
+    pub times: Vec<String>,
+    #[serde(default)]
+    pub weekdays: Vec<String>,
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -291,6 +350,10 @@ pub struct Step {
     pub approval: ApprovalPolicy,
     #[serde(default)]
     pub on_timeout: OnTimeout,
+    /// How long a human has to decide (default: the playbook's `approval_window`).
+    pub approval_window: Option<String>,
+    /// Conditions checked just before the step acts.
+    pub guard: Option<Guard>,
     /// Safe to run again after a crash left it `started` but not `finished`.
     #[serde(default)]
     pub idempotent: bool,

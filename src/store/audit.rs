@@ -47,6 +47,8 @@ pub enum AuditAction {
     StepStarted,
     /// A step's side effect happened (or failed).
     StepFinished,
+    /// A guarded step may not act yet: its guard, what it saw, until when it waits.
+    StepWaiting,
     /// Someone (or the clock) decided an approval.
     ApprovalDecided,
     /// An operator switch changed (pause, dry-run).
@@ -85,6 +87,7 @@ impl AuditAction {
             Self::RunFinished => "run.finished",
             Self::StepStarted => "step.started",
             Self::StepFinished => "step.finished",
+            Self::StepWaiting => "step.waiting",
             Self::ApprovalDecided => "approval.decided",
             Self::SettingChanged => "setting.changed",
             Self::ActionAllowed => "control.allowed",

@@ -287,6 +287,42 @@ impl Store {
         fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
+    /// Shows why the run's step may not act yet, in the run itself (`facts.waiting`), and audits
+    /// it as `step.waiting` when `news` says what it saw changed. Fenced, so a worker whose run
+    /// was cancelled or taken over stops waiting.
+    pub async fn step_waiting(
+        &self,
+        lease: &Lease,
+        waiting: &Value,
+        news: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let query = sqlx::query(
+            "UPDATE runs SET facts = json_set(facts, '$.waiting', json(?)), updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(Json(waiting.clone()))
+        .bind(now);
+        if news {
+            return fenced_write(
+                self,
+                lease,
+                query,
+                AuditAction::StepWaiting,
+                waiting.clone(),
+                now,
+            )
+            .await;
+        }
+        let updated = query
+            .bind(lease.run_id)
+            .bind(&lease.owner)
+            .bind(lease.attempt)
+            .execute(&self.writer)
+            .await?;
+        fenced(updated.rows_affected(), lease)
+    }
+
     /// Gives the run back, as it stands, for a later worker (runbookd was paused, or this
     /// process is shutting down).
     pub async fn release_run(

@@ -27,7 +27,7 @@ use crate::engine::diagnose::diagnose as run_diagnosis;
 use crate::engine::dispatch::{Dispatcher, HandStart};
 use crate::engine::step::needs_approval;
 use crate::exec::command::Name;
-use crate::playbook::model::Playbook;
+use crate::playbook::Playbook;
 use crate::store::approvals::ApprovalStatus;
 use crate::store::audit::{AuditAction, NewAuditEvent};
 use crate::store::incidents::{IncidentFilter, IncidentStatus};
@@ -403,7 +403,14 @@ fn describe_step(playbook: &Playbook, name: &str) -> Value {
             "step": name,
             "risk": step.risk,
             "needs_approval": needs_approval(playbook.automation, step),
+            "approval_window_seconds": step.approval_window.as_secs(),
             "idempotent": step.idempotent,
+            "guard": step.guard.as_ref().map(|g| json!({
+                "requires": g.require.iter().map(|r| json!({"probe": r.probe, "holds": r.holds})).collect::<Vec<_>>(),
+                "active": g.active.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "mute": g.mute.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "max_wait_seconds": g.max_wait.as_secs(),
+            })),
         }),
         None => json!({"step": name}),
     }
@@ -532,6 +539,7 @@ fn explain_playbook(state: &AppState, args: ExplainPlaybook) -> Result<Value, Ap
             json!({
                 "id": cause.id,
                 "when": cause.when,
+                "approval": cause.approval,
                 "remediate": cause.remediate.iter().map(|s| describe_step(playbook, s)).collect::<Vec<_>>(),
                 "offered_never_run_without_approval": cause.offer.iter().map(|s| describe_step(playbook, s)).collect::<Vec<_>>(),
             })
