@@ -15,7 +15,6 @@ use runbookd::engine::estate::Estate;
 use runbookd::engine::worker::Engine;
 use runbookd::lab::RunningLab;
 use runbookd::startup::{Application, shutdown_signal};
-use runbookd::store::safety::Limits;
 use runbookd::telemetry;
 
 #[derive(Debug, Parser)]
@@ -268,12 +267,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 clock: clock.clone(),
                 owner: format!("runbookd-{}", std::process::id()),
                 lease_for: Duration::from_secs(config.engine.lease_secs),
-                // Per-step cooldowns come from the playbook.
-                limits: Limits {
-                    cooldown: Duration::ZERO,
-                    hourly_budget: config.engine.hourly_budget,
-                    breaker_after: config.engine.breaker_after,
-                },
+                limits: config.engine.limits(),
             wake: wake.clone(),
             };
             tokio::spawn(engine.run_until(async move {

@@ -86,6 +86,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             max_body_bytes: config.http.max_body_bytes,
             dispatcher,
+            limits: config.engine.limits(),
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
             diagnosis_turn: Default::default(),
             links,

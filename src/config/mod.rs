@@ -97,6 +97,18 @@ pub struct EngineConfig {
     pub breaker_after: u32,
 }
 
+impl EngineConfig {
+    /// The limits the engine enforces and the safety overview shows; each step's cooldown
+    /// comes from its playbook.
+    pub fn limits(&self) -> crate::store::safety::Limits {
+        crate::store::safety::Limits {
+            cooldown: Duration::ZERO,
+            hourly_budget: self.hourly_budget,
+            breaker_after: self.breaker_after,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
