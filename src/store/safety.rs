@@ -96,10 +96,18 @@ impl Reason {
 /// Why a breaker reset was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ResetError {
-    #[error("there is no target '{target}' (known: {})", known.join(", "))]
+    #[error("there is no target '{target}' ({})", known_targets(known))]
     UnknownTarget { target: String, known: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn known_targets(known: &[String]) -> String {
+    if known.is_empty() {
+        "no playbook names a target".to_owned()
+    } else {
+        format!("known: {}", known.join(", "))
+    }
 }
 
 impl From<sqlx::Error> for ResetError {
