@@ -387,7 +387,8 @@ impl Engine {
             .step_attempts(lease.run_id)
             .await?
             .into_iter()
-            .filter(|a| remediation.contains(&a.step))
+            // A rehearsal cut short by a crash and recorded again counts once.
+            .filter(|a| a.status == "finished" && remediation.contains(&a.step))
             .filter_map(|a| {
                 let step = playbook.steps.get(&a.step)?;
                 (step.risk != Risk::None).then(|| {
@@ -419,7 +420,12 @@ impl Engine {
                 commands.join("; ")
             )
         };
-        let outcome = json!({"reason": reason, "dry_run": true, "would_run": would_run, "cause": progress.cause, "evidence": progress.evidence, "report": progress.report});
+        let offer = playbook
+            .causes
+            .iter()
+            .find(|c| Some(&c.id) == progress.cause.as_ref())
+            .map(|c| c.offer.clone());
+        let outcome = json!({"reason": reason, "dry_run": true, "would_run": would_run, "cause": progress.cause, "evidence": progress.evidence, "report": progress.report, "offer": offer});
         self.store
             .finish_run(lease, Ending::Rehearsed, &outcome, self.clock.now())
             .await
