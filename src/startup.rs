@@ -26,7 +26,6 @@ use crate::notify::links::LinkSigner;
 use crate::playbook::PlaybookFile;
 use crate::store::Store;
 use crate::store::lock::DatabaseLock;
-use crate::store::safety::Limits;
 use crate::telemetry;
 
 /// After shutdown is asked for, in-flight requests get this long to finish.
@@ -144,12 +143,7 @@ impl Application {
             clock: clock.clone(),
             owner: owner.clone(),
             lease_for: Duration::from_secs(config.engine.lease_secs),
-            // Per-step cooldowns come from the playbook.
-            limits: Limits {
-                cooldown: Duration::ZERO,
-                hourly_budget: config.engine.hourly_budget,
-                breaker_after: config.engine.breaker_after,
-            },
+            limits: config.engine.limits(),
             wake,
             idle: Duration::from_millis(config.engine.idle_poll_ms),
         });
@@ -164,6 +158,7 @@ impl Application {
                 Lifecycle::from(&config.incidents),
             )),
             dispatcher,
+            limits: config.engine.limits(),
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
             diagnosis_turn: Default::default(),
             links,

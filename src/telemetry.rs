@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::store::safety::SafetyOverview;
 
 /// Installs the global log subscriber. `RUST_LOG` wins over the configured filter.
 pub fn init_logging(config: &LogConfig) {
@@ -42,7 +43,49 @@ pub fn metrics_handle() -> PrometheusHandle {
                 "runbookd_link_requests_limited_total",
                 "Requests to /links refused with 429 because their address sent too many (not audited)"
             );
+            metrics::describe_gauge!(
+                "runbookd_breaker_open",
+                "1 when the target's circuit breaker is open (its mutating steps are blocked)"
+            );
+            metrics::describe_gauge!(
+                "runbookd_breaker_failures",
+                "Failed or escalated live runs the target's breaker counts now (24 h, after its last reset)"
+            );
+            metrics::describe_gauge!("runbookd_paused", "1 while the kill switch holds runs");
+            metrics::describe_gauge!(
+                "runbookd_dry_run",
+                "1 while global dry-run makes new runs dry"
+            );
+            metrics::describe_gauge!(
+                "runbookd_hourly_budget_used",
+                "Mutating actions booked in the last hour"
+            );
+            metrics::describe_gauge!(
+                "runbookd_hourly_budget_limit",
+                "Mutating actions allowed per rolling hour"
+            );
+            metrics::describe_gauge!(
+                "runbookd_cooldowns_active",
+                "Actions on a target that may not run again yet"
+            );
             handle
         })
         .clone()
+}
+
+/// Sets the safety gauges from the safety overview, the same read model the API shows.
+pub fn record_safety(overview: &SafetyOverview) {
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    for breaker in &overview.breakers {
+        let target = breaker.target.clone();
+        metrics::gauge!("runbookd_breaker_open", "target" => target.clone())
+            .set(flag(breaker.open));
+        metrics::gauge!("runbookd_breaker_failures", "target" => target)
+            .set(f64::from(breaker.failures));
+    }
+    metrics::gauge!("runbookd_paused").set(flag(overview.paused.on));
+    metrics::gauge!("runbookd_dry_run").set(flag(overview.dry_run.on));
+    metrics::gauge!("runbookd_hourly_budget_used").set(f64::from(overview.hourly_budget.used));
+    metrics::gauge!("runbookd_hourly_budget_limit").set(f64::from(overview.hourly_budget.limit));
+    metrics::gauge!("runbookd_cooldowns_active").set(overview.cooldowns.len() as f64);
 }

@@ -146,6 +146,25 @@ async fn every_route_checks_its_role() {
             body: None,
             needs: Needs::Control,
         },
+        Route {
+            method: "GET",
+            path: "/api/v1/safety".into(),
+            body: None,
+            needs: Needs::Read,
+        },
+        // No playbook or run names pbs in this app: an admin gets 404, not 401/403.
+        Route {
+            method: "POST",
+            path: "/api/v1/breakers/pbs/reset".into(),
+            body: Some(r#"{"reason":"auth matrix"}"#.into()),
+            needs: Needs::Control,
+        },
+        Route {
+            method: "POST",
+            path: "/api/v1/dry-run".into(),
+            body: Some(r#"{"enabled":false,"reason":"auth matrix"}"#.into()),
+            needs: Needs::Control,
+        },
         // Reaching the tools needs only `read`; each tool then checks its own permission
         // (`tools_check_their_own_permission` below).
         Route {
@@ -225,7 +244,10 @@ async fn every_route_checks_its_role() {
             let challenge = response.headers().get("www-authenticate").cloned();
             let success = match (route.method, route.path.as_str()) {
                 ("POST", "/api/v1/runs") => 409,
-                ("POST", "/api/v1/pause" | "/api/v1/resume" | "/api/call" | "/mcp") => 200,
+                (
+                    "POST",
+                    "/api/v1/pause" | "/api/v1/resume" | "/api/v1/dry-run" | "/api/call" | "/mcp",
+                ) => 200,
                 ("POST", path) if path.starts_with("/api/v1/") => 404,
                 ("POST", _) => 202,
                 (_, "/api/v1/runs/1") => 404,

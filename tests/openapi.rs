@@ -22,6 +22,9 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/pause"),
     ("post", "/api/v1/resume"),
     ("get", "/api/v1/playbooks"),
+    ("get", "/api/v1/safety"),
+    ("post", "/api/v1/breakers/{target}/reset"),
+    ("post", "/api/v1/dry-run"),
     ("post", "/mcp"),
     ("post", "/api/call"),
     ("get", "/healthz"),
@@ -95,7 +98,12 @@ async fn every_described_route_exists_and_states_its_auth() {
             );
         }
         // The route is served: without a token it is refused (or answered), never unknown.
-        let url = app.url(&path.replace("{id}", "1").replace("{token}", "forged"));
+        let url = app.url(
+            &path
+                .replace("{id}", "1")
+                .replace("{token}", "forged")
+                .replace("{target}", "pbs"),
+        );
         let response = match method.as_str() {
             "get" => app.client.get(url),
             "post" => app.client.post(url),

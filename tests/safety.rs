@@ -1,5 +1,7 @@
 //! Safety controls, persisted: cooldown, hourly budget, circuit breaker, the kill switch. Each
-//! answer is audited with its reason.
+//! answer is audited with its reason. Refused and dry runs do not count toward the breaker; a
+//! reset makes it count only later failures; dry and live runs never attach to each other; the
+//! safety overview shows what the checks enforce.
 
 use std::time::Duration;
 
@@ -7,8 +9,9 @@ use chrono::{TimeZone, Utc};
 use runbookd::config::DatabaseConfig;
 use runbookd::store::Store;
 use runbookd::store::runs::{Created, Ending, Lease, NewRun, RunError};
-use runbookd::store::safety::{Blocked, Limits, Switch};
+use runbookd::store::safety::{Blocked, Limits, Reason, ResetError, Switch};
 use serde_json::json;
+use sqlx::ConnectOptions;
 
 /// The repository's playbook, as a run pins it.
 static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
@@ -262,4 +265,249 @@ async fn a_worker_without_its_lease_books_nothing() {
         Ok(()),
         "no cooldown from a booking that never happened"
     );
+}
+
+/// Every run of pbs-backup-stale for `target` ended `ending` at `at`, one after another.
+async fn ended(store: &Store, target: &str, ending: Ending, count: i64, from: i64) {
+    for i in 0..count {
+        let lease = running(store, target, t(from + i)).await;
+        store
+            .finish_run(&lease, ending, &json!({"reason": "test"}), t(from + i))
+            .await
+            .unwrap();
+    }
+}
+
+fn breaker<'a>(
+    overview: &'a runbookd::store::safety::SafetyOverview,
+    target: &str,
+) -> &'a runbookd::store::safety::BreakerState {
+    overview
+        .breakers
+        .iter()
+        .find(|b| b.target == target)
+        .unwrap_or_else(|| panic!("no breaker for {target}: {overview:?}"))
+}
+
+#[tokio::test]
+async fn refused_and_dry_runs_do_not_count_toward_the_breaker() {
+    let (store, _dir) = store().await;
+    ended(&store, "pbs", Ending::Refused, 10, 0).await;
+    // Dry runs that escalate rehearsed nothing on the target either.
+    for i in 0..3 {
+        let run = NewRun {
+            incident_id: None,
+            playbook: "pbs-backup-stale",
+            version: &PLAYBOOK,
+            target: "pbs",
+            dry_run: true,
+            actor: "engine",
+            facts: json!({}),
+        };
+        store.create_run(run, t(20 + i)).await.unwrap();
+        let (lease, _) = store
+            .acquire_run("w", LEASE, t(20 + i))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .finish_run(&lease, Ending::Escalated, &json!({}), t(20 + i))
+            .await
+            .unwrap();
+    }
+    let overview = store
+        .safety_overview(&["pbs".to_owned()], LIMITS, t(30))
+        .await
+        .unwrap();
+    let pbs = breaker(&overview, "pbs");
+    assert!(!pbs.open && pbs.failures == 0, "{pbs:?}");
+    let lease = running(&store, "pbs", t(31)).await;
+    assert_eq!(
+        store
+            .reserve_action(&lease, "restart_pbs", "pbs", LIMITS, t(31))
+            .await
+            .unwrap(),
+        Ok(()),
+        "the next real run may act"
+    );
+    let refused = store.run(1).await.unwrap().unwrap();
+    assert_eq!(refused.state.as_str(), "refused");
+}
+
+#[tokio::test]
+async fn a_reset_makes_the_breaker_count_only_later_failures_and_is_audited() {
+    let (store, dir) = store().await;
+    ended(&store, "pbs", Ending::Escalated, 3, 0).await;
+    let overview = store.safety_overview(&[], LIMITS, t(10)).await.unwrap();
+    let pbs = breaker(&overview, "pbs").clone();
+    assert!(pbs.open, "{pbs:?}");
+    assert_eq!((pbs.failures, pbs.limit, pbs.window_hours), (3, 3, 24));
+    assert_eq!(
+        pbs.closes_at,
+        Some(t(24 * 60)),
+        "when the oldest failure leaves the window"
+    );
+
+    // Nothing unknown or unexplained is written.
+    let reason = Reason::parse("NFS fixed by hand; give automation another go").unwrap();
+    assert!(matches!(
+        store
+            .reset_breaker("nas", &["pbs".to_owned()], "alice", &reason, t(11))
+            .await,
+        Err(ResetError::UnknownTarget { .. })
+    ));
+    assert!(Reason::parse("   ").is_err());
+    assert!(Reason::parse(&"x".repeat(501)).is_err());
+    assert!(Reason::parse("two\nlines").is_err());
+
+    store
+        .reset_breaker("pbs", &[], "alice", &reason, t(12))
+        .await
+        .unwrap();
+    let overview = store.safety_overview(&[], LIMITS, t(13)).await.unwrap();
+    let pbs = breaker(&overview, "pbs");
+    assert!(
+        !pbs.open && pbs.failures == 0 && pbs.closes_at.is_none(),
+        "{pbs:?}"
+    );
+    let reset = pbs.last_reset.as_ref().unwrap();
+    assert_eq!(
+        (reset.by.as_str(), reset.reason.as_str(), reset.at),
+        ("alice", reason.as_str(), t(12))
+    );
+    let lease = running(&store, "pbs", t(14)).await;
+    assert_eq!(
+        store
+            .reserve_action(&lease, "restart_pbs", "pbs", LIMITS, t(14))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    store
+        .finish_run(&lease, Ending::Escalated, &json!({}), t(15))
+        .await
+        .unwrap();
+    let overview = store.safety_overview(&[], LIMITS, t(16)).await.unwrap();
+    assert_eq!(
+        breaker(&overview, "pbs").failures,
+        1,
+        "only the failure after the reset"
+    );
+
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("s.db"))
+        .connect()
+        .await
+        .unwrap();
+    let audited: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, detail FROM audit_events WHERE action = 'breaker.reset'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    let detail: serde_json::Value = serde_json::from_str(&audited[0].1).unwrap();
+    assert_eq!(audited[0].0, "alice");
+    assert_eq!(
+        detail,
+        json!({"target": "pbs", "reason": reason.as_str(), "failures_before": 3})
+    );
+}
+
+#[tokio::test]
+async fn dry_and_live_runs_for_one_target_never_attach_to_each_other() {
+    let (store, _dir) = store().await;
+    let request = |dry_run| NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        version: &PLAYBOOK,
+        target: "pbs",
+        dry_run,
+        actor: "alice",
+        facts: json!({}),
+    };
+    let Created::New(live) = store.create_run(request(false), t(0)).await.unwrap() else {
+        panic!("a live run")
+    };
+    let Created::New(dry) = store.create_run(request(true), t(0)).await.unwrap() else {
+        panic!("a dry run beside the live one")
+    };
+    assert_ne!(live, dry);
+    assert_eq!(
+        store.create_run(request(false), t(1)).await.unwrap(),
+        Created::AlreadyActive(live)
+    );
+    assert_eq!(
+        store.create_run(request(true), t(1)).await.unwrap(),
+        Created::AlreadyActive(dry)
+    );
+    assert!(!store.run(live).await.unwrap().unwrap().dry_run);
+    assert!(store.run(dry).await.unwrap().unwrap().dry_run);
+}
+
+#[tokio::test]
+async fn the_global_dry_run_switch_is_read_when_a_run_is_created_and_never_again() {
+    let (store, _dir) = store().await;
+    let live = running(&store, "live", t(0)).await;
+    let reason = Reason::parse("rehearsal week").unwrap();
+    store
+        .set_switch_because(Switch::DryRun, true, "alice", &reason, t(1))
+        .await
+        .unwrap();
+    assert!(
+        !store.run(live.run_id).await.unwrap().unwrap().dry_run,
+        "a run created live stays live"
+    );
+    let run = NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        version: &PLAYBOOK,
+        target: "pbs",
+        dry_run: false,
+        actor: "engine",
+        facts: json!({}),
+    };
+    let Created::New(id) = store.create_run(run, t(2)).await.unwrap() else {
+        panic!("a new run")
+    };
+    store
+        .set_switch_because(Switch::DryRun, false, "alice", &reason, t(3))
+        .await
+        .unwrap();
+    assert!(
+        store.run(id).await.unwrap().unwrap().dry_run,
+        "created while the switch was on: dry to its end"
+    );
+    let overview = store.safety_overview(&[], LIMITS, t(4)).await.unwrap();
+    assert!(!overview.dry_run.on);
+    assert_eq!(overview.dry_run.changed_by.as_deref(), Some("alice"));
+    assert_eq!(overview.dry_run.reason.as_deref(), Some("rehearsal week"));
+}
+
+#[tokio::test]
+async fn the_overview_shows_cooldowns_in_force_and_the_budget_used() {
+    let (store, _dir) = store().await;
+    let lease = running(&store, "pbs", t(0)).await;
+    store
+        .reserve_action(&lease, "restart_pbs", "pbs", LIMITS, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let overview = store.safety_overview(&[], LIMITS, t(5)).await.unwrap();
+    assert_eq!(
+        (overview.hourly_budget.used, overview.hourly_budget.limit),
+        (1, 3)
+    );
+    assert_eq!(overview.cooldowns.len(), 1, "{overview:?}");
+    let cooldown = &overview.cooldowns[0];
+    assert_eq!(
+        (
+            cooldown.action.as_str(),
+            cooldown.target.as_str(),
+            cooldown.until
+        ),
+        ("restart_pbs", "pbs", t(30))
+    );
+    let later = store.safety_overview(&[], LIMITS, t(61)).await.unwrap();
+    assert!(later.cooldowns.is_empty(), "{later:?}");
+    assert_eq!(later.hourly_budget.used, 0, "the hour rolled on");
 }

@@ -1,5 +1,5 @@
-//! `runbookd incidents|runs|approvals|approve|reject|pause|resume`: clients of a running
-//! service's REST API, for the on-call human at a terminal.
+//! `runbookd incidents|runs|approvals|approve|reject|pause|resume|safety|breaker|dry-run`:
+//! clients of a running service's REST API, for the on-call human at a terminal.
 //!
 //! The URL and token come from `RUNBOOKD_URL` and `RUNBOOKD_TOKEN` (or `--url`/`--token`; the
 //! env var is better for the token, as flags show in `ps`). Output is text for people: tables
@@ -74,6 +74,54 @@ pub enum ClientCommand {
     Pause(Connection),
     /// Let runs go on after `pause`. Needs an admin token.
     Resume(Connection),
+    /// Show every safety control: each target's circuit breaker, cooldowns in force, the
+    /// hourly budget, pause and dry-run.
+    Safety(Connection),
+    /// Reset a target's circuit breaker: `breaker reset TARGET --reason TEXT`. Needs an admin
+    /// token.
+    Breaker(BreakerArgs),
+    /// Switch global dry-run: `dry-run on|off --reason TEXT`. New runs are created dry while it
+    /// is on; runs already created keep their mode. Needs an admin token.
+    DryRun(DryRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BreakerArgs {
+    #[command(subcommand)]
+    pub command: BreakerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakerCommand {
+    /// From now on, the breaker counts only failures after this reset.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The target, as a playbook names it (see `runbookd safety`).
+    pub target: String,
+    /// Why: recorded in the audit trail. Required.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct DryRunArgs {
+    pub state: OnOff,
+    /// Why: recorded in the audit trail. Required.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +317,52 @@ pub async fn execute(
         ClientCommand::Reject(args) => decide(args, "reject", "rejected", paint).await,
         ClientCommand::Pause(connection) => switch(&connection, "api/v1/pause").await,
         ClientCommand::Resume(connection) => switch(&connection, "api/v1/resume").await,
+        ClientCommand::Safety(connection) => {
+            let client = connect(&connection)?;
+            let raw = client.get("api/v1/safety").await?;
+            if connection.json {
+                return Ok(Outcome::ok(pretty(&raw)));
+            }
+            let overview: model::SafetyOverview = client.parse(&raw)?;
+            Ok(Outcome::ok(render::safety(&overview, clock.now(), paint)))
+        }
+        ClientCommand::Breaker(BreakerArgs {
+            command: BreakerCommand::Reset(args),
+        }) => {
+            let client = connect(&args.connection)?;
+            // The target is one path segment, whatever it holds.
+            let target: String =
+                url::form_urlencoded::byte_serialize(args.target.as_bytes()).collect();
+            let raw = client
+                .post(
+                    &format!("api/v1/breakers/{}/reset", target.replace('+', "%20")),
+                    Some(&json!({"reason": args.reason})),
+                )
+                .await?;
+            if args.connection.json {
+                return Ok(Outcome::ok(pretty(&raw)));
+            }
+            let breaker: model::Breaker = client.parse(&raw)?;
+            Ok(Outcome::ok(format!(
+                "breaker reset: {}",
+                render::breaker(&breaker, clock.now(), paint)
+            )))
+        }
+        ClientCommand::DryRun(args) => {
+            let client = connect(&args.connection)?;
+            let enabled = args.state == OnOff::On;
+            let raw = client
+                .post(
+                    "api/v1/dry-run",
+                    Some(&json!({"enabled": enabled, "reason": args.reason})),
+                )
+                .await?;
+            if args.connection.json {
+                return Ok(Outcome::ok(pretty(&raw)));
+            }
+            let state: model::DryRunState = client.parse(&raw)?;
+            Ok(Outcome::ok(render::dry_run(state.dry_run)))
+        }
     }
 }
 

@@ -172,6 +172,65 @@ pub struct SwitchState {
     pub paused: bool,
 }
 
+/// `GET /api/v1/safety`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SafetyOverview {
+    pub paused: SwitchSetting,
+    pub dry_run: SwitchSetting,
+    pub hourly_budget: HourlyBudget,
+    #[serde(default)]
+    pub breakers: Vec<Breaker>,
+    #[serde(default)]
+    pub cooldowns: Vec<Cooldown>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SwitchSetting {
+    pub on: bool,
+    pub changed_by: Option<String>,
+    pub changed_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HourlyBudget {
+    pub used: u32,
+    pub limit: u32,
+}
+
+/// A target's circuit breaker; also the answer of `POST /api/v1/breakers/{target}/reset`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Breaker {
+    pub target: String,
+    pub open: bool,
+    pub failures: u32,
+    pub limit: u32,
+    #[serde(default)]
+    pub window_hours: u64,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub last_reset: Option<BreakerReset>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BreakerReset {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Cooldown {
+    pub action: String,
+    pub target: String,
+    pub until: DateTime<Utc>,
+}
+
+/// `POST /api/v1/dry-run`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DryRunState {
+    pub dry_run: bool,
+}
+
 /// One row of the audit trail.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuditEvent {

@@ -11,8 +11,8 @@ use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
 
 use super::model::{
-    Approval, AuditEvent, DecisionAnswer, Incident, IncidentDetail, RunDetail, RunWithSteps,
-    StepAttempt,
+    Approval, AuditEvent, Breaker, DecisionAnswer, Incident, IncidentDetail, RunDetail,
+    RunWithSteps, SafetyOverview, StepAttempt, SwitchSetting,
 };
 
 /// At most this many characters of a step's output are shown.
@@ -54,12 +54,29 @@ impl Paint {
         self.style(Style::new().dimmed(), text)
     }
 
+    /// Something that stops automation (an open breaker, the kill switch), in red.
+    fn alarm(self, text: &str) -> String {
+        self.style(
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            text,
+        )
+    }
+
+    /// Something that changes what runs do without stopping them (dry-run), in cyan.
+    fn notice(self, text: &str) -> String {
+        self.style(
+            Style::new().fg_color(Some(AnsiColor::Cyan.into())).bold(),
+            text,
+        )
+    }
+
     /// A state word, coloured by what it means for the person reading.
     fn state(self, state: &str) -> String {
         let color = match state {
             "resolved" | "approved" | "finished" => AnsiColor::Green,
             "waiting_approval" | "pending" | "running" | "started" | "open" => AnsiColor::Yellow,
-            "escalated" | "rejected" | "expired" | "failed" => AnsiColor::Red,
+            "escalated" | "rejected" | "expired" | "failed" | "refused" => AnsiColor::Red,
+            "rehearsed" => AnsiColor::Cyan,
             _ => return state.to_owned(),
         };
         self.style(Style::new().fg_color(Some(color.into())).bold(), state)
@@ -304,7 +321,10 @@ fn run_body(r: &RunWithSteps, now: DateTime<Utc>, paint: Paint) -> String {
         paint.state(&run.state),
         run.step
             .as_deref()
-            .filter(|_| !matches!(run.state.as_str(), "resolved" | "escalated" | "cancelled"))
+            .filter(|_| !matches!(
+                run.state.as_str(),
+                "resolved" | "escalated" | "cancelled" | "refused" | "rehearsed"
+            ))
             .map(|s| format!(" at step {s}"))
             .unwrap_or_default(),
         if run.dry_run { " (dry run)" } else { "" }
@@ -511,6 +531,119 @@ pub fn switch(paused: bool) -> String {
         "paused: new runs are held and running runs stop at their next step boundary\n".to_owned()
     } else {
         "resumed: runs go on\n".to_owned()
+    }
+}
+
+/// Every safety control: the switches, the hourly budget, each target's breaker, cooldowns.
+pub fn safety(overview: &SafetyOverview, now: DateTime<Utc>, paint: Paint) -> String {
+    let mut out = String::new();
+    let switch = |name: &str, setting: &SwitchSetting, on_text: &str, off_text: &str| {
+        let changed = match (&setting.changed_by, setting.changed_at) {
+            (Some(by), at) => format!(
+                " (set by {by} {}{})",
+                ago(at, now),
+                setting
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {}", one_line(r)))
+                    .unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        let text = if setting.on { on_text } else { off_text };
+        format!("{} {text}{changed}\n", paint.bold(name))
+    };
+    out.push_str(&switch(
+        "pause",
+        &overview.paused,
+        &paint.alarm("on: new runs wait"),
+        "off",
+    ));
+    out.push_str(&switch(
+        "dry-run",
+        &overview.dry_run,
+        &paint.notice("on: new runs are dry runs"),
+        "off",
+    ));
+    let _ = writeln!(
+        out,
+        "{} {} of {} mutating actions used in the last hour",
+        paint.bold("budget"),
+        overview.hourly_budget.used,
+        overview.hourly_budget.limit
+    );
+    let _ = writeln!(out, "\n{}", paint.bold("circuit breakers"));
+    if overview.breakers.is_empty() {
+        let _ = writeln!(out, "  none: no playbook names a target");
+    }
+    for breaker in &overview.breakers {
+        let _ = write!(out, "  {}", self::breaker(breaker, now, paint));
+    }
+    let _ = writeln!(out, "\n{}", paint.bold("cooldowns in force"));
+    if overview.cooldowns.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for cooldown in &overview.cooldowns {
+        let _ = writeln!(
+            out,
+            "  {} on {} until {} (in {})",
+            cooldown.action,
+            cooldown.target,
+            time(Some(cooldown.until)),
+            span((cooldown.until - now).num_seconds())
+        );
+    }
+    out
+}
+
+/// One target's breaker on one line: open or closed, what it counts, its last reset.
+pub fn breaker(b: &Breaker, now: DateTime<Utc>, paint: Paint) -> String {
+    let state = if b.open {
+        paint.alarm("open")
+    } else {
+        "closed".to_owned()
+    };
+    let closes = b
+        .closes_at
+        .map(|at| {
+            format!(
+                ", closes {} (in {})",
+                time(Some(at)),
+                span((at - now).num_seconds())
+            )
+        })
+        .unwrap_or_default();
+    let reset = b
+        .last_reset
+        .as_ref()
+        .map(|r| {
+            format!(
+                "; last reset by {} at {}: {}",
+                r.by,
+                time(Some(r.at)),
+                one_line(&r.reason)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{} {state}: {} of {} failures in {} h{closes}{reset}\n",
+        b.target,
+        b.failures,
+        b.limit,
+        if b.window_hours == 0 {
+            24
+        } else {
+            b.window_hours
+        }
+    )
+}
+
+/// Global dry-run after `dry-run on|off`.
+pub fn dry_run(on: bool) -> String {
+    if on {
+        "dry-run on: new runs record what they would run and change nothing\n".to_owned()
+    } else {
+        "dry-run off: new runs act\n".to_owned()
     }
 }
 

@@ -102,6 +102,18 @@ pub struct EngineConfig {
     pub idle_poll_ms: u64,
 }
 
+impl EngineConfig {
+    /// The limits the engine enforces and the safety overview shows; each step's cooldown
+    /// comes from its playbook.
+    pub fn limits(&self) -> crate::store::safety::Limits {
+        crate::store::safety::Limits {
+            cooldown: Duration::ZERO,
+            hourly_budget: self.hourly_budget,
+            breaker_after: self.breaker_after,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {

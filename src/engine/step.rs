@@ -1,8 +1,10 @@
 //! One step of a run, with every rule around it, in this order:
 //! 1. `only_if`: a step whose condition is known false is skipped; unknown fails it.
-//! 2. Approval: asked for as the automation level and the step's policy say; the run parks.
+//! 2. Dry-run: the step is recorded with its exact command and not executed (nor approved: a
+//!    rehearsal asks nobody). A read-only remediation step is not run either: it would check
+//!    the effect of steps that were only rehearsed.
+//! 3. Approval: asked for as the automation level and the step's policy say; the run parks.
 //!    A cause that asks `once` asks at its first such step for its whole sequence.
-//! 3. Dry-run: a mutating step is recorded with its exact command and not executed.
 //! 4. Guards: facts that must hold (probes re-run now) and time windows on the one clock; the
 //!    step waits and re-checks, visibly, and gives up after the guard's `max_wait`.
 //! 5. Safety controls: pause, breaker, cooldown, hourly budget (booked in one transaction).
@@ -304,7 +306,34 @@ pub async fn run_step(
         Err(error) => return Ok(StepOutcome::Failed(error)),
     };
     let mutating = step.risk != Risk::None;
-    if !ctx.approved && needs_approval(ctx.playbook.automation, step) {
+    let asks = !ctx.approved && needs_approval(ctx.playbook.automation, step);
+    let host_text = host.as_ref().map(Name::to_string);
+    if ctx.dry_run {
+        let note = match (mutating, asks) {
+            (true, false) => "dry run: recorded, not executed",
+            (true, true) => "dry run: recorded, not executed; it would have asked for approval",
+            (false, _) => {
+                "dry run: not run; it checks the effect of steps that were only rehearsed"
+            }
+        };
+        let attempt = ctx
+            .store
+            .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
+            .await?;
+        let rehearsal = StepResult {
+            error: Some(note.to_owned()),
+            ..Default::default()
+        };
+        ctx.store
+            .step_finished(ctx.lease, attempt, &rehearsal, ctx.clock.now())
+            .await?;
+        return Ok(if mutating {
+            StepOutcome::Rehearsed(request)
+        } else {
+            StepOutcome::Done
+        });
+    }
+    if asks {
         let on_timeout = match step.on_timeout {
             crate::playbook::model::OnTimeout::Approve
                 if ctx.playbook.automation == Automation::Prompted =>
@@ -330,21 +359,6 @@ pub async fn run_step(
         };
         let id = ctx.store.request_approval(ctx.lease, request, now).await?;
         return Ok(StepOutcome::NeedsApproval(id));
-    }
-    let host_text = host.as_ref().map(Name::to_string);
-    if mutating && ctx.dry_run {
-        let attempt = ctx
-            .store
-            .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
-            .await?;
-        let rehearsal = StepResult {
-            error: Some("dry run: recorded, not executed".to_owned()),
-            ..Default::default()
-        };
-        ctx.store
-            .step_finished(ctx.lease, attempt, &rehearsal, ctx.clock.now())
-            .await?;
-        return Ok(StepOutcome::Rehearsed(request));
     }
     if let Some(guard) = &step.guard {
         if let Some(reason) = wait_for_guard(ctx, &scope, name, guard).await? {

@@ -27,10 +27,10 @@ use super::diagnose::{diagnose, run_probe};
 use super::estate::Estate;
 use super::facts;
 use super::scope::{self, Scope};
-use super::step::{StepContext, StepOutcome, run_step};
+use super::step::{StepContext, StepOutcome, needs_approval, run_step};
 use crate::clock::Clock;
 use crate::intake::Labels;
-use crate::playbook::model::SequenceApproval;
+use crate::playbook::model::{Risk, SequenceApproval};
 use crate::playbook::{self, Playbook, PlaybookVersion};
 use crate::store::Store;
 use crate::store::approvals::ApprovalStatus;
@@ -318,11 +318,15 @@ impl Engine {
         let parameters = match scope::parameters(playbook, &self.estate, &labels) {
             Ok(parameters) => parameters,
             Err(error) => {
+                // Bad input is not a failure of the target: refused, it does not trip the breaker.
+                let reason = format!("the alert's labels are not usable: {error}");
                 return self
-                    .escalate(
+                    .store
+                    .finish_run(
                         lease,
-                        &progress,
-                        &format!("the alert's labels are not usable: {error}"),
+                        Ending::Refused,
+                        &json!({"reason": reason}),
+                        self.clock.now(),
                     )
                     .await;
             }
@@ -355,6 +359,9 @@ impl Engine {
                 let cause = playbook
                     .cause(&cause_id)
                     .expect("the cause came from the playbook");
+                if cause.remediate.is_empty() && run.dry_run {
+                    return self.rehearsed(lease, playbook, &progress).await;
+                }
                 if cause.remediate.is_empty() {
                     let outcome = json!({"cause": cause_id, "evidence": progress.evidence, "report": progress.report, "offer": cause.offer});
                     return self
@@ -395,7 +402,19 @@ impl Engine {
             },
         };
 
-        while let Some(name) = progress.plan.get(position).cloned() {
+        // A dry run rehearses the remediation only: verifying a fix that was never made proves
+        // nothing.
+        let end = if run.dry_run {
+            progress.remediation_len
+        } else {
+            progress.plan.len()
+        };
+        while let Some(name) = progress
+            .plan
+            .get(position)
+            .filter(|_| position < end)
+            .cloned()
+        {
             if self.store.switch(Switch::Paused).await? {
                 // Stop at this boundary; the run waits for resume as it stands.
                 return self
@@ -438,7 +457,8 @@ impl Engine {
                 parameters: &parameters,
                 facts: &progress.facts,
                 clock: self.clock.as_ref(),
-                dry_run: run.dry_run || self.store.switch(Switch::DryRun).await?,
+                // Fixed when the run was created, never re-read.
+                dry_run: run.dry_run,
                 limits: self.limits,
                 approved,
                 sequence: asks_once.then_some(sequence),
@@ -510,6 +530,7 @@ impl Engine {
             let next = progress
                 .plan
                 .get(position)
+                .filter(|_| position < end)
                 .cloned()
                 .unwrap_or_else(|| DONE.to_owned());
             self.store
@@ -522,15 +543,12 @@ impl Engine {
                 )
                 .await?;
         }
+        if run.dry_run {
+            return self.rehearsed(lease, playbook, &progress).await;
+        }
         let outcome = json!({"cause": progress.cause, "evidence": progress.evidence, "report": progress.report, "steps": progress.plan});
-        // A rehearsal fixed nothing: its incidents stay open.
-        let ending = if run.dry_run {
-            Ending::Resolved
-        } else {
-            Ending::Verified
-        };
         self.store
-            .finish_run(lease, ending, &outcome, self.clock.now())
+            .finish_run(lease, Ending::Verified, &outcome, self.clock.now())
             .await
     }
 
@@ -565,6 +583,65 @@ impl Engine {
             return None;
         }
         Some(values.iter().all(|v| *v == Json::Bool(true)))
+    }
+
+    /// Ends a dry run: "dry run: would have run …" with the exact commands its mutating
+    /// remediation steps recorded, or "dry run: nothing to do …". Never resolved: nothing was
+    /// fixed, and a rehearsal verifies nothing.
+    async fn rehearsed(
+        &self,
+        lease: &Lease,
+        playbook: &Playbook,
+        progress: &Progress,
+    ) -> Result<(), RunError> {
+        let remediation = &progress.plan[..progress.remediation_len.min(progress.plan.len())];
+        let would_run: Vec<Json> = self
+            .store
+            .step_attempts(lease.run_id)
+            .await?
+            .into_iter()
+            // A rehearsal cut short by a crash and recorded again counts once.
+            .filter(|a| a.status == "finished" && remediation.contains(&a.step))
+            .filter_map(|a| {
+                let step = playbook.steps.get(&a.step)?;
+                (step.risk != Risk::None).then(|| {
+                    json!({"step": a.step, "host": a.host, "command": a.command,
+                           "needs_approval": needs_approval(playbook.automation, step)})
+                })
+            })
+            .collect();
+        let cause = progress.cause.as_deref().unwrap_or("unknown");
+        let reason = if would_run.is_empty() {
+            format!("dry run: nothing to do: cause {cause} calls for no change")
+        } else {
+            let commands: Vec<String> = would_run
+                .iter()
+                .map(|w| {
+                    let host = w["host"]
+                        .as_str()
+                        .map(|h| format!(" on {h}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{host}: {}",
+                        w["step"].as_str().unwrap_or_default(),
+                        w["command"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!(
+                "dry run: would have run {} (cause {cause}); nothing was changed",
+                commands.join("; ")
+            )
+        };
+        let offer = playbook
+            .causes
+            .iter()
+            .find(|c| Some(&c.id) == progress.cause.as_ref())
+            .map(|c| c.offer.clone());
+        let outcome = json!({"reason": reason, "dry_run": true, "would_run": would_run, "cause": progress.cause, "evidence": progress.evidence, "report": progress.report, "offer": offer});
+        self.store
+            .finish_run(lease, Ending::Rehearsed, &outcome, self.clock.now())
+            .await
     }
 
     async fn escalate(

@@ -51,7 +51,9 @@ pub async fn authorize(
                 Permission::Read => "read incidents",
                 Permission::Operate => "start or cancel runs",
                 Permission::Decide => "decide approvals",
-                Permission::Control => "pause or resume runbookd",
+                Permission::Control => {
+                    "pause or resume runbookd, reset a circuit breaker or switch dry-run"
+                }
             }
         )));
     }

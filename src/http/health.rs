@@ -32,9 +32,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     }
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. The safety gauges are set from the safety overview as it is
+/// scraped; if the database does not answer in time, the rest is still served.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match tokio::time::timeout(READY_TIMEOUT, super::safety::overview(&state)).await {
+        Ok(Ok(overview)) => crate::telemetry::record_safety(&overview),
+        Ok(Err(error)) => tracing::warn!(%error, "cannot read the safety controls for /metrics"),
+        Err(_) => tracing::warn!("reading the safety controls for /metrics timed out"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -6,10 +6,11 @@
 //! | `GET /api/v1/incidents`, `GET /api/v1/incidents/{id}`, `GET /api/v1/runs/{id}` | read |
 //! | `GET /api/v1/approvals[?status=]` | read |
 //! | `POST /api/v1/runs`, `POST /api/v1/runs/{id}/cancel` | operate (agent, admin) |
-//! | `GET /api/v1/playbooks` | read |
+//! | `GET /api/v1/playbooks`, `GET /api/v1/safety` | read |
 //! | `POST /api/call`, `/mcp` (the agent's tools) | read, and each tool its own (see [`tools`]) |
 //! | `POST /api/v1/approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /api/v1/pause`, `POST /api/v1/resume` | control (admin) |
+//! | `POST /api/v1/breakers/{target}/reset`, `POST /api/v1/dry-run` | control (admin) |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
 //! | `GET /links/{token}`, `POST /links/{token}` | none: the signed one-tap link is the credential |
 //! | the web page: `/`, `/login`, `/incidents/{id}`, `/approvals/{id}`, ... | see [`ui`] |
@@ -25,6 +26,7 @@ mod links;
 mod openapi;
 mod operations;
 mod runs;
+mod safety;
 pub mod tools;
 mod ui;
 
@@ -51,6 +53,7 @@ use crate::clock::Clock;
 use crate::engine::dispatch::Dispatcher;
 use crate::notify::links::LinkSigner;
 use crate::store::Store;
+use crate::store::safety::Limits;
 
 /// What handlers share. External parts are behind `Arc<dyn …>` so tests can swap them.
 #[derive(Clone)]
@@ -63,6 +66,8 @@ pub struct AppState {
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// Deliveries → incidents → runs, one transaction each.
     pub intake: Arc<crate::engine::intake::IntakeService>,
+    /// The safety limits the engine enforces, for the safety overview.
+    pub limits: Limits,
     /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
     /// shorter than the request timeout, so the caller gets an answer, not a 503.
     pub tool_wait: Duration,
@@ -131,6 +136,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .routes(routes!(runs::show))
         .routes(routes!(approvals::list))
         .routes(routes!(operations::playbooks))
+        .routes(routes!(safety::show))
         .route_layer(guard(Permission::Read));
     let operate = OpenApiRouter::new()
         .routes(routes!(runs::start))
@@ -143,6 +149,8 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     let control = OpenApiRouter::new()
         .routes(routes!(operations::pause))
         .routes(routes!(operations::resume))
+        .routes(routes!(safety::reset_breaker))
+        .routes(routes!(safety::set_dry_run))
         .route_layer(guard(Permission::Control));
     // Each tool checks its own permission; reading is the least any caller needs.
     let tools = OpenApiRouter::new()

@@ -137,8 +137,8 @@ pub struct StartRun {
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = StartRun,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key gets the first answer")),
     responses(
-        (status = 201, description = "`{\"run_id\": ID, \"attached\": false}`: a new run"),
-        (status = 200, description = "`{\"run_id\": ID, \"attached\": true}`: the target's active run"),
+        (status = 201, description = "`{\"run_id\": ID, \"attached\": false, \"dry_run\": BOOL}`: a new run"),
+        (status = 200, description = "`{\"run_id\": ID, \"attached\": true, \"dry_run\": BOOL}`: the target's active run of the same mode (dry or live)"),
         (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])), description = "Starts a playbook by hand; every approval and safety rule applies. Roles: agent, admin.")]
 pub async fn start(
@@ -221,17 +221,17 @@ async fn start_run(
         dry_run: request.dry_run,
         actor: &caller.name,
     };
-    match dispatcher
+    let (status, id, attached) = match dispatcher
         .start_by_hand(&state.store, hand, state.clock.now())
         .await?
     {
-        Created::New(id) => Ok((
-            StatusCode::CREATED,
-            Json(json!({"run_id": id, "attached": false})),
-        )),
-        Created::AlreadyActive(id) => Ok((
-            StatusCode::OK,
-            Json(json!({"run_id": id, "attached": true})),
-        )),
-    }
+        Created::New(id) => (StatusCode::CREATED, id, false),
+        Created::AlreadyActive(id) => (StatusCode::OK, id, true),
+    };
+    // The run's mode, as fixed at creation (the request, or the global switch then).
+    let dry_run = state.store.run(id).await?.is_some_and(|run| run.dry_run);
+    Ok((
+        status,
+        Json(json!({"run_id": id, "attached": attached, "dry_run": dry_run})),
+    ))
 }

@@ -53,6 +53,8 @@ pub enum AuditAction {
     ApprovalDecided,
     /// An operator switch changed (pause, dry-run).
     SettingChanged,
+    /// An admin reset a target's circuit breaker, with the reason.
+    BreakerReset,
     /// A safety control let a mutating action through.
     ActionAllowed,
     /// A safety control stopped a mutating action, with its reason.
@@ -90,6 +92,7 @@ impl AuditAction {
             Self::StepWaiting => "step.waiting",
             Self::ApprovalDecided => "approval.decided",
             Self::SettingChanged => "setting.changed",
+            Self::BreakerReset => "breaker.reset",
             Self::ActionAllowed => "control.allowed",
             Self::ActionBlocked => "control.blocked",
             Self::ToolDiagnosed => "tool.diagnosed",

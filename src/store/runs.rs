@@ -8,10 +8,13 @@
 //! in the same transaction.
 //!
 //! ```text
-//! pending ──acquire──► running ──finish──► resolved | escalated
+//! pending ──acquire──► running ──finish──► resolved | escalated | refused | rehearsed
 //!    ▲                  │   │
 //!    └──(approval)── waiting_approval      cancel: any non-final state ──► cancelled
 //! ```
+//! `refused`: the run's input (the alert's labels) cannot be used; nothing was tried, and the
+//! circuit breaker does not count it. `rehearsed`: a dry run reached its end; it names what it
+//! would have run and never claims a fix.
 //! A `running` run whose lease expired (its worker died) is acquired again as it stands: the
 //! new worker resumes at the recorded step.
 
@@ -24,6 +27,7 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 
 use super::audit::{self, AuditAction, NewAuditEvent};
+use super::safety::Switch;
 use super::{Store, StoreError};
 use crate::playbook::PlaybookVersion;
 
@@ -37,6 +41,10 @@ pub enum RunState {
     Resolved,
     Escalated,
     Cancelled,
+    /// Its input could not be used (bad labels): nothing was tried.
+    Refused,
+    /// A dry run that reached its end: it recorded what it would have run.
+    Rehearsed,
 }
 
 impl RunState {
@@ -48,11 +56,16 @@ impl RunState {
             Self::Resolved => "resolved",
             Self::Escalated => "escalated",
             Self::Cancelled => "cancelled",
+            Self::Refused => "refused",
+            Self::Rehearsed => "rehearsed",
         }
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Resolved | Self::Escalated | Self::Cancelled)
+        matches!(
+            self,
+            Self::Resolved | Self::Escalated | Self::Cancelled | Self::Refused | Self::Rehearsed
+        )
     }
 }
 
@@ -64,6 +77,10 @@ pub enum Ending {
     /// A remediation ran and its verification passed: the incidents it covers are resolved.
     Verified,
     Escalated,
+    /// The run's input is unusable; not a failure of the target (the breaker ignores it).
+    Refused,
+    /// A dry run's end: what it would have run, or that there was nothing to do.
+    Rehearsed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +143,8 @@ pub struct Lease {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
     New(i64),
-    /// A run for the same target is already active: nothing new was started.
+    /// A run for the same target and mode (dry or live) is already active: nothing new was
+    /// started.
     AlreadyActive(i64),
 }
 
@@ -138,6 +156,8 @@ pub struct NewRun<'a> {
     /// The playbook's text as loaded now: the run is pinned to it.
     pub version: &'a PlaybookVersion,
     pub target: &'a str,
+    /// The request asks for a dry run. The global dry-run switch makes every new run dry as
+    /// well; either way the mode is fixed when the run is created.
     pub dry_run: bool,
     /// Who asked: a token name, or `engine` for an alert.
     pub actor: &'a str,
@@ -185,8 +205,7 @@ fn expiry(now: DateTime<Utc>, lease_for: Duration) -> DateTime<Utc> {
 }
 
 impl Store {
-    /// Creates a run pinned to `run.version` (stored under its hash in the same transaction),
-    /// unless one is already active for the target.
+    /// Creates a run; see [`insert_run`].
     pub async fn create_run(
         &self,
         run: NewRun<'_>,
@@ -353,6 +372,8 @@ impl Store {
         let state = match ending {
             Ending::Resolved | Ending::Verified => RunState::Resolved,
             Ending::Escalated => RunState::Escalated,
+            Ending::Refused => RunState::Refused,
+            Ending::Rehearsed => RunState::Rehearsed,
         };
         let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(
@@ -647,8 +668,11 @@ struct LinkedRun {
     run: Run,
 }
 
-/// Inserts a run unless one is already active for its target, on `conn` (the caller's
-/// transaction). The run covers its incident from the start.
+/// Inserts a run pinned to `run.version` (stored under its hash), unless one is already active
+/// for its target in the same mode, on `conn` (the caller's transaction). The run is dry if the
+/// request asks for it or the global dry-run switch is on now: the switch is read in the
+/// transaction that creates the run, and the run keeps that mode to its end. The run covers its
+/// incident from the start.
 pub(crate) async fn insert_run(
     conn: &mut sqlx::SqliteConnection,
     run: &NewRun<'_>,
@@ -664,11 +688,12 @@ pub(crate) async fn insert_run(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    let dry_run = run.dry_run || super::safety::switch_on(&mut *conn, Switch::DryRun).await?;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO runs (incident_id, playbook, playbook_hash, target, state, facts, dry_run,
                            attempt, created_at, updated_at)
          VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?)
-         ON CONFLICT (target) WHERE state IN ('pending', 'running', 'waiting_approval')
+         ON CONFLICT (target, dry_run) WHERE state IN ('pending', 'running', 'waiting_approval')
          DO NOTHING
          RETURNING id",
     )
@@ -677,17 +702,18 @@ pub(crate) async fn insert_run(
     .bind(&run.version.hash)
     .bind(run.target)
     .bind(Json(&run.facts))
-    .bind(run.dry_run)
+    .bind(dry_run)
     .bind(now)
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
         let active: i64 = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE target = ?
+            "SELECT id FROM runs WHERE target = ? AND dry_run = ?
              AND state IN ('pending', 'running', 'waiting_approval')",
         )
         .bind(run.target)
+        .bind(dry_run)
         .fetch_one(&mut *conn)
         .await?;
         return Ok(Created::AlreadyActive(active));
@@ -700,7 +726,8 @@ pub(crate) async fn insert_run(
             action: AuditAction::RunCreated,
             incident_id: run.incident_id,
             run_id: Some(id),
-            detail: json!({"playbook": run.playbook, "playbook_hash": run.version.hash, "target": run.target, "dry_run": run.dry_run}),
+            detail: json!({"playbook": run.playbook, "playbook_hash": run.version.hash, "target": run.target,
+                           "dry_run": dry_run, "dry_run_by_switch": dry_run && !run.dry_run}),
         },
     )
     .await?;

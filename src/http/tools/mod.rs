@@ -473,6 +473,13 @@ async fn start_remediation(
             "The run escalated to a human; get_incident shows why.".to_owned()
         }
         (None, RunState::Cancelled) => "The run was cancelled.".to_owned(),
+        (None, RunState::Refused) => {
+            "The run was refused: its labels cannot be used; outcome.reason says why.".to_owned()
+        }
+        (None, RunState::Rehearsed) => {
+            "This was a dry run: it changed nothing; outcome.reason names what it would have run."
+                .to_owned()
+        }
         (None, _)
             if state
                 .store

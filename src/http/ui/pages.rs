@@ -15,7 +15,7 @@ use crate::store::audit::AuditEvent;
 use crate::store::incidents::{Incident, IncidentFilter, IncidentStatus};
 use crate::store::intake::ResolvedBy;
 use crate::store::runs::{Run, StepAttempt};
-use crate::store::safety::Switch;
+use crate::store::safety::{SafetyOverview, SwitchSetting};
 
 /// How many incidents and timeline events a page shows at most.
 const LIST_INCIDENTS: u32 = 50;
@@ -100,7 +100,8 @@ pub fn error(status: StatusCode, message: &str) -> Markup {
 pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError> {
     let now = state.clock.now();
     let store = &state.store;
-    let paused = store.switch(Switch::Paused).await?;
+    let safety = crate::http::safety::overview(state).await?;
+    let paused = safety.paused.on;
     let approvals = store
         .approvals(Some(ApprovalStatus::Pending), PENDING_APPROVALS)
         .await?;
@@ -140,6 +141,7 @@ pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError
                     }
                 }
             }
+            (safety_section(&safety, now))
             h1 { "Pending approvals" }
             @if pending.is_empty() {
                 p.empty { "Nothing waits for a decision." }
@@ -153,6 +155,71 @@ pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError
             (incident_list(&resolved, "None yet."))
         },
     ))
+}
+
+/// The safety controls as they stand, from the same read model as `GET /api/v1/safety`.
+fn safety_section(safety: &SafetyOverview, now: DateTime<Utc>) -> Markup {
+    let changed = |setting: &SwitchSetting| -> String {
+        match (&setting.changed_by, setting.changed_at) {
+            (Some(by), Some(when)) => format!(
+                " (set by {by} at {}{})",
+                at(when),
+                setting
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            _ => String::new(),
+        }
+    };
+    html! {
+        section.card.safety #safety {
+            h2 { "Safety controls" }
+            dl.facts {
+                dt { "Dry run" }
+                dd {
+                    @if safety.dry_run.on {
+                        strong.bad { "on" } ": new runs record what they would run and change nothing"
+                    } @else {
+                        "off"
+                    }
+                    (changed(&safety.dry_run))
+                }
+                dt { "Hourly budget" }
+                dd { (safety.hourly_budget.used) " of " (safety.hourly_budget.limit) " mutating actions used in the last hour" }
+            }
+            h3 { "Circuit breakers" }
+            @if safety.breakers.is_empty() {
+                p.empty { "No playbook names a target." }
+            }
+            ul.breakers {
+                @for breaker in &safety.breakers {
+                    li.(if breaker.open { "breaker-open" } else { "breaker-closed" }) {
+                        strong { (breaker.target) } " "
+                        @if breaker.open { span.bad { "open" } } @else { span.ok { "closed" } }
+                        ": " (breaker.failures) " of " (breaker.limit) " failures in " (breaker.window_hours) " h"
+                        @if let Some(closes) = breaker.closes_at {
+                            " · closes " (at(closes)) " (" (until(closes, now)) ")"
+                        }
+                        @if let Some(reset) = &breaker.last_reset {
+                            span.meta { " · last reset by " (reset.by) " at " (at(reset.at)) ": " (reset.reason) }
+                        }
+                    }
+                }
+            }
+            h3 { "Cooldowns in force" }
+            @if safety.cooldowns.is_empty() {
+                p.empty { "None." }
+            } @else {
+                ul.cooldowns {
+                    @for cooldown in &safety.cooldowns {
+                        li { (cooldown.action) " on " (cooldown.target) " until " (at(cooldown.until)) " (" (until(cooldown.until, now)) ")" }
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn incidents_with_runs(
@@ -307,7 +374,7 @@ fn run_section(
             dl.facts {
                 dt { "Target" } dd { (run.target) }
                 @if let Some(step) = &run.step { dt { "Step" } dd { (step) } }
-                @if run.dry_run { dt { "Dry run" } dd { "yes: commands were recorded, not run" } }
+                @if run.dry_run { dt { "Dry run" } dd { strong { "dry run" } ": commands were recorded, not run; nothing was changed" } }
                 dt { "Created" } dd { (at(run.created_at)) }
                 @if let Some(finished) = run.finished_at { dt { "Finished" } dd { (at(finished)) } }
                 dt { "Cause" } dd {
