@@ -28,7 +28,11 @@ const DEMO_SECRET: &str = "demo-ingest-secret-not-for-production";
 
 /// Runs the story for `scenario`, printing to `out`. Approvals are granted by "demo" after a
 /// pause, so the story can go on; a real run would wait for a human.
-pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run(
+    scenario: &str,
+    playbooks_dir: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a directory for the demo")?;
     let lab = RunningLab::launch(&dir.path().join("lab"), scenario).await?;
     let (lab_config, source) = Config::load(Some(&lab.config), &Overrides::default())
@@ -36,7 +40,7 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     let inventory = lab_config
         .resolve_inventory(&source, &|_| None)
         .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-    let playbooks: Vec<_> = crate::playbook::load_dir(playbooks_dir)
+    let playbooks: Vec<_> = crate::playbook::builtin::load(playbooks_dir)
         .map_err(|p| anyhow::anyhow!("the playbooks are invalid: {p:?}"))?
         .into_iter()
         .map(|f| f.playbook)

@@ -14,6 +14,7 @@ use crate::auth::TokenTable;
 use crate::clock::Clock;
 use crate::config::{Config, Notify};
 use crate::engine::dispatch::Dispatcher;
+use crate::http::health::Remediation;
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
 use crate::notify::links::LinkSigner;
@@ -80,12 +81,17 @@ impl Application {
                 public_url.clone(),
             )?)
         };
+        let remediation = Arc::new(match &dispatcher {
+            Some(_) => Remediation::on(),
+            None => Remediation::off(config.missing_estate()),
+        });
         let state = AppState {
             store: store.clone(),
             clock,
             metrics: telemetry::metrics_handle(),
             max_body_bytes: config.http.max_body_bytes,
             dispatcher,
+            remediation,
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
             diagnosis_turn: Default::default(),
             links,

@@ -18,7 +18,7 @@ mod approvals;
 mod auth;
 mod error;
 mod extract;
-mod health;
+pub mod health;
 mod incidents;
 mod intake;
 mod links;
@@ -61,6 +61,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Starts playbook runs for new incidents; `None` when no engine runs (no inventory).
     pub dispatcher: Option<Arc<Dispatcher>>,
+    /// Whether runs can happen, and if not, why: shown by `/readyz` and the web page.
+    pub remediation: Arc<health::Remediation>,
     /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
     /// shorter than the request timeout, so the caller gets an answer, not a 503.
     pub tool_wait: Duration,

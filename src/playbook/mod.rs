@@ -8,6 +8,7 @@
 //! with its remediation steps; verification steps; per-step risk, approval policy, timeout,
 //! retries, cooldown and `idempotent` flag; and an escalation.
 
+pub mod builtin;
 pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
