@@ -16,7 +16,7 @@ packages=(
   "podman|/usr/bin/podman|builds and runs the Dockerfile's image (tests/container.rs)"
   "runc|/usr/sbin/runc|the OCI runtime podman runs that image with here"
   "debootstrap|/usr/sbin/debootstrap|builds the Debian base image locally (no container registry is reachable)"
-  "kubectl|/usr/bin/kubectl|kubectl kustomize renders deploy/ offline (tests/deploy.rs)"
+  "kubernetes-client|/usr/bin/kubectl|kubectl: kubectl kustomize renders deploy/kubernetes offline (tests/deploy.rs)"
   "systemd|/usr/bin/systemd-analyze|systemd-analyze verify checks the unit in deploy/systemd"
 )
 

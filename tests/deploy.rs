@@ -241,9 +241,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A compose value with its container paths moved under `dir` and `$$` unescaped.
+/// A compose value as compose runs it: `${NAME:-default}` unset (its default), `$$` unescaped,
+/// and its container paths moved under `dir`.
 fn local(text: &str, dir: &Path) -> String {
-    text.replace("/data/", &format!("{}/", dir.join("data").display()))
+    let defaults = regex::Regex::new(r"\$\{[A-Z_]+:-([^}]*)\}").unwrap();
+    defaults
+        .replace_all(text, "$1")
+        .replace("/data/", &format!("{}/", dir.join("data").display()))
         .replace("$$", "$")
 }
 
