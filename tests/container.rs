@@ -26,7 +26,7 @@ fn root() -> &'static Path {
 
 /// podman as this machine needs it: the project's containers.conf and the runc runtime.
 fn podman(args: &[&str]) -> Output {
-    let output = Command::new("podman")
+    Command::new("podman")
         .arg("--runtime")
         .arg("runc")
         .args(args)
@@ -35,8 +35,7 @@ fn podman(args: &[&str]) -> Output {
             root().join("scripts/podman-containers.conf"),
         )
         .output()
-        .expect("podman runs (scripts/install-test-deps.sh installs it)");
-    output
+        .expect("podman runs (scripts/install-test-deps.sh installs it)")
 }
 
 fn podman_ok(args: &[&str]) -> String {
