@@ -15,6 +15,11 @@ tarball=$dir/bookworm-minbase.tar
 mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
 mirror=${mirror:-http://deb.debian.org/debian}
 
+# Tests run in parallel: one builds, the others wait for it.
+mkdir -p "$dir"
+exec 9>"$dir/lock"
+flock 9
+
 if [ ! -s "$tarball" ]; then
   echo "base-image: debootstrap bookworm (minbase) from $mirror into $dir" >&2
   rm -rf "$dir/rootfs" "$tarball.partial"
