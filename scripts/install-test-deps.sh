@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite talks to, from Debian's archive.
-# Idempotent: does nothing when everything is already there.
-#   prometheus-alertmanager  the real Alertmanager, used as a webhook client in tests
-#   openssh-server           Debian's sshd, which the SSH executor is tested against
-#   openssh-client, curl     the README's lab walkthrough, run as a test
-#   bsdutils                 script(1), a terminal for the CLI's colour test (essential, so normally there)
-#   chromium, chromium-driver  headless Chromium and its WebDriver, which drive the web page
+# Installs the system packages the test suite talks to, from Debian's archive, and says what
+# each one is for as it installs it. Idempotent: does nothing when everything is already there.
+# tests/fresh_install.rs runs this script in a fresh Debian root filesystem to prove it.
 set -euo pipefail
 
+# package, the file that shows it is installed, and what the tests use it for.
+packages=(
+  "prometheus-alertmanager|/usr/bin/prometheus-alertmanager|the real Alertmanager, a webhook client in tests and the compose file's alertmanager.yml"
+  "openssh-server|/usr/sbin/sshd|Debian's sshd, which the SSH executor is tested against"
+  "openssh-client|/usr/bin/ssh|ssh, for the README's lab walkthrough (run as a test)"
+  "curl|/usr/bin/curl|curl, for the README's lab walkthrough (run as a test)"
+  "bsdutils|/usr/bin/script|script(1), a terminal for the CLI's colour test"
+  "chromium|/usr/bin/chromium|headless Chromium, which drives the web page"
+  "chromium-driver|/usr/bin/chromedriver|Chromium's WebDriver"
+  "podman|/usr/bin/podman|builds and runs the Dockerfile's image (tests/container.rs)"
+  "runc|/usr/sbin/runc|the OCI runtime podman runs that image with here"
+  "debootstrap|/usr/sbin/debootstrap|builds the Debian base image locally (no container registry is reachable)"
+  "kubernetes-client|/usr/bin/kubectl|kubectl: kubectl kustomize renders deploy/kubernetes offline (tests/deploy.rs)"
+  "systemd|/usr/bin/systemd-analyze|systemd-analyze verify checks the unit in deploy/systemd"
+)
+
 missing=()
-command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
-[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
-command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v script >/dev/null 2>&1 || missing+=(bsdutils)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
-[ ${#missing[@]} -eq 0 ] && exit 0
+for entry in "${packages[@]}"; do
+  IFS='|' read -r package file why <<<"$entry"
+  [ -e "$file" ] || missing+=("$package|$why")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 # Keep the packages' maintainer scripts from starting their daemons: the tests start their own,
-# on loopback, with their own config.
+# on loopback, with their own config. A policy-rc.d that is already there is left as it was.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
@@ -30,9 +41,32 @@ if [ ! -e "$policy" ]; then
   $sudo chmod +x "$policy"
   created_policy=1
 fi
-cleanup() { [ "$created_policy" -eq 1 ] && $sudo rm -f "$policy"; }
+cleanup() {
+  # An `if`, not `[ ... ] && ...`: a false test must not become the script's exit status.
+  if [ "$created_policy" -eq 1 ]; then
+    $sudo rm -f "$policy"
+  fi
+}
 trap cleanup EXIT
 
-echo "installing test dependencies: ${missing[*]}" >&2
+echo "install-test-deps: updating the package lists" >&2
 $sudo apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+names=()
+for entry in "${missing[@]}"; do
+  IFS='|' read -r package why <<<"$entry"
+  echo "install-test-deps: installing $package: $why" >&2
+  names+=("$package")
+done
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${names[@]}" >/dev/null
+# The tests start their own sshd and Alertmanager on loopback; a developer's machine must not
+# start either at boot because the test set-up installed it.
+for pair in openssh-server:ssh.service prometheus-alertmanager:prometheus-alertmanager.service; do
+  package=${pair%%:*}
+  unit=${pair#*:}
+  if [[ " ${names[*]} " == *" $package "* ]]; then
+    echo "install-test-deps: disabling $unit at boot (the tests start their own)" >&2
+    $sudo systemctl disable "$unit" >/dev/null 2>&1 || true
+    $sudo systemctl stop "$unit" >/dev/null 2>&1 || true
+  fi
+done
+echo "install-test-deps: done" >&2

@@ -25,7 +25,11 @@ const DEMO_SECRET: &str = "demo-ingest-secret-not-for-production";
 
 /// Runs the story for `scenario`, printing to `out`. Approvals are granted by "demo" after a
 /// pause, so the story can go on; a real run would wait for a human.
-pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run(
+    scenario: &str,
+    playbooks_dir: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a directory for the demo")?;
     let lab = RunningLab::launch(&dir.path().join("lab"), scenario).await?;
     let (lab_config, source) = Config::load(Some(&lab.config), &Overrides::default())
@@ -33,7 +37,7 @@ pub async fn run(scenario: &str, playbooks_dir: &Path, out: &mut impl Write) -> 
     let inventory = lab_config
         .resolve_inventory(&source, &|_| None)
         .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-    let playbooks = crate::playbook::load_dir(playbooks_dir)
+    let playbooks = crate::playbook::builtin::load(playbooks_dir)
         .map_err(|p| anyhow::anyhow!("the playbooks are invalid: {p:?}"))?;
     let mut config = Config {
         listen: "127.0.0.1:0".parse()?,

@@ -53,6 +53,7 @@ pub mod intake;
 pub mod lab;
 pub mod notify;
 pub mod playbook;
+pub mod preflight;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -29,8 +30,13 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve(ServeArgs),
-    /// Validate the config (tokens, inventory, secrets) and report every problem.
-    Check(ConfigArgs),
+    /// Validate the config (tokens, inventory, secrets, playbook settings) and report every
+    /// problem; with --probe, also connect read-only to every configured host and API.
+    Check(CheckArgs),
+    /// Print the built-in playbooks, or export them as files to start your own from.
+    Playbooks(PlaybooksArgs),
+    /// Ask a running service's /healthz (the container image's health check; no curl needed).
+    Health(HealthArgs),
     /// Run the simulated estate on loopback until interrupted.
     Lab(LabArgs),
     /// Tell the whole story in this terminal: an alert, the diagnosis, the fix, the checks.
@@ -44,9 +50,36 @@ enum Command {
 struct DemoArgs {
     #[arg(long, default_value = "stale-nfs")]
     scenario: String,
-    /// Directory of playbooks.
-    #[arg(long, env = "RUNBOOKD_PLAYBOOKS", default_value = "playbooks")]
-    playbooks: PathBuf,
+    /// Directory of playbooks [default: the built-in playbooks].
+    #[arg(long, env = "RUNBOOKD_PLAYBOOKS")]
+    playbooks: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Also connect to every configured host and API, read-only: host keys, authentication,
+    /// tokens and privileges, TLS pins, the playbooks' read-only probes. One line per check,
+    /// with the fix for each failure.
+    #[arg(long)]
+    probe: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlaybooksArgs {
+    /// Write the built-in playbooks into this directory (never overwriting a file) instead of
+    /// printing them; then use it with --playbooks DIR.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    /// The service's address [default: RUNBOOKD_LISTEN, else 127.0.0.1:8080; an unspecified
+    /// address such as 0.0.0.0 means this machine].
+    #[arg(long, env = "RUNBOOKD_LISTEN")]
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -63,7 +96,7 @@ struct ConfigArgs {
     /// Log format [default: text].
     #[arg(long, env = "RUNBOOKD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    /// Directory of playbooks [default: playbooks].
+    /// Directory of playbooks [default: the built-in playbooks].
     #[arg(long, env = "RUNBOOKD_PLAYBOOKS")]
     playbooks: Option<PathBuf>,
 }
@@ -76,6 +109,11 @@ struct ServeArgs {
     /// inventory.
     #[arg(long, num_args = 0..=1, default_missing_value = "healthy", value_name = "SCENARIO")]
     lab: Option<String>,
+    /// Refuse to start, naming what is missing, unless remediation can run (an estate in the
+    /// config, or --lab, and valid playbooks). The shipped compose, Kubernetes and systemd
+    /// configs set it.
+    #[arg(long, env = "RUNBOOKD_REQUIRE_ENGINE")]
+    require_engine: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +144,8 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Check(args) => check(&args),
+        Command::Playbooks(args) => playbooks(&args),
+        Command::Health(args) => health(&args),
         Command::Lab(args) => lab(&args),
         Command::Demo(args) => demo(&args),
         Command::Client(command) => runbookd::cli::run(command, &SystemClock),
@@ -132,8 +172,19 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn check(args: &ConfigArgs) -> ExitCode {
-    let (config, source) = match args.load() {
+/// The configured playbooks (a directory, or the built-in ones) with the config's settings
+/// overrides applied.
+fn load_playbooks(
+    config: &Config,
+    source: &ConfigSource,
+) -> Result<Vec<runbookd::playbook::PlaybookFile>, Vec<Problem>> {
+    let mut files = runbookd::playbook::builtin::load(config.playbooks_dir.as_deref())?;
+    config.apply_playbook_settings(source, &mut files)?;
+    Ok(files)
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    let (config, source) = match args.config.load() {
         Ok(loaded) => loaded,
         Err(problems) => {
             report(&problems);
@@ -143,7 +194,7 @@ fn check(args: &ConfigArgs) -> ExitCode {
     let tokens = config.resolve_tokens(&source, env_var);
     let inventory = config.resolve_inventory(&source, &env_var);
     let notify = config.resolve_notify(&source, &env_var);
-    let playbooks = runbookd::playbook::load_dir(&config.playbooks_dir);
+    let playbooks = load_playbooks(&config, &source);
     let mut problems = Vec::new();
     problems.extend(tokens.as_ref().err().into_iter().flatten().cloned());
     problems.extend(inventory.as_ref().err().into_iter().flatten().cloned());
@@ -186,7 +237,79 @@ fn check(args: &ConfigArgs) -> ExitCode {
             file.path.display()
         );
     }
-    ExitCode::SUCCESS
+    if !args.probe {
+        return ExitCode::SUCCESS;
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(runbookd::preflight::run(&inventory, &playbooks, &mut out)) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("{failed} check(s) failed: fix them before pointing runbookd at this estate");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("runbookd check --probe: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn playbooks(args: &PlaybooksArgs) -> ExitCode {
+    match &args.export {
+        Some(dir) => match runbookd::playbook::builtin::export(dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+                println!(
+                    "use them with: runbookd serve --playbooks {}",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("runbookd playbooks --export: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            for (file, text) in runbookd::playbook::builtin::BUILTIN {
+                println!("# builtin:{file}");
+                print!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn health(args: &HealthArgs) -> ExitCode {
+    let mut address = args.listen.unwrap_or_else(|| Config::default().listen);
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let url = format!("http://{address}/healthz");
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        client.get(&url).send().await?.error_for_status()
+    });
+    match answer {
+        Ok(_) => {
+            println!("{url}: ok");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
@@ -194,9 +317,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let tokens = config.resolve_tokens(&source, env_var)?;
         let inventory = config.resolve_inventory(&source, &env_var)?;
         let notify = config.resolve_notify(&source, &env_var)?;
-        Ok((tokens, inventory, notify, config))
+        Ok((tokens, inventory, notify, config, source))
     });
-    let (tokens, inventory, notify, config) = match loaded {
+    let (tokens, inventory, notify, config, source) = match loaded {
         Ok(loaded) => loaded,
         Err(problems) => {
             report(&problems);
@@ -205,7 +328,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     telemetry::init_logging(&config.log);
-    let playbooks = runbookd::playbook::load_dir(&config.playbooks_dir);
+    let playbooks = load_playbooks(&config, &source);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -240,7 +363,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let engine = match (playbooks, Estate::connect(&inventory)) {
             (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some(EngineParts { playbooks, estate: Arc::new(estate) }),
             (Ok(_), Ok(_)) => {
-                tracing::warn!(dir = %config.playbooks_dir.display(), "no playbooks: incidents are recorded, nothing runs");
+                tracing::warn!(dir = ?config.playbooks_dir, "no playbooks: incidents are recorded, nothing runs");
                 None
             }
             (Err(problems), _) => {
@@ -252,6 +375,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 None
             }
         };
+        if engine.is_none() {
+            let missing = config.missing_estate();
+            if args.require_engine {
+                anyhow::bail!(
+                    "--require-engine: remediation cannot run ({}); add the missing sections (runbookd check --probe tests them) or start with --lab",
+                    if missing.is_empty() { "no valid playbooks".to_owned() } else { format!("the config has no {}", missing.join(", ")) }
+                );
+            }
+            tracing::warn!(?missing, "remediation is OFF: incidents are recorded, nothing runs (see /readyz; --require-engine refuses to start like this)");
+        }
         let app = Application::build_claimed(claim, &config, tokens, notify, clock, engine).await?;
         tracing::info!(address = %app.local_addr(), engine = app.has_engine(), owner = app.owner(), "listening on {}", app.local_addr());
         let served = app.run_until(shutdown_signal()).await;
@@ -295,7 +428,7 @@ fn demo(args: &DemoArgs) -> ExitCode {
     let mut out = std::io::stdout();
     match runtime.block_on(runbookd::demo::run(
         &args.scenario,
-        &args.playbooks,
+        args.playbooks.as_deref(),
         &mut out,
     )) {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@ use crate::engine::dispatch::Dispatcher;
 use crate::engine::estate::Estate;
 use crate::engine::intake::{IntakeService, Lifecycle};
 use crate::engine::worker::{Engine, PinnedPlaybooks, unique_owner};
+use crate::http::health::Remediation;
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
 use crate::notify::links::LinkSigner;
@@ -147,6 +148,10 @@ impl Application {
             wake,
             idle: Duration::from_millis(config.engine.idle_poll_ms),
         });
+        let remediation = Arc::new(match &dispatcher {
+            Some(_) => Remediation::on(),
+            None => Remediation::off(config.missing_estate()),
+        });
         let state = AppState {
             store: store.clone(),
             clock,
@@ -159,6 +164,7 @@ impl Application {
             )),
             dispatcher,
             limits: config.engine.limits(),
+            remediation,
             tool_wait: (config.request_timeout() * 2 / 3).min(Duration::from_secs(20)),
             diagnosis_turn: Default::default(),
             links,

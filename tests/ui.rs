@@ -866,3 +866,16 @@ async fn a_long_timeline_shows_its_latest_events_and_says_so() {
     assert!(page.contains("{&quot;n&quot;:1200}"), "the newest is shown");
     assert!(!page.contains("incident.opened"), "the oldest is left out");
 }
+
+#[tokio::test]
+async fn the_home_page_says_remediation_is_off_and_what_is_missing() {
+    // The test app has no estate and no engine, as `serve` without [ssh]/[pbs]/[pve].
+    let app = TestApp::spawn().await;
+    let visitor = Visitor::signed_in(&app, ADMIN_TOKEN).await;
+    let page = visitor.page("/").await;
+    assert!(page.contains("Remediation is off."), "{page}");
+    assert!(
+        page.contains("missing [ssh], [[hosts]], [pbs], [pve]"),
+        "{page}"
+    );
+}

@@ -152,6 +152,21 @@ pub struct PveTarget {
 }
 
 impl Config {
+    /// The estate sections playbooks need that this config does not have: without them no
+    /// run can happen.
+    pub fn missing_estate(&self) -> Vec<String> {
+        [
+            ("[ssh]", self.ssh.is_none()),
+            ("[[hosts]]", self.hosts.is_empty()),
+            ("[pbs]", self.pbs.is_none()),
+            ("[pve]", self.pve.is_none()),
+        ]
+        .into_iter()
+        .filter(|(_, missing)| *missing)
+        .map(|(section, _)| section.to_owned())
+        .collect()
+    }
+
     /// Validates the inventory and reads its secrets, reporting every problem with its
     /// location.
     pub fn resolve_inventory(

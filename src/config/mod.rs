@@ -18,6 +18,7 @@ use crate::auth::{Role, Token, TokenTable};
 
 pub mod inventory;
 pub mod notify;
+pub mod playbook_settings;
 
 pub use inventory::{HostConfig, Inventory, PbsConfig, PveConfig, SshConfig};
 pub use notify::{Notify, NotifyConfig};
@@ -48,9 +49,11 @@ pub struct Config {
     pub engine: EngineConfig,
     #[serde(default)]
     pub incidents: IncidentsConfig,
-    /// Where the playbooks are (`*.yaml`).
-    #[serde(default = "default_playbooks_dir")]
-    pub playbooks_dir: PathBuf,
+    /// Where the playbooks are (`*.yaml`); without it, the built-in playbooks.
+    pub playbooks_dir: Option<PathBuf>,
+    /// The estate's values for playbooks' `settings`; see [`playbook_settings`].
+    #[serde(default)]
+    pub playbook_settings: playbook_settings::PlaybookSettings,
     #[serde(default)]
     pub tokens: Vec<Spanned<TokenConfig>>,
     /// How to reach the estate's hosts; see [`inventory`].
@@ -182,10 +185,6 @@ pub struct Overrides {
     pub playbooks_dir: Option<PathBuf>,
 }
 
-fn default_playbooks_dir() -> PathBuf {
-    PathBuf::from("playbooks")
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -228,7 +227,8 @@ impl Default for Config {
             log: LogConfig::default(),
             engine: EngineConfig::default(),
             incidents: IncidentsConfig::default(),
-            playbooks_dir: default_playbooks_dir(),
+            playbooks_dir: None,
+            playbook_settings: Default::default(),
             tokens: Vec::new(),
             ssh: None,
             hosts: Vec::new(),
@@ -337,7 +337,7 @@ impl Config {
             config.log.format = format;
         }
         if let Some(dir) = &overrides.playbooks_dir {
-            config.playbooks_dir = dir.clone();
+            config.playbooks_dir = Some(dir.clone());
         }
         let problems = config.check_values(&source);
         if problems.is_empty() {

@@ -19,7 +19,7 @@ mod approvals;
 mod auth;
 mod error;
 mod extract;
-mod health;
+pub mod health;
 mod incidents;
 mod intake;
 mod links;
@@ -68,6 +68,8 @@ pub struct AppState {
     pub intake: Arc<crate::engine::intake::IntakeService>,
     /// The safety limits the engine enforces, for the safety overview.
     pub limits: Limits,
+    /// Whether runs can happen, and if not, why: shown by `/readyz` and the web page.
+    pub remediation: Arc<health::Remediation>,
     /// How long a tool call may wait for a diagnosis or for its run to reach a decision;
     /// shorter than the request timeout, so the caller gets an answer, not a 503.
     pub tool_wait: Duration,

@@ -165,6 +165,16 @@ pub fn pbs_router(world: SharedWorld, token: ApiToken) -> Router {
         )
         .route("/api2/json/status/datastore-usage", get(pbs_usage))
         .route("/api2/json/nodes/{node}/tasks", get(pbs_tasks))
+        // The token's own privileges, as a correctly set-up runbookd token has them.
+        .route(
+            "/api2/json/access/permissions",
+            get(|| async {
+                data(json!({
+                    format!("/datastore/{DATASTORE}"): {"Datastore.Audit": 1, "Datastore.Modify": 1, "Datastore.Backup": 1},
+                    "/system": {"Sys.Audit": 1},
+                }))
+            }),
+        )
         .fallback(|method: Method| async move {
             pbs_error(
                 StatusCode::NOT_IMPLEMENTED,
@@ -362,6 +372,17 @@ pub fn pve_router(world: SharedWorld, host: &str, token: ApiToken) -> Router {
             get(pve_storage).put(pve_set_storage),
         )
         .route("/api2/json/cluster/backup", get(pve_backup_jobs))
+        // The token's own privileges, as a correctly set-up runbookd token has them.
+        .route(
+            "/api2/json/access/permissions",
+            get(|| async {
+                data(json!({
+                    "/": {"Sys.Audit": 1, "Sys.Modify": 1},
+                    "/vms": {"VM.Audit": 1, "VM.Backup": 1},
+                    format!("/storage/{PVE_STORAGE_ID}"): {"Datastore.Allocate": 1, "Datastore.AllocateSpace": 1, "Datastore.Audit": 1},
+                }))
+            }),
+        )
         .route(
             "/api2/json/cluster/backup/{id}",
             axum::routing::put(pve_set_backup_job),

@@ -11,6 +11,7 @@
 //! A file that validates is compiled ([`compiled`]) once, when it loads: the engine never parses
 //! a duration, a template or an action again.
 
+pub mod builtin;
 pub mod compiled;
 pub mod matcher;
 pub mod model;

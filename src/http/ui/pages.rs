@@ -122,6 +122,13 @@ pub async fn home(state: &AppState, viewer: &Viewer) -> Result<Markup, PageError
         "Incidents",
         Some(viewer),
         html! {
+            @if !state.remediation.enabled {
+                section.switch.paused.remediation-off role="status" {
+                    div {
+                        strong { "Remediation is off." } " " (state.remediation.detail)
+                    }
+                }
+            }
             section.switch.(if paused { "paused" } else { "active" }) {
                 div {
                     @if paused {
