@@ -29,6 +29,9 @@ use crate::store::Store;
 use crate::store::lock::DatabaseLock;
 use crate::telemetry;
 
+/// How often incidents of senders that never resolve are checked for their resolve timeout.
+const INCIDENT_TIMEOUTS_EVERY: Duration = Duration::from_secs(60);
+
 /// After shutdown is asked for, in-flight requests get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -44,6 +47,9 @@ pub struct Application {
     store: Store,
     notifier: Option<Notifier>,
     engine: Option<Engine>,
+    /// Times out the incidents of senders that never resolve, in the background.
+    intake: Arc<IntakeService>,
+    clock: Arc<dyn Clock>,
     /// This process's name in leases, the audit trail and the database lock.
     owner: String,
     /// Held until the application is dropped, after the database is closed.
@@ -152,16 +158,17 @@ impl Application {
             Some(_) => Remediation::on(),
             None => Remediation::off(config.missing_estate()),
         });
+        let intake = Arc::new(IntakeService::new(
+            store.clone(),
+            dispatcher.clone(),
+            Lifecycle::from(&config.incidents),
+        ));
         let state = AppState {
             store: store.clone(),
-            clock,
+            clock: clock.clone(),
             metrics: telemetry::metrics_handle(),
             max_body_bytes: config.http.max_body_bytes,
-            intake: Arc::new(IntakeService::new(
-                store.clone(),
-                dispatcher.clone(),
-                Lifecycle::from(&config.incidents),
-            )),
+            intake: intake.clone(),
             dispatcher,
             limits: config.engine.limits(),
             remediation,
@@ -185,6 +192,8 @@ impl Application {
             store,
             notifier,
             engine,
+            intake,
+            clock,
             owner,
             _lock: lock,
         })
@@ -230,6 +239,14 @@ impl Application {
                 let _ = worker_stopped.changed().await;
             }))
         });
+        let (timeouts_stop, mut timeouts_stopped) = tokio::sync::watch::channel(false);
+        let timeouts = tokio::spawn(self.intake.clone().time_out_until(
+            self.clock.clone(),
+            INCIDENT_TIMEOUTS_EVERY,
+            async move {
+                let _ = timeouts_stopped.changed().await;
+            },
+        ));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -255,6 +272,8 @@ impl Application {
         if let Some(notifier) = notifier {
             let _ = notifier.await;
         }
+        let _ = timeouts_stop.send(true);
+        let _ = timeouts.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -39,6 +39,20 @@ async fn post(client: &reqwest::Client, url: String, body: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// `runbookd ARGS` as the admin against `base`: its standard output.
+async fn cli(base: &str, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(args)
+        .env("RUNBOOKD_URL", base)
+        .env("RUNBOOKD_TOKEN", ADMIN)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "runbookd {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// The real binary on the twin: the forwarder's reference payload starts the PBS playbook and
 /// its run resolves, with the forwarder's failure text in the evidence; an alert no playbook
 /// matches is shown as unmatched in the answer, the API, the audit trail, the CLI and the page.
@@ -117,29 +131,13 @@ async fn the_forwarders_alert_is_fixed_and_an_unmatched_alert_is_visible_everywh
         .collect();
     assert!(actions.contains(&"incident.unmatched"), "{actions:?}");
 
-    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["incidents"])
-        .env("RUNBOOKD_URL", &base)
-        .env("RUNBOOKD_TOKEN", ADMIN)
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .unwrap();
-    let table = String::from_utf8(cli.stdout).unwrap();
+    let table = cli(&base, &["incidents"]).await;
     let row = table
         .lines()
         .find(|line| line.contains("DiskFull"))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains("unmatched"), "{table}");
-    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["incidents", "show", &unmatched_id.to_string()])
-        .env("RUNBOOKD_URL", &base)
-        .env("RUNBOOKD_TOKEN", ADMIN)
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .unwrap();
-    let shown = String::from_utf8(cli.stdout).unwrap();
+    let shown = cli(&base, &["incidents", "show", &unmatched_id.to_string()]).await;
     assert!(shown.contains(&format!("unmatched: {reason}")), "{shown}");
 
     let browser = reqwest::Client::builder()
@@ -454,4 +452,25 @@ async fn one_bad_alert_does_not_lose_its_group() {
     .await
     .unwrap();
     assert_eq!(stored, "line one\nline two\twith a tab");
+}
+
+/// The sweep never sends `resolved`: an incident it stops repeating for its source's resolve
+/// timeout is resolved as timed out, and the same finding later is a recurrence.
+#[tokio::test]
+async fn a_sender_that_never_resolves_has_its_silent_incidents_timed_out() {
+    let s = setup("healthy").await;
+    let opened = s.deliver(&sweep_finding(), Some("sweep")).await;
+    let incident_id = opened[0].incident_id.unwrap();
+    s.settle().await;
+    assert_eq!(s.intake.time_out_silent(s.now()).await.unwrap(), 0);
+
+    s.twin.clock.advance(chrono::Duration::hours(7));
+    assert_eq!(s.intake.time_out_silent(s.now()).await.unwrap(), 1);
+    let incident = s.engine.store.incident(incident_id).await.unwrap().unwrap();
+    assert_eq!(incident.status, IncidentStatus::Resolved);
+    assert_eq!(incident.resolved_by, Some(ResolvedBy::Timeout));
+
+    let again = s.deliver(&sweep_finding(), Some("sweep")).await;
+    assert_eq!(again[0].action, IntakeAction::Recurred);
+    assert_eq!(again[0].recurrence_of, Some(incident_id));
 }

@@ -142,7 +142,15 @@ async fn without_an_estate_remediation_is_off_and_require_engine_refuses_to_star
     );
 
     let refused = Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--require-engine"])
+        // Its own database: the first service holds this directory's.
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "data/refused.db",
+            "--require-engine",
+        ])
         .current_dir(dir.path())
         .env_remove("RUNBOOKD_CONFIG")
         .output()

@@ -30,6 +30,7 @@ use sqlx::SqliteConnection;
 use super::dispatch::Dispatcher;
 use super::worker::Progress;
 use crate::auth::Principal;
+use crate::clock::Clock;
 use crate::config::IncidentsConfig;
 use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION};
 use crate::store::audit::{self, AuditAction, NewAuditEvent};
@@ -370,6 +371,30 @@ impl IntakeService {
         }
         tx.commit().await?;
         Ok(count)
+    }
+}
+
+impl IntakeService {
+    /// Runs [`Self::time_out_silent`] every `every` until `shutdown`: the application owns this
+    /// beside the worker.
+    pub async fn time_out_until(
+        self: Arc<Self>,
+        clock: Arc<dyn Clock>,
+        every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = tick.tick() => {
+                    if let Err(error) = self.time_out_silent(clock.now()).await {
+                        tracing::warn!(%error, "cannot time out silent incidents");
+                    }
+                }
+            }
+        }
     }
 }
 
