@@ -23,7 +23,8 @@
 //! - [`exec`]: how runbookd reaches hosts: command templates and the one quoting function, the
 //!   SSH executor, the PBS and PVE API clients.
 //! - [`playbook`]: the playbook YAML model and its validation (`runbookd check`).
-//! - [`engine`]: runs: dispatch from intake, the worker, diagnosis, steps.
+//! - [`engine`]: intake (a delivery → its incidents → their runs, in one transaction, with the
+//!   incident lifecycle), routing alerts to playbooks, the worker, diagnosis, steps.
 //! - [`cli`]: `runbookd incidents|runs|approvals|approve|reject|pause|resume`, clients of a
 //!   running service's REST API: tables and timelines for people, `--json` for scripts.
 //! - [`notify`]: notifications to webhook, ntfy and Slack sinks, from the audit trail, with
