@@ -372,6 +372,12 @@ impl Config {
             if let Err(message) = crate::intake::Source::parse(source) {
                 problem("incidents.resolve_after_secs", message);
             }
+            if *secs > 366 * 86_400 {
+                problem(
+                    "incidents.resolve_after_secs",
+                    format!("{source} = {secs} is more than a year (31622400)"),
+                );
+            }
             if *secs == 0 {
                 problem(
                     "incidents.resolve_after_secs",

@@ -86,8 +86,12 @@ pub struct IntakeService {
     lifecycle: Lifecycle,
 }
 
+/// `span` before `now`, or the beginning of time for a span longer than the calendar.
 fn since(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
-    now - chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| now.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 impl IntakeService {
@@ -307,9 +311,9 @@ impl IntakeService {
         }
         match latest.resolved_by {
             Some(ResolvedBy::Run)
-                if latest.resolved_at.is_some_and(|at| {
-                    now < at + chrono::Duration::from_std(self.lifecycle.settle).unwrap_or_default()
-                }) =>
+                if latest
+                    .resolved_at
+                    .is_some_and(|at| since(now, self.lifecycle.settle) < at) =>
             {
                 Weighed::Repeat(latest.id, IntakeAction::Settling)
             }
