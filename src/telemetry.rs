@@ -37,7 +37,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed in this process");
             metrics::describe_counter!(
                 "runbookd_alerts_total",
-                "Alerts received, by source and outcome (opened, deduplicated, resolved, resolve_unmatched, rejected, failed)"
+                "Alerts received, by source and outcome (opened, recurred, deduplicated, settling, late_firing, resolved, resolve_unmatched, refused; rejected and failed for whole deliveries)"
             );
             metrics::describe_counter!(
                 "runbookd_link_requests_limited_total",
