@@ -36,6 +36,8 @@ pub struct IngestedAlert {
     /// The run that covers the incident: started, joined or cancelled by this alert; `null`
     /// when no playbook matches (see `reason`), no engine runs, or the alert was refused.
     run_id: Option<i64>,
+    /// The alert folded into an existing incident (`action` `deduplicated`, `settling` or
+    /// `late_firing`) instead of opening one.
     deduplicated: bool,
     action: IntakeAction,
     /// `null` for a refused alert whose name could not be read.
@@ -163,7 +165,13 @@ async fn accept(
                     IngestedAlert {
                         incident_id: outcome.incident_id,
                         run_id: outcome.run_id,
-                        deduplicated: outcome.action == IntakeAction::Deduplicated,
+                        // Folded into an existing incident, open or just fixed.
+                        deduplicated: matches!(
+                            outcome.action,
+                            IntakeAction::Deduplicated
+                                | IntakeAction::Settling
+                                | IntakeAction::LateFiring
+                        ),
                         action: outcome.action,
                         alert_name,
                         fingerprint,
