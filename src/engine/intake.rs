@@ -145,13 +145,12 @@ impl IntakeService {
                     }
                 }
                 Ok(alert) => {
-                    let (outcome, new_run) = match alert.status {
-                        AlertStatus::Firing => {
-                            self.firing(&mut tx, alert, &actor.name, now).await?
-                        }
-                        AlertStatus::Resolved => (self.resolved(&mut tx, alert, now).await?, false),
+                    // The alert and its incident first, then what it means for runs, so the
+                    // trail reads in that order.
+                    let mut outcome = match alert.status {
+                        AlertStatus::Firing => self.incident_for(&mut tx, alert, now).await?,
+                        AlertStatus::Resolved => self.resolved(&mut tx, alert, now).await?,
                     };
-                    started |= new_run;
                     let alert_id =
                         rows::insert_alert(&mut tx, alert, delivery_id, outcome.incident_id, now)
                             .await?;
@@ -162,7 +161,7 @@ impl IntakeService {
                             actor: &actor.name,
                             action: audit_action(outcome.action),
                             incident_id: outcome.incident_id,
-                            run_id: outcome.run_id,
+                            run_id: None,
                             detail: json!({
                                 "delivery_id": delivery_id, "alert_id": alert_id,
                                 "source": alert.source, "alert_name": alert.name,
@@ -172,6 +171,19 @@ impl IntakeService {
                         },
                     )
                     .await?;
+                    match alert.status {
+                        AlertStatus::Firing => {
+                            started |= self
+                                .route(&mut tx, alert, &mut outcome, &actor.name, now)
+                                .await?;
+                        }
+                        AlertStatus::Resolved => {
+                            if let Some(incident_id) = outcome.incident_id {
+                                cancel_runs_left_without_open_incidents(&mut tx, incident_id, now)
+                                    .await?;
+                            }
+                        }
+                    }
                     outcome
                 }
             };
@@ -184,15 +196,14 @@ impl IntakeService {
         Ok(outcomes)
     }
 
-    /// A firing alert: which incident it belongs to, and its run. Returns whether a run was
-    /// created.
-    async fn firing(
+    /// A firing alert: which incident it belongs to (see the module docs), and the run that
+    /// already covers it.
+    async fn incident_for(
         &self,
         tx: &mut SqliteConnection,
         alert: &Alert,
-        actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<(AlertOutcome, bool), StoreError> {
+    ) -> Result<AlertOutcome, StoreError> {
         if let Some(after) = self.lifecycle.resolve_after.get(alert.source.as_str())
             && let Some(id) = rows::time_out_incident(tx, alert, since(now, *after), now).await?
         {
@@ -214,13 +225,29 @@ impl IntakeService {
                 (id, action, recurrence_of)
             }
         };
-        let linked = runs::latest_linked_run(tx, incident_id).await?;
-        let mut outcome = AlertOutcome {
+        Ok(AlertOutcome {
             incident_id: Some(incident_id),
-            run_id: linked,
+            run_id: runs::latest_linked_run(tx, incident_id).await?,
             action,
             recurrence_of,
             reason: None,
+        })
+    }
+
+    /// A firing alert's incident to its playbook's run: started, or joined when the target's
+    /// run is already active; or why no playbook takes it. Returns whether a run was created.
+    async fn route(
+        &self,
+        tx: &mut SqliteConnection,
+        alert: &Alert,
+        outcome: &mut AlertOutcome,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (Some(incident_id), action, linked) =
+            (outcome.incident_id, outcome.action, outcome.run_id)
+        else {
+            return Ok(false);
         };
         let wants_run = match action {
             IntakeAction::Opened | IntakeAction::Recurred => true,
@@ -230,7 +257,7 @@ impl IntakeService {
             _ => false,
         };
         let Some(dispatcher) = self.dispatcher.as_ref().filter(|_| wants_run) else {
-            return Ok((outcome, false));
+            return Ok(false);
         };
         match dispatcher.route(alert) {
             Ok((playbook, version)) => {
@@ -256,7 +283,7 @@ impl IntakeService {
                 match runs::insert_run(tx, &run, now).await? {
                     Created::New(id) => {
                         outcome.run_id = Some(id);
-                        return Ok((outcome, true));
+                        return Ok(true);
                     }
                     Created::AlreadyActive(id) => {
                         if runs::link_incident(tx, id, incident_id, now).await? {
@@ -296,7 +323,7 @@ impl IntakeService {
                 outcome.reason = Some(reason);
             }
         }
-        Ok((outcome, false))
+        Ok(false)
     }
 
     /// What a firing alert means against the latest incident of its key.
@@ -328,8 +355,7 @@ impl IntakeService {
         }
     }
 
-    /// A resolved alert: its open incident is resolved by the source, and a run left covering
-    /// no open incident is cancelled unless it is verifying a fix.
+    /// A resolved alert: its open incident, if any, is resolved by the source.
     async fn resolved(
         &self,
         tx: &mut SqliteConnection,
@@ -345,14 +371,6 @@ impl IntakeService {
                 reason: None,
             });
         };
-        for run in runs::runs_left_without_open_incidents(tx, incident_id).await? {
-            let progress: Progress =
-                serde_json::from_value(run.facts.0.clone()).unwrap_or_default();
-            if !progress.verifying(run.step.as_deref()) {
-                runs::cancel_in(tx, run.id, "engine", "the alert's source resolved it", now)
-                    .await?;
-            }
-        }
         Ok(AlertOutcome {
             incident_id: Some(incident_id),
             run_id: runs::latest_linked_run(tx, incident_id).await?,
@@ -400,6 +418,22 @@ impl IntakeService {
             }
         }
     }
+}
+
+/// Cancels each run that a resolve of `incident_id` left covering no open incident, unless it
+/// is verifying a fix (let it finish).
+async fn cancel_runs_left_without_open_incidents(
+    tx: &mut SqliteConnection,
+    incident_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for run in runs::runs_left_without_open_incidents(tx, incident_id).await? {
+        let progress = Progress::decode(&run.facts.0).unwrap_or_default();
+        if !progress.verifying(run.step.as_deref()) {
+            runs::cancel_in(tx, run.id, "engine", "the alert's source resolved it", now).await?;
+        }
+    }
+    Ok(())
 }
 
 enum Weighed {
