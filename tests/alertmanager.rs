@@ -5,7 +5,7 @@
 //! `scripts/test.sh` installs the `prometheus-alertmanager` package; set
 //! `RUNBOOKD_TEST_ALERTMANAGER` to use another binary.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::Stdio;

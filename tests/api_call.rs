@@ -2,7 +2,7 @@
 //! against the real binary on the cert-mismatch twin; bad arguments get `status: "error"`
 //! with a message that says what to change, and change nothing.
 
-mod common;
+use crate::common;
 
 use common::process::ServiceProcess;
 use serde_json::{Value, json};

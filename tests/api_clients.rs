@@ -1,6 +1,6 @@
 //! The PBS and PVE clients' trust and error handling, against the twin's HTTPS APIs.
 
-mod common;
+use crate::common;
 
 use common::twin::{Twin, name};
 use runbookd::exec::command::CertFingerprint;

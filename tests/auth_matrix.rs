@@ -1,7 +1,7 @@
 //! Acceptance 4: every route × {no token, wrong token, each role}, plus the anonymous-ingest
 //! opt-in.
 
-mod common;
+use crate::common;
 
 use common::{INGEST_TOKEN, TestApp, reference, token_for};
 use runbookd::auth::Role;

@@ -1,7 +1,7 @@
 //! Acceptance 3: bad input gets the right 4xx and a message a person can act on, and leaves no
 //! row behind: not in deliveries, alerts, incidents or the audit trail.
 
-mod common;
+use crate::common;
 
 use common::{INGEST_TOKEN, TestApp, reference};
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@
 //! Chromium and chromedriver come from `scripts/install-test-deps.sh`; without them this test
 //! fails and says so. The browser is kept on loopback: every other host goes to a dead proxy.
 
-mod common;
+use crate::common;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};

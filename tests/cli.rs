@@ -4,7 +4,7 @@
 //! so it must carry no colour, and no token may appear in any of it. Waiting polls the REST API;
 //! the CLI runs once what it should show is there.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! locally (debootstrap, cached under target/), and the Dockerfile's build stage is replaced by
 //! a directory holding this build's binary, stripped, as the build stage would leave it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

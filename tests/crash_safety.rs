@@ -3,7 +3,7 @@
 //! inside the long canary backup. After each restart the run resumes; it ends resolved; the
 //! twin saw no non-idempotent request twice; the audit trail has no gaps.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! Acceptance 2: concurrent identical alerts make exactly one incident whose counter equals the
 //! number of posts; resolve closes it; a later firing opens a new one.
 
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use common::{INGEST_TOKEN, TestApp, reference};

@@ -5,7 +5,7 @@
 //! processes (the twin, runbookd, Debian's Alertmanager with the compose file's own
 //! alertmanager.yml), takes an alert fired into Alertmanager to a resolved run.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

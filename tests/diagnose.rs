@@ -1,7 +1,7 @@
 //! Diagnosis of PBSBackupStale against the twin: each scenario gives the expected cause with
 //! its evidence, and diagnosing changes nothing (the twin's log holds only reads).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

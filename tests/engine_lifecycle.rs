@@ -3,7 +3,7 @@
 //! the playbook the run pinned, whatever happens to the file and across a restart. In process,
 //! against the twin, with a real SQLite file.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

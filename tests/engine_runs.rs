@@ -2,7 +2,7 @@
 //! for approval, with exactly the mutating requests its cause calls for; approvals continue a
 //! parked run; pause stops at the next boundary and resume continues.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! window it never acts and the run escalates after `max_wait`; an approval whose window (set
 //! in the playbook) passes with nobody deciding ends the run rejected and escalated.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

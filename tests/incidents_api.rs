@@ -1,6 +1,6 @@
 //! `GET /api/v1/incidents`: filters and cursor pagination.
 
-mod common;
+use crate::common;
 
 use common::{INGEST_TOKEN, TestApp};
 use serde_json::{Value, json};

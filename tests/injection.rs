@@ -2,7 +2,7 @@
 //! Each value is refused before anything runs, or quoted so a POSIX shell reads it as one inert
 //! word; the twin's log proves nothing else ran.
 
-mod common;
+use crate::common;
 
 use common::twin::Twin;
 use runbookd::exec::command::{AbsPath, CertFingerprint, Name, Value, Vmid, quote};

@@ -1,7 +1,7 @@
 //! Acceptance 1: each reference payload is accepted and normalized: name, severity, labels,
 //! fingerprint and status, as stored and as the API shows them.
 
-mod common;
+use crate::common;
 
 use common::{INGEST_TOKEN, TestApp, reference};
 use serde_json::{Value, json};

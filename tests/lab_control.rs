@@ -1,7 +1,7 @@
 //! The twin's control API (switch scenario, move the clock, inject latency, read what it
 //! received), and `runbookd serve --lab` starting the twin in-process.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Acceptance 2 of the twin: remediations change the world. Each test shows the state before,
 //! the action, the state after, and the twin's command log.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

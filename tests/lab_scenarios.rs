@@ -1,7 +1,7 @@
 //! Acceptance 1 of the twin: for every scenario, runbookd's executors (SSH, PBS API, PVE API)
 //! connect to the twin and read the outputs the playbook relies on, in the reference texts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

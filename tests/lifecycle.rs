@@ -4,7 +4,7 @@
 //! nothing, a recurrence after the settle window runs again; an HA peer's late firing does not
 //! reopen a resolved incident; one bad alert does not lose its delivery.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! initializes, lists the tools, diagnoses (the fingerprint mismatch), starts a remediation and
 //! gets the pending approval, and is refused when it tries to approve with the agent's token.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,7 +1,7 @@
-//! Health endpoints, and `/metrics` counting alerts by source and outcome. Alone in its test
-//! binary because the metrics recorder is process-wide.
+//! Health endpoints, and `/metrics` counting alerts by source and outcome. The metrics recorder
+//! is process-wide: cargo-nextest gives each test its own process, so counts start at zero.
 
-mod common;
+use crate::common;
 
 use common::{INGEST_TOKEN, TestApp, reference};
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! audited; retries are audited per attempt; a dead sink holds nothing up; no secret reaches the
 //! audit trail or the log.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

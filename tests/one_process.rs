@@ -2,7 +2,7 @@
 //! resumes it at once (not after the lease, set here to ten minutes), and a second process on
 //! the same database file refuses to start while the first keeps serving.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -1,6 +1,6 @@
 //! `GET /openapi.json` describes every REST route, with schemas and auth.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

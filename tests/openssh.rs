@@ -2,7 +2,7 @@
 //! 127.0.0.1, started here with its own config, keys and a free port (`scripts/test.sh`
 //! installs `openssh-server`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

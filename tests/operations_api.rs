@@ -1,6 +1,6 @@
 //! The kill switch over HTTP, and the playbook listing.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN_TOKEN, TestApp};
 use serde_json::Value;

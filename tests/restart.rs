@@ -2,7 +2,7 @@
 //! the same file; incidents and their audit events are still there, and the audit table
 //! refuses UPDATE and DELETE.
 
-mod common;
+use crate::common;
 
 use common::process::ServiceProcess;
 use common::reference;

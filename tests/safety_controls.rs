@@ -4,7 +4,7 @@
 //! audited reason; dry-run and live runs stay apart, and a dry run names what it would have run
 //! and never claims a fix.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

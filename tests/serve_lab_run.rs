@@ -3,7 +3,7 @@
 //! resolved; a repeat of the alert attaches to the run; a resolve during a finished run changes
 //! nothing.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the config's `[playbook_settings]` change what the run does, and a missing estate is loud:
 //! `/readyz` says remediation is off and why, and `--require-engine` refuses to start.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

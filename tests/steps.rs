@@ -1,7 +1,7 @@
 //! Steps against the twin, with every rule around them: approval by automation level and
 //! policy, dry-run, the cooldown, `only_if`, and the step attempt written around the effect.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! A request that does not finish within `http.request_timeout_secs` gets a JSON 503 (which
 //! Alertmanager retries) and stores nothing: a stalled client cannot hold a worker forever.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

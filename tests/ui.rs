@@ -1,7 +1,7 @@
 //! The web page without a browser: login and its cookie, CSRF on every form, roles, escaping,
 //! the security headers, and decisions that go through the engine's rules.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! Shared test harness: the app in-process on port 0 with its own SQLite file, the real binary
 //! as a child process, a settable clock, and waiting on observable conditions.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod engine;
 pub mod process;

@@ -171,6 +171,7 @@ where
 }
 
 /// The resident set size of process `pid`, in MiB (0 if it cannot be read).
+#[allow(dead_code)] // the benches include this file and read it; the suite does not
 pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status

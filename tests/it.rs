@@ -1,0 +1,53 @@
+//! The integration suite, linked as one binary: each file beside this one is a module, so the
+//! suite builds and links once instead of once per file. cargo-nextest still runs every test in
+//! its own process, so process-wide state (the metrics recorder, environment) stays per test.
+//! Run one file's tests with `cargo nextest run -E 'test(/^lifecycle::/)'`.
+
+mod common;
+
+mod alertmanager;
+mod api_call;
+mod api_clients;
+mod approvals;
+mod auth_matrix;
+mod bad_input;
+mod browser;
+mod cli;
+mod cli_check;
+mod container;
+mod crash_safety;
+mod dedupe;
+mod demo;
+mod deploy;
+mod diagnose;
+mod engine_lifecycle;
+mod engine_runs;
+mod fresh_install;
+mod guards;
+mod idempotency;
+mod incidents_api;
+mod injection;
+mod intake_formats;
+mod lab_control;
+mod lab_remediation;
+mod lab_scenarios;
+mod lab_walkthrough;
+mod lifecycle;
+mod mcp;
+mod metrics;
+mod notify;
+mod one_process;
+mod openapi;
+mod openssh;
+mod operations_api;
+mod playbook_check;
+mod preflight;
+mod restart;
+mod runs;
+mod safety;
+mod safety_controls;
+mod serve_lab_run;
+mod shipped_binary;
+mod steps;
+mod timeouts;
+mod ui;
