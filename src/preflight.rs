@@ -11,6 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use russh::keys::PublicKeyOrCertificate;
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::Value as Json;
 
@@ -180,8 +181,15 @@ struct KeyCatcher(Arc<Mutex<Option<PublicKey>>>);
 impl russh::client::Handler for KeyCatcher {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
-        *self.0.lock().expect("key lock") = Some(key.clone());
+    async fn check_server_key(
+        &mut self,
+        presented: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match presented {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
+        };
+        *self.0.lock().expect("key lock") = Some(key);
         Ok(false)
     }
 }

@@ -360,10 +360,10 @@ pub async fn run_step(
         let id = ctx.store.request_approval(ctx.lease, request, now).await?;
         return Ok(StepOutcome::NeedsApproval(id));
     }
-    if let Some(guard) = &step.guard {
-        if let Some(reason) = wait_for_guard(ctx, &scope, name, guard).await? {
-            return Ok(StepOutcome::GuardTimedOut(reason));
-        }
+    if let Some(guard) = &step.guard
+        && let Some(reason) = wait_for_guard(ctx, &scope, name, guard).await?
+    {
+        return Ok(StepOutcome::GuardTimedOut(reason));
     }
     let now = ctx.clock.now();
     if mutating {

@@ -1,4 +1,4 @@
-//! Running commands on hosts over SSH (async-ssh2-tokio).
+//! Running commands on hosts over SSH (russh's client).
 //!
 //! - One connection per host per [`SshSession`] (a run makes one session), reused by every
 //!   step; commands on one host run as concurrent channels of that connection.
@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_ssh2_tokio::{AuthMethod, Client, ServerCheckMethod};
+use russh::client::{Handle, Handler};
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::keys::PublicKeyOrCertificate;
 use tokio::sync::Mutex;
 
 use super::command::{Name, RemoteCommand};
@@ -170,35 +172,48 @@ impl SshSession {
         }
     }
 
-    fn auth_method(&self) -> Result<AuthMethod, SshError> {
-        match &self.settings.auth {
+    /// Proves who we are on a fresh connection.
+    async fn authenticate(
+        &self,
+        handle: &mut Handle<PinnedHostKey>,
+        host: &SshHost,
+    ) -> Result<(), SshError> {
+        let outcome = match &self.settings.auth {
             SshAuth::KeyFile(path) => {
-                if !path.exists() {
-                    return Err(SshError::Credentials(format!(
-                        "key file {} does not exist",
-                        path.display()
-                    )));
-                }
-                Ok(AuthMethod::with_key_file(path, None))
+                let key = russh::keys::load_secret_key(path, None).map_err(|e| {
+                    SshError::Credentials(format!("key file {}: {e}", path.display()))
+                })?;
+                let hash = handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(|e| connect_failed(host, e))?
+                    .flatten();
+                handle
+                    .authenticate_publickey(
+                        &host.user,
+                        PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                    )
+                    .await
             }
             SshAuth::PasswordFile(path) => {
                 let password = std::fs::read_to_string(path).map_err(|e| {
                     SshError::Credentials(format!("password file {}: {e}", path.display()))
                 })?;
-                Ok(AuthMethod::with_password(
-                    password.trim_end_matches(['\n', '\r']),
-                ))
+                handle
+                    .authenticate_password(&host.user, password.trim_end_matches(['\n', '\r']))
+                    .await
             }
+        };
+        match outcome {
+            Ok(result) if result.success() => Ok(()),
+            Ok(_) => Err(SshError::AuthRejected {
+                host: host.name.to_string(),
+            }),
+            Err(error) => Err(connect_failed(host, error)),
         }
     }
 
     async fn connect(&self, host: &SshHost) -> Result<Client, SshError> {
-        let check = match &self.settings.host_keys {
-            HostKeyCheck::KnownHosts(path) => {
-                ServerCheckMethod::with_known_hosts_file(&path.to_string_lossy())
-            }
-            HostKeyCheck::InsecureSkip => ServerCheckMethod::NoCheck,
-        };
         let config = russh::client::Config {
             inactivity_timeout: Some(Duration::from_secs(300)),
             keepalive_interval: Some(Duration::from_secs(15)),
@@ -206,26 +221,38 @@ impl SshSession {
             nodelay: true,
             ..Default::default()
         };
-        let (name, address) = (
-            host.name.to_string(),
-            format!("{}:{}", host.address, host.port),
-        );
-        let connecting = Client::connect_with_config(
-            (host.address.as_str(), host.port),
-            &host.user,
-            self.auth_method()?,
-            check,
-            config,
-        );
-        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Err(_) => Err(SshError::ConnectTimeout {
-                host: name,
-                address,
-                after: self.settings.connect_timeout,
-            }),
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(classify_connect_error(error, name, address)),
-        }
+        let pinned = PinnedHostKey {
+            address: host.address.clone(),
+            port: host.port,
+            check: self.settings.host_keys.clone(),
+        };
+        let connecting = async {
+            let mut handle = russh::client::connect(
+                Arc::new(config),
+                (host.address.as_str(), host.port),
+                pinned,
+            )
+            .await
+            .map_err(|error| match error {
+                russh::Error::UnknownKey | russh::Error::KeyChanged { .. } => {
+                    SshError::HostKeyRejected {
+                        host: host.name.to_string(),
+                    }
+                }
+                other => connect_failed(host, other),
+            })?;
+            self.authenticate(&mut handle, host).await?;
+            Ok(Arc::new(handle))
+        };
+        tokio::time::timeout(self.settings.connect_timeout, connecting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SshError::ConnectTimeout {
+                    host: host.name.to_string(),
+                    address: format!("{}:{}", host.address, host.port),
+                    after: self.settings.connect_timeout,
+                })
+            })
     }
 
     /// The host's connection, opening it if needed. Concurrent callers for one host share one
@@ -269,7 +296,7 @@ impl SshSession {
     ) -> Result<CommandOutput, ExecFailure> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limit;
-        let mut channel = tokio::time::timeout_at(deadline, client.get_channel())
+        let mut channel = tokio::time::timeout_at(deadline, client.channel_open_session())
             .await
             .map_err(|_| ExecFailure::NotStarted("opening a channel timed out".to_owned()))?
             .map_err(|e| ExecFailure::NotStarted(e.to_string()))?;
@@ -357,22 +384,42 @@ impl RemoteShell for SshSession {
     }
 }
 
-fn classify_connect_error(
-    error: async_ssh2_tokio::Error,
-    host: String,
+/// A connection that failed for a reason that may pass: the network, the host, the protocol.
+fn connect_failed(host: &SshHost, error: russh::Error) -> SshError {
+    SshError::Connect {
+        host: host.name.to_string(),
+        address: format!("{}:{}", host.address, host.port),
+        detail: error.to_string(),
+    }
+}
+
+/// One connection to a host, shared by the commands of a session.
+type Client = Arc<Handle<PinnedHostKey>>;
+
+/// Accepts the server only if its key is the one pinned for it in known_hosts (or, asked for
+/// explicitly, any key).
+struct PinnedHostKey {
     address: String,
-) -> SshError {
-    use async_ssh2_tokio::Error as E;
-    match error {
-        E::ServerCheckFailed
-        | E::SshError(russh::Error::UnknownKey)
-        | E::SshError(russh::Error::KeyChanged { .. }) => SshError::HostKeyRejected { host },
-        E::KeyAuthFailed | E::PasswordWrong => SshError::AuthRejected { host },
-        E::KeyInvalid(e) => SshError::Credentials(e.to_string()),
-        other => SshError::Connect {
-            host,
-            address,
-            detail: other.to_string(),
-        },
+    port: u16,
+    check: HostKeyCheck,
+}
+
+impl Handler for PinnedHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        presented: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match (&self.check, presented) {
+            (HostKeyCheck::InsecureSkip, _) => true,
+            // Unknown, changed, or an unreadable file: all refuse.
+            (HostKeyCheck::KnownHosts(path), PublicKeyOrCertificate::PublicKey { key, .. }) => {
+                russh::keys::check_known_hosts_path(&self.address, self.port, key, path)
+                    .unwrap_or(false)
+            }
+            // Hosts are pinned by key; a certificate authority is not a pin.
+            (HostKeyCheck::KnownHosts(_), PublicKeyOrCertificate::Certificate(_)) => false,
+        })
     }
 }

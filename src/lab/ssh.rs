@@ -1,4 +1,4 @@
-//! One SSH server per simulated host (russh, the version async-ssh2-tokio uses). Each command is
+//! One SSH server per simulated host (russh, the version the client uses). Each command is
 //! logged, read by [`super::shell`], and answered after the host's injected latency.
 //! Unreachable hosts accept TCP and never speak; `flaky-ssh` drops every Nth connection.
 
@@ -83,7 +83,7 @@ pub fn serve(
                     || (host == PBS_HOST && !world.pbs_vm_running());
                 let drop_it = world
                     .drop_every_nth_ssh
-                    .is_some_and(|n| n > 0 && world.ssh_connections % n == 0);
+                    .is_some_and(|n| n > 0 && world.ssh_connections.is_multiple_of(n));
                 (silent, drop_it)
             };
             if silent {

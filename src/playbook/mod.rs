@@ -224,10 +224,10 @@ impl<'a> Validator<'a> {
                     self.problem(text, error);
                 }
             }
-            if trigger.matchers.is_empty() {
-                if let Err(error) = trigger.route() {
-                    self.problem("triggers:", error);
-                }
+            if trigger.matchers.is_empty()
+                && let Err(error) = trigger.route()
+            {
+                self.problem("triggers:", error);
             }
         }
         for (name, parameter) in &playbook.parameters {
@@ -403,18 +403,23 @@ impl<'a> Validator<'a> {
                         format!("fact '{fact}' needs exactly one of ok, exit_ok, regex, json"),
                     );
                 }
-                if let Some(pattern) = &extract.regex {
-                    if let Err(e) = regex::Regex::new(pattern) {
-                        self.problem(
-                            &format!("{fact}:"),
-                            format!("fact '{fact}': the regex does not compile: {e}"),
-                        );
-                    }
+                if let Some(pattern) = &extract.regex
+                    && let Err(e) = regex::Regex::new(pattern)
+                {
+                    self.problem(
+                        &format!("{fact}:"),
+                        format!("fact '{fact}': the regex does not compile: {e}"),
+                    );
                 }
-                if let Some(pointer) = &extract.json {
-                    if !pointer.starts_with('/') {
-                        self.problem(&format!("{fact}:"), format!("fact '{fact}': json '{pointer}' must be a JSON pointer starting with /"));
-                    }
+                if let Some(pointer) = &extract.json
+                    && !pointer.starts_with('/')
+                {
+                    self.problem(
+                        &format!("{fact}:"),
+                        format!(
+                            "fact '{fact}': json '{pointer}' must be a JSON pointer starting with /"
+                        ),
+                    );
                 }
                 if self.facts.insert(fact.clone(), extract.kind).is_some() {
                     self.problem(
@@ -489,13 +494,13 @@ impl<'a> Validator<'a> {
         if let Some(wait) = &step.wait {
             self.duration(&at, wait, &format!("{what} wait"));
         }
-        if let Some(recheck) = &step.recheck {
-            if !self.probes.contains(recheck) {
-                self.problem(
-                    &at,
-                    format!("{what} rechecks '{recheck}', which is not a probe"),
-                );
-            }
+        if let Some(recheck) = &step.recheck
+            && !self.probes.contains(recheck)
+        {
+            self.problem(
+                &at,
+                format!("{what} rechecks '{recheck}', which is not a probe"),
+            );
         }
         if !step.idempotent
             && step.recheck.is_none()

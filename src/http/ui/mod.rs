@@ -234,10 +234,10 @@ fn same_origin(sites: &Sites, headers: &HeaderMap, uri: &Uri) -> Result<(), Page
             "Form posts from other sites are refused.",
         )
     };
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return Err(refused());
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return Err(refused());
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
