@@ -37,7 +37,7 @@ const HTTP_SECONDS: [f64; 14] = [
 const STEP_SECONDS: [f64; 13] = [
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
-/// Alerts per intake commit: powers of two up to the writer's largest batch.
+/// Alerts per intake commit: powers of two from one alert to 512.
 const BATCH_SIZES: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// How often histogram samples are folded into their buckets between scrapes, so an unscraped

@@ -37,7 +37,7 @@ impl Store {
         let runs_ended: Vec<(String, RunState, i64)> = sqlx::query_as(
             "SELECT playbook, state, COUNT(*) FROM runs
              WHERE state NOT IN ('pending', 'running', 'waiting_approval')
-             GROUP BY playbook, state",
+             GROUP BY state, playbook",
         )
         .fetch_all(&mut *tx)
         .await?;
