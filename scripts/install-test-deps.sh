@@ -7,6 +7,7 @@ set -euo pipefail
 # package, the file that shows it is installed, and what the tests use it for.
 packages=(
   "prometheus-alertmanager|/usr/bin/prometheus-alertmanager|the real Alertmanager, a webhook client in tests and the compose file's alertmanager.yml"
+  "prometheus|/usr/bin/promtool|promtool: checks deploy/prometheus's alert rules and lints a real /metrics scrape (tests/metrics.rs, tests/monitoring.rs)"
   "openssh-server|/usr/sbin/sshd|Debian's sshd, which the SSH executor is tested against"
   "openssh-client|/usr/bin/ssh|ssh, for the README's lab walkthrough (run as a test)"
   "curl|/usr/bin/curl|curl, for the README's lab walkthrough (run as a test)"
@@ -58,9 +59,10 @@ for entry in "${missing[@]}"; do
   names+=("$package")
 done
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${names[@]}" >/dev/null
-# The tests start their own sshd and Alertmanager on loopback; a developer's machine must not
-# start either at boot because the test set-up installed it.
-for pair in openssh-server:ssh.service prometheus-alertmanager:prometheus-alertmanager.service; do
+# The tests start their own sshd and Alertmanager on loopback and only need Prometheus's
+# promtool; a developer's machine must not start any of them at boot because the test set-up
+# installed it.
+for pair in openssh-server:ssh.service prometheus-alertmanager:prometheus-alertmanager.service prometheus:prometheus.service; do
   package=${pair%%:*}
   unit=${pair#*:}
   if [[ " ${names[*]} " == *" $package "* ]]; then

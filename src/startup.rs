@@ -1,8 +1,9 @@
 //! Building and running the service. [`Application::build`] takes the database's lock and
 //! binds the port first, so a second process on the same database is refused before it does
 //! anything, and a test can ask for port 0 and read the real one from
-//! [`Application::local_addr`]. The engine's worker (when there are playbooks and an estate)
-//! and the notifier (when sinks are configured) run beside the HTTP server under one shutdown:
+//! [`Application::local_addr`]. The engine's worker (when there are playbooks and an estate),
+//! the notifier (when sinks are configured), the incidents' timeouts and the metrics' upkeep
+//! run beside the HTTP server under one shutdown:
 //! the worker gives back the run it holds, the server drains, then the database closes.
 
 use std::future::Future;
@@ -134,6 +135,11 @@ impl Application {
                 public_url.clone(),
             )?)
         };
+        // Installed before anything is registered with it.
+        let metrics = telemetry::metrics_handle();
+        if let Some(parts) = &engine {
+            telemetry::register_playbooks(parts.playbooks.iter().map(|file| &file.playbook));
+        }
         let wake = Arc::new(tokio::sync::Notify::new());
         let dispatcher = match &engine {
             Some(parts) => Some(Arc::new(
@@ -166,7 +172,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             clock: clock.clone(),
-            metrics: telemetry::metrics_handle(),
+            metrics,
             max_body_bytes: config.http.max_body_bytes,
             intake: intake.clone(),
             dispatcher,
@@ -247,6 +253,10 @@ impl Application {
                 let _ = timeouts_stopped.changed().await;
             },
         ));
+        let (upkeep_stop, mut upkeep_stopped) = tokio::sync::watch::channel(false);
+        let upkeep = tokio::spawn(telemetry::upkeep_until(async move {
+            let _ = upkeep_stopped.changed().await;
+        }));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -274,6 +284,8 @@ impl Application {
         }
         let _ = timeouts_stop.send(true);
         let _ = timeouts.await;
+        let _ = upkeep_stop.send(true);
+        let _ = upkeep.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

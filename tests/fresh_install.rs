@@ -20,7 +20,7 @@ echo "ssh at boot: $(systemctl is-enabled ssh.service)"
 [ -x /usr/sbin/policy-rc.d ] && echo "policy-rc.d kept"
 for f in /usr/bin/prometheus-alertmanager /usr/sbin/sshd /usr/bin/ssh /usr/bin/curl /usr/bin/script \
          /usr/bin/chromium /usr/bin/chromedriver /usr/bin/podman /usr/sbin/runc /usr/sbin/debootstrap \
-         /usr/bin/kubectl /usr/bin/systemd-analyze; do
+         /usr/bin/kubectl /usr/bin/systemd-analyze /usr/bin/promtool; do
   [ -e "$f" ] || echo "missing $f"
 done
 cd /src && kubectl kustomize deploy/kubernetes/overlays/estate >/dev/null && echo "kustomize ok"
@@ -61,6 +61,7 @@ fn install_test_deps_sets_up_a_fresh_debian_and_says_what_it_installs() {
     assert!(out.contains("rc=0\n"), "{out}");
     for (package, why) in [
         ("prometheus-alertmanager", "the real Alertmanager"),
+        ("prometheus", "promtool"),
         ("openssh-server", "Debian's sshd"),
         ("chromium", "headless Chromium"),
         ("podman", "builds and runs the Dockerfile's image"),

@@ -35,6 +35,7 @@ mod lab_walkthrough;
 mod lifecycle;
 mod mcp;
 mod metrics;
+mod monitoring;
 mod notify;
 mod one_process;
 mod openapi;

@@ -411,6 +411,7 @@ pub async fn run_step(
         tokio::time::sleep(backoff).await;
     }
     result.duration = started.elapsed();
+    crate::telemetry::observe_step(name, outcome == StepOutcome::Done, result.duration);
     ctx.store
         .step_finished(ctx.lease, attempt, &result, ctx.clock.now())
         .await?;

@@ -73,14 +73,22 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
     }
 }
 
-/// Prometheus text exposition. The safety gauges are set from the safety overview as it is
-/// scraped; if the database does not answer in time, the rest is still served.
+/// Prometheus text exposition. The safety gauges and the run and approval families are set
+/// from the database as it is scraped; if it does not answer in time, the rest is still served.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    match tokio::time::timeout(READY_TIMEOUT, super::safety::overview(&state)).await {
-        Ok(Ok(overview)) => crate::telemetry::record_safety(&overview),
-        Ok(Err(error)) => tracing::warn!(%error, "cannot read the safety controls for /metrics"),
-        Err(_) => tracing::warn!("reading the safety controls for /metrics timed out"),
+    let read = async {
+        let overview = super::safety::overview(&state).await?;
+        let activity = state.store.activity().await?;
+        Ok::<_, crate::store::StoreError>((overview, activity))
+    };
+    match tokio::time::timeout(READY_TIMEOUT, read).await {
+        Ok(Ok((overview, activity))) => {
+            crate::telemetry::record_safety(&overview);
+            crate::telemetry::record_activity(&activity);
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "cannot read the database for /metrics"),
+        Err(_) => tracing::warn!("reading the database for /metrics timed out"),
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

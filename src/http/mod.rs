@@ -32,11 +32,12 @@ mod ui;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn_with_state};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -121,6 +122,49 @@ fn request_span(request: &axum::extract::Request) -> tracing::Span {
     tracing::debug_span!("request", method = %request.method(), path)
 }
 
+/// Counts and times each request under its route template, never its path: ids and link
+/// tokens would make a series each (and a link token is a credential).
+async fn observe(request: axum::extract::Request, next: Next) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(crate::telemetry::UNMATCHED_ROUTE, MatchedPath::as_str)
+        .to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::observe_request(&route, response.status(), started.elapsed());
+    response
+}
+
+/// The API's route templates, each with the statuses its description documents.
+fn documented_routes(api: &utoipa::openapi::OpenApi) -> Vec<(&str, Vec<StatusCode>)> {
+    api.paths
+        .paths
+        .iter()
+        .map(|(route, item)| {
+            let operations = [
+                &item.get,
+                &item.put,
+                &item.post,
+                &item.delete,
+                &item.options,
+                &item.head,
+                &item.patch,
+                &item.trace,
+            ];
+            let mut statuses: Vec<StatusCode> = operations
+                .into_iter()
+                .flatten()
+                .flat_map(|operation| operation.responses.responses.keys())
+                .filter_map(|status| status.parse().ok())
+                .collect();
+            statuses.sort_unstable();
+            statuses.dedup();
+            (route.as_str(), statuses)
+        })
+        .collect()
+}
+
 pub fn router(state: AppState, policy: HttpPolicy) -> Router {
     let gate = |permission| auth::Gate {
         tokens: policy.tokens.clone(),
@@ -182,6 +226,8 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .merge(open)
         .split_for_parts();
     let description = Arc::new(openapi::complete(description));
+    crate::telemetry::register_routes(documented_routes(&description));
+    crate::telemetry::register_routes([("/openapi.json", vec![StatusCode::OK])]);
     let api = api.route(
         "/openapi.json",
         get(move || async move { Json(description.as_ref().clone()) }),
@@ -203,5 +249,6 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
             }))
             .timeout(policy.request_timeout),
     )
+    .layer(axum::middleware::from_fn(observe))
     .with_state(state)
 }

@@ -8,6 +8,7 @@
 //! The database runs in WAL mode with `synchronous = FULL`: once intake answers 202 the alert
 //! is on disk, even across a power cut.
 
+pub mod activity;
 pub mod approvals;
 pub mod audit;
 pub mod idempotency;

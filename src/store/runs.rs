@@ -61,11 +61,17 @@ impl RunState {
         }
     }
 
+    /// Every state a run ends in.
+    pub const FINAL: [Self; 5] = [
+        Self::Resolved,
+        Self::Escalated,
+        Self::Cancelled,
+        Self::Refused,
+        Self::Rehearsed,
+    ];
+
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Resolved | Self::Escalated | Self::Cancelled | Self::Refused | Self::Rehearsed
-        )
+        Self::FINAL.contains(&self)
     }
 }
 
