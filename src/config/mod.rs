@@ -769,6 +769,44 @@ mod tests {
     }
 
     #[test]
+    fn retention_ages_are_checked_with_their_lines() {
+        let file = write_config(
+            "[retention]\nalerts_days = 0\naudit_days = 3\nevery_secs = 0\ndeliveries_days = 14\n",
+        );
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let at = |line: usize| format!("{}:{line}:", file.path().display());
+        let expected = [
+            (2, "retention.alerts_days: 0 is outside 1..=36500 days"),
+            (3, "retention.audit_days: 3 is outside 7..=36500 days"),
+            (3, "retention.audit_days: needs retention.audit_export_dir"),
+            (4, "retention.every_secs: 0 is outside 1..=86400"),
+        ];
+        assert_eq!(printed.len(), expected.len(), "{printed:#?}");
+        for (line, message) in expected {
+            assert!(
+                printed
+                    .iter()
+                    .any(|p| p.starts_with(&at(line)) && p.contains(message)),
+                "{message} at line {line}: {printed:#?}"
+            );
+        }
+
+        let file = write_config(
+            "[retention]\ndeliveries_days = 14\naudit_days = 400\naudit_export_dir = \"exports\"\n",
+        );
+        let (config, _) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+        let policy = config.retention.policy();
+        assert_eq!(policy.deliveries, Some(chrono::Duration::days(14)));
+        assert_eq!(policy.alerts, None);
+        let audit = policy.audit.unwrap();
+        assert_eq!(
+            (audit.age, audit.dir),
+            (chrono::Duration::days(400), PathBuf::from("exports"))
+        );
+    }
+
+    #[test]
     fn reserved_token_names_are_refused() {
         let file = write_config(
             "[[tokens]]\nname = \"anonymous\"\nrole = \"admin\"\nsecret_env = \"S\"\n",
