@@ -164,3 +164,40 @@ async fn a_bad_before_is_refused_and_writes_nothing() {
     assert!(!out.exists());
     assert_eq!(app.count("audit_events").await, 1);
 }
+
+#[tokio::test]
+async fn keep_exports_and_deletes_nothing() {
+    let app = TestApp::spawn().await;
+    post_reference(&app).await;
+    let rows = audit_rows(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit.jsonl");
+    let before = app.clock.now() + chrono::Duration::minutes(1);
+    let output = runbookd()
+        .args([
+            "audit",
+            "export",
+            "--keep",
+            "--before",
+            &before.to_rfc3339(),
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--db")
+        .arg(&app.db_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let exported: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported, rows);
+    assert_eq!(
+        audit_rows(&app).await,
+        rows,
+        "nothing pruned, nothing recorded"
+    );
+}
