@@ -41,9 +41,51 @@ enum Command {
     Lab(LabArgs),
     /// Tell the whole story in this terminal: an alert, the diagnosis, the fix, the checks.
     Demo(DemoArgs),
+    /// Copy the database into FILE (new, 0600) while the service runs: a consistent snapshot.
+    Backup(BackupArgs),
+    /// The audit trail's one exit: `audit export --before AGE|TIME --out FILE.jsonl` writes the
+    /// older events to FILE, then prunes exactly those, recording `audit.pruned`.
+    Audit(AuditArgs),
     /// Clients of a running service (RUNBOOKD_URL, RUNBOOKD_TOKEN).
     #[command(flatten)]
     Client(runbookd::cli::ClientCommand),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// Where to write the copy; an existing file is never overwritten.
+    file: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Write every audit event older than --before to --out (one JSON object per line, every
+    /// column), then delete exactly those events; `audit.pruned` records the count, the id and
+    /// time range, and the file's SHA-256.
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditExportArgs {
+    /// An RFC 3339 time (2026-01-31T00:00:00Z), or an age before now (90d, 36h, 45m).
+    #[arg(long)]
+    before: runbookd::store::retention::Before,
+    /// The JSONL file to write; an existing file is never overwritten.
+    #[arg(long)]
+    out: PathBuf,
+    /// Export only: delete nothing.
+    #[arg(long)]
+    keep: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +190,10 @@ fn main() -> ExitCode {
         Command::Health(args) => health(&args),
         Command::Lab(args) => lab(&args),
         Command::Demo(args) => demo(&args),
+        Command::Backup(args) => backup(&args),
+        Command::Audit(AuditArgs {
+            command: AuditCommand::Export(args),
+        }) => audit_export(&args),
         Command::Client(command) => runbookd::cli::run(command, &SystemClock),
     }
 }
@@ -434,6 +480,80 @@ fn demo(args: &DemoArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("runbookd demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The database `config` names; problems are reported.
+fn database(config: &ConfigArgs) -> Option<runbookd::config::DatabaseConfig> {
+    match config.load() {
+        Ok((config, _)) => Some(config.database),
+        Err(problems) => {
+            report(&problems);
+            None
+        }
+    }
+}
+
+fn backup(args: &BackupArgs) -> ExitCode {
+    let (Some(database), Some(runtime)) = (database(&args.config), runtime()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(runbookd::store::backup::backup(&database, &args.file)) {
+        Ok(report) => {
+            println!(
+                "backup written: {} ({} bytes)",
+                report.path.display(),
+                report.bytes
+            );
+            for (table, rows) in report.counts {
+                println!("  {table}: {rows}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("runbookd backup: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_export(args: &AuditExportArgs) -> ExitCode {
+    use runbookd::store::retention::{Overwrite, export_audit, prune_exported};
+    let (Some(database), Some(runtime)) = (database(&args.config), runtime()) else {
+        return ExitCode::FAILURE;
+    };
+    let now = SystemClock.now();
+    let before = args.before.at(now);
+    let result = runtime.block_on(async {
+        let mut conn = runbookd::store::connect_existing(&database, false).await?;
+        let Some(export) =
+            export_audit(&mut conn, before, &args.out, None, Overwrite::Refuse).await?
+        else {
+            println!(
+                "no audit events before {}: nothing written",
+                before.to_rfc3339()
+            );
+            return anyhow::Ok(());
+        };
+        println!(
+            "exported {} audit event(s) before {} to {} (sha256 {})",
+            export.events.len(),
+            before.to_rfc3339(),
+            export.path.display(),
+            export.sha256
+        );
+        if !args.keep {
+            let pruned = prune_exported(&mut conn, &export, "audit-export", now).await?;
+            println!("pruned {pruned} audit event(s); audit.pruned records it");
+        }
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("runbookd audit export: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -2,8 +2,8 @@
 //! binds the port first, so a second process on the same database is refused before it does
 //! anything, and a test can ask for port 0 and read the real one from
 //! [`Application::local_addr`]. The engine's worker (when there are playbooks and an estate),
-//! the notifier (when sinks are configured), the incidents' timeouts and the metrics' upkeep
-//! run beside the HTTP server under one shutdown:
+//! the notifier (when sinks are configured), the incidents' timeouts, the metrics' upkeep and
+//! the pruner (when `[retention]` sets an age) run beside the HTTP server under one shutdown:
 //! the worker gives back the run it holds, the server drains, then the database closes.
 
 use std::future::Future;
@@ -28,6 +28,7 @@ use crate::notify::links::LinkSigner;
 use crate::playbook::PlaybookFile;
 use crate::store::Store;
 use crate::store::lock::DatabaseLock;
+use crate::store::retention::{self, Retention};
 use crate::telemetry;
 
 /// How often incidents of senders that never resolve are checked for their resolve timeout.
@@ -50,6 +51,9 @@ pub struct Application {
     engine: Option<Engine>,
     /// Times out the incidents of senders that never resolve, in the background.
     intake: Arc<IntakeService>,
+    /// What the pruner removes, and how often it runs; off when nothing is configured.
+    retention: Arc<Retention>,
+    prune_every: Duration,
     clock: Arc<dyn Clock>,
     /// This process's name in leases, the audit trail and the database lock.
     owner: String,
@@ -199,6 +203,8 @@ impl Application {
             notifier,
             engine,
             intake,
+            retention: Arc::new(config.retention.policy()),
+            prune_every: config.retention.every(),
             clock,
             owner,
             _lock: lock,
@@ -257,6 +263,18 @@ impl Application {
         let upkeep = tokio::spawn(telemetry::upkeep_until(async move {
             let _ = upkeep_stopped.changed().await;
         }));
+        let (pruner_stop, mut pruner_stopped) = tokio::sync::watch::channel(false);
+        let pruner = (!self.retention.is_off()).then(|| {
+            tokio::spawn(retention::prune_until(
+                self.store.clone(),
+                self.retention.clone(),
+                self.clock.clone(),
+                self.prune_every,
+                async move {
+                    let _ = pruner_stopped.changed().await;
+                },
+            ))
+        });
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -286,6 +304,10 @@ impl Application {
         let _ = timeouts.await;
         let _ = upkeep_stop.send(true);
         let _ = upkeep.await;
+        let _ = pruner_stop.send(true);
+        if let Some(pruner) = pruner {
+            let _ = pruner.await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

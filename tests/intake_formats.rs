@@ -166,7 +166,7 @@ async fn without_an_upstream_fingerprint_the_labels_decide() {
     assert_ne!(ids[0]["incident_id"], ids[2]["incident_id"]);
     assert_eq!(ids[0]["fingerprint"].as_str().unwrap().len(), 16);
     assert_eq!(app.count("deliveries").await, 3);
-    let raw: String = sqlx::query_scalar("SELECT body FROM deliveries ORDER BY id LIMIT 1")
+    let raw: String = sqlx::query_scalar("SELECT body FROM delivery_bodies ORDER BY id LIMIT 1")
         .fetch_one(&mut app.db().await)
         .await
         .unwrap();

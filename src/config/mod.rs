@@ -49,6 +49,8 @@ pub struct Config {
     pub engine: EngineConfig,
     #[serde(default)]
     pub incidents: IncidentsConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Where the playbooks are (`*.yaml`); without it, the built-in playbooks.
     pub playbooks_dir: Option<PathBuf>,
     /// The estate's values for playbooks' `settings`; see [`playbook_settings`].
@@ -150,6 +152,60 @@ impl Default for IncidentsConfig {
     }
 }
 
+/// How long old rows are kept; see [`crate::store::retention`]. Every age is in days and off
+/// (kept forever) unless set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Alerts nothing needs any more (their incident is over and no active run covers it, or
+    /// they are old repeats), and refused alerts.
+    pub alerts_days: Option<u32>,
+    /// Deliveries none of whose alerts is kept, with the raw bodies only they referred to.
+    pub deliveries_days: Option<u32>,
+    /// Audit events: exported to `audit_export_dir` (JSONL), then pruned.
+    pub audit_days: Option<u32>,
+    pub audit_export_dir: Option<PathBuf>,
+    /// How often the pruner runs.
+    pub every_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            alerts_days: None,
+            deliveries_days: None,
+            audit_days: None,
+            audit_export_dir: None,
+            every_secs: 3600,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The policy the pruner applies (the config is checked already).
+    pub fn policy(&self) -> crate::store::retention::Retention {
+        let days = |d: Option<u32>| d.map(|d| chrono::Duration::days(d.into()));
+        crate::store::retention::Retention {
+            alerts: days(self.alerts_days),
+            deliveries: days(self.deliveries_days),
+            audit: days(self.audit_days)
+                .zip(self.audit_export_dir.clone())
+                .map(|(age, dir)| crate::store::retention::AuditRetention { age, dir }),
+        }
+    }
+
+    pub fn every(&self) -> Duration {
+        Duration::from_secs(self.every_secs)
+    }
+}
+
+/// The shortest ages `[retention]` accepts: an alert's history is worth a day, the audit trail
+/// a week.
+const MIN_RETENTION_DAYS: u32 = 1;
+const MIN_AUDIT_RETENTION_DAYS: u32 = 7;
+/// About a century: longer is "keep forever", which is leaving the key out.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -227,6 +283,7 @@ impl Default for Config {
             log: LogConfig::default(),
             engine: EngineConfig::default(),
             incidents: IncidentsConfig::default(),
+            retention: RetentionConfig::default(),
             playbooks_dir: None,
             playbook_settings: Default::default(),
             tokens: Vec::new(),
@@ -384,6 +441,53 @@ impl Config {
                     format!("{source} = 0: leave the source out to never time its incidents out"),
                 );
             }
+        }
+        let retention = &self.retention;
+        for (key, days, min) in [
+            (
+                "retention.alerts_days",
+                retention.alerts_days,
+                MIN_RETENTION_DAYS,
+            ),
+            (
+                "retention.deliveries_days",
+                retention.deliveries_days,
+                MIN_RETENTION_DAYS,
+            ),
+            (
+                "retention.audit_days",
+                retention.audit_days,
+                MIN_AUDIT_RETENTION_DAYS,
+            ),
+        ] {
+            if let Some(days) = days.filter(|d| !(min..=MAX_RETENTION_DAYS).contains(d)) {
+                problem(
+                    key,
+                    format!(
+                        "{days} is outside {min}..={MAX_RETENTION_DAYS} days (leave it out to keep everything)"
+                    ),
+                );
+            }
+        }
+        match (retention.audit_days, &retention.audit_export_dir) {
+            (Some(_), None) => problem(
+                "retention.audit_days",
+                "needs retention.audit_export_dir: old audit events are exported there before they are pruned".into(),
+            ),
+            (None, Some(_)) => problem(
+                "retention.audit_export_dir",
+                "is used only with retention.audit_days".into(),
+            ),
+            (Some(_), Some(dir)) if dir.as_os_str().is_empty() => {
+                problem("retention.audit_export_dir", "must not be empty".into())
+            }
+            _ => {}
+        }
+        if !(1..=86_400).contains(&retention.every_secs) {
+            problem(
+                "retention.every_secs",
+                format!("{} is outside 1..=86400", retention.every_secs),
+            );
         }
         if !(100..=60_000).contains(&self.database.busy_timeout_ms) {
             problem(
@@ -661,6 +765,44 @@ mod tests {
             printed[1].starts_with(&at(5))
                 && printed[1].contains("http.request_timeout_secs: 0 is outside"),
             "{printed:#?}"
+        );
+    }
+
+    #[test]
+    fn retention_ages_are_checked_with_their_lines() {
+        let file = write_config(
+            "[retention]\nalerts_days = 0\naudit_days = 3\nevery_secs = 0\ndeliveries_days = 14\n",
+        );
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let at = |line: usize| format!("{}:{line}:", file.path().display());
+        let expected = [
+            (2, "retention.alerts_days: 0 is outside 1..=36500 days"),
+            (3, "retention.audit_days: 3 is outside 7..=36500 days"),
+            (3, "retention.audit_days: needs retention.audit_export_dir"),
+            (4, "retention.every_secs: 0 is outside 1..=86400"),
+        ];
+        assert_eq!(printed.len(), expected.len(), "{printed:#?}");
+        for (line, message) in expected {
+            assert!(
+                printed
+                    .iter()
+                    .any(|p| p.starts_with(&at(line)) && p.contains(message)),
+                "{message} at line {line}: {printed:#?}"
+            );
+        }
+
+        let file = write_config(
+            "[retention]\ndeliveries_days = 14\naudit_days = 400\naudit_export_dir = \"exports\"\n",
+        );
+        let (config, _) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
+        let policy = config.retention.policy();
+        assert_eq!(policy.deliveries, Some(chrono::Duration::days(14)));
+        assert_eq!(policy.alerts, None);
+        let audit = policy.audit.unwrap();
+        assert_eq!(
+            (audit.age, audit.dir),
+            (chrono::Duration::days(400), PathBuf::from("exports"))
         );
     }
 

@@ -1,5 +1,6 @@
 //! The audit trail: append-only (triggers in the schema refuse UPDATE and DELETE), written in
 //! the same transaction as the change it records, so the trail and the state never disagree.
+//! Old events leave only through export then prune ([`super::retention`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -67,6 +68,9 @@ pub enum AuditAction {
     NotifySkipped,
     /// A one-tap link was refused (bad signature, expired, used before), with the reason.
     LinkRefused,
+    /// Old events left the trail through its one exit: exported to a file, then deleted. The
+    /// detail has the count, the id and time range, the file and its SHA-256.
+    AuditPruned,
 }
 
 impl AuditAction {
@@ -99,6 +103,7 @@ impl AuditAction {
             Self::NotifyAttempt => "notify.attempt",
             Self::NotifySkipped => "notify.skipped",
             Self::LinkRefused => "link.refused",
+            Self::AuditPruned => "audit.pruned",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{FromRow, SqliteConnection};
 
@@ -77,6 +78,9 @@ pub struct LatestIncident {
     pub starts_at: Option<DateTime<Utc>>,
 }
 
+/// Records a delivery: who sent it, when, from which source, and its exact body. Identical
+/// bodies (a sender repeating the same alert) are stored once in `raw_bodies` and referenced;
+/// the `delivery_bodies` view gives every delivery its body back.
 pub async fn insert_delivery(
     conn: &mut SqliteConnection,
     source: &Source,
@@ -84,14 +88,34 @@ pub async fn insert_delivery(
     raw_body: &str,
     now: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
+    let sha256 = hex::encode(Sha256::digest(raw_body.as_bytes()));
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?, ?, ?)
+         ON CONFLICT (sha256) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&sha256)
+    .bind(raw_body)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let body_id: i64 = match inserted {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar("SELECT id FROM raw_bodies WHERE sha256 = ?")
+                .bind(&sha256)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
     sqlx::query_scalar(
-        "INSERT INTO deliveries (received_at, source, actor, body) VALUES (?, ?, ?, ?)
+        "INSERT INTO deliveries (received_at, source, actor, body_id) VALUES (?, ?, ?, ?)
          RETURNING id",
     )
     .bind(now)
     .bind(source.as_str())
     .bind(actor)
-    .bind(raw_body)
+    .bind(body_id)
     .fetch_one(conn)
     .await
 }

@@ -11,11 +11,13 @@
 pub mod activity;
 pub mod approvals;
 pub mod audit;
+pub mod backup;
 pub mod idempotency;
 pub mod incidents;
 pub mod intake;
 pub mod lock;
 pub mod notify;
+pub mod retention;
 pub mod runs;
 pub mod safety;
 
@@ -27,6 +29,10 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::DatabaseConfig;
+
+/// The table the newest migration creates: a database without it was last opened by an older
+/// runbookd, and the commands that open the file directly refuse it.
+const NEWEST_TABLE: &str = "audit_prune_permit";
 
 /// How long a request waits for a connection before it gets 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +71,40 @@ impl From<sqlx::Error> for StoreError {
             Self::Other(error)
         }
     }
+}
+
+/// One connection to an existing database, beside the service if it runs (the service locks
+/// `<db>.lock`, not the database): for the commands that work on the file itself (backup,
+/// audit export). It never migrates: a database from an older runbookd is refused.
+pub async fn connect_existing(
+    config: &DatabaseConfig,
+    read_only: bool,
+) -> anyhow::Result<sqlx::SqliteConnection> {
+    use sqlx::ConnectOptions;
+    anyhow::ensure!(
+        config.path.is_file(),
+        "there is no database at {}",
+        config.path.display()
+    );
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&config.path)
+        .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+        .foreign_keys(true)
+        .read_only(read_only)
+        .connect()
+        .await
+        .with_context(|| format!("cannot open the database {}", config.path.display()))?;
+    let current: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?)")
+            .bind(NEWEST_TABLE)
+            .fetch_one(&mut conn)
+            .await?;
+    anyhow::ensure!(
+        current,
+        "the database {} is not at this runbookd's schema: start `runbookd serve` on it once first",
+        config.path.display()
+    );
+    Ok(conn)
 }
 
 impl Store {
