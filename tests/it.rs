@@ -51,3 +51,4 @@ mod shipped_binary;
 mod steps;
 mod timeouts;
 mod ui;
+mod words;
