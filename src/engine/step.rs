@@ -178,7 +178,10 @@ fn approval_action(
         step: name.to_owned(),
         host: host.map(Name::to_string),
         command,
-        changes: step.changes.clone(),
+        changes: step
+            .changes
+            .clone()
+            .or_else(|| (step.risk == Risk::None).then(|| "nothing: it only reads".to_owned())),
     }
 }
 
