@@ -1,6 +1,7 @@
 //! `runbookd demo`: the whole story in a terminal, against the twin. An Alertmanager alert
 //! arrives, the run diagnoses, names the cause with its evidence, remediates, verifies (canary,
-//! full backup, fresh groups) and ends; progress is printed as it happens, then the timeline.
+//! full backup, fresh groups) and ends; progress is printed as it happens, in the audit
+//! trail's sentences, then the incident's story told from its trail in chapters.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,10 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::audit_story::sentence;
 use crate::auth::{Role, Token, TokenTable};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Notify, Overrides};
 use crate::engine::estate::Estate;
+use crate::engine::worker::Progress;
 use crate::intake;
 use crate::lab::RunningLab;
 use crate::startup::{Application, EngineParts};
@@ -99,8 +102,13 @@ pub async fn run(
     let ending = loop {
         let events = store.run_timeline(run_id, 1000).await?;
         for event in &events[shown..] {
-            if let Some(line) = describe(&event.action, &event.detail.0) {
-                writeln!(out, "  {} {line}", event.at.format("%H:%M:%S%.3f"))?;
+            if shown_as_progress(&event.action) {
+                writeln!(
+                    out,
+                    "  {} {}",
+                    event.at.format("%H:%M:%S%.3f"),
+                    sentence(&event.action, &event.actor, &event.detail.0)
+                )?;
             }
         }
         shown = events.len();
@@ -112,8 +120,8 @@ pub async fn run(
             if approval.status == ApprovalStatus::Pending {
                 writeln!(
                     out,
-                    "  waiting for approval {} of `{}` ({} risk); the demo approves it",
-                    approval.id, approval.command, approval.risk
+                    "  waiting for approval {} ({} risk); the demo approves it",
+                    approval.id, approval.risk
                 )?;
                 tokio::time::sleep(Duration::from_millis(800)).await;
                 store
@@ -129,7 +137,11 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     };
-    let outcome = ending.outcome.map(|o| o.0).unwrap_or_default();
+    let outcome = ending
+        .outcome
+        .as_ref()
+        .map(|o| o.0.clone())
+        .unwrap_or_default();
     writeln!(
         out,
         "run {run_id} {}: {}",
@@ -139,25 +151,36 @@ pub async fn run(
             .unwrap_or("every step done, the backups are fresh")
     )?;
 
-    writeln!(out, "\ntimeline of incident {incident}:")?;
+    let progress = Progress::decode(&ending.facts.0).unwrap_or_default();
+    let verify_from = progress.plan.get(progress.remediation_len).cloned();
+    writeln!(out, "\nthe story of incident {incident}:")?;
+    let mut current = Chapter::Alert;
+    let mut titled = None;
     for event in store.incident_timeline(incident, 1000).await? {
-        writeln!(
-            out,
-            "  {} {:<26} {}",
-            event.at.format("%H:%M:%S%.3f"),
-            event.action,
-            event.actor
-        )?;
-    }
-    writeln!(out, "timeline of run {run_id}:")?;
-    for event in store.run_timeline(run_id, 1000).await? {
-        writeln!(
-            out,
-            "  {} {:<26} {}",
-            event.at.format("%H:%M:%S%.3f"),
-            event.action,
-            event.actor
-        )?;
+        let detail = &event.detail.0;
+        let to_verify =
+            detail["step"].as_str().is_some() && detail["step"].as_str() == verify_from.as_deref();
+        // The chapter this event is told in, and the one the events after it are.
+        let (this, after) = match event.action.as_str() {
+            "run.leased" if current == Chapter::Alert => (Chapter::Diagnosis, Chapter::Diagnosis),
+            "run.advanced" if to_verify => (current, Chapter::Verification),
+            "run.advanced" if detail.get("cause").is_some() => (current, Chapter::Fix),
+            "run.finished" => (Chapter::End, Chapter::End),
+            _ => (current, current),
+        };
+        if told_in_story(&event.action, detail) {
+            if titled != Some(this) {
+                writeln!(out, "  {}", this.title())?;
+                titled = Some(this);
+            }
+            writeln!(
+                out,
+                "    {} {}",
+                event.at.format("%H:%M:%S"),
+                sentence(&event.action, &event.actor, detail)
+            )?;
+        }
+        current = after;
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -175,45 +198,43 @@ fn labels_line(alert: &intake::Alert) -> String {
         .join(" ")
 }
 
-/// One progress line for an audit event of the run.
-fn describe(action: &str, detail: &Value) -> Option<String> {
-    Some(match action {
-        "run.leased" => {
-            "diagnosis: probing PBS, NFS, certificates, guests and logs in parallel".to_owned()
+/// Whether the run's progress shows this event: what the run does, not its bookkeeping.
+fn shown_as_progress(action: &str) -> bool {
+    !matches!(
+        action,
+        "control.allowed" | "notify.attempt" | "notify.skipped"
+    )
+}
+
+/// Whether the closing story tells this event: a step's start is told by its end (which names
+/// the command), and moving to the next step by the step that finished.
+fn told_in_story(action: &str, detail: &Value) -> bool {
+    match action {
+        "step.started" | "control.allowed" | "notify.attempt" | "notify.skipped" => false,
+        "run.advanced" => detail.get("cause").is_some() || detail["state"] == "pending",
+        "run.leased" => detail["resumed"] != true,
+        _ => true,
+    }
+}
+
+/// The parts of the closing story.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chapter {
+    Alert,
+    Diagnosis,
+    Fix,
+    Verification,
+    End,
+}
+
+impl Chapter {
+    fn title(self) -> &'static str {
+        match self {
+            Self::Alert => "The alert",
+            Self::Diagnosis => "Diagnosis",
+            Self::Fix => "The fix",
+            Self::Verification => "Verification",
+            Self::End => "The end",
         }
-        "run.advanced" => match detail["reason"].as_str() {
-            Some(reason) if reason.starts_with("cause ") => format!(
-                "{reason}\n               next: {}",
-                detail["step"].as_str().unwrap_or_default()
-            ),
-            Some(reason) => format!(
-                "{reason}; next: {}",
-                detail["step"].as_str().unwrap_or_default()
-            ),
-            None => return None,
-        },
-        "step.started" => format!(
-            "step {}: {} {}",
-            detail["step"].as_str()?,
-            detail["host"]
-                .as_str()
-                .map(|h| format!("on {h}:"))
-                .unwrap_or_default(),
-            detail["command"].as_str()?
-        ),
-        "step.finished" => match (&detail["exit_status"], detail["error"].as_str()) {
-            (_, Some(error)) => format!("  failed: {error}"),
-            (Value::Number(exit), None) => format!("  done, exit {exit}"),
-            _ => "  done".to_owned(),
-        },
-        "control.blocked" => format!("safety control: {}", detail["reason"].as_str()?),
-        "approval.requested" => format!("approval requested for {}", detail["step"].as_str()?),
-        "approval.decided" => format!(
-            "approval {} {}",
-            detail["approval_id"],
-            detail["decision"].as_str().unwrap_or("decided")
-        ),
-        "run.finished" => format!("run ended: {}", detail["state"].as_str()?),
-        _ => return None,
-    })
+    }
 }

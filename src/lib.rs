@@ -30,6 +30,8 @@
 //! - [`notify`]: notifications to webhook, ntfy and Slack sinks, from the audit trail, with
 //!   signed single-use approve and reject links.
 //! - [`demo`]: `runbookd demo`, the story in a terminal.
+//! - [`audit_story`]: the audit trail in words, one sentence per event, for the page, the CLI
+//!   and the demo.
 //! - [`lab`]: the simulated estate (`runbookd lab`): world model, host shell, SSH servers, HTTPS
 //!   APIs, control API.
 //! - [`http`]: routes, auth layer, the one [`http::AppError`]; the agent's tools (MCP at `/mcp`,
@@ -42,6 +44,7 @@
 //! `AppError`), classified where they happen. Start-up and CLI plumbing, where the only thing
 //! to do with an error is to report it, use `anyhow` with context.
 
+pub mod audit_story;
 pub mod auth;
 pub mod cli;
 pub mod clock;

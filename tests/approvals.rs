@@ -58,6 +58,7 @@ async fn waiting(on_timeout: OnTimeout) -> (Store, tempfile::TempDir, i64, i64, 
         evidence: json!({"nfs_mounted": false}),
         expires_in: Duration::from_secs(600),
         on_timeout,
+        actions: Vec::new(),
     };
     let approval = store.request_approval(&lease, request, t(1)).await.unwrap();
     (store, dir, run_id, approval, lease)

@@ -1,6 +1,7 @@
 //! The web page in a real browser: Debian's headless Chromium, driven through chromedriver
 //! (WebDriver) at phone size, against the real binary on the twin. An approver signs in,
-//! approves the two steps nfs-unmounted asks about, and reads the resolved run's timeline.
+//! approves the remount nfs-unmounted asks about (one card naming the host of every command),
+//! and reads the resolved run's timeline in sentences.
 //! Screenshots of each page land in `target/ui-screenshots/` for review.
 //!
 //! Chromium and chromedriver come from `scripts/install-test-deps.sh`; without them this test
@@ -354,6 +355,15 @@ async fn walk(
     ] {
         assert!(card_text.contains(command), "{command}: {card_text}");
     }
+    // The card names the host, what the remount changes, and what happens if nobody decides.
+    for expected in [
+        "Runs on",
+        "lazy_unmount on pbs: detaches the datastore",
+        "If nobody decides by",
+        "it is rejected and the run escalates to a human",
+    ] {
+        assert!(card_text.contains(expected), "{expected}: {card_text}");
+    }
     assert!(card_text.contains("Approve") && card_text.contains("Reject"));
     screenshot(driver, browser, "02-home-pending-approval.png").await;
     approval
@@ -405,6 +415,9 @@ async fn walk(
         APPROVER_NAME,
         "approval.decided",
         "run.finished",
+        // Events read as sentences; umount's exit 32 is expected, with the playbook's reason.
+        "exit 32: nothing was mounted",
+        "The run ended resolved",
     ] {
         assert!(
             page.contains(expected),

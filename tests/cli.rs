@@ -147,6 +147,27 @@ async fn on_a_terminal(url: &str, token: &str, args: &[&str], no_color: Option<&
 }
 
 /// The line of `text` whose first column is `id`.
+/// The card of approval `id` in `runbookd approvals`' output: its first line to the next card.
+fn card(text: &str, id: i64) -> String {
+    let start = text
+        .find(&format!("approval {id} for "))
+        .unwrap_or_else(|| panic!("no approval {id} in\n{text}"));
+    let rest = &text[start..];
+    let end = rest[1..]
+        .find("\n  approval ")
+        .map_or(rest.len(), |e| e + 1);
+    rest[..end].to_owned()
+}
+
+/// No JSON object or `"key":` in text meant for people.
+fn assert_no_json(text: &str) {
+    let key = regex::Regex::new(r#""\w+":"#).unwrap();
+    assert!(
+        !text.contains('{') && !key.is_match(text),
+        "raw JSON in:\n{text}"
+    );
+}
+
 fn row(text: &str, id: i64) -> &str {
     text.lines()
         .find(|l| l.split_whitespace().next() == Some(id.to_string().as_str()))
@@ -220,13 +241,23 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
         "{out:?}"
     );
 
+    // The card names the host of every command, what each changes, and what happens if
+    // nobody decides.
     let out = cli(url, Some(APPROVER), &["approvals"]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    let line = row(&out.stdout, unmount);
-    assert!(
-        line.contains("lazy_unmount") && line.contains("high") && line.contains("umount -l /"),
-        "{out:?}"
-    );
+    let card = card(&out.stdout, unmount);
+    for expected in [
+        format!("approval {unmount} for lazy_unmount  pending"),
+        "risk high".to_owned(),
+        "on pbs: $ umount -l /mnt/pbs-datastore".to_owned(),
+        "changes: detaches the datastore's NFS mount from PBS".to_owned(),
+        "on pbs: $ mount /mnt/pbs-datastore".to_owned(),
+        "on pbs: $ systemctl restart proxmox-backup proxmox-backup-proxy".to_owned(),
+        "if nobody decides by ".to_owned(),
+        "it is rejected and the run escalates to a human".to_owned(),
+    ] {
+        assert!(card.contains(&expected), "missing {expected:?} in\n{card}");
+    }
 
     // The agent may read but never decide: refused, and nothing changed.
     let out = cli(url, Some(AGENT), &["approve", &unmount.to_string()]).await;
@@ -299,12 +330,18 @@ async fn the_cli_walks_an_incident_from_incidents_to_approve() {
         "$ mount /",
         "approval.decided",
         "oncall",
+        // umount finds nothing mounted: exit 32, which the playbook accepts, with its reason.
+        "exit 32: nothing was mounted (expected)",
+        "ran `umount -l /mnt/pbs-datastore` on pbs in ",
+        ": exit 32: nothing was mounted (as the playbook expects)",
+        "oncall approved `umount -l /mnt/pbs-datastore` on pbs, then `mount /mnt/pbs-datastore` on pbs",
     ] {
         assert!(
             out.stdout.contains(expected),
             "missing {expected:?}: {out:?}"
         );
     }
+    assert_no_json(&out.stdout);
     let out = cli(url, Some(AGENT), &["approvals"]).await;
     assert_eq!(out.stdout, "no approvals\n", "nothing is pending any more");
 
@@ -417,7 +454,7 @@ async fn an_unreachable_service_is_named_in_the_error() {
 #[tokio::test]
 async fn an_expired_approval_cannot_be_approved_and_the_cli_says_why() {
     use runbookd::clock::Clock;
-    use runbookd::store::approvals::{ApprovalRequest, OnTimeout};
+    use runbookd::store::approvals::{ApprovalAction, ApprovalRequest, OnTimeout};
 
     let app = common::TestApp::spawn().await;
     // The engine's side, on the app's own database: a run parked on an approval for 10 min.
@@ -432,13 +469,19 @@ async fn an_expired_approval_cannot_be_approved_and_the_cli_says_why() {
         evidence: serde_json::json!({"nfs_mounted": false}),
         expires_in: Duration::from_secs(600),
         on_timeout: OnTimeout::Reject,
+        actions: vec![ApprovalAction {
+            step: "lazy_unmount".to_owned(),
+            host: Some("pbs".to_owned()),
+            command: "umount -l /mnt/pbs-datastore".to_owned(),
+            changes: Some("detaches the datastore's NFS mount from PBS".to_owned()),
+        }],
     };
     let approval = store.request_approval(&lease, request, now).await.unwrap();
 
     let out = cli(&app.address, Some(common::APPROVER_TOKEN), &["approvals"]).await;
     let expires = (now + chrono::Duration::minutes(10)).format("%Y-%m-%d %H:%M:%SZ");
     assert!(
-        row(&out.stdout, approval).contains(&expires.to_string()),
+        card(&out.stdout, approval).contains(&format!("if nobody decides by {expires} (")),
         "{out:?}"
     );
     app.clock.advance(chrono::Duration::minutes(11));

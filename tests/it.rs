@@ -55,3 +55,4 @@ mod shipped_binary;
 mod steps;
 mod timeouts;
 mod ui;
+mod words;

@@ -480,6 +480,7 @@ async fn runs_and_approvals_are_counted_from_the_database() {
         evidence: json!({}),
         expires_in: Duration::from_secs(600),
         on_timeout: OnTimeout::Reject,
+        actions: Vec::new(),
     };
     app.store
         .request_approval(&waiting, request, now)

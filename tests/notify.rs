@@ -20,7 +20,9 @@ use common::{TestApp, eventually, leased_run};
 use runbookd::clock::Clock as _;
 use runbookd::config::NotifyConfig;
 use runbookd::notify::links::LinkSigner;
-use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, Decision, OnTimeout};
+use runbookd::store::approvals::{
+    ApprovalAction, ApprovalRequest, ApprovalStatus, Decision, OnTimeout,
+};
 use runbookd::store::runs::Ending;
 use runbookd::store::safety::{Blocked, Limits};
 use serde_json::{Value, json};
@@ -202,6 +204,12 @@ async fn parked_on(
         evidence: json!({"nfs_mounted": false}),
         expires_in,
         on_timeout: OnTimeout::Reject,
+        actions: vec![ApprovalAction {
+            step: step.to_owned(),
+            host: Some(target.to_owned()),
+            command: command.to_owned(),
+            changes: None,
+        }],
     };
     let id = app
         .store
@@ -950,10 +958,15 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     );
     let text = message.body["message"].as_str().unwrap();
     assert!(
-        text.contains("umount -l /mnt/pbs-datastore")
-            && text.contains("\nmount /mnt/pbs-datastore")
-            && text.contains("systemctl restart proxmox-backup"),
-        "the one approval lists every command of the remount: {text}"
+        text.contains("`umount -l /mnt/pbs-datastore` on pbs (detaches the datastore's NFS mount")
+            && text.contains(", then `mount /mnt/pbs-datastore` on pbs (mounts")
+            && text.contains("`systemctl restart proxmox-backup proxmox-backup-proxy` on pbs"),
+        "the one approval lists every command of the remount, each with its host and what it changes: {text}"
+    );
+    assert!(
+        text.contains("If nobody decides by ")
+            && text.ends_with("it is rejected and the run escalates to a human."),
+        "the message says what happens if nobody decides: {text}"
     );
     let approve = message.action_url(0);
     assert!(

@@ -11,7 +11,7 @@ const SHIPPED: &str = include_str!("../playbooks/pbs-backup-stale.yaml");
 
 /// Each case: what is broken, a replacement applied to the shipped playbook, and a fragment
 /// the problem must say.
-const BROKEN: [(&str, &str, &str, &str); 22] = [
+const BROKEN: [(&str, &str, &str, &str); 25] = [
     (
         "an unknown key",
         "automation: standard",
@@ -139,6 +139,24 @@ const BROKEN: [(&str, &str, &str, &str); 22] = [
         "location 'Pacific/Auckland' must be UTC or a fixed offset",
     ),
     (
+        "an accepted exit code listed twice",
+        "accept_exit: [0, { code: 32, reason: nothing was mounted }]",
+        "accept_exit: [0, 32, { code: 32, reason: nothing was mounted }]",
+        "step 'lazy_unmount': accept_exit lists 32 twice",
+    ),
+    (
+        "an accepted exit that is no exit code",
+        "accept_exit: [0, { code: 32, reason: nothing was mounted }]",
+        "accept_exit: [0, { code: 320, reason: nothing was mounted }]",
+        "accept_exit 320 is not an exit code (0-255)",
+    ),
+    (
+        "an accepted exit with a misspelled reason",
+        "accept_exit: [0, { code: 32, reason: nothing was mounted }]",
+        "accept_exit: [0, { code: 32, reasn: nothing was mounted }]",
+        "an exit code such as 32, or { code: 32, reason:",
+    ),
+    (
         "a bad approval window",
         "approval_window: 1h",
         "approval_window: 1 hour",
@@ -191,6 +209,24 @@ fn the_shipped_playbook_compiles_its_guards_windows_and_one_approval_remount() {
     assert_eq!(
         parsed.cause("nfs_mount_missing").unwrap().approval,
         SequenceApproval::Once
+    );
+    // umount's 32 (nothing was mounted) is accepted, with the reason people are shown.
+    let unmount = &parsed.steps["lazy_unmount"];
+    assert_eq!(
+        unmount.accepted_exit(32).and_then(|a| a.reason.as_deref()),
+        Some("nothing was mounted")
+    );
+    assert!(unmount.accepted_exit(0).is_some_and(|a| a.reason.is_none()));
+    assert!(unmount.accepted_exit(1).is_none());
+    assert!(
+        parsed.steps["restart_pbs"].accepted_exit(0).is_some(),
+        "a step that lists none accepts 0"
+    );
+    assert!(
+        unmount
+            .changes
+            .as_deref()
+            .is_some_and(|c| c.contains("NFS mount"))
     );
     let step_window = SHIPPED.replacen(
         "    approval: always\n",

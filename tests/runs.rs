@@ -386,6 +386,7 @@ async fn a_frozen_worker_that_lost_its_lease_writes_nothing() {
         evidence: json!({}),
         expires_in: Duration::from_secs(3600),
         on_timeout: OnTimeout::Reject,
+        actions: Vec::new(),
     };
     assert!(matches!(
         store.request_approval(&a, request, t(41)).await,

@@ -9,7 +9,7 @@ use common::{ADMIN_TOKEN, AGENT_TOKEN, APPROVER_TOKEN, INGEST_TOKEN, TestApp};
 use runbookd::clock::Clock;
 use runbookd::config::DatabaseConfig;
 use runbookd::store::Store;
-use runbookd::store::approvals::{ApprovalRequest, ApprovalStatus, OnTimeout};
+use runbookd::store::approvals::{ApprovalAction, ApprovalRequest, ApprovalStatus, OnTimeout};
 use runbookd::store::safety::Switch;
 use serde_json::{Value, json};
 
@@ -151,6 +151,12 @@ async fn waiting_approval(app: &TestApp) -> (Store, i64, i64) {
         evidence: json!({"nfs_mounted": false, "error": HOSTILE_LABEL}),
         expires_in: Duration::from_secs(600),
         on_timeout: OnTimeout::Reject,
+        actions: vec![ApprovalAction {
+            step: "lazy_unmount".to_owned(),
+            host: Some("pbs".to_owned()),
+            command: HOSTILE_COMMAND.to_owned(),
+            changes: Some(HOSTILE_LABEL.to_owned()),
+        }],
     };
     let approval = store.request_approval(&lease, request, now).await.unwrap();
     (store, incident, approval)

@@ -138,6 +138,12 @@ pub struct StepAttempt {
     pub error: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// Whether the playbook accepts `exit_status` (absent from an older server).
+    #[serde(default)]
+    pub exit_accepted: Option<bool>,
+    /// The playbook's reason for an accepted non-zero exit.
+    #[serde(default)]
+    pub exit_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +162,18 @@ pub struct Approval {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub comment: Option<String>,
+    /// Each action it lets the run take: host, command, what it changes.
+    #[serde(default)]
+    pub actions: Option<Vec<ApprovalAction>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApprovalAction {
+    #[serde(default)]
+    pub step: String,
+    pub host: Option<String>,
+    pub command: String,
+    pub changes: Option<String>,
 }
 
 /// `POST /api/v1/approvals/{id}/approve|reject`.

@@ -8,7 +8,8 @@ use std::fmt::Write;
 use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Utc};
 use comfy_table::{ContentArrangement, Table};
-use serde_json::Value;
+
+use crate::audit_story::{exit_outcome, if_nobody_decides, sentence, value_in_words};
 
 use super::model::{
     Approval, AuditEvent, Breaker, DecisionAnswer, Incident, IncidentDetail, RunDetail,
@@ -194,24 +195,16 @@ pub fn incidents(list: &[Incident], now: DateTime<Utc>, paint: Paint) -> String 
     table_text(&t, paint)
 }
 
-/// The approvals list: what would run, where it stands, and until when.
+/// The approvals, one card each: the host and exact command of every action, what it changes,
+/// where it stands, and what happens if nobody decides.
 pub fn approvals(list: &[Approval], now: DateTime<Utc>, paint: Paint) -> String {
     if list.is_empty() {
         return "no approvals\n".to_owned();
     }
-    let mut t = table(&["ID", "RUN", "STEP", "STATUS", "RISK", "EXPIRES", "COMMAND"]);
-    for approval in list {
-        t.add_row(vec![
-            approval.id.to_string(),
-            approval.run_id.to_string(),
-            approval.step.clone(),
-            approval.status.clone(),
-            approval.risk.clone(),
-            format!("{} ({})", time(approval.expires_at), expiry(approval, now)),
-            one_line(&approval.command),
-        ]);
-    }
-    table_text(&t, paint)
+    list.iter()
+        .map(|approval| approval_text(approval, now, paint))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One incident: what it is, then each of its runs, then its timeline.
@@ -360,7 +353,7 @@ fn run_body(r: &RunWithSteps, now: DateTime<Utc>, paint: Paint) -> String {
     if let Some(evidence) = run.evidence() {
         let _ = writeln!(out, "  evidence");
         for (key, value) in evidence {
-            let _ = writeln!(out, "    {key}: {}", compact(value));
+            let _ = writeln!(out, "    {key}: {}", truncate(&value_in_words(value), 300));
         }
     }
     if r.steps.is_empty() {
@@ -384,7 +377,12 @@ fn step_text(n: usize, step: &StepAttempt, paint: Paint) -> String {
     let mut out = String::new();
     let mut facts = vec![paint.state(&step.status)];
     if let Some(exit) = step.exit_status {
-        facts.push(format!("exit {exit}"));
+        let exit = exit_outcome(exit, step.exit_accepted, step.exit_reason.as_deref());
+        facts.push(match (exit.expected, step.exit_status) {
+            (true, Some(0)) => exit.text,
+            (true, _) => format!("{} (expected)", exit.text),
+            (false, _) => paint.alarm(&exit.text),
+        });
     }
     if step.duration_ms.is_some() {
         facts.push(duration(step.duration_ms));
@@ -416,6 +414,8 @@ fn step_text(n: usize, step: &StepAttempt, paint: Paint) -> String {
     out
 }
 
+/// One approval: where each command runs and what it changes, its decision, or what happens
+/// if nobody decides.
 fn approval_text(a: &Approval, now: DateTime<Utc>, paint: Paint) -> String {
     let mut out = String::new();
     let decision = match (&a.decided_by, a.decided_at) {
@@ -434,58 +434,63 @@ fn approval_text(a: &Approval, now: DateTime<Utc>, paint: Paint) -> String {
     };
     let _ = writeln!(
         out,
-        "  approval {} for {}  {}{decision}  risk {}",
+        "  approval {} for {}  {}{decision}  risk {}  run {}",
         a.id,
         a.step,
         paint.state(&a.status),
-        or_dash(&a.risk)
+        or_dash(&a.risk),
+        a.run_id
     );
-    let _ = writeln!(out, "     $ {}", a.command);
+    match a.actions.as_deref().filter(|actions| !actions.is_empty()) {
+        Some(actions) => {
+            for action in actions {
+                let place = action
+                    .host
+                    .as_deref()
+                    .map(|h| format!("on {h}"))
+                    .unwrap_or_else(|| "through the API".to_owned());
+                let _ = writeln!(out, "     {place}: $ {}", action.command);
+                if let Some(changes) = &action.changes {
+                    let _ = writeln!(out, "       changes: {changes}");
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(out, "     $ {}", a.command);
+        }
+    }
+    if a.status == "pending" {
+        let _ = writeln!(
+            out,
+            "     if nobody decides by {} ({}): {}",
+            time(a.expires_at),
+            expiry(a, now),
+            if_nobody_decides(&a.on_timeout)
+        );
+    }
     if let Some(comment) = a.comment.as_deref().filter(|c| !c.is_empty()) {
         let _ = writeln!(out, "     comment: {}", one_line(comment));
     }
     out
 }
 
-/// The audit trail: time, actor, action and the particulars that matter.
+/// The audit trail: each event's time, a sentence saying what happened, and its action name
+/// (`--json` has the raw detail).
 pub fn timeline(events: &[AuditEvent], paint: Paint) -> String {
     if events.is_empty() {
         return format!("{}\n", paint.bold("timeline: empty"));
     }
-    let mut t = table(&["TIME", "ACTOR", "ACTION", "DETAIL"]);
+    let mut out = format!("{}\n", paint.bold("timeline"));
     for event in events {
-        t.add_row(vec![
-            event.at.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string(),
-            event.actor.clone(),
-            event.action.clone(),
-            event_detail(&event.detail),
-        ]);
+        let _ = writeln!(
+            out,
+            "{}  {}  {}",
+            paint.dim(&event.at.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()),
+            one_line(&sentence(&event.action, &event.actor, &event.detail)),
+            paint.dim(&format!("[{}]", event.action))
+        );
     }
-    format!("{}\n{}", paint.bold("timeline"), table_text(&t, paint))
-}
-
-/// The particulars of an audit event worth a glance, in a fixed order.
-fn event_detail(detail: &Value) -> String {
-    const KEYS: [&str; 9] = [
-        "approval_id",
-        "step",
-        "host",
-        "command",
-        "exit_status",
-        "state",
-        "decision",
-        "comment",
-        "reason",
-    ];
-    let parts: Vec<String> = KEYS
-        .iter()
-        .filter_map(|key| match &detail[*key] {
-            Value::Null => None,
-            Value::String(s) => Some(format!("{key}={}", truncate(&one_line(s), 120))),
-            other => Some(format!("{key}={}", truncate(&other.to_string(), 120))),
-        })
-        .collect();
-    parts.join(" ")
+    out
 }
 
 /// What `approve`/`reject` did, and whether it was this call that decided.
@@ -682,13 +687,6 @@ fn excerpt(output: &str) -> Vec<String> {
     shown
 }
 
-fn compact(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => truncate(&other.to_string(), 300),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -717,6 +715,12 @@ mod tests {
                 "stdout": "", "stderr": "line one\nline two\nline three\nline four\n", "error": null,
                 "started_at": "2024-05-01T11:58:01Z", "finished_at": "2024-05-01T11:58:01Z",
                 "duration_ms": 42
+            }, {
+                "id": 2, "run_id": 7, "step": "lazy_unmount", "run_attempt": 2, "status": "finished",
+                "host": "pbs", "command": "umount -l /mnt/datastore", "exit_status": 32,
+                "stdout": "", "stderr": "umount: /mnt/datastore: not mounted.", "error": null,
+                "started_at": "2024-05-01T12:00:01Z", "finished_at": "2024-05-01T12:00:01Z",
+                "duration_ms": 140, "exit_accepted": true, "exit_reason": "nothing was mounted"
             }],
             "approvals": [{
                 "id": 4, "run_id": 7, "step": "lazy_unmount", "status": "pending",
@@ -743,12 +747,14 @@ mod tests {
             "    nfs_mounted: false",
             "    df_error: No such file or directory",
             "  1. probe on pbs  finished, exit 1, 42 ms",
+            "  2. lazy_unmount on pbs  finished, exit 32: nothing was mounted (expected), 140 ms",
             "     $ findmnt /mnt/datastore",
             "     │ line one",
             "     │ … 1 more line(s)",
             "  approval 4 for lazy_unmount  pending, expires 2024-05-01 12:30:00Z (in 30m), then reject  risk high",
             "     $ umount -l /mnt/datastore",
-            "2024-05-01 11:59:00.250Z  runbookd-1  approval.requested  approval_id=4 step=lazy_unmount",
+            "2024-05-01 11:59:00.250Z  The engine asked for approval of lazy_unmount: approval 4  [approval.requested]",
+            "     if nobody decides by 2024-05-01 12:30:00Z (in 30m): it is rejected and the run escalates to a human",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

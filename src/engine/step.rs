@@ -19,6 +19,7 @@ use serde_json::{Value as Json, json};
 use super::estate::Estate;
 use super::facts;
 use super::scope::Scope;
+use crate::audit_story::facts_in_words;
 use crate::clock::Clock;
 use crate::exec::command::{CertFingerprint, Name, Value, Vmid};
 use crate::exec::pve::VzdumpStart;
@@ -26,8 +27,8 @@ use crate::playbook::Playbook;
 use crate::playbook::compiled::{Action, Guard, Step, VmidRef, VzdumpGuests, VzdumpHosts};
 use crate::playbook::model::{ApprovalPolicy, Automation, Risk};
 use crate::store::Store;
-use crate::store::approvals::{ApprovalRequest, OnTimeout};
-use crate::store::runs::{Lease, RunError, StepResult};
+use crate::store::approvals::{ApprovalAction, ApprovalRequest, OnTimeout};
+use crate::store::runs::{ExitVerdict, Lease, RunError, StepResult};
 use crate::store::safety::{Blocked, Limits};
 
 /// What happened to a step.
@@ -114,7 +115,25 @@ fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), St
             };
             Ok((None, format!("vzdump {vmids} on {hosts} (PVE API)")))
         }
-        Action::ForgetGroups { fact } => Ok((None, format!("DELETE groups {{facts.{fact}}}"))),
+        Action::ForgetGroups { fact } => {
+            let groups: Vec<&str> = scope
+                .facts
+                .get(fact)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|g| g.as_str()).collect())
+                .unwrap_or_default();
+            Ok((
+                None,
+                format!(
+                    "forget PBS groups {} (from fact {fact})",
+                    if groups.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        groups.join(", ")
+                    }
+                ),
+            ))
+        }
         Action::Wait(wait) => Ok((None, format!("wait {wait:?}"))),
         Action::Poll(poll) => Ok((None, format!("poll {} every {:?}", poll.probe, poll.every))),
     }
@@ -131,18 +150,39 @@ fn vmids(ids: &[VmidRef], scope: &Scope<'_>) -> Result<Vec<Vmid>, String> {
         .collect()
 }
 
-/// Every command of a sequence, one a line, as a single step's approval shows its command.
-fn describe_sequence(sequence: &[String], scope: &Scope<'_>) -> Result<String, String> {
-    let mut lines = Vec::new();
+/// Every action of a sequence: where, exactly what, and what it changes.
+fn describe_sequence(
+    sequence: &[String],
+    scope: &Scope<'_>,
+) -> Result<Vec<ApprovalAction>, String> {
+    let mut actions = Vec::new();
     for name in sequence {
         let step = scope
             .playbook
             .steps
             .get(name)
             .ok_or_else(|| format!("no step '{name}'"))?;
-        lines.push(describe(step, scope)?.1);
+        let (host, command) = describe(step, scope)?;
+        actions.push(approval_action(name, step, host.as_ref(), command));
     }
-    Ok(lines.join("\n"))
+    Ok(actions)
+}
+
+fn approval_action(
+    name: &str,
+    step: &Step,
+    host: Option<&Name>,
+    command: String,
+) -> ApprovalAction {
+    ApprovalAction {
+        step: name.to_owned(),
+        host: host.map(Name::to_string),
+        command,
+        changes: step
+            .changes
+            .clone()
+            .or_else(|| (step.risk == Risk::None).then(|| "nothing: it only reads".to_owned())),
+    }
 }
 
 /// Why a guard does not let its step act now, and what it saw; `None`: it may act.
@@ -168,7 +208,14 @@ async fn guard_holds_back(
     {
         let names: Vec<&String> = guard.active.iter().map(|(n, _)| n).collect();
         return Some((
-            format!("outside the active time intervals {names:?}"),
+            format!(
+                "outside the active time intervals {}",
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             json!({"now": now, "active": names}),
         ));
     }
@@ -193,7 +240,7 @@ async fn guard_holds_back(
                     format!(
                         "probe '{}' says the step may not act: {}",
                         probe.id,
-                        json!(read)
+                        facts_in_words(&read)
                     ),
                     saw,
                 ));
@@ -203,7 +250,7 @@ async fn guard_holds_back(
                     format!(
                         "probe '{}' could not tell whether the step may act: {}",
                         probe.id,
-                        json!(read)
+                        facts_in_words(&read)
                     ),
                     saw,
                 ));
@@ -290,13 +337,13 @@ pub async fn run_step(
             Some(false) => {
                 return Ok(StepOutcome::Skipped(format!(
                     "only_if does not hold: {}",
-                    json!(read)
+                    facts_in_words(&read)
                 )));
             }
             None => {
                 return Ok(StepOutcome::Failed(format!(
                     "only_if depends on unknown facts: {}",
-                    json!(read)
+                    facts_in_words(&read)
                 )));
             }
         }
@@ -342,13 +389,19 @@ pub async fn run_step(
             }
             _ => OnTimeout::Reject,
         };
-        let command = match ctx.sequence {
+        let actions = match ctx.sequence {
             Some(sequence) => match describe_sequence(sequence, &scope) {
                 Ok(listed) => listed,
                 Err(error) => return Ok(StepOutcome::Failed(error)),
             },
-            None => request.clone(),
+            None => vec![approval_action(name, step, host.as_ref(), request.clone())],
         };
+        // Every command, one a line, as a single step's approval shows its command.
+        let command = actions
+            .iter()
+            .map(|a| a.command.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
         let request = ApprovalRequest {
             step: name,
             command: &command,
@@ -356,6 +409,7 @@ pub async fn run_step(
             evidence: json!(ctx.facts),
             expires_in: step.approval_window,
             on_timeout,
+            actions,
         };
         let id = ctx.store.request_approval(ctx.lease, request, now).await?;
         return Ok(StepOutcome::NeedsApproval(id));
@@ -456,13 +510,18 @@ async fn execute(
             };
             match ctx.estate.ssh.run(host, &command, timeout).await {
                 Ok(out) => {
+                    let accepted = step.accepted_exit(out.exit_status);
                     let record = StepResult {
                         exit_status: Some(i64::from(out.exit_status)),
+                        exit: Some(ExitVerdict {
+                            accepted: accepted.is_some(),
+                            reason: accepted.and_then(|a| a.reason.clone()),
+                        }),
                         stdout: Some(out.stdout),
                         stderr: Some(out.stderr.clone()),
                         ..Default::default()
                     };
-                    if step.accept_exit.contains(&out.exit_status) {
+                    if accepted.is_some() {
                         (StepOutcome::Done, record)
                     } else {
                         (
@@ -564,7 +623,7 @@ async fn execute(
                     return (
                         StepOutcome::Done,
                         StepResult {
-                            stdout: Some(json!(polled).to_string()),
+                            stdout: Some(facts_in_words(&polled)),
                             ..Default::default()
                         },
                     );

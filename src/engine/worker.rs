@@ -376,13 +376,13 @@ impl Engine {
                     .cloned()
                     .collect();
                 progress.remediation_len = cause.remediate.len();
-                let reason = format!("cause {cause_id}: {}", json!(progress.evidence));
                 self.store
-                    .advance(
+                    .diagnosed(
                         lease,
                         &progress.plan[0],
                         &json!(progress),
-                        &reason,
+                        &cause_id,
+                        &json!(progress.evidence),
                         self.clock.now(),
                     )
                     .await?;

@@ -42,12 +42,13 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use url::Url;
 
+use crate::audit_story::if_nobody_decides;
 use crate::clock::Clock;
 use crate::config::Notify;
 use crate::config::notify::{EventKind, Sink};
-use crate::store::approvals::{ApprovalStatus, Decision};
+use crate::store::approvals::{Approval, ApprovalStatus, Decision};
 use crate::store::audit::{AuditAction, AuditEvent, NewAuditEvent};
-use crate::store::runs::RunState;
+use crate::store::runs::{Run, RunState};
 use crate::store::{Store, StoreError};
 use links::LinkSigner;
 
@@ -336,14 +337,7 @@ async fn notification_for(
             Notification {
                 event: EventKind::ApprovalRequested,
                 title: format!("Approval needed: {} on {}", approval.step, run.target),
-                message: format!(
-                    "Run {} ({}) wants to run `{}` (risk {}). It expires at {}.",
-                    run.id,
-                    run.playbook,
-                    approval.command,
-                    approval.risk,
-                    approval.expires_at.format("%Y-%m-%d %H:%M UTC")
-                ),
+                message: approval_message(&run, &approval),
                 incident_id: run.incident_id,
                 run: Some(summary),
                 approval: Some(ApprovalSummary {
@@ -413,6 +407,45 @@ async fn notification_for(
         _ => return Ok(None),
     };
     Ok(Some(notification))
+}
+
+/// An approval in the words a phone shows: each command with the host it runs on and what it
+/// changes, the risk, and what happens if nobody decides by when.
+fn approval_message(run: &Run, approval: &Approval) -> String {
+    let actions = approval
+        .actions
+        .as_ref()
+        .map(|a| a.0.as_slice())
+        .unwrap_or_default();
+    let what = if actions.is_empty() {
+        format!("`{}`", approval.command)
+    } else {
+        actions
+            .iter()
+            .map(|a| {
+                let place = a
+                    .host
+                    .as_deref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default();
+                let changes = a
+                    .changes
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                format!("`{}`{place}{changes}", a.command)
+            })
+            .collect::<Vec<_>>()
+            .join(", then ")
+    };
+    format!(
+        "Run {} ({}) wants to run {what}, risk {}. If nobody decides by {}, {}.",
+        run.id,
+        run.playbook,
+        approval.risk,
+        approval.expires_at.format("%Y-%m-%d %H:%M UTC"),
+        if_nobody_decides(&approval.on_timeout)
+    )
 }
 
 /// Why one attempt failed, without the sink's URL or token.

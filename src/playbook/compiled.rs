@@ -177,11 +177,27 @@ pub struct Step {
     pub idempotent: bool,
     pub recheck: Option<String>,
     pub only_if: Option<Condition>,
-    pub accept_exit: Vec<u32>,
+    pub accept_exit: Vec<AcceptedExit>,
+    /// What it changes, in words (the playbook's `changes`), for approval cards.
+    pub changes: Option<String>,
     pub cooldown: Option<Duration>,
     pub retries: Option<Retries>,
     pub timeout: Duration,
     pub guard: Option<Guard>,
+}
+
+/// An exit code the step accepts as success, and why it is fine when it is not 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedExit {
+    pub code: u32,
+    pub reason: Option<String>,
+}
+
+impl Step {
+    /// The playbook's word on this exit code; `None`: the step failed.
+    pub fn accepted_exit(&self, code: u32) -> Option<&AcceptedExit> {
+        self.accept_exit.iter().find(|a| a.code == code)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -597,7 +613,20 @@ fn step(
         idempotent: s.idempotent,
         recheck: s.recheck.clone(),
         only_if: s.only_if.clone(),
-        accept_exit: s.accept_exit.clone().unwrap_or_else(|| vec![0]),
+        accept_exit: match &s.accept_exit {
+            None => vec![AcceptedExit {
+                code: 0,
+                reason: None,
+            }],
+            Some(codes) => codes
+                .iter()
+                .map(|a| AcceptedExit {
+                    code: a.code(),
+                    reason: a.reason().map(str::to_owned),
+                })
+                .collect(),
+        },
+        changes: s.changes.clone(),
         cooldown: s
             .cooldown
             .as_deref()

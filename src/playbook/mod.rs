@@ -513,6 +513,7 @@ impl<'a> Validator<'a> {
         if let Some(condition) = &step.only_if {
             self.condition(&at, condition, &what);
         }
+        self.accept_exit(&at, step.accept_exit.as_deref().unwrap_or_default(), &what);
         if let Some(cooldown) = &step.cooldown {
             self.duration(&at, cooldown, &format!("{what} cooldown"));
         }
@@ -528,6 +529,29 @@ impl<'a> Validator<'a> {
         }
         if let Some(guard) = &step.guard {
             self.guard(&at, guard, &what);
+        }
+    }
+
+    /// Exit codes are 0-255, each listed once; a reason says something.
+    fn accept_exit(&mut self, at: &str, accepted: &[model::AcceptExit], what: &str) {
+        let mut seen = BTreeSet::new();
+        for exit in accepted {
+            let code = exit.code();
+            if code > 255 {
+                self.problem(
+                    at,
+                    format!("{what}: accept_exit {code} is not an exit code (0-255)"),
+                );
+            }
+            if !seen.insert(code) {
+                self.problem(at, format!("{what}: accept_exit lists {code} twice"));
+            }
+            if exit.reason().is_some_and(|r| r.trim().is_empty()) {
+                self.problem(
+                    at,
+                    format!("{what}: accept_exit {code} has an empty reason"),
+                );
+            }
         }
     }
 

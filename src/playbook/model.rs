@@ -361,12 +361,49 @@ pub struct Step {
     pub recheck: Option<String>,
     /// Run only when this holds; otherwise the run escalates.
     pub only_if: Option<Condition>,
-    /// Exit codes that count as success (default `[0]`).
-    pub accept_exit: Option<Vec<u32>>,
+    /// Exit codes that count as success (default `[0]`), each with an optional reason that
+    /// every surface shows next to it ("exit 32: nothing was mounted").
+    pub accept_exit: Option<Vec<AcceptExit>>,
+    /// What the step changes, in words, for the approval card that asks a human (for
+    /// example "detaches the NFS datastore from PBS, even while busy").
+    pub changes: Option<String>,
     /// At most once per this long per target.
     pub cooldown: Option<String>,
     pub retries: Option<Retries>,
     pub timeout: String,
+}
+
+/// One accepted exit code: `32`, or `{ code: 32, reason: "nothing was mounted" }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "an exit code such as 32, or { code: 32, reason: \"why 32 is fine\" }"
+)]
+pub enum AcceptExit {
+    Code(u32),
+    Explained(ExplainedExit),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainedExit {
+    pub code: u32,
+    pub reason: String,
+}
+
+impl AcceptExit {
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Code(code) | Self::Explained(ExplainedExit { code, .. }) => *code,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Code(_) => None,
+            Self::Explained(explained) => Some(&explained.reason),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

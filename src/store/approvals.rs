@@ -69,6 +69,21 @@ pub struct Approval {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub comment: Option<String>,
+    /// What it lets the run do, action by action; `None` for an approval asked before
+    /// runbookd recorded them.
+    #[schema(value_type = Option<Vec<ApprovalAction>>)]
+    pub actions: Option<Json<Vec<ApprovalAction>>>,
+}
+
+/// One action an approval lets its run take: where, exactly what, and what it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApprovalAction {
+    pub step: String,
+    /// The inventory host the command runs on; `None` for an API request.
+    pub host: Option<String>,
+    pub command: String,
+    /// The playbook's words for what the step changes.
+    pub changes: Option<String>,
 }
 
 /// What a run asks for.
@@ -80,6 +95,8 @@ pub struct ApprovalRequest<'a> {
     pub evidence: Value,
     pub expires_in: Duration,
     pub on_timeout: OnTimeout,
+    /// Each action it lets the run take (one, or a cause's whole sequence).
+    pub actions: Vec<ApprovalAction>,
 }
 
 /// The result of a decision attempt.
@@ -120,7 +137,7 @@ impl From<sqlx::Error> for ApprovalError {
 }
 
 const APPROVAL_COLUMNS: &str = "id, run_id, step, status, command, risk, evidence, on_timeout, \
-    requested_at, expires_at, decided_by, decided_at, comment";
+    requested_at, expires_at, decided_by, decided_at, comment, actions";
 
 impl Store {
     /// Parks the run and asks for approval of `request.step`, in one transaction. Fenced: a
@@ -137,8 +154,8 @@ impl Store {
             now + chrono::Duration::from_std(request.expires_in).unwrap_or(chrono::Duration::MAX);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO approvals (run_id, step, status, command, risk, evidence, on_timeout,
-                                    requested_at, expires_at)
-             VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?) RETURNING id",
+                                    requested_at, expires_at, actions)
+             VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(lease.run_id)
         .bind(request.step)
@@ -148,6 +165,7 @@ impl Store {
         .bind(request.on_timeout.as_str())
         .bind(now)
         .bind(expires_at)
+        .bind(Json(&request.actions))
         .fetch_one(&mut *tx)
         .await?;
         audit::append(
@@ -158,7 +176,7 @@ impl Store {
                 action: AuditAction::ApprovalRequested,
                 incident_id: None,
                 run_id: Some(lease.run_id),
-                detail: json!({"approval_id": id, "step": request.step, "command": request.command, "risk": request.risk, "expires_at": expires_at, "evidence": request.evidence}),
+                detail: json!({"approval_id": id, "step": request.step, "command": request.command, "risk": request.risk, "expires_at": expires_at, "on_timeout": request.on_timeout.as_str(), "actions": request.actions, "evidence": request.evidence}),
             },
         )
         .await?;
@@ -184,17 +202,17 @@ impl Store {
     /// Applies `on_timeout` to every pending approval past its expiry. Returns how many.
     pub async fn expire_approvals(&self, now: DateTime<Utc>) -> Result<usize, ApprovalError> {
         let mut tx = self.writer.begin().await?;
-        let due: Vec<(i64, i64, String)> = sqlx::query_as(
+        let due: Vec<(i64, i64, String, String, String)> = sqlx::query_as(
             "UPDATE approvals SET status = CASE on_timeout WHEN 'approve' THEN 'approved' ELSE 'expired' END,
                  decided_by = 'timeout', decided_at = ?
              WHERE status = 'pending' AND expires_at <= ?
-             RETURNING id, run_id, on_timeout",
+             RETURNING id, run_id, on_timeout, step, command",
         )
         .bind(now)
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        for (id, run_id, on_timeout) in &due {
+        for (id, run_id, on_timeout, step, command) in &due {
             let next = if on_timeout == "approve" {
                 AfterDecision::Continue
             } else {
@@ -210,7 +228,7 @@ impl Store {
                     action: AuditAction::ApprovalDecided,
                     incident_id: None,
                     run_id: Some(*run_id),
-                    detail: json!({"approval_id": id, "on_timeout": on_timeout}),
+                    detail: json!({"approval_id": id, "on_timeout": on_timeout, "step": step, "command": command}),
                 },
             )
             .await?;
@@ -254,6 +272,15 @@ impl Store {
     }
 }
 
+/// What a decision reads back from the approval it decided, for the run and the trail.
+#[derive(FromRow)]
+struct Decidable {
+    run_id: i64,
+    step: String,
+    command: String,
+    actions: Option<Json<Vec<ApprovalAction>>>,
+}
+
 /// Decides a pending approval, once, on `conn` (inside the caller's transaction): the one place
 /// a decision is made. The run moves on and the decision is audited with it; a decided
 /// approval reports its first decision; an expired one is [`ApprovalError::Expired`], and one
@@ -271,10 +298,10 @@ pub(super) async fn decide(
         Decision::Approve => ApprovalStatus::Approved,
         Decision::Reject => ApprovalStatus::Rejected,
     };
-    let run_id: Option<i64> = sqlx::query_scalar(
+    let decided: Option<Decidable> = sqlx::query_as(
         "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, comment = ?
          WHERE id = ? AND status = 'pending' AND expires_at > ?
-         RETURNING run_id",
+         RETURNING run_id, step, command, actions",
     )
     .bind(status)
     .bind(by)
@@ -284,7 +311,7 @@ pub(super) async fn decide(
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(run_id) = run_id else {
+    let Some(decided) = decided else {
         let approval: Approval = sqlx::query_as(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
         ))
@@ -305,6 +332,7 @@ pub(super) async fn decide(
         Decision::Approve => AfterDecision::Continue,
         Decision::Reject => AfterDecision::Escalate,
     };
+    let run_id = decided.run_id;
     let outcome = json!({"reason": format!("approval {id} rejected by {by}"), "comment": comment});
     if !runs::after_decision(conn, run_id, next, &outcome, now).await? {
         return Err(ApprovalError::RunNotWaiting {
@@ -320,7 +348,8 @@ pub(super) async fn decide(
             action: AuditAction::ApprovalDecided,
             incident_id: None,
             run_id: Some(run_id),
-            detail: json!({"approval_id": id, "decision": status, "comment": comment}),
+            detail: json!({"approval_id": id, "decision": status, "comment": comment,
+                           "step": decided.step, "command": decided.command, "actions": decided.actions}),
         },
     )
     .await?;

@@ -10,101 +10,95 @@ use sqlx::{FromRow, SqliteConnection};
 
 use super::{Store, StoreError};
 
-/// What happened. The string forms are the `action` column's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditAction {
+/// Declares [`AuditAction`] with its string forms and [`AuditAction::ALL`] from one list, so a
+/// new action is in `ALL` by construction (and every exhaustive match on it, such as the
+/// sentence renderer's, must say what it means).
+macro_rules! audit_actions {
+    ($($(#[$meta:meta])* $variant:ident = $name:literal,)*) => {
+        /// What happened. The string forms are the `action` column's values.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum AuditAction {
+            $($(#[$meta])* $variant,)*
+        }
+
+        impl AuditAction {
+            /// Every action, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+audit_actions! {
     /// A firing alert opened a new incident.
-    IncidentOpened,
+    IncidentOpened = "incident.opened",
     /// A firing alert repeated an open incident.
-    IncidentDeduplicated,
+    IncidentDeduplicated = "incident.deduplicated",
     /// The source sent `resolved` for an open incident.
-    IncidentSourceResolved,
+    IncidentSourceResolved = "incident.source_resolved",
     /// A run verified its fix, which resolved the incident.
-    IncidentRunResolved,
+    IncidentRunResolved = "incident.run_resolved",
     /// The incident's sender never resolves and stopped repeating it for its resolve timeout.
-    IncidentTimedOut,
+    IncidentTimedOut = "incident.timed_out",
     /// A repeat within the settle window after a fix, or a late firing of an alert its sender
     /// already resolved (an HA peer): attached to the incident, nothing runs.
-    IncidentLateRepeat,
+    IncidentLateRepeat = "incident.late_repeat",
     /// No playbook's trigger matches the incident's alert, with the reason.
-    IncidentUnmatched,
+    IncidentUnmatched = "incident.unmatched",
     /// An incident joined a run that was already active for its target.
-    RunAttached,
+    RunAttached = "run.attached",
     /// One alert of a delivery could not be accepted, with the reason.
-    AlertRefused,
+    AlertRefused = "alert.refused",
     /// The source sent `resolved` and no incident was open for it.
-    ResolveUnmatched,
+    ResolveUnmatched = "alert.resolve_unmatched",
     /// A run of a playbook was created for an incident (or by hand).
-    RunCreated,
+    RunCreated = "run.created",
     /// A worker took a run's lease (first start, or resuming after a crash).
-    RunLeased,
+    RunLeased = "run.leased",
     /// A run moved to another step.
-    RunAdvanced,
+    RunAdvanced = "run.advanced",
     /// A run stopped to wait for an approval.
-    ApprovalRequested,
+    ApprovalRequested = "approval.requested",
     /// A run ended: resolved, escalated or cancelled.
-    RunFinished,
+    RunFinished = "run.finished",
     /// A step's side effect is about to happen.
-    StepStarted,
+    StepStarted = "step.started",
     /// A step's side effect happened (or failed).
-    StepFinished,
+    StepFinished = "step.finished",
     /// A guarded step may not act yet: its guard, what it saw, until when it waits.
-    StepWaiting,
+    StepWaiting = "step.waiting",
     /// Someone (or the clock) decided an approval.
-    ApprovalDecided,
+    ApprovalDecided = "approval.decided",
     /// An operator switch changed (pause, dry-run).
-    SettingChanged,
+    SettingChanged = "setting.changed",
     /// An admin reset a target's circuit breaker, with the reason.
-    BreakerReset,
+    BreakerReset = "breaker.reset",
     /// A safety control let a mutating action through.
-    ActionAllowed,
+    ActionAllowed = "control.allowed",
     /// A safety control stopped a mutating action, with its reason.
-    ActionBlocked,
+    ActionBlocked = "control.blocked",
     /// Someone ran a playbook's read-only probes through the `diagnose` tool.
-    ToolDiagnosed,
+    ToolDiagnosed = "tool.diagnosed",
     /// One attempt to deliver a notification to a sink, with its outcome.
-    NotifyAttempt,
+    NotifyAttempt = "notify.attempt",
     /// The notifier gave up on one event that kept failing to become a notification.
-    NotifySkipped,
+    NotifySkipped = "notify.skipped",
     /// A one-tap link was refused (bad signature, expired, used before), with the reason.
-    LinkRefused,
+    LinkRefused = "link.refused",
     /// Old events left the trail through its one exit: exported to a file, then deleted. The
     /// detail has the count, the id and time range, the file and its SHA-256.
-    AuditPruned,
+    AuditPruned = "audit.pruned",
 }
 
 impl AuditAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::IncidentOpened => "incident.opened",
-            Self::IncidentDeduplicated => "incident.deduplicated",
-            Self::IncidentSourceResolved => "incident.source_resolved",
-            Self::IncidentRunResolved => "incident.run_resolved",
-            Self::IncidentTimedOut => "incident.timed_out",
-            Self::IncidentLateRepeat => "incident.late_repeat",
-            Self::IncidentUnmatched => "incident.unmatched",
-            Self::RunAttached => "run.attached",
-            Self::AlertRefused => "alert.refused",
-            Self::ResolveUnmatched => "alert.resolve_unmatched",
-            Self::RunCreated => "run.created",
-            Self::RunLeased => "run.leased",
-            Self::RunAdvanced => "run.advanced",
-            Self::ApprovalRequested => "approval.requested",
-            Self::RunFinished => "run.finished",
-            Self::StepStarted => "step.started",
-            Self::StepFinished => "step.finished",
-            Self::StepWaiting => "step.waiting",
-            Self::ApprovalDecided => "approval.decided",
-            Self::SettingChanged => "setting.changed",
-            Self::BreakerReset => "breaker.reset",
-            Self::ActionAllowed => "control.allowed",
-            Self::ActionBlocked => "control.blocked",
-            Self::ToolDiagnosed => "tool.diagnosed",
-            Self::NotifyAttempt => "notify.attempt",
-            Self::NotifySkipped => "notify.skipped",
-            Self::LinkRefused => "link.refused",
-            Self::AuditPruned => "audit.pruned",
-        }
+    /// The action a stored `action` string names; `None` for one this build does not know.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.as_str() == text)
     }
 }
 

@@ -188,16 +188,30 @@ pub struct StepAttempt {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// Whether the playbook accepts `exit_status`; `None` without one (or recorded before
+    /// runbookd kept it).
+    pub exit_accepted: Option<bool>,
+    /// The playbook's reason for an accepted non-zero exit ("nothing was mounted").
+    pub exit_reason: Option<String>,
 }
 
 /// What a step did, to record when it finishes.
 #[derive(Debug, Clone, Default)]
 pub struct StepResult {
     pub exit_status: Option<i64>,
+    /// The playbook's word on `exit_status`: accepted (with its reason) or not.
+    pub exit: Option<ExitVerdict>,
     pub stdout: Option<String>,
     pub stderr: Option<String>,
     pub error: Option<String>,
     pub duration: Duration,
+}
+
+/// Whether a step's exit status is one its playbook accepts, and why when it is not 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitVerdict {
+    pub accepted: bool,
+    pub reason: Option<String>,
 }
 
 /// `facts` that is not JSON (written outside runbookd) reads as a JSON string holding the text,
@@ -309,6 +323,28 @@ impl Store {
         .bind(Json(facts.clone()))
         .bind(now);
         let detail = json!({"step": step, "reason": reason});
+        fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
+    }
+
+    /// Moves a diagnosed run to its first step with `facts`, and records the cause and the
+    /// evidence that made it match as fields of their own (not JSON inside a reason).
+    pub async fn diagnosed(
+        &self,
+        lease: &Lease,
+        step: &str,
+        facts: &Value,
+        cause: &str,
+        evidence: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let query = sqlx::query(
+            "UPDATE runs SET step = ?, facts = ?, updated_at = ?
+             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+        )
+        .bind(step.to_owned())
+        .bind(Json(facts.clone()))
+        .bind(now);
+        let detail = json!({"step": step, "reason": format!("cause {cause}"), "cause": cause, "evidence": evidence});
         fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
@@ -508,32 +544,45 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
         let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(
+        let duration_ms = i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX);
+        let exit_accepted = result.exit.as_ref().map(|e| e.accepted);
+        let exit_reason = result.exit.as_ref().and_then(|e| e.reason.clone());
+        let attempt: Option<(String, Option<String>, String)> = sqlx::query_as(
             "UPDATE step_attempts SET status = 'finished', exit_status = ?, stdout = ?, stderr = ?,
-                 error = ?, finished_at = ?, duration_ms = ?
+                 error = ?, finished_at = ?, duration_ms = ?, exit_accepted = ?, exit_reason = ?
              WHERE id = ? AND run_id = ? AND run_attempt = ? AND status = 'started'
                AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND state = 'running'
-                           AND lease_owner = ? AND attempt = ?)",
+                           AND lease_owner = ? AND attempt = ?)
+             RETURNING step, host, command",
         )
         .bind(result.exit_status)
         .bind(&result.stdout)
         .bind(&result.stderr)
         .bind(&result.error)
         .bind(now)
-        .bind(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX))
+        .bind(duration_ms)
+        .bind(exit_accepted)
+        .bind(&exit_reason)
         .bind(step_attempt)
         .bind(lease.run_id)
         .bind(lease.attempt)
         .bind(lease.run_id)
         .bind(&lease.owner)
         .bind(lease.attempt)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        fenced(updated.rows_affected(), lease)?;
+        fenced(u64::from(attempt.is_some()), lease)?;
+        let (step, host, command) = attempt.unwrap_or_default();
+        // The step and its command ride along, so the event reads on its own.
+        let detail = json!({
+            "step_attempt": step_attempt, "step": step, "host": host, "command": command,
+            "exit_status": result.exit_status, "exit_accepted": exit_accepted,
+            "exit_reason": exit_reason, "duration_ms": duration_ms, "error": result.error,
+        });
         audit::append(
             &mut tx,
             now,
-            run_event(lease, AuditAction::StepFinished, json!({"step_attempt": step_attempt, "exit_status": result.exit_status, "error": result.error})),
+            run_event(lease, AuditAction::StepFinished, detail),
         )
         .await?;
         tx.commit().await?;
@@ -644,7 +693,7 @@ impl Store {
     pub async fn step_attempts(&self, run_id: i64) -> Result<Vec<StepAttempt>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, run_id, step, run_attempt, status, host, command, exit_status, stdout,
-                    stderr, error, started_at, finished_at, duration_ms
+                    stderr, error, started_at, finished_at, duration_ms, exit_accepted, exit_reason
              FROM step_attempts WHERE run_id = ? ORDER BY id",
         )
         .bind(run_id)

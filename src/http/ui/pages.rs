@@ -7,6 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use super::{PageError, Viewer};
+use crate::audit_story::{exit_outcome, if_nobody_decides, sentence, value_in_words};
 use crate::auth::Permission;
 use crate::http::AppState;
 use crate::http::approvals::MAX_COMMENT_CHARS;
@@ -22,8 +23,6 @@ const LIST_INCIDENTS: u32 = 50;
 const RESOLVED_INCIDENTS: u32 = 10;
 const PENDING_APPROVALS: u32 = 100;
 const TIMELINE_EVENTS: u32 = 1000;
-/// A timeline event's detail longer than this (in bytes of JSON) is folded.
-const LONG_DETAIL: usize = 200;
 
 pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     html! {
@@ -417,12 +416,18 @@ fn run_section(
 }
 
 fn step_card(step: &StepAttempt) -> Markup {
+    let exit = step
+        .exit_status
+        .map(|exit| exit_outcome(exit, step.exit_accepted, step.exit_reason.as_deref()));
     html! {
         article.card.step {
             h4 {
                 (step.step) " " (badge(&step.status))
-                @if let Some(exit) = step.exit_status {
-                    " " span.(if exit == 0 { "ok" } else { "bad" }) { "exit " (exit) }
+                @if let Some(exit) = &exit {
+                    " " span.exit.(if exit.expected { "ok" } else { "bad" }) { (exit.text) }
+                    @if exit.expected && step.exit_status != Some(0) {
+                        " " span.meta { "(expected)" }
+                    }
                 }
             }
             p.meta {
@@ -478,12 +483,12 @@ fn approval_card(
             @if let Some(cause) = run.and_then(|r| r.facts.0.get("cause")).and_then(Value::as_str) {
                 p { "Cause: " strong { (cause) } }
             }
+            (approval_actions(approval))
             pre.command { code { (approval.command) } }
             @if pending && !expired {
-                p.meta {
-                    "Expires " (at(approval.expires_at)) " (" (until(approval.expires_at, now)) "). "
-                    "If nobody decides, it is "
-                    (if approval.on_timeout == "approve" { "approved" } else { "rejected" }) "."
+                p.meta.timeout {
+                    "If nobody decides by " (at(approval.expires_at)) " (" (until(approval.expires_at, now)) "), "
+                    (if_nobody_decides(&approval.on_timeout)) "."
                 }
             }
             (json_table("Evidence", &approval.evidence.0, alone && pending && !expired))
@@ -515,6 +520,44 @@ fn approval_card(
     }
 }
 
+/// Where an approval's commands run and what each changes, as the run asked for them.
+fn approval_actions(approval: &Approval) -> Markup {
+    let actions = approval
+        .actions
+        .as_ref()
+        .map(|a| a.0.as_slice())
+        .unwrap_or_default();
+    let mut hosts: Vec<&str> = actions.iter().filter_map(|a| a.host.as_deref()).collect();
+    hosts.dedup();
+    html! {
+        @if !actions.is_empty() {
+            dl.facts.actions {
+                dt { "Runs on" }
+                dd {
+                    @if hosts.is_empty() {
+                        "the Proxmox API (no SSH host)"
+                    } @else {
+                        strong { (hosts.join(", ")) }
+                    }
+                }
+                dt { "Changes" }
+                dd {
+                    ul.changes {
+                        @for action in actions {
+                            li {
+                                code { (action.step) }
+                                @if let Some(host) = &action.host { " on " (host) }
+                                ": " (action.changes.as_deref().unwrap_or("the playbook does not say"))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Each event as a sentence, its raw detail one click away.
 fn timeline_list(events: &[AuditEvent]) -> Markup {
     html! {
         @if events.is_empty() {
@@ -525,16 +568,12 @@ fn timeline_list(events: &[AuditEvent]) -> Markup {
                     li {
                         span.when { (at(event.at)) }
                         span.what {
-                            strong { (event.action) } " by " (event.actor)
+                            (sentence(&event.action, &event.actor, &event.detail.0))
                             @if let Some(run) = event.run_id { span.meta { " · run #" (run) } }
                         }
-                        @if event.detail.0.as_object().is_some_and(|d| !d.is_empty()) {
-                            @let detail = event.detail.0.to_string();
-                            @if detail.len() > LONG_DETAIL {
-                                details { summary { "detail" } code.detail { (detail) } }
-                            } @else {
-                                code.detail { (detail) }
-                            }
+                        details.raw {
+                            summary { (event.action) " by " (event.actor) }
+                            code.detail { (event.detail.0.to_string()) }
                         }
                     }
                 }
@@ -543,8 +582,8 @@ fn timeline_list(events: &[AuditEvent]) -> Markup {
     }
 }
 
-/// An object's keys and values as a definition list, unfolded when `open`; other JSON as one
-/// line.
+/// An object's keys and values as a definition list in words, unfolded when `open`; other
+/// values as one line.
 fn json_table(title: &str, value: &Value, open: bool) -> Markup {
     html! {
         @match value {
@@ -555,13 +594,13 @@ fn json_table(title: &str, value: &Value, open: bool) -> Markup {
                     summary { (title) }
                     dl.facts {
                         @for (key, value) in map {
-                            dt { (key) } dd { (plain(value)) }
+                            dt { (key) } dd { (value_in_words(value)) }
                         }
                     }
                 }
             },
             other => {
-                p { strong { (title) ": " } code { (other.to_string()) } }
+                p { strong { (title) ": " } (value_in_words(other)) }
             },
         }
     }
