@@ -10,6 +10,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod backups;
 pub mod idempotency;
 pub mod incidents;
 pub mod intake;
