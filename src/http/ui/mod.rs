@@ -3,7 +3,7 @@
 //! | path | who |
 //! |---|---|
 //! | `GET /login`, `POST /login`, `GET /static/style.css` | anyone |
-//! | `GET /`, `GET /incidents/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
+//! | `GET /`, `GET /backups`, `GET /incidents/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
 //! | `POST /approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /pause`, `POST /resume` | control (admin) |
 //!
@@ -24,7 +24,9 @@
 //! Content-Security-Policy forbids any. Decisions and the kill switch go through the same store
 //! calls as the REST API, with the logged-in token's name as the actor.
 
+mod backups;
 pub(crate) mod pages;
+mod timeline_svg;
 
 use std::sync::Arc;
 
@@ -135,6 +137,7 @@ pub fn routes(tokens: Arc<TokenTable>, sites: Sites) -> Router<AppState> {
     let keys = Arc::new(UiKeys::new(tokens, sites));
     let signed_in = Router::new()
         .route("/", get(home))
+        .route("/backups", get(backups))
         .route("/incidents/{id}", get(incident))
         .route("/approvals/{id}", get(approval))
         .route("/approvals/{id}/approve", post(approve))
@@ -473,6 +476,13 @@ async fn home(
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Response, PageError> {
     Ok(pages::home(&state, &viewer).await?.into_response())
+}
+
+async fn backups(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    Ok(backups::page(&state, &viewer).await?.into_response())
 }
 
 async fn incident(

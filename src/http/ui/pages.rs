@@ -40,6 +40,7 @@ pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Mark
                 header.top {
                     a.brand href="/" { "runbookd" }
                     @if let Some(viewer) = viewer {
+                        nav.pages { a href="/" { "Incidents" } a href="/backups" { "Backups" } }
                         span.who { (viewer.principal.name) " · " (viewer.principal.role.as_str()) }
                         form.signout method="post" action="/logout" {
                             (csrf(viewer))
@@ -399,6 +400,7 @@ fn run_section(
             @if let Some(evidence) = diagnosis.get("evidence") {
                 (json_table("Evidence", evidence, true))
             }
+            (super::timeline_svg::picture(run, steps, approvals, now))
             h3 { "Steps" }
             @if steps.is_empty() {
                 p.empty { "No step has run yet." }
@@ -588,7 +590,7 @@ fn label_summary(labels: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn badge(text: &str) -> Markup {
+pub(crate) fn badge(text: &str) -> Markup {
     html! { span.badge.(format!("b-{}", css_class(text))) { (text) } }
 }
 
