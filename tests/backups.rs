@@ -188,15 +188,19 @@ async fn the_page_the_api_and_the_cli_show_every_group_of_the_mixed_twin() {
         twin.keys().map(String::as_str).collect(),
         "{api:#}"
     );
-    let ages: Vec<f64> = api["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["age_hours"].as_f64().unwrap())
-        .collect();
+    // Stale first, then fresh, then decommissioned; oldest first within each.
+    let rank = |g: &Value| match g["freshness"].as_str().unwrap() {
+        "stale" => 0,
+        "fresh" => 1,
+        _ => 2,
+    };
     assert!(
-        ages.windows(2).all(|w| w[0] >= w[1]),
-        "oldest first: {ages:?}"
+        api["groups"].as_array().unwrap().windows(2).all(|w| {
+            rank(&w[0]) < rank(&w[1])
+                || (rank(&w[0]) == rank(&w[1])
+                    && w[0]["age_hours"].as_f64() >= w[1]["age_hours"].as_f64())
+        }),
+        "{api:#}"
     );
     for g in api["groups"].as_array().unwrap() {
         let name = g["group"].as_str().unwrap();

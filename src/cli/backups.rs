@@ -39,7 +39,7 @@ pub struct GroupRun {
     pub state: String,
 }
 
-/// The groups, oldest first as the service sends them: `vm/451  ██████████░░░░░░  61h / 48h
+/// The groups in the service's order (stale, fresh, decommissioned): `vm/451  ██████████░░░░░░  61h / 48h
 /// stale  ...`.
 pub fn render(status: &BackupStatus, now: DateTime<Utc>, paint: Paint) -> String {
     let mut out = format!(

@@ -32,7 +32,7 @@ pub struct BackupStatus {
     pub playbook: String,
     /// A group at least this old is stale (the playbook's `stale_after_hours` setting).
     pub stale_after_hours: u64,
-    /// Oldest first.
+    /// Stale groups, then fresh ones, then decommissioned ones; oldest first within each.
     pub groups: Vec<GroupStatus>,
 }
 
@@ -64,6 +64,15 @@ pub enum Freshness {
 }
 
 impl Freshness {
+    /// Where groups in this state are listed.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Stale => 0,
+            Self::Fresh => 1,
+            Self::Decommissioned => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fresh => "fresh",
@@ -145,9 +154,12 @@ pub async fn status(
             }
         })
         .collect();
+    // What needs a person first: stale groups, then fresh ones, then the decommissioned.
     groups.sort_by(|a, b| {
-        b.age_hours
-            .total_cmp(&a.age_hours)
+        a.freshness
+            .rank()
+            .cmp(&b.freshness.rank())
+            .then(b.age_hours.total_cmp(&a.age_hours))
             .then_with(|| a.group.cmp(&b.group))
     });
     Ok(BackupStatus {
@@ -160,7 +172,7 @@ pub async fn status(
 
 /// Every backup group's age against the playbook's threshold.
 #[utoipa::path(get, path = "/api/v1/backups", tag = "operations", params(BackupQuery),
-    responses((status = 200, body = BackupStatus, description = "Every group of the datastore, oldest first"),
+    responses((status = 200, body = BackupStatus, description = "Every group of the datastore: stale, then fresh, then decommissioned, oldest first within each"),
         (status = 400, body = ErrorBody, description = "A datastore name that is not a name, an unknown query parameter"),
         (status = 401, body = ErrorBody, description = "No or unknown token"),
         (status = 403, body = ErrorBody, description = "A role that may not read"),

@@ -14,8 +14,8 @@ use crate::store::runs::{Run, StepAttempt};
 /// The drawing's width in SVG units; it stretches to the column's width.
 const WIDTH: f64 = 360.0;
 /// One bar's row: its label above, then the bar.
-const ROW: f64 = 28.0;
-const BAR_TOP: f64 = 14.0;
+const ROW: f64 = 30.0;
+const BAR_TOP: f64 = 15.0;
 const BAR_HEIGHT: f64 = 10.0;
 /// Room under the rows for the axis and its two times.
 const AXIS: f64 = 26.0;
