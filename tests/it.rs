@@ -43,6 +43,7 @@ mod openssh;
 mod operations_api;
 mod playbook_check;
 mod preflight;
+mod readme_quick_start;
 mod restart;
 mod runs;
 mod safety;
