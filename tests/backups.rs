@@ -280,7 +280,7 @@ async fn the_page_the_api_and_the_cli_show_every_group_of_the_mixed_twin() {
         if !g["last_run"].is_null() {
             assert!(
                 item.contains(&format!(
-                    r#"<a href="/incidents/{incident_id}#run-{run_id}">run #{run_id}</a>"#
+                    r#"<a href="/runs/{run_id}">run #{run_id}</a> of <a href="/incidents/{incident_id}">incident #{incident_id}</a>"#
                 )),
                 "{name} links its last run: {item}"
             );

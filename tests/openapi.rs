@@ -156,6 +156,7 @@ fn no_rest_route_bypasses_the_description() {
         "/logout",
         "/backups",
         "/incidents/{id}",
+        "/runs/{id}",
         "/approvals/{id}",
         "/approvals/{id}/approve",
         "/approvals/{id}/reject",

@@ -1,8 +1,9 @@
 //! The run as a picture: `runbookd serve --lab stale-nfs` resolves the reference alert, and the
 //! incident page's inline SVG has one bar per diagnosis probe and per step attempt, in time
 //! order, placed and sized on one time axis exactly as the stored times and durations say
-//! (read back through `GET /api/v1/runs/{id}`), with the same in words for screen readers. The
-//! page's CSP is unchanged by it and no script appears.
+//! (read back through `GET /api/v1/runs/{id}`), with the same in words for screen readers; the
+//! run's own page `/runs/{id}` shows the same picture. The pages' CSP is unchanged by it and no
+//! script appears.
 
 use crate::common;
 
@@ -105,22 +106,31 @@ async fn a_resolved_runs_picture_has_a_bar_per_probe_and_step_sized_by_its_durat
         .unwrap();
     let cookie = login.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_owned();
-    let response = client
-        .get(format!("{base}/incidents/{incident_id}"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-security-policy"], CSP);
-    let html = response.text().await.unwrap();
-    assert!(!html.contains("<script"), "no script");
-    assert!(!html.contains(" style="), "no inline style");
-    let start = html
-        .find("<svg class=\"run-timeline\"")
-        .expect("the run's picture");
-    let end = start + html[start..].find("</svg>").unwrap() + "</svg>".len();
-    let svg_text = &html[start..end];
+    // The same picture on the incident's page and on the run's own.
+    let mut pictures = Vec::new();
+    for path in [
+        format!("/incidents/{incident_id}"),
+        format!("/runs/{run_id}"),
+    ] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        assert_eq!(response.headers()["content-security-policy"], CSP, "{path}");
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("<script"), "no script on {path}");
+        assert!(!html.contains(" style="), "no inline style on {path}");
+        let start = html
+            .find("<svg class=\"run-timeline\"")
+            .unwrap_or_else(|| panic!("the run's picture on {path}"));
+        let end = start + html[start..].find("</svg>").unwrap() + "</svg>".len();
+        pictures.push(html[start..end].to_owned());
+    }
+    assert_eq!(pictures[0], pictures[1]);
+    let svg_text = &pictures[0];
     let svg = roxmltree::Document::parse(svg_text).unwrap_or_else(|e| panic!("{e}: {svg_text}"));
     let root = svg.root_element();
     assert_eq!(root.attribute("role"), Some("img"));

@@ -75,9 +75,9 @@ fn group_item(group: &GroupStatus, threshold: u64) -> Markup {
                 @match &group.last_run {
                     Some(run) => {
                         "last worked on by "
-                        @match run.incident_id {
-                            Some(incident) => a href=(format!("/incidents/{incident}#run-{}", run.run_id)) { "run #" (run.run_id) },
-                            None => { "run #" (run.run_id) },
+                        a href=(format!("/runs/{}", run.run_id)) { "run #" (run.run_id) }
+                        @if let Some(incident) = run.incident_id {
+                            " of " a href=(format!("/incidents/{incident}")) { "incident #" (incident) }
                         }
                         " " (badge(run.state.as_str())) " at " (at(run.created_at))
                     },

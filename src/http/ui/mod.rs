@@ -3,7 +3,7 @@
 //! | path | who |
 //! |---|---|
 //! | `GET /login`, `POST /login`, `GET /static/style.css` | anyone |
-//! | `GET /`, `GET /backups`, `GET /incidents/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
+//! | `GET /`, `GET /backups`, `GET /incidents/{id}`, `GET /runs/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
 //! | `POST /approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /pause`, `POST /resume` | control (admin) |
 //!
@@ -26,6 +26,7 @@
 
 mod backups;
 pub(crate) mod pages;
+mod run_page;
 mod timeline_svg;
 
 use std::sync::Arc;
@@ -139,6 +140,7 @@ pub fn routes(tokens: Arc<TokenTable>, sites: Sites) -> Router<AppState> {
         .route("/", get(home))
         .route("/backups", get(backups))
         .route("/incidents/{id}", get(incident))
+        .route("/runs/{id}", get(run))
         .route("/approvals/{id}", get(approval))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
@@ -491,6 +493,14 @@ async fn incident(
     Path(id): Path<i64>,
 ) -> Result<Response, PageError> {
     Ok(pages::incident(&state, &viewer, id).await?.into_response())
+}
+
+async fn run(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    Ok(run_page::page(&state, &viewer, id).await?.into_response())
 }
 
 async fn approval(

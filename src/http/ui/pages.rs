@@ -361,7 +361,7 @@ pub async fn approval(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
     ))
 }
 
-fn run_section(
+pub(crate) fn run_section(
     run: &Run,
     steps: &[StepAttempt],
     approvals: &[Approval],
@@ -517,7 +517,7 @@ fn approval_card(
     }
 }
 
-fn timeline_list(events: &[AuditEvent]) -> Markup {
+pub(crate) fn timeline_list(events: &[AuditEvent]) -> Markup {
     html! {
         @if events.is_empty() {
             p.empty { "Nothing recorded." }
