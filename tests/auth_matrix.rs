@@ -152,6 +152,13 @@ async fn every_route_checks_its_role() {
             body: None,
             needs: Needs::Read,
         },
+        // No engine runs in this app: an allowed caller gets 409, not 401/403.
+        Route {
+            method: "GET",
+            path: "/api/v1/backups".into(),
+            body: None,
+            needs: Needs::Read,
+        },
         // No playbook or run names pbs in this app: an admin gets 404, not 401/403.
         Route {
             method: "POST",
@@ -244,6 +251,7 @@ async fn every_route_checks_its_role() {
             let challenge = response.headers().get("www-authenticate").cloned();
             let success = match (route.method, route.path.as_str()) {
                 ("POST", "/api/v1/runs") => 409,
+                ("GET", "/api/v1/backups") => 409,
                 (
                     "POST",
                     "/api/v1/pause" | "/api/v1/resume" | "/api/v1/dry-run" | "/api/call" | "/mcp",

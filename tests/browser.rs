@@ -2,7 +2,8 @@
 //! (WebDriver) at phone size, against the real binary on the twin. An approver signs in,
 //! approves the remount nfs-unmounted asks about (one card naming the host of every command),
 //! and reads the resolved run's timeline in sentences.
-//! Screenshots of each page land in `target/ui-screenshots/` for review.
+//! Screenshots of each page land in `target/ui-screenshots/` for review; `backups.png` is the
+//! backups page on the mixed twin.
 //!
 //! Chromium and chromedriver come from `scripts/install-test-deps.sh`; without them this test
 //! fails and says so. The browser is kept on loopback: every other host goes to a dead proxy.
@@ -425,4 +426,78 @@ async fn walk(
         );
     }
     screenshot(driver, browser, "03-incident-timeline.png").await;
+}
+
+/// `/backups` on the mixed twin, at phone width: reached from the home page's nav, every group
+/// the service knows has its bar, decommissioned ones are marked, nothing scrolls sideways.
+#[tokio::test]
+async fn the_backups_page_shows_every_group_on_a_phone() {
+    let _ = installed("chromium");
+    let _ = installed("chromedriver");
+    let dir = tempfile::tempdir().unwrap();
+    let service = ServiceProcess::start_lab(dir.path(), "mixed", ADMIN, &[], "", &[]).await;
+    let base = service.address.clone();
+    let rest = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let driver = Driver::start(&dir.path().join("chromedriver.log")).await;
+    let browser = driver.browser(&dir.path().join("chromium-profile")).await;
+    let walk = AssertUnwindSafe(backups_walk(&driver, &browser, &rest, &base))
+        .catch_unwind()
+        .await;
+    let closed = browser.close().await;
+    if let Err(panic) = walk {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("the browser session closes");
+    assert!(service.terminate().await.success());
+}
+
+async fn backups_walk(driver: &Driver, browser: &Client, rest: &reqwest::Client, base: &str) {
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(browser, ADMIN).await;
+    on_page(browser, "the home page", |path| path == "/").await;
+    browser
+        .find(Locator::Css("nav.pages a[href='/backups']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    on_page(browser, "the backups page", |path| path == "/backups").await;
+
+    let status = api(rest, base, "/api/v1/backups")
+        .await
+        .expect("the service lists the groups");
+    let groups = status["groups"].as_array().unwrap();
+    let items = browser.find_all(Locator::Css("li.backup")).await.unwrap();
+    assert_eq!(items.len(), groups.len(), "one item per group");
+    let mut decommissioned = 0;
+    for (item, group) in items.iter().zip(groups) {
+        let text = item.text().await.unwrap();
+        let name = group["group"].as_str().unwrap();
+        let state = group["freshness"].as_str().unwrap();
+        assert!(
+            text.contains(name) && text.contains(state),
+            "{name} {state}: {text}"
+        );
+        if state == "decommissioned" {
+            decommissioned += 1;
+            assert!(text.contains("its guest is gone"), "{text}");
+        }
+        // The bar is drawn, and inside the phone's width.
+        let bar = item.find(Locator::Css("svg.age-bar")).await.unwrap();
+        let (x, _, width, height) = bar.rectangle().await.unwrap();
+        assert!(
+            width > 100.0 && height > 5.0,
+            "{name}'s bar is visible: {width}x{height}"
+        );
+        assert!(
+            x + width <= f64::from(PHONE.0),
+            "{name}'s bar fits the phone"
+        );
+    }
+    assert_eq!(decommissioned, 8, "mixed keeps eight decommissioned groups");
+    screenshot(driver, browser, "backups.png").await;
 }

@@ -23,6 +23,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/resume"),
     ("get", "/api/v1/playbooks"),
     ("get", "/api/v1/safety"),
+    ("get", "/api/v1/backups"),
     ("post", "/api/v1/breakers/{target}/reset"),
     ("post", "/api/v1/dry-run"),
     ("post", "/mcp"),
@@ -153,7 +154,9 @@ fn no_rest_route_bypasses_the_description() {
         "/",
         "/login",
         "/logout",
+        "/backups",
         "/incidents/{id}",
+        "/runs/{id}",
         "/approvals/{id}",
         "/approvals/{id}/approve",
         "/approvals/{id}/reject",
@@ -182,5 +185,31 @@ fn no_rest_route_bypasses_the_description() {
     assert!(
         bypassing.is_empty(),
         "routes outside /openapi.json: {bypassing:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_backups_route_describes_every_answer_and_its_states() {
+    let app = TestApp::spawn().await;
+    let api = description(&app).await;
+    let operation = &api["paths"]["/api/v1/backups"]["get"];
+    let responses = operation["responses"].as_object().unwrap();
+    for status in ["200", "400", "401", "403", "409", "422", "502", "503"] {
+        let description = responses[status]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!description.is_empty(), "{status} is not described");
+    }
+    let parameters: Vec<&str> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(parameters, ["datastore", "playbook"]);
+    let freshness = &api["components"]["schemas"]["Freshness"]["enum"];
+    assert_eq!(
+        freshness,
+        &serde_json::json!(["fresh", "stale", "decommissioned"])
     );
 }

@@ -1,4 +1,4 @@
-//! `runbookd incidents|runs|approvals|approve|reject|pause|resume|safety|breaker|dry-run`:
+//! `runbookd incidents|runs|approvals|approve|reject|pause|resume|safety|breaker|dry-run|backups`:
 //! clients of a running service's REST API, for the on-call human at a terminal.
 //!
 //! The URL and token come from `RUNBOOKD_URL` and `RUNBOOKD_TOKEN` (or `--url`/`--token`; the
@@ -14,6 +14,7 @@
 //! - [`model`]: the client's views of the API's answers.
 //! - [`render`]: text from those views, testable without a terminal.
 
+pub mod backups;
 pub mod client;
 pub mod model;
 pub mod render;
@@ -83,6 +84,21 @@ pub enum ClientCommand {
     /// Switch global dry-run: `dry-run on|off --reason TEXT`. New runs are created dry while it
     /// is on; runs already created keep their mode. Needs an admin token.
     DryRun(DryRunArgs),
+    /// Every PBS backup group's age against the playbook's threshold, as a bar: fresh, stale
+    /// or decommissioned, with the run that last worked on it.
+    Backups(BackupsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// The PBS datastore; the service's configured one when omitted.
+    #[arg(long)]
+    pub datastore: Option<String>,
+    /// The playbook whose threshold applies; needed only when several are loaded.
+    #[arg(long)]
+    pub playbook: Option<String>,
+    #[command(flatten)]
+    pub connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -362,6 +378,28 @@ pub async fn execute(
             }
             let state: model::DryRunState = client.parse(&raw)?;
             Ok(Outcome::ok(render::dry_run(state.dry_run)))
+        }
+        ClientCommand::Backups(args) => {
+            let client = connect(&args.connection)?;
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(datastore) = &args.datastore {
+                query.append_pair("datastore", datastore);
+            }
+            if let Some(playbook) = &args.playbook {
+                query.append_pair("playbook", playbook);
+            }
+            let query = query.finish();
+            let path = if query.is_empty() {
+                "api/v1/backups".to_owned()
+            } else {
+                format!("api/v1/backups?{query}")
+            };
+            let raw = client.get(&path).await?;
+            if args.connection.json {
+                return Ok(Outcome::ok(pretty(&raw)));
+            }
+            let status: backups::BackupStatus = client.parse(&raw)?;
+            Ok(Outcome::ok(backups::render(&status, clock.now(), paint)))
         }
     }
 }

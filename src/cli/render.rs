@@ -72,11 +72,11 @@ impl Paint {
     }
 
     /// A state word, coloured by what it means for the person reading.
-    fn state(self, state: &str) -> String {
+    pub(super) fn state(self, state: &str) -> String {
         let color = match state {
-            "resolved" | "approved" | "finished" => AnsiColor::Green,
+            "resolved" | "approved" | "finished" | "fresh" => AnsiColor::Green,
             "waiting_approval" | "pending" | "running" | "started" | "open" => AnsiColor::Yellow,
-            "escalated" | "rejected" | "expired" | "failed" | "refused" => AnsiColor::Red,
+            "escalated" | "rejected" | "expired" | "failed" | "refused" | "stale" => AnsiColor::Red,
             "rehearsed" => AnsiColor::Cyan,
             _ => return state.to_owned(),
         };
@@ -85,7 +85,7 @@ impl Paint {
 }
 
 /// `2024-05-01 10:00:00Z`.
-fn time(at: Option<DateTime<Utc>>) -> String {
+pub(super) fn time(at: Option<DateTime<Utc>>) -> String {
     at.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|| "-".to_owned())
 }
@@ -101,7 +101,7 @@ fn span(seconds: i64) -> String {
     }
 }
 
-fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+pub(super) fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match at {
         Some(at) => format!("{} ago", span((now - at).num_seconds())),
         None => "-".to_owned(),
@@ -131,7 +131,7 @@ fn duration(ms: Option<i64>) -> String {
 
 /// A table without borders: a header line, one line per row, columns aligned. Rows never
 /// wrap, so a whole line can be coloured without breaking the alignment.
-fn table(header: &[&str]) -> Table {
+pub(super) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(comfy_table::presets::NOTHING)
@@ -144,7 +144,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// The table's lines with the header in bold.
-fn table_text(table: &Table, paint: Paint) -> String {
+pub(super) fn table_text(table: &Table, paint: Paint) -> String {
     let mut out = String::new();
     for (n, line) in table.lines().enumerate() {
         let line = line.trim_end();

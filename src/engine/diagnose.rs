@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use super::builtins;
@@ -23,8 +23,8 @@ use crate::playbook::model::{PbsRead, PveRead};
 /// Beyond a probe's own timeout: time to connect.
 const PROBE_GRACE: Duration = Duration::from_secs(5);
 
-/// What one probe did, for the record.
-#[derive(Debug, Clone, Serialize)]
+/// What one probe did, for the record (and the run's timeline picture).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeRecord {
     pub id: String,
     /// The exact command or request.
@@ -32,6 +32,9 @@ pub struct ProbeRecord {
     pub ok: bool,
     pub exit: Option<u32>,
     pub error: Option<String>,
+    /// When it started, in milliseconds after its diagnosis started (its wave's start).
+    #[serde(default)]
+    pub started_ms: u64,
     pub duration_ms: u64,
 }
 
@@ -75,6 +78,7 @@ pub async fn diagnose(
             parameters: &parameters,
             facts: &empty,
         };
+        let wave_started_ms = started.elapsed().as_millis() as u64;
         let wave = join_all(
             ready
                 .iter()
@@ -85,7 +89,10 @@ pub async fn diagnose(
             for (name, extract) in &probe.facts {
                 facts.insert(name.clone(), facts::extract(extract, &result));
             }
-            records.push(record);
+            records.push(ProbeRecord {
+                started_ms: wave_started_ms,
+                ..record
+            });
             results.insert(probe.id.clone(), result);
         }
         remaining = waiting;
@@ -143,6 +150,7 @@ pub(crate) async fn run_probe(
         ok: result.ok,
         exit: result.exit,
         error,
+        started_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     (result, record)

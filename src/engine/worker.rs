@@ -20,10 +20,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use super::diagnose::{diagnose, run_probe};
+use super::diagnose::{ProbeRecord, diagnose, run_probe};
 use super::estate::Estate;
 use super::facts;
 use super::scope::{self, Scope};
@@ -71,6 +72,12 @@ pub struct Progress {
     /// evidence next to what the probes find.
     #[serde(default)]
     pub alert_failure: Option<String>,
+    /// When the diagnosis started, on the run's clock, and what each of its probes did: the
+    /// run's timeline picture draws them.
+    #[serde(default)]
+    pub diagnosed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub probes: Vec<ProbeRecord>,
 }
 
 fn first_version() -> u32 {
@@ -118,6 +125,8 @@ impl Default for Progress {
             plan: Vec::new(),
             remediation_len: 0,
             alert_failure: None,
+            diagnosed_at: None,
+            probes: Vec::new(),
         }
     }
 }
@@ -337,6 +346,8 @@ impl Engine {
                     Ok(d) => d,
                     Err(error) => return self.escalate(lease, &progress, &error).await,
                 };
+                progress.diagnosed_at = Some(now);
+                progress.probes = diagnosis.probes;
                 progress.facts = diagnosis.facts;
                 progress.report = diagnosis.report;
                 progress.evidence = diagnosis.evidence;

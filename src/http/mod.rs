@@ -17,6 +17,7 @@
 
 mod approvals;
 mod auth;
+mod backups;
 mod error;
 mod extract;
 pub mod health;
@@ -183,6 +184,7 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .routes(routes!(approvals::list))
         .routes(routes!(operations::playbooks))
         .routes(routes!(safety::show))
+        .routes(routes!(backups::show))
         .route_layer(guard(Permission::Read));
     let operate = OpenApiRouter::new()
         .routes(routes!(runs::start))

@@ -12,6 +12,7 @@ pub mod activity;
 pub mod approvals;
 pub mod audit;
 pub mod backup;
+pub mod backup_groups;
 pub mod idempotency;
 pub mod incidents;
 pub mod intake;

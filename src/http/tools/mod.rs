@@ -20,13 +20,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::backups::BackupQuery;
 use super::error::AppError;
 use super::incidents::{IncidentDetail, IncidentSummary};
 use crate::auth::{Permission, Principal};
 use crate::engine::diagnose::diagnose as run_diagnosis;
 use crate::engine::dispatch::{Dispatcher, HandStart};
 use crate::engine::step::needs_approval;
-use crate::exec::command::Name;
 use crate::playbook::Playbook;
 use crate::store::approvals::ApprovalStatus;
 use crate::store::audit::{AuditAction, NewAuditEvent};
@@ -73,10 +73,10 @@ pub static CATALOG: LazyLock<Vec<ToolSpec>> = LazyLock::new(|| {
         },
         ToolSpec {
             name: "get_backup_status",
-            description: "Live ages of every backup group on the Proxmox Backup Server datastore, read now from the PBS API, each marked stale when older than the playbook's threshold (48 h by default). Read-only.",
+            description: "Live ages of every backup group on the Proxmox Backup Server datastore, read now from the PBS API, oldest first, each fresh, stale (older than the playbook's stale_after_hours, 48 h by default) or decommissioned (listed in the playbook's settings), with the newest run that worked on it. Read-only.",
             permission: Permission::Read,
             read_only: true,
-            input_schema: schema::<GetBackupStatus>(),
+            input_schema: schema::<BackupQuery>(),
         },
         ToolSpec {
             name: "diagnose",
@@ -216,15 +216,6 @@ pub struct GetIncident {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GetBackupStatus {
-    /// The PBS datastore; the configured one when omitted.
-    datastore: Option<String>,
-    /// The playbook whose staleness threshold applies; may be omitted when only one is loaded.
-    playbook: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Diagnose {
     /// The playbook; may be omitted when only one is loaded.
     playbook: Option<String>,
@@ -297,48 +288,9 @@ async fn get_incident(state: &AppState, args: GetIncident) -> Result<Value, AppE
     serde_json::to_value(detail).map_err(|e| AppError::Internal(e.into()))
 }
 
-async fn get_backup_status(state: &AppState, args: GetBackupStatus) -> Result<Value, AppError> {
-    let dispatcher = engine(state)?;
-    let datastore = match &args.datastore {
-        Some(text) => Name::parse(text).map_err(|e| {
-            AppError::BadRequest(format!("get_backup_status: argument 'datastore': {e}"))
-        })?,
-        None => dispatcher.estate.pbs_target.datastore.clone(),
-    };
-    let threshold_hours = dispatcher
-        .playbook(args.playbook.as_deref())?
-        .settings
-        .get("stale_after_hours")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(48);
-    let groups = dispatcher
-        .estate
-        .pbs
-        .groups(&datastore)
-        .await
-        .map_err(|e| {
-            AppError::Upstream(format!(
-                "PBS did not list the groups of datastore {datastore}: {e}; \
-             diagnose tells you why (PBS down, NFS mount missing, ...)"
-            ))
-        })?;
-    let now = state.clock.now().timestamp();
-    let groups: Vec<Value> = groups
-        .into_iter()
-        .map(|g| {
-            let age_hours = now.saturating_sub(g.last_backup) as f64 / 3600.0;
-            json!({
-                "group": format!("{}/{}", g.backup_type, g.backup_id),
-                "last_backup": chrono::DateTime::from_timestamp(g.last_backup, 0),
-                "age_hours": (age_hours * 10.0).round() / 10.0,
-                "stale": age_hours >= threshold_hours as f64,
-                "backup_count": g.backup_count,
-            })
-        })
-        .collect();
-    Ok(
-        json!({"datastore": datastore.to_string(), "stale_after_hours": threshold_hours, "groups": groups}),
-    )
+async fn get_backup_status(state: &AppState, args: BackupQuery) -> Result<Value, AppError> {
+    let status = super::backups::status(state, &args, "get_backup_status").await?;
+    serde_json::to_value(status).map_err(|e| AppError::Internal(e.into()))
 }
 
 async fn diagnose(state: &AppState, caller: &Principal, args: Diagnose) -> Result<Value, AppError> {

@@ -3,7 +3,7 @@
 //! | path | who |
 //! |---|---|
 //! | `GET /login`, `POST /login`, `GET /static/style.css` | anyone |
-//! | `GET /`, `GET /incidents/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
+//! | `GET /`, `GET /backups`, `GET /incidents/{id}`, `GET /runs/{id}`, `GET /approvals/{id}`, `POST /logout` | a token that may read |
 //! | `POST /approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /pause`, `POST /resume` | control (admin) |
 //!
@@ -24,7 +24,10 @@
 //! Content-Security-Policy forbids any. Decisions and the kill switch go through the same store
 //! calls as the REST API, with the logged-in token's name as the actor.
 
+mod backups;
 pub(crate) mod pages;
+mod run_page;
+mod timeline_svg;
 
 use std::sync::Arc;
 
@@ -135,7 +138,9 @@ pub fn routes(tokens: Arc<TokenTable>, sites: Sites) -> Router<AppState> {
     let keys = Arc::new(UiKeys::new(tokens, sites));
     let signed_in = Router::new()
         .route("/", get(home))
+        .route("/backups", get(backups))
         .route("/incidents/{id}", get(incident))
+        .route("/runs/{id}", get(run))
         .route("/approvals/{id}", get(approval))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
@@ -475,12 +480,27 @@ async fn home(
     Ok(pages::home(&state, &viewer).await?.into_response())
 }
 
+async fn backups(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    Ok(backups::page(&state, &viewer).await?.into_response())
+}
+
 async fn incident(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<i64>,
 ) -> Result<Response, PageError> {
     Ok(pages::incident(&state, &viewer, id).await?.into_response())
+}
+
+async fn run(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    Ok(run_page::page(&state, &viewer, id).await?.into_response())
 }
 
 async fn approval(

@@ -39,6 +39,7 @@ pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Mark
                 header.top {
                     a.brand href="/" { "runbookd" }
                     @if let Some(viewer) = viewer {
+                        nav.pages { a href="/" { "Incidents" } a href="/backups" { "Backups" } }
                         span.who { (viewer.principal.name) " · " (viewer.principal.role.as_str()) }
                         form.signout method="post" action="/logout" {
                             (csrf(viewer))
@@ -359,7 +360,7 @@ pub async fn approval(state: &AppState, viewer: &Viewer, id: i64) -> Result<Mark
     ))
 }
 
-fn run_section(
+pub(crate) fn run_section(
     run: &Run,
     steps: &[StepAttempt],
     approvals: &[Approval],
@@ -398,6 +399,7 @@ fn run_section(
             @if let Some(evidence) = diagnosis.get("evidence") {
                 (json_table("Evidence", evidence, true))
             }
+            (super::timeline_svg::picture(run, steps, approvals, now))
             h3 { "Steps" }
             @if steps.is_empty() {
                 p.empty { "No step has run yet." }
@@ -558,7 +560,7 @@ fn approval_actions(approval: &Approval) -> Markup {
 }
 
 /// Each event as a sentence, its raw detail one click away.
-fn timeline_list(events: &[AuditEvent]) -> Markup {
+pub(crate) fn timeline_list(events: &[AuditEvent]) -> Markup {
     html! {
         @if events.is_empty() {
             p.empty { "Nothing recorded." }
@@ -627,7 +629,7 @@ fn label_summary(labels: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn badge(text: &str) -> Markup {
+pub(crate) fn badge(text: &str) -> Markup {
     html! { span.badge.(format!("b-{}", css_class(text))) { (text) } }
 }
 
