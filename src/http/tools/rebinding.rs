@@ -16,28 +16,33 @@ use super::super::error::AppError;
 /// Where the agent's endpoints may be reached from.
 #[derive(Clone)]
 pub struct AgentSites {
-    /// `Host` values: a name (any port) or `name:port` (that port only).
-    hosts: Arc<Vec<Authority>>,
+    /// `Host` values: a name (any port) or `name:port` (that port only), names in lower case
+    /// and IPv6 addresses without brackets.
+    hosts: Arc<Vec<(String, Option<u16>)>>,
     /// Browser origins whose pages may call the tools.
     origins: Arc<Vec<url::Origin>>,
 }
 
 impl AgentSites {
-    /// Entries of `hosts` that are not a `host[:port]` are skipped: they could never match.
+    /// Each of `hosts` is `host[:port]`, or a bare IPv6 address such as `::1`.
     pub fn new(hosts: &[String], origins: Vec<url::Origin>) -> Self {
+        let hosts = hosts
+            .iter()
+            .map(|host| match host.parse::<Authority>() {
+                Ok(authority) => (name(&authority), authority.port_u16()),
+                Err(_) => (host.trim_matches(['[', ']']).to_ascii_lowercase(), None),
+            })
+            .collect();
         Self {
-            hosts: Arc::new(hosts.iter().filter_map(|h| h.parse().ok()).collect()),
+            hosts: Arc::new(hosts),
             origins: Arc::new(origins),
         }
     }
 
     fn admits_host(&self, host: &Authority) -> bool {
-        let name = |a: &Authority| a.host().trim_matches(['[', ']']).to_ascii_lowercase();
-        self.hosts.iter().any(|allowed| {
-            name(allowed) == name(host)
-                && allowed
-                    .port_u16()
-                    .is_none_or(|port| host.port_u16() == Some(port))
+        let (host_name, host_port) = (name(host), host.port_u16());
+        self.hosts.iter().any(|(allowed, port)| {
+            *allowed == host_name && port.is_none_or(|port| host_port == Some(port))
         })
     }
 
@@ -86,6 +91,14 @@ impl AgentSites {
     }
 }
 
+/// The host of an authority as compared: lower case, an IPv6 address without brackets.
+fn name(authority: &Authority) -> String {
+    authority
+        .host()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase()
+}
+
 /// The layer: checks `Host` and `Origin`, then hands the request on.
 pub async fn guard(
     State(sites): State<AgentSites>,
@@ -102,7 +115,11 @@ mod tests {
 
     fn sites() -> AgentSites {
         AgentSites::new(
-            &["localhost".to_owned(), "runbookd.lan:8443".to_owned()],
+            &[
+                "localhost".to_owned(),
+                "::1".to_owned(),
+                "runbookd.lan:8443".to_owned(),
+            ],
             vec![
                 url::Url::parse("https://runbookd.lan:8443/")
                     .unwrap()
@@ -121,7 +138,12 @@ mod tests {
     #[test]
     fn a_named_host_on_any_port_or_a_host_with_its_port_passes() {
         let uri = Uri::from_static("/api/call");
-        for host in ["localhost", "LOCALHOST:8080", "runbookd.lan:8443"] {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "[::1]:8080",
+            "runbookd.lan:8443",
+        ] {
             assert!(
                 sites().check(&headers(&[("host", host)]), &uri).is_ok(),
                 "{host}"
@@ -136,6 +158,7 @@ mod tests {
             "evil.example",
             "runbookd.lan:80",
             "runbookd.lan",
+            "[::2]:8080",
             "not a host",
         ] {
             let refused = sites().check(&headers(&[("host", host)]), &uri);
