@@ -192,7 +192,10 @@ impl Application {
             tokens: Arc::new(tokens),
             allow_anonymous_ingest: config.http.allow_anonymous_ingest,
             request_timeout: config.request_timeout(),
-            mcp_allowed_hosts: config.mcp_allowed_hosts(),
+            agent_sites: http::tools::rebinding::AgentSites::new(
+                &config.tool_allowed_hosts(),
+                config.tool_allowed_origins(&public_url),
+            ),
             public_url,
             allowed_hosts: config.http.allowed_hosts.clone(),
         };

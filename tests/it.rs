@@ -5,9 +5,11 @@
 
 mod common;
 
+mod agent_origins;
 mod alertmanager;
 mod api_call;
 mod api_clients;
+mod api_contract;
 mod approvals;
 mod audit_export;
 mod auth_matrix;

@@ -1,7 +1,9 @@
-//! Acceptance 1: the official MCP Python client (pinned, installed by
-//! scripts/install-python-deps.sh) against the real binary on the cert-mismatch twin. It
-//! initializes, lists the tools, diagnoses (the fingerprint mismatch), starts a remediation and
-//! gets the pending approval, and is refused when it tries to approve with the agent's token.
+//! Acceptance 1: the agent clients users really run, against the real binary on the
+//! cert-mismatch twin: the official MCP Python SDK 2.x, and mcp 1.x with LangChain's MCP
+//! adapters (what LangGraph agents use; they need mcp<2), each pinned in its own venv by
+//! scripts/install-python-deps.sh. Each lists the tools, diagnoses (the fingerprint mismatch),
+//! starts a remediation up to its pending approval, and is refused when it tries to approve
+//! with the agent's token.
 
 use crate::common;
 
@@ -14,8 +16,12 @@ use serde_json::Value;
 const ADMIN: &str = "mcp-admin-secret-0123456789";
 const AGENT: &str = "mcp-agent-secret-0123456789";
 
-fn python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/python-venv/bin/python");
+/// The python of `venv` under target/.
+fn python(venv: &str) -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(venv)
+        .join("bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/install-python-deps.sh (scripts/test.sh does)",
@@ -24,23 +30,21 @@ fn python() -> PathBuf {
     python
 }
 
-#[tokio::test]
-async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = [("langgraph", "agent", AGENT)];
-    let service =
-        ServiceProcess::start_lab(dir.path(), "cert-mismatch", ADMIN, &tokens, "", &[]).await;
-
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/mcp_agent_flow.py"
-    );
+/// Runs `script` (under tests/python) with `venv`'s python as the agent, against `service`;
+/// what it printed.
+async fn agent_flow(service: &ServiceProcess, venv: &str, script: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let output = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(python())
+        tokio::process::Command::new(python(venv))
             .arg(script)
             .env("RUNBOOKD_URL", &service.address)
             .env("RUNBOOKD_AGENT_TOKEN", AGENT)
+            // LangSmith tracing stays off: nothing leaves loopback.
+            .env("LANGSMITH_TRACING", "false")
+            .env("LANGCHAIN_TRACING_V2", "false")
             .kill_on_drop(true)
             .output(),
     )
@@ -53,9 +57,12 @@ async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
         output.status.success(),
         "the MCP client failed:\n{stdout}\n{stderr}"
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("the client prints JSON");
+    serde_json::from_str(stdout.trim()).expect("the client prints JSON")
+}
 
-    assert_eq!(seen["server"], "runbookd");
+/// What both clients must have seen: the agent's tools, the diagnosis, the run waiting for a
+/// person's approval of the risky step, and no way for the agent to approve it.
+fn assert_the_agent_flow(seen: &Value) {
     assert_eq!(
         seen["tools"],
         serde_json::json!([
@@ -101,7 +108,11 @@ async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
         "{seen:#}"
     );
     assert_eq!(seen["rest_approve_status"], 403);
+}
 
+/// Nothing was decided, the trail names the agent for what it did, and its token is not in
+/// the log.
+async fn assert_nothing_decided(service: ServiceProcess, dir: &std::path::Path, seen: &Value) {
     // Nothing was decided, and the trail names the agent for what it did.
     let client = reqwest::Client::new();
     let get = |path: String| {
@@ -138,7 +149,7 @@ async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
     // The read-only diagnosis is on the record too: who probed the estate, and what it found.
     use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
     let mut db = SqliteConnectOptions::new()
-        .filename(dir.path().join("data/runbookd.db"))
+        .filename(dir.join("data/runbookd.db"))
         .connect()
         .await
         .unwrap();
@@ -153,4 +164,29 @@ async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
         diagnosed,
         [("langgraph".to_owned(), "fingerprint_mismatch".to_owned())]
     );
+}
+
+#[tokio::test]
+async fn the_python_mcp_client_diagnoses_starts_a_run_and_cannot_approve() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [("langgraph", "agent", AGENT)];
+    let service =
+        ServiceProcess::start_lab(dir.path(), "cert-mismatch", ADMIN, &tokens, "", &[]).await;
+    let seen = agent_flow(&service, "python-venv", "mcp_agent_flow.py").await;
+    assert_eq!(seen["server"], "runbookd");
+    assert_the_agent_flow(&seen);
+    assert_nothing_decided(service, dir.path(), &seen).await;
+}
+
+#[tokio::test]
+async fn langchains_mcp_adapters_diagnose_start_a_run_and_cannot_approve() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [("langgraph", "agent", AGENT)];
+    let service =
+        ServiceProcess::start_lab(dir.path(), "cert-mismatch", ADMIN, &tokens, "", &[]).await;
+    let seen = agent_flow(&service, "python-venv-langchain", "langchain_agent_flow.py").await;
+    // No alert came in: the agent starts the run itself.
+    assert_eq!(seen["incidents"], serde_json::json!([]), "{seen:#}");
+    assert_the_agent_flow(&seen);
+    assert_nothing_decided(service, dir.path(), &seen).await;
 }

@@ -88,8 +88,12 @@ pub struct HttpConfig {
     /// Accept alerts with no token. Off unless the config says so.
     pub allow_anonymous_ingest: bool,
     /// Names this service is reached by (`Host` header values), besides loopback and the
-    /// listen address. `/mcp` refuses other hosts, against DNS rebinding.
+    /// listen address. `/mcp` and `/api/call` refuse other hosts, against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// Web origins (`scheme://host[:port]`) whose pages may call `/mcp` and `/api/call`,
+    /// besides `notify.public_url`'s. A request from a browser carries its page's `Origin`;
+    /// any other is refused, so a page elsewhere cannot drive the agent's tools.
+    pub allowed_origins: Vec<String>,
 }
 
 /// How the engine drives runs.
@@ -261,6 +265,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             allow_anonymous_ingest: false,
             allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -522,12 +527,18 @@ impl Config {
                 format!("{} is outside 1..=600", self.http.request_timeout_secs),
             );
         }
+        for origin in &self.http.allowed_origins {
+            if let Err(why) = parse_origin(origin) {
+                problem("http.allowed_origins", format!("{origin:?}: {why}"));
+            }
+        }
         problems
     }
 
-    /// The `Host` values `/mcp` accepts: loopback names, the listen address, the host of
-    /// `notify.public_url` (where people and agents reach runbookd), and `http.allowed_hosts`.
-    pub fn mcp_allowed_hosts(&self) -> Vec<String> {
+    /// The `Host` values `/mcp` and `/api/call` accept: loopback names, the listen address, the
+    /// host of `notify.public_url` (where people and agents reach runbookd), and
+    /// `http.allowed_hosts`.
+    pub fn tool_allowed_hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(str::to_owned).into();
         if !self.listen.ip().is_unspecified() {
             hosts.push(self.listen.ip().to_string());
@@ -541,6 +552,21 @@ impl Config {
         hosts.extend(self.http.allowed_hosts.iter().cloned());
         hosts.dedup();
         hosts
+    }
+
+    /// The `Origin` values `/mcp` and `/api/call` accept: `public_url`'s (where people reach
+    /// runbookd: `notify.public_url`, or the listen address) and `http.allowed_origins`.
+    /// Entries that are not an origin are reported when the config loads and skipped here.
+    pub fn tool_allowed_origins(&self, public_url: &url::Url) -> Vec<url::Origin> {
+        let mut origins = vec![public_url.origin()];
+        origins.extend(
+            self.http
+                .allowed_origins
+                .iter()
+                .filter_map(|o| parse_origin(o).ok()),
+        );
+        origins.dedup();
+        origins
     }
 
     /// Checks `[notify]` and reads every sink's token; every problem is reported.
@@ -662,6 +688,23 @@ fn is_token_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
 }
 
+/// An entry of `http.allowed_origins`: `http` or `https`, a host, an optional port, and
+/// nothing else, as a browser sends it in `Origin`.
+fn parse_origin(text: &str) -> Result<url::Origin, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not an origin ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the scheme must be http or https".into());
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err("an origin is scheme://host[:port], with no path, query or user".into());
+    }
+    Ok(url.origin())
+}
+
 /// Refuses short secrets, whitespace and a secret shared with another token (which would make
 /// its role ambiguous). Messages never contain the secret.
 fn check_secret(secret: &str, earlier: &[(String, String)]) -> Result<(), String> {
@@ -683,7 +726,7 @@ fn check_secret(secret: &str, earlier: &[(String, String)]) -> Result<(), String
 mod tests {
 
     #[test]
-    fn mcp_accepts_loopback_the_listen_address_the_public_url_and_the_configured_hosts() {
+    fn the_tools_accept_loopback_the_listen_address_the_public_url_and_the_configured_hosts() {
         let mut config = Config {
             listen: "192.0.2.10:8080".parse().unwrap(),
             ..Config::default()
@@ -691,7 +734,7 @@ mod tests {
         config.notify.public_url = Some("https://runbookd.example.net/".to_owned());
         config.http.allowed_hosts = vec!["runbookd.lan".to_owned()];
         assert_eq!(
-            config.mcp_allowed_hosts(),
+            config.tool_allowed_hosts(),
             [
                 "localhost",
                 "127.0.0.1",
@@ -706,6 +749,45 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::io::Write;
+
+    #[test]
+    fn the_tools_accept_the_public_urls_origin_and_the_configured_origins() {
+        let mut config = Config::default();
+        config.http.allowed_origins = vec!["https://agents.example.net:8443".to_owned()];
+        let public = url::Url::parse("https://runbookd.example.net/ops/").unwrap();
+        let origins: Vec<String> = config
+            .tool_allowed_origins(&public)
+            .iter()
+            .map(url::Origin::ascii_serialization)
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                "https://runbookd.example.net",
+                "https://agents.example.net:8443"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_allowed_origin_that_is_not_an_origin_is_refused_by_name() {
+        for bad in [
+            "runbookd.lan",
+            "ftp://runbookd.lan",
+            "https://runbookd.lan/page",
+            "https://runbookd.lan/?q=1",
+        ] {
+            let mut config = Config::default();
+            config.http.allowed_origins = vec![bad.to_owned()];
+            let problems = config.check_values(&ConfigSource::default());
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.to_string().contains("http.allowed_origins")),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
 
     fn write_config(text: &str) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();

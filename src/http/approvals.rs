@@ -31,13 +31,15 @@ pub(super) fn check_comment(comment: &str) -> Result<(), AppError> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<ApprovalStatus>,
 }
 
-#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", params(ListQuery),
-    responses((status = 200, body = Vec<Approval>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", operation_id = "list_approvals", params(ListQuery),
+    responses((status = 200, body = Vec<Approval>, description = "At most 200 approvals, newest first"),
+        (status = 400, body = ErrorBody, description = "An unknown `status` or query parameter")),
     security(("bearer" = [])), description = "Approvals with the run, the step, the exact command, its risk, the evidence and the expiry, newest first. Roles: agent, approver, admin.")]
 pub async fn list(
     State(state): State<AppState>,
@@ -59,10 +61,13 @@ pub struct DecisionAnswer {
     approval: Approval,
 }
 
-#[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "approvals", params(("id" = i64, Path, description = "Approval id")),
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "approvals", operation_id = "approve_step", params(("id" = i64, Path, description = "Approval id")),
     request_body(content = Option<DecisionBody>, description = "Optional: a comment for the record"),
     responses((status = 200, body = DecisionAnswer, description = "Decided now, or the first decision when it was decided before"),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Expired: it can no longer be approved"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+        (status = 400, body = ErrorBody, description = "The id is not a number, or the body is neither empty nor `{\"comment\"}` of at most 2000 characters"),
+        (status = 404, body = ErrorBody, description = "There is no such approval"),
+        (status = 409, body = ErrorBody, description = "Expired, or its run no longer waits for it: it can no longer be decided"),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`")),
     security(("bearer" = [])), description = "The decider is the token's name. Roles: approver, admin.")]
 pub async fn approve(
     state: State<AppState>,
@@ -73,10 +78,13 @@ pub async fn approve(
     decide(state, caller, id, body, Decision::Approve).await
 }
 
-#[utoipa::path(post, path = "/api/v1/approvals/{id}/reject", tag = "approvals", params(("id" = i64, Path, description = "Approval id")),
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/reject", tag = "approvals", operation_id = "reject_step", params(("id" = i64, Path, description = "Approval id")),
     request_body(content = Option<DecisionBody>, description = "Optional: a comment for the record"),
     responses((status = 200, body = DecisionAnswer, description = "Decided now, or the first decision when it was decided before"),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Expired: it can no longer be approved"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+        (status = 400, body = ErrorBody, description = "The id is not a number, or the body is neither empty nor `{\"comment\"}` of at most 2000 characters"),
+        (status = 404, body = ErrorBody, description = "There is no such approval"),
+        (status = 409, body = ErrorBody, description = "Expired, or its run no longer waits for it: it can no longer be decided"),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`")),
     security(("bearer" = [])), description = "The decider is the token's name. Roles: approver, admin.")]
 pub async fn reject(
     state: State<AppState>,

@@ -53,15 +53,15 @@ impl Remediation {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "check_liveness", responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// The database answers, within a short timeout; `remediation` says whether runs can happen.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "check_readiness", responses(
     (status = 200, description = "`{\"status\":\"ready\",\"remediation\":{\"enabled\":false,\"missing\":[\"[ssh]\"],\"detail\":\"...\"}}`"),
-    (status = 503, body = ErrorBody, description = "The database does not answer"),
+    (status = 503, body = ErrorBody, description = "The database does not answer, or not in time"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
@@ -75,7 +75,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
 
 /// Prometheus text exposition. The safety gauges and the run and approval families are set
 /// from the database as it is scraped; if it does not answer in time, the rest is still served.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "scrape_metrics", responses((status = 200, content_type = "text/plain", description = "Prometheus metrics")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let read = async {
         let overview = super::safety::overview(&state).await?;

@@ -20,6 +20,7 @@ const DETAIL_ALERTS: u32 = 100;
 const DETAIL_EVENTS: u32 = 1000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<IncidentStatus>,
@@ -39,8 +40,9 @@ pub struct IncidentPage {
 }
 
 /// Incidents, newest first, a page at a time.
-#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(ListQuery),
-    responses((status = 200, body = IncidentPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", operation_id = "list_incidents", params(ListQuery),
+    responses((status = 200, body = IncidentPage, description = "A page of incidents, newest first, with the cursor of the next"),
+        (status = 400, body = ErrorBody, description = "A bad filter, cursor or limit, or an unknown query parameter")),
     security(("bearer" = [])), description = "Roles: agent, approver, admin.")]
 pub async fn list(
     State(state): State<AppState>,
@@ -136,8 +138,10 @@ pub struct IncidentDetail {
 }
 
 /// One incident with its alerts, runs (steps, approvals) and audit timeline.
-#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", params(("id" = i64, Path, description = "Incident id")),
-    responses((status = 200, body = IncidentDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", operation_id = "show_incident", params(("id" = i64, Path, description = "Incident id")),
+    responses((status = 200, body = IncidentDetail, description = "The incident with its alerts, runs and timeline"),
+        (status = 400, body = ErrorBody, description = "The id is not a number"),
+        (status = 404, body = ErrorBody, description = "There is no such incident")),
     security(("bearer" = [])), description = "Roles: agent, approver, admin.")]
 pub async fn show(
     State(state): State<AppState>,

@@ -15,6 +15,7 @@ use crate::intake::{self, AlertStatus, Format, Source};
 use crate::store::intake::IntakeAction;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IngestQuery {
     /// `alertmanager`, `pbs` (the forwarder), `generic` or `sweep`; sniffed from the body
@@ -61,12 +62,15 @@ type Accepted = (StatusCode, Json<IngestResponse>);
 /// delivery whose alerts are partly unusable is stored whole: each bad alert is answered
 /// `refused` with its reason; only a body with nothing acceptable gets 4xx.
 #[utoipa::path(
-    post, path = "/ingest", tag = "intake",
+    post, path = "/ingest", tag = "intake", operation_id = "ingest_alerts",
     params(IngestQuery),
     request_body(content = Object, content_type = "application/json", description = "An Alertmanager v4 body, an IngestPayload or a sweep finding"),
     responses(
         (status = 202, body = IngestResponse, description = "One entry per alert, with its incident and run"),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "An unknown `source`, an unknown query parameter, or a body that is not JSON"),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
+        (status = 422, body = ErrorBody, description = "JSON in no supported shape, or with no usable alert; nothing is stored"),
     ),
     security(("bearer" = [])),
     description = "Roles: ingest, admin (or anonymous when `http.allow_anonymous_ingest` is set).",
@@ -88,11 +92,14 @@ pub async fn ingest(
 
 /// Accepts an Alertmanager webhook (version 4) body.
 #[utoipa::path(
-    post, path = "/webhook/alertmanager", tag = "intake",
+    post, path = "/webhook/alertmanager", tag = "intake", operation_id = "receive_alertmanager_webhook",
     request_body(content = Object, content_type = "application/json", description = "Alertmanager webhook v4"),
     responses(
-        (status = 202, body = IngestResponse),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 202, body = IngestResponse, description = "One entry per alert, with its incident and run"),
+        (status = 400, body = ErrorBody, description = "A body that is not JSON"),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
+        (status = 422, body = ErrorBody, description = "Not an Alertmanager v4 body, or with no usable alert; nothing is stored"),
     ),
     security(("bearer" = [])),
     description = "Roles: ingest, admin.",

@@ -97,7 +97,7 @@ fn bucket(address: IpAddr) -> IpAddr {
     }
 }
 
-#[utoipa::path(get, path = "/links/{token}", tag = "notifications",
+#[utoipa::path(get, path = "/links/{token}", tag = "notifications", operation_id = "show_link",
     params(("token" = String, Path, description = "The signed link from a notification")),
     responses(
         (status = 200, content_type = "text/html", description = "The run, step, exact command and risk, with a button that POSTs the link; changes nothing"),
@@ -165,7 +165,7 @@ fn decided_by(approval: &Approval, claims: &LinkClaims) -> bool {
         && approval.decided_by.as_deref() == Some(format!("link:{}", claims.sink).as_str())
 }
 
-#[utoipa::path(post, path = "/links/{token}", tag = "notifications",
+#[utoipa::path(post, path = "/links/{token}", tag = "notifications", operation_id = "decide_link",
     params(("token" = String, Path, description = "The signed link from a notification")),
     responses(
         (status = 200, description = "Decided as `link:<sink>` (JSON), or the first decision when it was decided before (JSON or a page)"),

@@ -102,8 +102,8 @@ pub struct HttpPolicy {
     pub tokens: Arc<TokenTable>,
     pub allow_anonymous_ingest: bool,
     pub request_timeout: Duration,
-    /// `Host` values `/mcp` accepts (DNS-rebinding protection); empty accepts any.
-    pub mcp_allowed_hosts: Vec<String>,
+    /// The `Host` and `Origin` values `/mcp` and `/api/call` accept (DNS-rebinding protection).
+    pub agent_sites: tools::rebinding::AgentSites,
     /// Where people reach runbookd (`notify.public_url`, or the listen address): the web
     /// page's forms accept this origin, as a proxy in front may rewrite `Host`.
     pub public_url: url::Url,
@@ -200,18 +200,19 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
         .routes(routes!(safety::reset_breaker))
         .routes(routes!(safety::set_dry_run))
         .route_layer(guard(Permission::Control));
-    // Each tool checks its own permission; reading is the least any caller needs.
+    // Each tool checks its own permission; reading is the least any caller needs. Host and
+    // Origin are checked first, for both endpoints alike.
     let tools = OpenApiRouter::new()
         .routes(routes!(tools::bridge::call))
         .route_service(
             "/mcp",
-            tools::mcp::service(
-                state.clone(),
-                policy.mcp_allowed_hosts.clone(),
-                state.max_body_bytes,
-            ),
+            tools::mcp::service(state.clone(), state.max_body_bytes),
         )
-        .route_layer(guard(Permission::Read));
+        .route_layer(guard(Permission::Read))
+        .route_layer(from_fn_with_state(
+            policy.agent_sites.clone(),
+            tools::rebinding::guard,
+        ));
     let open = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -5,7 +5,7 @@ use axum::extract::{Extension, State};
 use serde::Serialize;
 
 use super::AppState;
-use super::error::{AppError, ErrorBody};
+use super::error::AppError;
 use crate::auth::Principal;
 use crate::playbook::model::Playbook;
 use crate::store::safety::Switch;
@@ -17,8 +17,8 @@ pub struct SwitchState {
 }
 
 /// Holds new runs; in-flight runs stop at their next step boundary. Pausing twice is harmless.
-#[utoipa::path(post, path = "/api/v1/pause", tag = "operations",
-    responses((status = 200, body = SwitchState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/pause", tag = "operations", operation_id = "pause_runs",
+    responses((status = 200, body = SwitchState, description = "Paused (again, if it was)")),
     security(("bearer" = [])), description = "The kill switch: new runs wait, running ones stop at their next step boundary. Roles: admin.")]
 pub async fn pause(
     State(state): State<AppState>,
@@ -28,8 +28,8 @@ pub async fn pause(
 }
 
 /// Lets runs go on.
-#[utoipa::path(post, path = "/api/v1/resume", tag = "operations",
-    responses((status = 200, body = SwitchState), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/resume", tag = "operations", operation_id = "resume_runs",
+    responses((status = 200, body = SwitchState, description = "Running (again, if it was)")),
     security(("bearer" = [])), description = "Releases the kill switch. Roles: admin.")]
 pub async fn resume(
     State(state): State<AppState>,
@@ -61,8 +61,8 @@ pub struct PlaybookList {
 }
 
 /// Every loaded playbook, whole: triggers, probes, causes, steps and verification.
-#[utoipa::path(get, path = "/api/v1/playbooks", tag = "operations",
-    responses((status = 200, body = PlaybookList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/playbooks", tag = "operations", operation_id = "list_playbooks",
+    responses((status = 200, body = PlaybookList, description = "The loaded playbooks, as written, and whether runs are paused")),
     security(("bearer" = [])), description = "Roles: agent, approver, admin.")]
 pub async fn playbooks(State(state): State<AppState>) -> Result<Json<PlaybookList>, AppError> {
     Ok(Json(PlaybookList {

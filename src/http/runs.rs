@@ -74,8 +74,10 @@ pub struct RunDetail {
     timeline: Vec<AuditEvent>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = i64, Path, description = "Run id")),
-    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", operation_id = "show_run", params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, body = RunDetail, description = "The run with its steps, approvals and trail"),
+        (status = 400, body = ErrorBody, description = "The id is not a number"),
+        (status = 404, body = ErrorBody, description = "There is no such run")),
     security(("bearer" = [])), description = "The run's state, facts, outcome (cause and evidence), every step attempt and approval, and its audit trail. Roles: agent, approver, admin.")]
 pub async fn show(
     State(state): State<AppState>,
@@ -92,8 +94,11 @@ pub async fn show(
 }
 
 /// `POST /api/v1/runs/{id}/cancel`: stops the run at its next step boundary.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = i64, Path, description = "Run id")),
-    responses((status = 200, description = "`{\"run_id\": ID, \"state\": \"cancelled\"}`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "The run has ended"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", operation_id = "cancel_run", params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, description = "`{\"run_id\": ID, \"state\": \"cancelled\"}`"),
+        (status = 400, body = ErrorBody, description = "The id is not a number"),
+        (status = 404, body = ErrorBody, description = "There is no such run"),
+        (status = 409, body = ErrorBody, description = "The run has ended")),
     security(("bearer" = [])), description = "Stops the run at its next step boundary and cancels its pending approvals. Roles: agent, admin.")]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -134,12 +139,16 @@ pub struct StartRun {
 
 /// `POST /api/v1/runs`: starts a playbook by hand. With an `Idempotency-Key` header, a retry
 /// gets the first answer instead of a second run.
-#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = StartRun,
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", operation_id = "start_run", request_body = StartRun,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key gets the first answer")),
     responses(
         (status = 201, description = "`{\"run_id\": ID, \"attached\": false, \"dry_run\": BOOL}`: a new run"),
         (status = 200, description = "`{\"run_id\": ID, \"attached\": true, \"dry_run\": BOOL}`: the target's active run of the same mode (dry or live)"),
-        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+        (status = 400, body = ErrorBody, description = "The Idempotency-Key is not 1-200 characters of text"),
+        (status = 409, body = ErrorBody, description = "The Idempotency-Key is in use or was used for another request, or no engine runs here"),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
+        (status = 422, body = ErrorBody, description = "Not a StartRun, an unknown playbook, or labels the playbook cannot use")),
     security(("bearer" = [])), description = "Starts a playbook by hand; every approval and safety rule applies. Roles: agent, admin.")]
 pub async fn start(
     State(state): State<AppState>,

@@ -36,8 +36,8 @@ pub(crate) async fn overview(state: &AppState) -> Result<SafetyOverview, StoreEr
 }
 
 /// Every safety control as it stands.
-#[utoipa::path(get, path = "/api/v1/safety", tag = "operations",
-    responses((status = 200, body = SafetyOverview), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/safety", tag = "operations", operation_id = "show_safety",
+    responses((status = 200, body = SafetyOverview, description = "Every safety control in force now")),
     security(("bearer" = [])), description = "The circuit breaker of each target (open or closed, failures counted in the window, when it closes, its last reset), the cooldowns in force, the hourly budget, pause and dry-run. Roles: agent, approver, admin.")]
 pub async fn show(State(state): State<AppState>) -> Result<Json<SafetyOverview>, AppError> {
     Ok(Json(overview(&state).await?))
@@ -63,13 +63,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(
 }
 
 /// Resets a target's circuit breaker: from now on it counts only failures after the reset.
-#[utoipa::path(post, path = "/api/v1/breakers/{target}/reset", tag = "operations",
+#[utoipa::path(post, path = "/api/v1/breakers/{target}/reset", tag = "operations", operation_id = "reset_breaker",
     params(("target" = String, Path, description = "The target, as a playbook names it (e.g. pbs)")),
     request_body = ResetBreaker,
     responses((status = 200, body = BreakerState, description = "The breaker after the reset"),
         (status = 404, body = ErrorBody, description = "No playbook or run has this target"),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "The reason is missing, empty or too long"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
+        (status = 422, body = ErrorBody, description = "The reason is missing, empty or too long")),
     security(("bearer" = [])), description = "Resets the circuit breaker of one target, with a reason; audited as breaker.reset. Roles: admin.")]
 pub async fn reset_breaker(
     State(state): State<AppState>,
@@ -116,10 +117,11 @@ pub struct DryRunState {
 }
 
 /// Switches global dry-run.
-#[utoipa::path(post, path = "/api/v1/dry-run", tag = "operations", request_body = SetDryRun,
-    responses((status = 200, body = DryRunState),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "`enabled` or the reason is missing, or the reason is empty or too long"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/dry-run", tag = "operations", operation_id = "set_dry_run", request_body = SetDryRun,
+    responses((status = 200, body = DryRunState, description = "Global dry-run after the switch"),
+        (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
+        (status = 422, body = ErrorBody, description = "`enabled` or the reason is missing, or the reason is empty or too long")),
     security(("bearer" = [])), description = "Switches global dry-run on or off, with a reason; audited as setting.changed. A run's mode is fixed when it is created. Roles: admin.")]
 pub async fn set_dry_run(
     State(state): State<AppState>,

@@ -46,18 +46,23 @@ pub struct ToolAnswer {
     error: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/call", tag = "tools",
+#[utoipa::path(post, path = "/api/call", tag = "tools", operation_id = "call_tool",
     request_body(content = ToolCall, description = "`{\"tool\", \"arguments\"}`, or the same inside `{\"params\": {...}}`"),
     responses(
         (status = 200, body = ToolAnswer, description = "`status: success` with the tool's output"),
-        (status = 400, body = ToolAnswer, description = "Bad arguments: `status: error` with what to change"),
-        (status = 403, body = ToolAnswer, description = "The token's role may not call this tool"),
-        (status = 404, body = ToolAnswer, description = "No such tool, or no such incident or run"),
-        (status = 409, body = ToolAnswer, description = "The run has ended, or no engine runs"),
-        (status = 401, body = super::super::error::ErrorBody),
+        (status = 400, body = ToolAnswer, description = "`status: error`: the body is not a tool call, or the arguments are wrong; `error` says what to change"),
+        (status = 403, body = ToolAnswer, description = "`status: error`: the token's role may not call this tool"),
+        (status = 404, body = ToolAnswer, description = "`status: error`: no such tool, or no such incident or run"),
+        (status = 409, body = ToolAnswer, description = "`status: error`: the run has ended, or no engine runs here"),
+        (status = 413, body = ToolAnswer, description = "`status: error`: the body is larger than `http.max_body_bytes`"),
+        (status = 415, body = ToolAnswer, description = "`status: error`: the body is not declared as JSON"),
+        (status = 422, body = ToolAnswer, description = "`status: error`: the run cannot start with these arguments"),
+        (status = 502, body = ToolAnswer, description = "`status: error`: a host or API of the estate failed; `error` says which"),
+        (status = 503, body = ToolAnswer, description = "`status: error`: the database was too busy; retry"),
+        (status = 504, body = ToolAnswer, description = "`status: error`: a host or API of the estate did not answer in time"),
     ),
     security(("bearer" = [])),
-    description = "The agent's tools (the same as `/mcp`): list_incidents, get_incident, get_backup_status, diagnose, start_remediation, list_pending_approvals, cancel_run, explain_playbook. Roles: agent, approver, admin to reach it; diagnose, start_remediation and cancel_run need agent or admin. No tool approves.",
+    description = "The agent's tools (the same as `/mcp`): list_incidents, get_incident, get_backup_status, diagnose, start_remediation, list_pending_approvals, cancel_run, explain_playbook. Roles: agent, approver, admin to reach it; diagnose, start_remediation and cancel_run need agent or admin. No tool approves.\n\nFor clients that call `raise_for_status()`: every answer but 200 is an error. A tool's own refusal is `{\"status\": \"error\", \"tool\", \"error\"}` with the status above; what stops the call before the tool runs is the common `{\"error\": {\"code\", \"message\"}}`: 401 (token), 403 (role, or a `Host` or browser `Origin` that is not allowed: DNS-rebinding protection, as for `/mcp`) and 503 (the request timed out).",
 )]
 pub async fn call(
     State(state): State<AppState>,

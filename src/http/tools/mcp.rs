@@ -30,17 +30,17 @@ with get_incident, check live backup ages with get_backup_status, see what is wr
 approve, so report a pending approval to a human instead of retrying.";
 
 /// The MCP service for `/mcp`. Stateless: every request stands alone, so nothing is lost when
-/// runbookd restarts and no session outlives its token.
+/// runbookd restarts and no session outlives its token. `Host` and `Origin` are checked by
+/// [`super::rebinding`] in front of it, as for `/api/call`, so rmcp's own check is off.
 pub fn service(
     state: AppState,
-    allowed_hosts: Vec<String>,
     max_body_bytes: usize,
 ) -> StreamableHttpService<McpTools, NeverSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
-        .with_allowed_hosts(allowed_hosts)
+        .disable_allowed_hosts()
         .with_max_request_body_bytes(max_body_bytes);
     StreamableHttpService::new(
         move || {

@@ -9,6 +9,7 @@
 
 pub mod bridge;
 pub mod mcp;
+pub mod rebinding;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
