@@ -370,8 +370,10 @@ async fn duplicates_start_nothing_new_and_a_resolve_during_diagnosis_cancels_the
 
     let first = post(firing.clone()).await;
     let run_id = first["run_id"].as_i64().unwrap();
-    for _ in 0..20 {
-        let batch = futures::future::join_all((0..50).map(|_| post(firing.clone()))).await;
+    // 200 duplicates, 20 at a time: few enough to land inside the slow diagnosis on a busy
+    // machine.
+    for _ in 0..10 {
+        let batch = futures::future::join_all((0..20).map(|_| post(firing.clone()))).await;
         assert!(
             batch
                 .iter()
@@ -392,7 +394,7 @@ async fn duplicates_start_nothing_new_and_a_resolve_during_diagnosis_cancels_the
         conn.close().await.unwrap();
         count
     };
-    assert_eq!(runs, 1, "1,000 duplicates started nothing new");
+    assert_eq!(runs, 1, "200 duplicates started nothing new");
 
     let run = get_run(&client, &service.address, run_id).await;
     assert_eq!(run["run"]["step"], Value::Null, "still diagnosing");

@@ -17,6 +17,7 @@ use crate::store::backup_groups::GroupRun;
 /// Which datastore, judged by which playbook.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BackupQuery {
     /// The PBS datastore; the configured one when omitted.
     pub datastore: Option<String>,
@@ -171,7 +172,7 @@ pub async fn status(
 }
 
 /// Every backup group's age against the playbook's threshold.
-#[utoipa::path(get, path = "/api/v1/backups", tag = "operations", params(BackupQuery),
+#[utoipa::path(get, path = "/api/v1/backups", tag = "operations", operation_id = "list_backup_groups", params(BackupQuery),
     responses((status = 200, body = BackupStatus, description = "Every group of the datastore: stale, then fresh, then decommissioned, oldest first within each"),
         (status = 400, body = ErrorBody, description = "A datastore name that is not a name, an unknown query parameter"),
         (status = 401, body = ErrorBody, description = "No or unknown token"),
