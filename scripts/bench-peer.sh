@@ -14,7 +14,7 @@
 # Then start-up: 100k incidents seeded with SQL into a database, `runbookd serve` timed from
 # exec until /readyz answers 200 (best and median of 5).
 #
-# Usage: scripts/bench-peer.sh [all|peer|startup]       (default all)
+# Usage: scripts/bench-peer.sh [all|peer|startup]       (default all; BENCH_SECONDS, RUNBOOKD_BIN)
 # Installs wrk (the load generator) and webhook (the peer) with apt-get when missing, and
 # sqlite3 (to seed and check the databases).
 set -euo pipefail
@@ -39,9 +39,12 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "building runbookd (release)" >&2
-cargo build --release --quiet --bin runbookd
-RUNBOOKD=$PWD/target/release/runbookd
+# RUNBOOKD_BIN runs another build (for trying the script on a debug build, say).
+RUNBOOKD=${RUNBOOKD_BIN:-$PWD/target/release/runbookd}
+if [[ -z ${RUNBOOKD_BIN:-} ]]; then
+    echo "building runbookd (release)" >&2
+    cargo build --release --quiet --bin runbookd
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
