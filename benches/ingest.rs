@@ -1,4 +1,6 @@
 //! Intake throughput, latency and memory of the release binary, measured over loopback HTTP.
+//! Intake commits in groups (one transaction per batch of waiting deliveries), so the rate
+//! grows with the number of concurrent clients; `scripts/bench-peer.sh` compares it with a peer.
 //!
 //! `cargo bench --bench ingest` prints unique-alert ingest/s, duplicate ingest/s, p50 and p99
 //! latency, and idle RSS. `RUNBOOKD_BENCH_REQUESTS` and `RUNBOOKD_BENCH_CONCURRENCY` change the
@@ -115,7 +117,7 @@ fn main() {
         .to_string();
 
         println!(
-            "runbookd intake benchmark: release binary, SQLite WAL synchronous=FULL, {concurrency} concurrent clients over loopback"
+            "runbookd intake benchmark: release binary, SQLite WAL synchronous=FULL, group commit, {concurrency} concurrent clients over loopback"
         );
         let figures = load(&service.address, unique, concurrency).await;
         print("unique alerts", requests, &figures);

@@ -432,8 +432,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
             tracing::warn!(?missing, "remediation is OFF: incidents are recorded, nothing runs (see /readyz; --require-engine refuses to start like this)");
         }
         let app = Application::build_claimed(claim, &config, tokens, notify, clock, engine).await?;
+        // Before "listening": a SIGTERM from then on is a graceful stop.
+        let shutdown = shutdown_signal();
         tracing::info!(address = %app.local_addr(), engine = app.has_engine(), owner = app.owner(), "listening on {}", app.local_addr());
-        let served = app.run_until(shutdown_signal()).await;
+        let served = app.run_until(shutdown).await;
         drop(lab);
         served
     });

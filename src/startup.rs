@@ -1,10 +1,11 @@
 //! Building and running the service. [`Application::build`] takes the database's lock and
 //! binds the port first, so a second process on the same database is refused before it does
 //! anything, and a test can ask for port 0 and read the real one from
-//! [`Application::local_addr`]. The engine's worker (when there are playbooks and an estate),
-//! the notifier (when sinks are configured), the incidents' timeouts, the metrics' upkeep and
-//! the pruner (when `[retention]` sets an age) run beside the HTTP server under one shutdown:
-//! the worker gives back the run it holds, the server drains, then the database closes.
+//! [`Application::local_addr`]. The intake writer, the engine's worker (when there are
+//! playbooks and an estate), the notifier (when sinks are configured), the incidents' timeouts,
+//! the metrics' upkeep and the pruner (when `[retention]` sets an age) run beside the HTTP
+//! server under one shutdown: the worker gives back the run it holds, the server drains, the
+//! intake writer commits what is queued, then the database closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Notify};
 use crate::engine::dispatch::Dispatcher;
 use crate::engine::estate::Estate;
+use crate::engine::intake::writer::{self as intake_writer, IntakeQueue};
 use crate::engine::intake::{IntakeService, Lifecycle};
 use crate::engine::worker::{Engine, PinnedPlaybooks, unique_owner};
 use crate::http::health::Remediation;
@@ -49,11 +51,14 @@ pub struct Application {
     store: Store,
     notifier: Option<Notifier>,
     engine: Option<Engine>,
-    /// Times out the incidents of senders that never resolve, in the background.
+    /// Stores deliveries (through `intake_queue`'s writer) and times out the incidents of
+    /// senders that never resolve, in the background.
     intake: Arc<IntakeService>,
     /// What the pruner removes, and how often it runs; off when nothing is configured.
     retention: Arc<Retention>,
     prune_every: Duration,
+    /// The intake writer's end of the handlers' queue.
+    intake_queue: IntakeQueue,
     clock: Arc<dyn Clock>,
     /// This process's name in leases, the audit trail and the database lock.
     owner: String,
@@ -173,12 +178,13 @@ impl Application {
             dispatcher.clone(),
             Lifecycle::from(&config.incidents),
         ));
+        let (intake_writer, intake_queue) = intake_writer::channel(intake_writer::QUEUE_CAPACITY);
         let state = AppState {
             store: store.clone(),
             clock: clock.clone(),
             metrics,
             max_body_bytes: config.http.max_body_bytes,
-            intake: intake.clone(),
+            intake: intake_writer,
             dispatcher,
             limits: config.engine.limits(),
             remediation,
@@ -208,6 +214,7 @@ impl Application {
             intake,
             retention: Arc::new(config.retention.policy()),
             prune_every: config.retention.every(),
+            intake_queue,
             clock,
             owner,
             _lock: lock,
@@ -254,6 +261,13 @@ impl Application {
                 let _ = worker_stopped.changed().await;
             }))
         });
+        let (writer_stop, mut writer_stopped) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(
+            self.intake_queue
+                .run_until(self.intake.clone(), async move {
+                    let _ = writer_stopped.changed().await;
+                }),
+        );
         let (timeouts_stop, mut timeouts_stopped) = tokio::sync::watch::channel(false);
         let timeouts = tokio::spawn(self.intake.clone().time_out_until(
             self.clock.clone(),
@@ -293,6 +307,12 @@ impl Application {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(DRAIN_TIMEOUT).await;
             } => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"),
+        }
+        // After the server: the requests it drained were waiting on the writer. Deliveries
+        // still queued are committed before the writer ends.
+        let _ = writer_stop.send(true);
+        if let Err(error) = writer.await {
+            tracing::error!(%error, "the intake writer failed");
         }
         if let Some(worker) = worker
             && let Err(error) = worker.await
@@ -343,30 +363,35 @@ fn public_url(notify: &Notify, local: SocketAddr) -> anyhow::Result<url::Url> {
     Ok(url)
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called, not
+/// when it is first polled: a signal sent as soon as "listening" is logged stops the service
+/// gracefully instead of killing it by the default action. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {},
+                        _ = interrupt.recv() => {},
+                    }
+                }
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM or Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

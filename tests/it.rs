@@ -33,6 +33,7 @@ mod idempotency;
 mod incidents_api;
 mod injection;
 mod intake_formats;
+mod intake_writer;
 mod lab_control;
 mod lab_remediation;
 mod lab_scenarios;

@@ -1,7 +1,8 @@
-//! Intake's engine side: one delivery, one transaction. For each alert it decides what the
-//! alert means for its incident (the lifecycle below), which playbook takes it, and starts,
-//! joins or cancels the run, all committed together with the delivery and the audit trail.
-//! The HTTP handler only parses and answers.
+//! Intake's engine side. For each alert of a delivery it decides what the alert means for its
+//! incident (the lifecycle below), which playbook takes it, and starts, joins or cancels the
+//! run, all stored together with the delivery and the audit trail: a delivery is all or
+//! nothing. The HTTP handler only parses and answers; [`writer`] batches the deliveries that
+//! wait into one commit (group commit).
 //!
 //! The lifecycle of a firing alert, against the latest incident of its (source, fingerprint):
 //!
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::SqliteConnection;
+use sqlx::{Connection, SqliteConnection};
 
 use super::dispatch::Dispatcher;
 use super::worker::Progress;
@@ -37,6 +38,8 @@ use crate::store::audit::{self, AuditAction, NewAuditEvent};
 use crate::store::intake::{self as rows, IntakeAction, LatestIncident, ResolvedBy};
 use crate::store::runs::{self, Created, NewRun};
 use crate::store::{Store, StoreError};
+
+pub mod writer;
 
 /// When a repeat is a new problem; see the module docs. The default is the config's.
 #[derive(Debug, Clone)]
@@ -78,6 +81,15 @@ pub struct AlertOutcome {
     pub reason: Option<String>,
 }
 
+/// One delivery as intake records it: parsed, its body verbatim, who sent it and when.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub delivery: Delivery,
+    pub raw_body: String,
+    pub actor: Principal,
+    pub received_at: DateTime<Utc>,
+}
+
 /// The one path from a delivery to incidents and runs.
 pub struct IntakeService {
     store: Store,
@@ -103,8 +115,8 @@ impl IntakeService {
         }
     }
 
-    /// Stores a delivery (kept verbatim in `raw_body`), every alert's incident and the runs
-    /// they start, join or cancel, in one transaction; wakes the worker for new runs.
+    /// Stores one delivery in a transaction of its own: a batch of one (see
+    /// [`Self::accept_batch`]).
     pub async fn accept(
         &self,
         delivery: &Delivery,
@@ -112,17 +124,73 @@ impl IntakeService {
         actor: &Principal,
         now: DateTime<Utc>,
     ) -> Result<Vec<AlertOutcome>, StoreError> {
+        let submission = Submission {
+            delivery: delivery.clone(),
+            raw_body: raw_body.to_owned(),
+            actor: actor.clone(),
+            received_at: now,
+        };
+        let mut answers = self.accept_batch(std::slice::from_ref(&submission)).await?;
+        answers.pop().expect("one answer per submission")
+    }
+
+    /// Stores each delivery of `batch`, in order, in ONE transaction: each inside its own
+    /// savepoint, so a delivery that fails rolls back alone and gets its own error while the
+    /// others commit. One commit (one fsync) for the lot is what lets intake keep up with a
+    /// storm at `synchronous = FULL`. Wakes the worker after the commit if a run was created.
+    /// `Err` means nothing of the batch was stored.
+    pub async fn accept_batch(
+        &self,
+        batch: &[Submission],
+    ) -> Result<Vec<Result<Vec<AlertOutcome>, StoreError>>, StoreError> {
         let mut tx = self.store.begin().await?;
+        let mut answers = Vec::new();
+        let mut started = false;
+        for submission in batch {
+            let mut savepoint = Connection::begin(&mut *tx).await?;
+            match self.record(&mut savepoint, submission).await {
+                Ok((outcomes, run_started)) => {
+                    savepoint.commit().await?;
+                    started |= run_started;
+                    answers.push(Ok(outcomes));
+                }
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    answers.push(Err(error));
+                }
+            }
+        }
+        tx.commit().await?;
+        if started && let Some(dispatcher) = &self.dispatcher {
+            dispatcher.wake.notify_one();
+        }
+        Ok(answers)
+    }
+
+    /// One delivery (kept verbatim in `raw_body`), every alert's incident and the runs they
+    /// start, join or cancel, written on `tx`; also whether a run was created.
+    async fn record(
+        &self,
+        tx: &mut SqliteConnection,
+        submission: &Submission,
+    ) -> Result<(Vec<AlertOutcome>, bool), StoreError> {
+        let Submission {
+            delivery,
+            raw_body,
+            actor,
+            received_at: now,
+        } = submission;
+        let now = *now;
         let delivery_id =
-            rows::insert_delivery(&mut tx, &delivery.source, &actor.name, raw_body, now).await?;
+            rows::insert_delivery(tx, &delivery.source, &actor.name, raw_body, now).await?;
         let mut outcomes = Vec::with_capacity(delivery.entries.len());
         let mut started = false;
         for entry in &delivery.entries {
             let outcome = match entry {
                 Err(refused) => {
-                    rows::insert_refused(&mut tx, refused, delivery_id, now).await?;
+                    rows::insert_refused(tx, refused, delivery_id, now).await?;
                     audit::append(
-                        &mut tx,
+                        tx,
                         now,
                         NewAuditEvent {
                             actor: &actor.name,
@@ -148,14 +216,14 @@ impl IntakeService {
                     // The alert and its incident first, then what it means for runs, so the
                     // trail reads in that order.
                     let mut outcome = match alert.status {
-                        AlertStatus::Firing => self.incident_for(&mut tx, alert, now).await?,
-                        AlertStatus::Resolved => self.resolved(&mut tx, alert, now).await?,
+                        AlertStatus::Firing => self.incident_for(tx, alert, now).await?,
+                        AlertStatus::Resolved => self.resolved(tx, alert, now).await?,
                     };
                     let alert_id =
-                        rows::insert_alert(&mut tx, alert, delivery_id, outcome.incident_id, now)
+                        rows::insert_alert(tx, alert, delivery_id, outcome.incident_id, now)
                             .await?;
                     audit::append(
-                        &mut tx,
+                        tx,
                         now,
                         NewAuditEvent {
                             actor: &actor.name,
@@ -174,12 +242,12 @@ impl IntakeService {
                     match alert.status {
                         AlertStatus::Firing => {
                             started |= self
-                                .route(&mut tx, alert, &mut outcome, &actor.name, now)
+                                .route(tx, alert, &mut outcome, &actor.name, now)
                                 .await?;
                         }
                         AlertStatus::Resolved => {
                             if let Some(incident_id) = outcome.incident_id {
-                                cancel_runs_left_without_open_incidents(&mut tx, incident_id, now)
+                                cancel_runs_left_without_open_incidents(tx, incident_id, now)
                                     .await?;
                             }
                         }
@@ -189,11 +257,7 @@ impl IntakeService {
             };
             outcomes.push(outcome);
         }
-        tx.commit().await?;
-        if started && let Some(dispatcher) = &self.dispatcher {
-            dispatcher.wake.notify_one();
-        }
-        Ok(outcomes)
+        Ok((outcomes, started))
     }
 
     /// A firing alert: which incident it belongs to (see the module docs), and the run that

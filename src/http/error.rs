@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::engine::dispatch::StartError;
+use crate::engine::intake::writer::{RETRY_AFTER_SECS, SubmitError};
 use crate::intake::IntakeError;
 use crate::store::StoreError;
 use crate::store::approvals::ApprovalError;
@@ -64,6 +65,10 @@ pub enum AppError {
     UpstreamTimeout(String),
     #[error("the service is temporarily unavailable; retry it")]
     Unavailable(#[source] StoreError),
+    /// Intake cannot take the delivery now (its queue is full, or it is stopping); the message
+    /// says why, `Retry-After` when to try again.
+    #[error("{0}")]
+    IntakeUnavailable(SubmitError),
     #[error("internal error; the cause is in the service log")]
     Internal(#[source] anyhow::Error),
 }
@@ -85,7 +90,9 @@ impl AppError {
                 StatusCode::BAD_REQUEST
             }
             Self::Intake(IntakeError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Timeout | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable(_) | Self::IntakeUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,7 +118,7 @@ impl AppError {
             Self::Timeout => "timeout",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::IntakeUnavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -122,6 +129,18 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Busy(_) => Self::Unavailable(error),
             StoreError::Other(_) => Self::Internal(error.into()),
+        }
+    }
+}
+
+impl From<SubmitError> for AppError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::QueueFull | SubmitError::ShuttingDown => Self::IntakeUnavailable(error),
+            SubmitError::Store(store) if matches!(*store, StoreError::Busy(_)) => {
+                Self::IntakeUnavailable(SubmitError::Store(store))
+            }
+            SubmitError::Store(_) | SubmitError::Panicked => Self::Internal(error.into()),
         }
     }
 }
@@ -179,7 +198,12 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::TooManyRequests(seconds) = self {
+        let retry_after = match self {
+            Self::TooManyRequests(seconds) => Some(seconds),
+            Self::IntakeUnavailable(_) => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -11,7 +11,8 @@ use super::AppState;
 use super::error::{AppError, ErrorBody};
 use super::extract::{ApiQuery, JsonBody};
 use crate::auth::Principal;
-use crate::intake::{self, AlertStatus, Format, Source};
+use crate::engine::intake::Submission;
+use crate::intake::{self, Alert, AlertStatus, Format, RefusedAlert, Source};
 use crate::store::intake::IntakeAction;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -55,9 +56,33 @@ pub struct IngestedAlert {
 
 type Accepted = (StatusCode, Json<IngestResponse>);
 
+/// What the answer names of one alert.
+struct Named {
+    alert_name: Option<String>,
+    fingerprint: Option<String>,
+    status: Option<AlertStatus>,
+}
+
+impl Named {
+    fn of(entry: &Result<Alert, RefusedAlert>) -> Self {
+        match entry {
+            Ok(alert) => Self {
+                alert_name: Some(alert.name.as_str().to_owned()),
+                fingerprint: Some(alert.fingerprint.as_str().to_owned()),
+                status: Some(alert.status),
+            },
+            Err(refused) => Self {
+                alert_name: refused.name.clone(),
+                fingerprint: None,
+                status: None,
+            },
+        }
+    }
+}
+
 /// Accepts alerts in any supported shape.
 ///
-/// Alertmanager webhook v4 (`alerts[]`), the forwarder's and the generic IngestPayload
+/// 202 means the delivery is committed to disk (`synchronous = FULL`). Alertmanager webhook v4 (`alerts[]`), the forwarder's and the generic IngestPayload
 /// (`alert_name`), or a sweep finding (`check_name`). Repeats fold into the open incident. A
 /// delivery whose alerts are partly unusable is stored whole: each bad alert is answered
 /// `refused` with its reason; only a body with nothing acceptable gets 4xx.
@@ -71,6 +96,7 @@ type Accepted = (StatusCode, Json<IngestResponse>);
         (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
         (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
         (status = 422, body = ErrorBody, description = "JSON in no supported shape, or with no usable alert; nothing is stored"),
+        (status = 503, body = ErrorBody, description = "Intake's queue is full or runbookd is stopping: nothing was stored; retry after `Retry-After` seconds"),
     ),
     security(("bearer" = [])),
     description = "Roles: ingest, admin (or anonymous when `http.allow_anonymous_ingest` is set).",
@@ -100,6 +126,7 @@ pub async fn ingest(
         (status = 413, body = ErrorBody, description = "The body is larger than `http.max_body_bytes`"),
         (status = 415, body = ErrorBody, description = "The body is not declared as JSON"),
         (status = 422, body = ErrorBody, description = "Not an Alertmanager v4 body, or with no usable alert; nothing is stored"),
+        (status = 503, body = ErrorBody, description = "Intake's queue is full or runbookd is stopping: nothing was stored; retry after `Retry-After` seconds"),
     ),
     security(("bearer" = [])),
     description = "Roles: ingest, admin.",
@@ -131,44 +158,36 @@ async fn accept(
         // serde_json has validated the bytes as UTF-8 JSON already.
         let raw = std::str::from_utf8(&body)
             .map_err(|e| AppError::Intake(intake::IntakeError::InvalidJson(e.to_string())))?;
-        // Recorded on its own task: if the request times out or the client goes away, the
-        // transaction still completes or rolls back as a whole, and is never cut mid-commit.
-        let (service, recorded, raw, actor, now) = (
-            state.intake.clone(),
-            delivery.clone(),
-            raw.to_owned(),
-            caller.clone(),
-            state.clock.now(),
-        );
-        let outcomes =
-            tokio::spawn(async move { service.accept(&recorded, &raw, &actor, now).await })
-                .await
-                .map_err(|e| AppError::Internal(e.into()))??;
-        Ok::<_, AppError>((delivery, outcomes))
+        // What the answer names of each alert, read before the delivery goes to the writer.
+        let source = delivery.source.clone();
+        let named: Vec<Named> = delivery.entries.iter().map(Named::of).collect();
+        // The writer owns the delivery from here: if the request times out or the client goes
+        // away, the delivery is still committed (or rolled back) whole.
+        let outcomes = state
+            .intake
+            .submit(Submission {
+                delivery,
+                raw_body: raw.to_owned(),
+                actor: caller.clone(),
+                received_at: state.clock.now(),
+            })
+            .await?;
+        Ok::<_, AppError>((source, named, outcomes))
     }
     .await;
 
     match result {
-        Ok((delivery, outcomes)) => {
-            let incidents: Vec<IngestedAlert> = delivery
-                .entries
-                .iter()
+        Ok((source, named, outcomes)) => {
+            let incidents: Vec<IngestedAlert> = named
+                .into_iter()
                 .zip(outcomes)
-                .map(|(entry, outcome)| {
+                .map(|(named, outcome)| {
                     metrics::counter!(
                         "runbookd_alerts_total",
-                        "source" => delivery.source.as_str().to_owned(),
+                        "source" => source.as_str().to_owned(),
                         "outcome" => outcome.action.as_str(),
                     )
                     .increment(1);
-                    let (alert_name, fingerprint, status) = match entry {
-                        Ok(alert) => (
-                            Some(alert.name.as_str().to_owned()),
-                            Some(alert.fingerprint.as_str().to_owned()),
-                            Some(alert.status),
-                        ),
-                        Err(refused) => (refused.name.clone(), None, None),
-                    };
                     IngestedAlert {
                         incident_id: outcome.incident_id,
                         run_id: outcome.run_id,
@@ -180,9 +199,9 @@ async fn accept(
                                 | IntakeAction::LateFiring
                         ),
                         action: outcome.action,
-                        alert_name,
-                        fingerprint,
-                        status,
+                        alert_name: named.alert_name,
+                        fingerprint: named.fingerprint,
+                        status: named.status,
                         recurrence_of: outcome.recurrence_of,
                         reason: outcome.reason,
                     }
@@ -194,7 +213,7 @@ async fn accept(
                 .count();
             tracing::info!(
                 caller = %caller.name,
-                source = delivery.source.as_str(),
+                source = source.as_str(),
                 alerts = incidents.len(),
                 refused,
                 "delivery accepted"

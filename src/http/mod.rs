@@ -66,8 +66,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Starts playbook runs for new incidents; `None` when no engine runs (no inventory).
     pub dispatcher: Option<Arc<Dispatcher>>,
-    /// Deliveries → incidents → runs, one transaction each.
-    pub intake: Arc<crate::engine::intake::IntakeService>,
+    /// Deliveries → incidents → runs, through the one intake writer (group commit).
+    pub intake: crate::engine::intake::writer::IntakeWriter,
     /// The safety limits the engine enforces, for the safety overview.
     pub limits: Limits,
     /// Whether runs can happen, and if not, why: shown by `/readyz` and the web page.
