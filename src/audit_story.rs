@@ -407,17 +407,17 @@ fn step_finished(who: &str, d: &Detail<'_>) -> String {
 
 fn decided(who: &str, d: &Detail<'_>) -> String {
     let what = d.actions();
-    if d.0.get("decision").is_none() {
-        if let Some(on_timeout) = d.text("on_timeout") {
-            return format!(
-                "Nobody decided on {what} in time: {}",
-                if on_timeout == "approve" {
-                    "on_timeout is approve, so it was approved and the run goes on"
-                } else {
-                    "on_timeout is reject, so it was rejected and the run escalates"
-                }
-            );
-        }
+    if d.0.get("decision").is_none()
+        && let Some(on_timeout) = d.text("on_timeout")
+    {
+        return format!(
+            "Nobody decided on {what} in time: {}",
+            if on_timeout == "approve" {
+                "on_timeout is approve, so it was approved and the run goes on"
+            } else {
+                "on_timeout is reject, so it was rejected and the run escalates"
+            }
+        );
     }
     let decision = d.text("decision").unwrap_or("decided");
     match d.text("comment").filter(|c| !c.trim().is_empty()) {
