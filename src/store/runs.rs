@@ -315,15 +315,8 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
-        let query = sqlx::query(
-            "UPDATE runs SET step = ?, facts = ?, updated_at = ?
-             WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
-        )
-        .bind(step.to_owned())
-        .bind(Json(facts.clone()))
-        .bind(now);
         let detail = json!({"step": step, "reason": reason});
-        fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
+        self.move_to_step(lease, step, facts, detail, now).await
     }
 
     /// Moves a diagnosed run to its first step with `facts`, and records the cause and the
@@ -337,6 +330,20 @@ impl Store {
         evidence: &Value,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
+        let detail = json!({"step": step, "reason": format!("cause {cause}"), "cause": cause, "evidence": evidence});
+        self.move_to_step(lease, step, facts, detail, now).await
+    }
+
+    /// The fenced move behind [`Self::advance`] and [`Self::diagnosed`], audited as
+    /// `run.advanced` with `detail`.
+    async fn move_to_step(
+        &self,
+        lease: &Lease,
+        step: &str,
+        facts: &Value,
+        detail: Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
         let query = sqlx::query(
             "UPDATE runs SET step = ?, facts = ?, updated_at = ?
              WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
@@ -344,7 +351,6 @@ impl Store {
         .bind(step.to_owned())
         .bind(Json(facts.clone()))
         .bind(now);
-        let detail = json!({"step": step, "reason": format!("cause {cause}"), "cause": cause, "evidence": evidence});
         fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
     }
 
