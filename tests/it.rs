@@ -12,6 +12,7 @@ mod api_clients;
 mod api_contract;
 mod approvals;
 mod audit_export;
+mod audit_read_back;
 mod auth_matrix;
 mod backup;
 mod backup_groups;

@@ -28,6 +28,7 @@ use crate::playbook::compiled::{Action, Guard, Step, VmidRef, VzdumpGuests, Vzdu
 use crate::playbook::model::{ApprovalPolicy, Automation, Risk};
 use crate::store::Store;
 use crate::store::approvals::{ApprovalAction, ApprovalRequest, OnTimeout};
+use crate::store::audit::{GuardStatus, StepWaiting};
 use crate::store::runs::{ExitVerdict, Lease, RunError, StepResult};
 use crate::store::safety::{Blocked, Limits};
 
@@ -260,9 +261,6 @@ async fn guard_holds_back(
     None
 }
 
-/// How a run shows that its step waits for its guard (`facts.waiting.status`).
-const WAITING: &str = "waiting for its guard";
-
 /// Waits until the step's guard lets it act: re-checks every `every`, shows why it waits in
 /// the run (and the audit trail, whenever the reason changes), and gives up after `max_wait`
 /// on the one clock. `Some(reason)`: it gave up.
@@ -280,9 +278,9 @@ async fn wait_for_guard(
         .await
         .map_err(RunError::from)?;
     let since = shown_before
-        .and_then(|run| run.facts.0.get("waiting").cloned())
-        .filter(|w| w["step"] == name && w["status"] == WAITING)
-        .and_then(|w| serde_json::from_value::<DateTime<Utc>>(w["since"].clone()).ok())
+        .and_then(|run| run.waiting())
+        .filter(|w| w.step.as_deref() == Some(name) && w.status == Some(GuardStatus::Waiting))
+        .and_then(|w| w.since)
         .unwrap_or_else(|| ctx.clock.now());
     let until = since + chrono::Duration::from_std(guard.max_wait).unwrap_or(chrono::Duration::MAX);
     let mut shown: Option<String> = None;
@@ -290,8 +288,13 @@ async fn wait_for_guard(
         let now = ctx.clock.now();
         let Some((reason, saw)) = guard_holds_back(ctx, scope, guard, now).await else {
             if shown.is_some() {
-                let cleared =
-                    json!({"step": name, "status": "acting", "since": since, "cleared_at": now});
+                let cleared = StepWaiting {
+                    step: Some(name.to_owned()),
+                    status: Some(GuardStatus::Acting),
+                    since: Some(since),
+                    cleared_at: Some(now),
+                    ..StepWaiting::default()
+                };
                 ctx.store
                     .step_waiting(ctx.lease, &cleared, true, now)
                     .await?;
@@ -304,11 +307,17 @@ async fn wait_for_guard(
                 guard.max_wait
             )));
         }
-        let waiting = json!({
-            "step": name, "status": WAITING, "reason": reason, "saw": saw,
-            "since": since, "checked_at": now, "gives_up_at": until,
-            "every_ms": guard.every.as_millis() as u64,
-        });
+        let waiting = StepWaiting {
+            step: Some(name.to_owned()),
+            status: Some(GuardStatus::Waiting),
+            reason: Some(reason.clone()),
+            saw: Some(saw),
+            since: Some(since),
+            checked_at: Some(now),
+            cleared_at: None,
+            gives_up_at: Some(until),
+            every_ms: Some(guard.every.as_millis() as u64),
+        };
         let news = shown.as_deref() != Some(reason.as_str());
         ctx.store
             .step_waiting(ctx.lease, &waiting, news, now)

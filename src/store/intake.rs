@@ -7,7 +7,7 @@
 //! index), and the latest one of a key, open or not, decides what a new firing means.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{FromRow, SqliteConnection};
@@ -15,7 +15,7 @@ use sqlx::{FromRow, SqliteConnection};
 use crate::intake::{Alert, RefusedAlert, Source};
 
 /// What recording one alert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IntakeAction {
     /// A new incident.
