@@ -21,7 +21,7 @@ use super::facts;
 use super::scope::Scope;
 use crate::audit_story::facts_in_words;
 use crate::clock::Clock;
-use crate::exec::command::{CertFingerprint, Name, Value, Vmid};
+use crate::exec::command::{CertFingerprint, CommandTemplate, Name, Value, Vmid};
 use crate::exec::pve::VzdumpStart;
 use crate::playbook::Playbook;
 use crate::playbook::compiled::{Action, Guard, Step, VmidRef, VzdumpGuests, VzdumpHosts};
@@ -116,17 +116,12 @@ fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), St
             };
             Ok((None, format!("vzdump {vmids} on {hosts} (PVE API)")))
         }
-        Action::ForgetGroups { fact } => {
-            let groups: Vec<&str> = scope
-                .facts
-                .get(fact)
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|g| g.as_str()).collect())
-                .unwrap_or_default();
+        Action::ForgetGroups { datastore, fact } => {
+            let (datastore, groups) = forget_targets(scope, datastore, fact)?;
             Ok((
                 None,
                 format!(
-                    "forget PBS groups {} (from fact {fact})",
+                    "forget PBS groups {} in datastore {datastore} (from fact {fact})",
                     if groups.is_empty() {
                         "none".to_owned()
                     } else {
@@ -138,6 +133,27 @@ fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), St
         Action::Wait(wait) => Ok((None, format!("wait {wait:?}"))),
         Action::Poll(poll) => Ok((None, format!("poll {} every {:?}", poll.probe, poll.every))),
     }
+}
+
+/// The datastore a cleanup deletes from and the groups it forgets, rendered from the facts
+/// the run was diagnosed with: what the approval shows is what runs.
+fn forget_targets(
+    scope: &Scope<'_>,
+    datastore: &CommandTemplate,
+    fact: &str,
+) -> Result<(Name, Vec<String>), String> {
+    let datastore = Name::parse(scope.fill(datastore)?.as_str()).map_err(|e| e.to_string())?;
+    let groups = scope
+        .facts
+        .get(fact)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((datastore, groups))
 }
 
 fn vmids(ids: &[VmidRef], scope: &Scope<'_>) -> Result<Vec<Vmid>, String> {
@@ -580,18 +596,11 @@ async fn execute(
         Action::Vzdump { hosts, guests } => {
             backup(ctx, scope, hosts, guests, timeout, first_started).await
         }
-        Action::ForgetGroups { fact } => {
-            let groups: Vec<String> = ctx
-                .facts
-                .get(fact)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|g| g.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let store = &ctx.estate.pbs_target.datastore;
+        Action::ForgetGroups { datastore, fact } => {
+            let (store, groups) = match forget_targets(scope, datastore, fact) {
+                Ok(targets) => targets,
+                Err(e) => return failed(e),
+            };
             for group in &groups {
                 let Some((kind, id)) = group.split_once('/') else {
                     continue;
@@ -599,14 +608,14 @@ async fn execute(
                 let (Ok(kind), Ok(id)) = (Name::parse(kind), Name::parse(id)) else {
                     return failed(format!("group '{group}' is not type/id"));
                 };
-                if let Err(e) = ctx.estate.pbs.forget_group(store, &kind, &id).await {
+                if let Err(e) = ctx.estate.pbs.forget_group(&store, &kind, &id).await {
                     return failed(e.to_string());
                 }
             }
             (
                 StepOutcome::Done,
                 StepResult {
-                    stdout: Some(format!("forgot {}", groups.join(", "))),
+                    stdout: Some(format!("forgot {} in datastore {store}", groups.join(", "))),
                     ..Default::default()
                 },
             )
