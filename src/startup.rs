@@ -108,8 +108,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let Claim { lock, owner } = claim;
         let store = Store::open(&config.database).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = http::serve::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         if tokens.tokens().is_empty() && !config.http.allow_anonymous_ingest {
             tracing::warn!(

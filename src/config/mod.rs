@@ -900,6 +900,37 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_checked_and_default_below_the_open_file_limit() {
+        let (config, _) = Config::load(None, &Overrides::default()).unwrap();
+        let limits = config.connection_limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert!((16..=512).contains(&limits.max_connections), "{limits:?}");
+
+        let file = write_config(
+            "[http]
+request_timeout_secs = 30
+header_read_timeout_secs = 0
+idle_timeout_secs = 30
+max_connections = 4
+",
+        );
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(printed.len(), 3, "{printed:#?}");
+        for expected in [
+            "http.header_read_timeout_secs: 0 is outside 1..=300",
+            "http.idle_timeout_secs: 30 must be above http.request_timeout_secs (30)",
+            "http.max_connections: 4 is outside 8..=65536",
+        ] {
+            assert!(
+                printed.iter().any(|p| p.contains(expected)),
+                "{expected}: {printed:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn retention_ages_are_checked_with_their_lines() {
         let file = write_config(
             "[retention]\nalerts_days = 0\naudit_days = 3\nevery_secs = 0\ndeliveries_days = 14\n",
