@@ -348,7 +348,7 @@ impl GeneratedAlert {
         labels
     }
 
-    /// The alert as Alertmanager writes it, its labels in `order`.
+    /// The alert as Alertmanager writes it, its labels in the generated order or reversed.
     fn json(&self, reversed: bool) -> String {
         let mut labels = self.labels.clone();
         labels.push(("alertname".to_owned(), self.name.clone()));
