@@ -52,6 +52,7 @@ mod openssh;
 mod operations_api;
 mod playbook_check;
 mod preflight;
+mod properties;
 mod readme_quick_start;
 mod redaction;
 mod request_ids;
