@@ -27,6 +27,7 @@ mod deploy;
 mod diagnose;
 mod engine_lifecycle;
 mod engine_runs;
+mod faults;
 mod fresh_install;
 mod guards;
 mod idempotency;
