@@ -29,6 +29,7 @@ mod deploy;
 mod diagnose;
 mod engine_lifecycle;
 mod engine_runs;
+mod faults;
 mod fresh_install;
 mod group_cleanup;
 mod guards;

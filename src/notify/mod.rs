@@ -216,7 +216,7 @@ async fn follow(
                         hand_off(shared, &notification, deliveries);
                     }
                 }
-                Err(error @ StoreError::Busy(_)) => {
+                Err(error) if error.retry_after().is_some() => {
                     save_cursor(shared, cursor).await;
                     return Err(error);
                 }

@@ -45,31 +45,73 @@ pub struct Store {
     reader: SqlitePool,
 }
 
-/// A storage failure, classified where it happens: `Busy` is worth a retry (503), `Other` is a
-/// fault (500).
+/// A storage failure, classified where it happens. `Busy`, `DiskFull` and `Io` clear on their
+/// own (the other program lets go of its lock, space is freed): the caller gets 503 with
+/// `Retry-After` and the engine retries the write; `Other` is a fault (500).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the database is busy")]
+    #[error("the database is locked by another writer")]
     Busy(#[source] sqlx::Error),
+    #[error("the database's disk is full")]
+    DiskFull(#[source] sqlx::Error),
+    #[error("the database's disk failed to read or write")]
+    Io(#[source] sqlx::Error),
     #[error("database error")]
     Other(#[source] sqlx::Error),
 }
 
+/// What an SQLite result code says about the database's availability, whichever driver
+/// reported it: the one classification behind [`StoreError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteFault {
+    /// SQLITE_BUSY (5) or SQLITE_LOCKED (6): another connection holds the lock.
+    Busy,
+    /// SQLITE_FULL (13): the filesystem (or the database's size limit) is full.
+    DiskFull,
+    /// SQLITE_IOERR (10): a read, write or fsync failed, as when the WAL cannot grow.
+    Io,
+    Other,
+}
+
+impl SqliteFault {
+    /// The fault a result code (primary or extended) names.
+    pub fn of_code(code: i32) -> Self {
+        match code & 0xff {
+            5 | 6 => Self::Busy,
+            13 => Self::DiskFull,
+            10 => Self::Io,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl StoreError {
+    /// How long to wait before trying again, for a failure that clears on its own; `None` for
+    /// a fault. A lock clears within the busy timeout; a full disk waits for a person.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy(_) => Some(Duration::from_secs(1)),
+            Self::DiskFull(_) | Self::Io(_) => Some(Duration::from_secs(30)),
+            Self::Other(_) => None,
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        let busy = match &error {
-            sqlx::Error::PoolTimedOut => true,
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes.
+        let fault = match &error {
+            sqlx::Error::PoolTimedOut => SqliteFault::Busy,
             sqlx::Error::Database(db) => db
                 .code()
                 .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
-            _ => false,
+                .map_or(SqliteFault::Other, SqliteFault::of_code),
+            _ => SqliteFault::Other,
         };
-        if busy {
-            Self::Busy(error)
-        } else {
-            Self::Other(error)
+        match fault {
+            SqliteFault::Busy => Self::Busy(error),
+            SqliteFault::DiskFull => Self::DiskFull(error),
+            SqliteFault::Io => Self::Io(error),
+            SqliteFault::Other => Self::Other(error),
         }
     }
 }
