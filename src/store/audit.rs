@@ -93,6 +93,11 @@ audit_actions! {
     /// Old events left the trail through its one exit: exported to a file, then deleted. The
     /// detail has the count, the id and time range, the file and its SHA-256.
     AuditPruned = "audit.pruned",
+    /// Someone signed in to the web page with a token: its name and the client address.
+    LoginSucceeded = "login.succeeded",
+    /// A sign-in to the web page was refused (a token that is not valid, or may not read),
+    /// with the client address and the reason; never the token.
+    LoginFailed = "login.failed",
 }
 
 impl AuditAction {
