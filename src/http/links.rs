@@ -51,7 +51,7 @@ use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
 use crate::store::audit::{AuditAction, NewAuditEvent};
 
 /// The caller's address, when the server knows it.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+pub(super) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// Addresses tracked before the limiter forgets those that are back to a full quota.
 const TRACKED_ADDRESSES: usize = 10_000;

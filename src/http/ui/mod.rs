@@ -37,7 +37,7 @@ mod run_page;
 mod session;
 mod timeline_svg;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ use self::session::{FailedLogins, SessionId, random_hex};
 use super::AppState;
 use super::approvals::check_comment;
 use super::error::AppError;
-use super::links::bucket;
+use super::links::{Peer, bucket};
 use crate::auth::{Permission, Principal, Role, TokenTable};
 use crate::clock::Clock;
 use crate::store::approvals::Decision;
@@ -517,9 +517,6 @@ fn local_path(next: Option<&str>) -> Option<&str> {
             && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
     })
 }
-
-/// The caller's address as the socket saw it, when the server passes it on.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// Signs in: origin and CSRF first, then the failed-sign-in limit, then the token. A valid
 /// token opens a session; every refusal of a token is audited.
