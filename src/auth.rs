@@ -102,6 +102,24 @@ impl Token {
     pub fn role(&self) -> Role {
         self.role
     }
+
+    /// What ties a web session to this token's secret: an HMAC of the secret's digest keyed
+    /// with the session's id. Stored with the session, it ends the session when the secret
+    /// changes, and without the id (kept only hashed) it tells a reader nothing.
+    pub fn session_binding(&self, session_id: &[u8]) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, session_id);
+        let tag = ring::hmac::sign(&key, &self.digest);
+        tag.as_ref()
+            .try_into()
+            .expect("HMAC-SHA256 tags are 32 bytes")
+    }
+
+    pub fn principal(&self) -> Principal {
+        Principal {
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
 }
 
 impl std::fmt::Debug for Token {
@@ -128,11 +146,21 @@ impl TokenTable {
         &self.tokens
     }
 
+    /// Finds the caller whose secret is `presented`.
+    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+        self.token_for(presented).map(Token::principal)
+    }
+
+    /// The token configured under `name`.
+    pub fn named(&self, name: &str) -> Option<&Token> {
+        self.tokens.iter().find(|token| token.name == name)
+    }
+
     /// Finds the token whose secret is `presented`.
     ///
     /// Secrets are compared as fixed-length digests with [`ConstantTimeEq`], and every token is
     /// compared, so the time taken says nothing about how much of a secret was right.
-    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+    pub fn token_for(&self, presented: &str) -> Option<&Token> {
         let presented = digest(presented);
         let mut found = None;
         for token in &self.tokens {
@@ -140,10 +168,7 @@ impl TokenTable {
                 found = Some(token);
             }
         }
-        found.map(|token| Principal {
-            name: token.name.clone(),
-            role: token.role,
-        })
+        found
     }
 }
 

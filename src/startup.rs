@@ -118,6 +118,16 @@ impl Application {
         if config.http.allow_anonymous_ingest {
             tracing::warn!("anonymous ingest is allowed by the config");
         }
+        // Sessions of tokens no longer in the config end here (and at every page request).
+        let forgotten = store
+            .forget_sessions(tokens.tokens().iter().map(|t| t.name()), clock.now())
+            .await?;
+        if forgotten > 0 {
+            tracing::info!(
+                sessions = forgotten,
+                "ended web sessions that expired or whose token is gone"
+            );
+        }
         let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
         let public_url = public_url(&notify, listener.local_addr()?)?;
         let link_limiter = Arc::new(LinkLimiter::per_minute(notify.link_requests_per_minute));
@@ -205,6 +215,7 @@ impl Application {
             ),
             public_url,
             allowed_hosts: config.http.allowed_hosts.clone(),
+            session_lifetime: config.session_lifetime(),
         };
         Ok(Self {
             listener,

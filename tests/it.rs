@@ -63,6 +63,7 @@ mod runs;
 mod safety;
 mod safety_controls;
 mod serve_lab_run;
+mod sessions;
 mod shipped_binary;
 mod steps;
 mod timeline_svg;

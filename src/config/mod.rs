@@ -103,6 +103,8 @@ pub struct HttpConfig {
     /// besides `notify.public_url`'s. A request from a browser carries its page's `Origin`;
     /// any other is refused, so a page elsewhere cannot drive the agent's tools.
     pub allowed_origins: Vec<String>,
+    /// How long a web page sign-in lasts before the browser must sign in again.
+    pub session_hours: u64,
 }
 
 /// How the engine drives runs.
@@ -278,6 +280,7 @@ impl Default for HttpConfig {
             allow_anonymous_ingest: false,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            session_hours: 12,
         }
     }
 }
@@ -564,6 +567,12 @@ impl Config {
                 format!("{cap} is outside 8..=65536"),
             );
         }
+        if !(1..=720).contains(&self.http.session_hours) {
+            problem(
+                "http.session_hours",
+                format!("{} is outside 1..=720", self.http.session_hours),
+            );
+        }
         for origin in &self.http.allowed_origins {
             if let Err(why) = parse_origin(origin) {
                 problem("http.allowed_origins", format!("{origin:?}: {why}"));
@@ -629,6 +638,11 @@ impl Config {
                 .max_connections
                 .unwrap_or_else(crate::http::serve::ConnectionLimits::default_max_connections),
         }
+    }
+
+    /// How long a web sign-in lasts.
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.http.session_hours * 3600)
     }
 
     /// Reads every token's secret, plus the quick-start env tokens, and reports every problem.

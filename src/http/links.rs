@@ -51,7 +51,7 @@ use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
 use crate::store::audit::{AuditDetail, LinkRefused, NewAuditEvent};
 
 /// The caller's address, when the server knows it.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+pub(super) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// Addresses tracked before the limiter forgets those that are back to a full quota.
 const TRACKED_ADDRESSES: usize = 10_000;
@@ -90,7 +90,7 @@ impl LinkLimiter {
 /// The quota an address is charged to: an IPv4 address (also when IPv4-mapped), or an IPv6
 /// address's /64, as one host is usually given a whole /64 and could otherwise take a fresh
 /// quota for every request.
-fn bucket(address: IpAddr) -> IpAddr {
+pub(super) fn bucket(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
         v4 => v4,

@@ -21,6 +21,7 @@ pub mod notify;
 pub mod retention;
 pub mod runs;
 pub mod safety;
+pub mod sessions;
 
 use std::str::FromStr;
 use std::time::Duration;

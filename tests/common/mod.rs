@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod process;
 pub mod twin;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
