@@ -235,8 +235,11 @@ impl TestApp {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics after `within`. For conditions that an
-/// outside process (Alertmanager, the service binary) makes true in its own time.
+/// Polls `check` until it returns `Some`, or panics after `within`. For conditions made true
+/// in their own time by an outside process (Alertmanager, the service binary) or by the app's
+/// own tasks talking over real sockets (its worker on the twin, its notifier to a sink); the
+/// deadline is wall-clock, since paused tokio time would race past it while they wait on I/O.
+/// What the app's clock decides (ages, expiries, windows) is moved with `TestClock::advance`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
