@@ -16,6 +16,8 @@ use runbookd::engine::intake::{AlertOutcome, IntakeService, Lifecycle};
 use runbookd::engine::worker::{Engine, PinnedPlaybooks};
 use runbookd::playbook::{self, PlaybookFile, PlaybookVersion};
 use runbookd::store::Store;
+use runbookd::store::approvals::{ApprovalStatus, Decision};
+use runbookd::store::intake::IntakeAction;
 use runbookd::store::runs::Run;
 
 use super::TestApp;
@@ -150,6 +152,39 @@ fn quick_parts(twin: &Twin) -> runbookd::startup::EngineParts {
 }
 
 impl Setup {
+    /// The reference Alertmanager notification through intake, as the HTTP endpoint takes it;
+    /// the run it started.
+    pub async fn start(&self) -> i64 {
+        self.start_as("5f1c2a9e7b3d4c10").await
+    }
+
+    /// The reference notification as another alert (its own `fingerprint`), so it opens an
+    /// incident of its own; the run it started.
+    pub async fn start_as(&self, fingerprint: &str) -> i64 {
+        let body = super::reference("alertmanager-v4.json")
+            .replace("\"5f1c2a9e7b3d4c10\"", &format!("{fingerprint:?}"));
+        let outcomes = self.deliver(&body, None).await;
+        assert_eq!(outcomes[0].action, IntakeAction::Opened, "{outcomes:?}");
+        outcomes[0].run_id.expect("the playbook matches")
+    }
+
+    /// Approves the one pending approval as alice; the step it was for.
+    pub async fn approve_pending(&self) -> String {
+        let pending = self
+            .engine
+            .store
+            .approvals(Some(ApprovalStatus::Pending), 10)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        self.engine
+            .store
+            .decide(pending[0].id, Decision::Approve, "alice", None, self.now())
+            .await
+            .unwrap();
+        pending[0].step.clone()
+    }
+
     /// `body` through intake, from `source` (or sniffed), now on the twin's clock.
     pub async fn deliver(&self, body: &str, source: Option<&str>) -> Vec<AlertOutcome> {
         let declared = source.map(|s| runbookd::intake::declared_source(s).unwrap());
