@@ -55,6 +55,7 @@ mod retention;
 mod runs;
 mod safety;
 mod safety_controls;
+mod secrets_at_rest;
 mod serve_lab_run;
 mod shipped_binary;
 mod steps;

@@ -152,7 +152,11 @@ fn notify_config(extra: &str, sinks: &str, secrets: &Path) -> NotifyConfig {
 /// holding the sinks' token file.
 async fn app_with(extra: &str, sinks: &str) -> (TestApp, tempfile::TempDir) {
     let secrets = tempfile::tempdir().unwrap();
-    std::fs::write(secrets.path().join("ntfy.token"), format!("{SINK_TOKEN}\n")).unwrap();
+    let token_file = secrets.path().join("ntfy.token");
+    std::fs::write(&token_file, format!("{SINK_TOKEN}\n")).unwrap();
+    // Owner-only, as runbookd requires of a secret file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let notify = notify_config(extra, sinks, secrets.path());
     let app = TestApp::spawn_with(|config| config.notify = notify).await;
     (app, secrets)
@@ -267,11 +271,7 @@ async fn audit_text(app: &TestApp) -> String {
 }
 
 async fn link_key(app: &TestApp) -> Vec<u8> {
-    let mut db = app.db().await;
-    sqlx::query_scalar("SELECT key FROM link_keys")
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
+    common::link_key(&app.db_path)
 }
 
 fn token_of(link: &str) -> &str {
@@ -913,7 +913,7 @@ fn check_refuses_bad_sinks_with_clear_messages() {
 #[tokio::test]
 async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     use common::process::ServiceProcess;
-    const ADMIN: &str = "notify-admin-secret-0123456789";
+    const ADMIN: &str = "notify-admin-secret-0123456789abcdef";
 
     let receiver = Receiver::start(0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -1009,17 +1009,7 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     let replay = client.post(&used[0]).send().await.unwrap();
     assert_eq!(replay.status(), 410);
 
-    let key: Vec<u8> = {
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query_scalar("SELECT key FROM link_keys")
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
-    };
+    let key = common::link_key(&db);
     let log = service.log_text();
     assert!(
         log.contains("\"path\":\"/links/…\""),
@@ -1408,11 +1398,12 @@ name = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
     let approve = token_of(&message.action_url(0)).to_owned();
 
     // Signed with the real key, for a removed sink and for a sink without links.
-    let signer = LinkSigner::new(&link_key(&app).await);
-    let expires = app.clock.now() + chrono::Duration::minutes(5);
+    let signer = LinkSigner::new(&link_key(&app).await, Duration::from_secs(3600));
+    let now = app.clock.now();
+    let expires = now + chrono::Duration::minutes(5);
     for sink in ["retired", "hook"] {
         let token = signer
-            .sign(approval_id, Decision::Approve, expires, sink)
+            .sign(approval_id, Decision::Approve, now, expires, sink)
             .unwrap();
         let (status, answer) = post_link(&app, &app.url(&format!("/links/{token}"))).await;
         assert_eq!(
