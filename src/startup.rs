@@ -26,7 +26,7 @@ use crate::engine::worker::{Engine, PinnedPlaybooks, unique_owner};
 use crate::http::health::Remediation;
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
-use crate::notify::links::LinkSigner;
+use crate::notify::links::{LinkSigner, load_or_create_key};
 use crate::playbook::PlaybookFile;
 use crate::store::Store;
 use crate::store::lock::DatabaseLock;
@@ -128,7 +128,10 @@ impl Application {
                 "ended web sessions that expired or whose token is gone"
             );
         }
-        let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
+        let links = Arc::new(LinkSigner::new(
+            &load_or_create_key(&config.link_key_path())?,
+            notify.link_ttl,
+        ));
         let public_url = public_url(&notify, listener.local_addr()?)?;
         let link_limiter = Arc::new(LinkLimiter::per_minute(notify.link_requests_per_minute));
         let link_sinks = Arc::new(

@@ -62,6 +62,7 @@ mod retention;
 mod runs;
 mod safety;
 mod safety_controls;
+mod secrets_at_rest;
 mod serve_lab_run;
 mod sessions;
 mod shipped_binary;

@@ -11,7 +11,7 @@ use common::eventually;
 use common::process::ServiceProcess;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "words-admin-secret-0123456789";
+const ADMIN: &str = "words-admin-secret-0123456789abcdef";
 
 /// A browser's session on the service: signed in through the login form.
 struct Session {

@@ -6,7 +6,8 @@
 //! `query_only`, so a read path can never write by mistake.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`: once intake answers 202 the alert
-//! is on disk, even across a power cut.
+//! is on disk, even across a power cut. Its directory (when runbookd makes it), the file and
+//! its WAL files are owner-only.
 
 pub mod activity;
 pub mod approvals;
@@ -23,6 +24,7 @@ pub mod runs;
 pub mod safety;
 pub mod sessions;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -151,14 +153,51 @@ pub async fn connect_existing(
     Ok(conn)
 }
 
-impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
-    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}", dir.display())
-            })?;
+/// Creates the database's directory, owner-only (0700), when it is missing: it holds the
+/// database, its WAL and the link key.
+pub(crate) fn create_database_dir(database: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates the database file owner-only (0600) before SQLite opens it: SQLite gives the -wal
+/// and -shm files the database file's mode, so all three are owner-only. An existing file
+/// keeps its mode (it is the operator's), with a warning when others may read it.
+fn create_database_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.mode() & 0o777;
+            if mode & 0o077 != 0 {
+                let p = path.display();
+                tracing::warn!(
+                    "the database {p} has mode {mode:04o}: other users can read it (alerts, runs, the audit trail); run `chmod 600 {p} {p}-wal {p}-shm`"
+                );
+            }
+            Ok(())
         }
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {}", path.display())),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed, owner-only) the database and brings its schema up to date.
+    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        create_database_dir(&config.path)?;
+        create_database_file(&config.path)?;
         let base = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&config.path)
             .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
