@@ -227,11 +227,11 @@ async fn serve(db: &Path, file: &Path, config: &str, env: &[(&str, &str)]) -> Se
     ServiceProcess::start_with(db, env, &["--config", file.to_str().unwrap()]).await
 }
 
-const OPS_SECRET: &str = "sessions-ops-secret-7f3a9c1e";
-const ALICE_SECRET: &str = "sessions-alice-secret-2b8d4e6f";
-const BOB_SECRET: &str = "sessions-bob-secret-9a1c3e5b";
-const BOB_NEW_SECRET: &str = "sessions-bob-rotated-4d6f8a0c";
-const CAROL_SECRET: &str = "sessions-carol-secret-1e3a5c7d";
+const OPS_SECRET: &str = "sessions-ops-secret-7f3a9c1e0b2d4f68";
+const ALICE_SECRET: &str = "sessions-alice-secret-2b8d4e6f13579ace";
+const BOB_SECRET: &str = "sessions-bob-secret-9a1c3e5b2468bdf0";
+const BOB_NEW_SECRET: &str = "sessions-bob-rotated-4d6f8a0c97531eca";
+const CAROL_SECRET: &str = "sessions-carol-secret-1e3a5c7d8642fdb9";
 
 fn tokens_config(entries: &[(&str, &str)]) -> String {
     entries
