@@ -7,6 +7,11 @@
 //!
 //! The database runs in WAL mode with `synchronous = FULL`: once intake answers 202 the alert
 //! is on disk, even across a power cut.
+//!
+//! Intake writes on a connection of its own, synchronous (rusqlite) on the intake writer's
+//! thread, so a batch of deliveries costs no async round trip per statement. It writes only
+//! while it holds the writer pool's connection ([`Store::hold_writer`]), so there is still one
+//! writer at a time and it queues fairly with the others.
 
 pub mod activity;
 pub mod approvals;
@@ -22,11 +27,14 @@ pub mod retention;
 pub mod runs;
 pub mod safety;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::DatabaseConfig;
@@ -43,6 +51,8 @@ const READ_CONNECTIONS: u32 = 4;
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    path: PathBuf,
+    busy_timeout: Duration,
 }
 
 /// A storage failure, classified where it happens: `Busy` is worth a retry (503), `Other` is a
@@ -50,28 +60,66 @@ pub struct Store {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the database is busy")]
-    Busy(#[source] sqlx::Error),
+    Busy(#[source] Cause),
     #[error("database error")]
-    Other(#[source] sqlx::Error),
+    Other(#[source] Cause),
+}
+
+/// What failed underneath: sqlx, or rusqlite on the intake writer's connection.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes.
+fn busy_code(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6)
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         let busy = match &error {
             sqlx::Error::PoolTimedOut => true,
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes.
             sqlx::Error::Database(db) => db
                 .code()
                 .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+                .is_some_and(busy_code),
             _ => false,
         };
         if busy {
-            Self::Busy(error)
+            Self::Busy(error.into())
         } else {
-            Self::Other(error)
+            Self::Other(error.into())
         }
     }
+}
+
+/// The one mapping of the intake connection's errors.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        let busy = matches!(&error, rusqlite::Error::SqliteFailure(failure, _)
+            if busy_code(failure.extended_code));
+        if busy {
+            Self::Busy(error.into())
+        } else {
+            Self::Other(error.into())
+        }
+    }
+}
+
+/// Times as sqlx stores them (RFC 3339, `+00:00`), so both connections write the same text and
+/// SQL compares them in order.
+pub(crate) fn sql_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+/// A stored time, in the forms sqlx reads: RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS` as UTC.
+pub(crate) fn parse_sql_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, "%F %T%.f")
+                .ok()
+                .map(|at| at.and_utc())
+        })
 }
 
 /// One connection to an existing database, beside the service if it runs (the service locks
@@ -143,7 +191,32 @@ impl Store {
             .connect_with(base.pragma("query_only", "ON"))
             .await
             .context("cannot open the database for reading")?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            path: config.path.clone(),
+            busy_timeout: Duration::from_millis(config.busy_timeout_ms),
+        })
+    }
+
+    /// The intake writer's synchronous connection, with the writer pool's settings (WAL,
+    /// `synchronous = FULL`, the busy timeout, foreign keys). Open it after [`Store::open`], which
+    /// migrated the file.
+    pub(crate) fn open_sync(&self) -> Result<rusqlite::Connection, StoreError> {
+        let conn = rusqlite::Connection::open(&self.path)?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        // Every statement intake runs stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// The writer pool's one connection, held so that nothing else writes meanwhile: the
+    /// intake writer holds it while its own connection writes.
+    pub(crate) async fn hold_writer(&self) -> Result<PoolConnection<sqlx::Sqlite>, StoreError> {
+        Ok(self.writer.acquire().await?)
     }
 
     /// A transaction on the writer, for a change that spans repositories (intake).
