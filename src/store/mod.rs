@@ -208,6 +208,10 @@ impl Store {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
+        // Measured under the peer benchmark: statement journals in memory spare a temporary
+        // file's open and close per savepoint, and checkpointing every 4000 pages rather than
+        // 1000 writes the hot index pages back less often on the writer's path.
+        conn.execute_batch("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4000;")?;
         // Every statement intake runs stays prepared.
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
