@@ -2,248 +2,270 @@
 //! evidence, what a guard saw) as `key: value` words instead of JSON. The one renderer behind
 //! the web page's timelines, the CLI's and the demo's, so the three read the same.
 //!
-//! It works from what the trail stores (action, actor, detail) and nothing else, so the CLI can
-//! render what the API returned. A detail written before a key was added still reads as a
+//! It works from what the trail stores (actor and typed detail) and nothing else, so the CLI can
+//! render what the API returned. A detail written before a field was added still reads as a
 //! sentence, with fewer facts.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::store::audit::AuditAction;
+use crate::store::approvals::{ApprovalAction, ApprovalStatus, Decision, OnTimeout};
+use crate::store::audit::{
+    AlertIntake, ApprovalDecided, AuditAction, AuditDetail, DeliveryOutcome, GuardStatus,
+    RunAdvanced, RunFinished, StepFinished,
+};
+use crate::store::intake::IntakeAction;
+use crate::store::runs::RunState;
 
-/// One audit event as a sentence, without the time (each surface shows it its own way).
-pub fn sentence(action: &str, actor: &str, detail: &Value) -> String {
-    let Some(known) = AuditAction::parse(action) else {
-        return format!("{} recorded {action}", who(actor));
-    };
+/// An event as stored or as the API returned it (an action string and a JSON detail), as a
+/// sentence; an action this build does not know reads as just that.
+pub fn sentence_of_stored(action: &str, actor: &str, detail: &Value) -> String {
+    match AuditAction::parse(action) {
+        Some(known) => sentence(actor, &AuditDetail::read(known, detail.clone())),
+        None => format!("{} recorded {action}", who(actor)),
+    }
+}
+
+/// One audit event as a sentence, without the time (each surface shows it its own way). The
+/// match has no wildcard: a new action does not build until it says what it means.
+pub fn sentence(actor: &str, detail: &AuditDetail) -> String {
     let who = who(actor);
-    let d = Detail(detail);
-    match known {
-        AuditAction::IncidentOpened => {
-            let alert = d.alert();
-            match d.text("intake") {
-                Some("recurred") => format!(
-                    "{alert} fired again after its incident had ended: a new incident opened{}",
-                    d.int("recurrence_of")
-                        .map(|i| format!(", a recurrence of incident {i}"))
-                        .unwrap_or_default()
-                ),
-                _ => format!("{alert} fired: a new incident opened"),
-            }
+    match detail {
+        AuditDetail::IncidentOpened(d) => match d.intake {
+            Some(IntakeAction::Recurred) => format!(
+                "{} fired again after its incident had ended: a new incident opened{}",
+                alert(d),
+                d.recurrence_of
+                    .map(|i| format!(", a recurrence of incident {i}"))
+                    .unwrap_or_default()
+            ),
+            _ => format!("{} fired: a new incident opened", alert(d)),
+        },
+        AuditDetail::IncidentDeduplicated(d) => {
+            format!("{} fired again: counted into the open incident", alert(d))
         }
-        AuditAction::IncidentDeduplicated => {
-            format!("{} fired again: counted into the open incident", d.alert())
-        }
-        AuditAction::IncidentSourceResolved => format!(
+        AuditDetail::IncidentSourceResolved(d) => format!(
             "{} was resolved by its sender: the incident is resolved",
-            d.alert()
+            alert(d)
         ),
-        AuditAction::IncidentRunResolved => {
-            format!(
-                "The incident is resolved: {}",
-                d.reason_or("its run verified its fix")
-            )
-        }
-        AuditAction::IncidentTimedOut => format!(
+        AuditDetail::IncidentRunResolved(d) => format!(
+            "The incident is resolved: {}",
+            reason_or(&d.reason, "its run verified its fix")
+        ),
+        AuditDetail::IncidentTimedOut(d) => format!(
             "The incident ended by timeout: {}",
-            d.reason_or("its sender stopped repeating it")
+            reason_or(&d.reason, "its sender stopped repeating it")
         ),
-        AuditAction::IncidentLateRepeat => match d.text("intake") {
-            Some("late_firing") => format!(
+        AuditDetail::IncidentLateRepeat(d) => match d.intake {
+            Some(IntakeAction::LateFiring) => format!(
                 "A late firing of {} arrived after its sender resolved it (an HA peer catching up): attached, nothing runs",
-                d.alert()
+                alert(d)
             ),
             _ => format!(
                 "{} fired again just after a fix, before its sender caught up: attached, nothing runs",
-                d.alert()
+                alert(d)
             ),
         },
-        AuditAction::IncidentUnmatched => {
-            format!(
-                "No playbook matches the incident: {}",
-                d.reason_or("no trigger matched")
-            )
-        }
-        AuditAction::RunAttached => format!(
-            "The incident joined a run already under way: {}",
-            d.reason_or("its target already had an active run")
+        AuditDetail::IncidentUnmatched(d) => format!(
+            "No playbook matches the incident: {}",
+            reason_or(&d.reason, "no trigger matched")
         ),
-        AuditAction::AlertRefused => {
-            let name = d.text("alert_name").unwrap_or("an alert");
-            match d.text("reason") {
+        AuditDetail::RunAttached(d) => format!(
+            "The incident joined a run already under way: {}",
+            reason_or(&d.reason, "its target already had an active run")
+        ),
+        AuditDetail::AlertRefused(d) => {
+            let name = d.alert_name.as_deref().unwrap_or("an alert");
+            match &d.reason {
                 Some(reason) => format!("{who} sent {name}, which was refused: {reason}"),
                 None => format!("{who} sent {name}, which was refused"),
             }
         }
-        AuditAction::ResolveUnmatched => format!(
+        AuditDetail::ResolveUnmatched(d) => format!(
             "{} was resolved by its sender, but no incident was open for it",
-            d.alert()
+            alert(d)
         ),
-        AuditAction::RunCreated => {
+        AuditDetail::RunCreated(d) => {
             let mut text = format!(
                 "{who} started a run of {} on {}",
-                d.text("playbook").unwrap_or("a playbook"),
-                d.text("target").unwrap_or("its target")
+                d.playbook.as_deref().unwrap_or("a playbook"),
+                d.target.as_deref().unwrap_or("its target")
             );
-            if d.flag("dry_run_by_switch") {
+            if d.dry_run_by_switch {
                 text.push_str(", as a dry run because the dry-run switch is on");
-            } else if d.flag("dry_run") {
+            } else if d.dry_run {
                 text.push_str(", as a dry run");
             }
             text
         }
-        AuditAction::RunLeased => match (d.text("step"), d.flag("resumed")) {
-            (None | Some("diagnose"), false) => {
-                format!("{who} took up the run and began diagnosing")
+        AuditDetail::RunLeased(d) => {
+            let attempt = d
+                .attempt
+                .map(|a| format!(" (lease attempt {a})"))
+                .unwrap_or_default();
+            match (d.step.as_deref(), d.resumed) {
+                (None | Some("diagnose"), false) => {
+                    format!("{who} took up the run and began diagnosing")
+                }
+                (None | Some("diagnose"), true) => {
+                    format!("{who} took up the run again{attempt}, from diagnosis")
+                }
+                (Some(step), _) => {
+                    format!("{who} took up the run again{attempt}, at step {step}")
+                }
             }
-            (None | Some("diagnose"), true) => {
-                format!("{who} took up the run again{}, from diagnosis", d.attempt())
-            }
-            (Some(step), _) => {
-                format!("{who} took up the run again{}, at step {step}", d.attempt())
-            }
-        },
-        AuditAction::RunAdvanced => advanced(&who, &d),
-        AuditAction::ApprovalRequested => {
-            let what = d.actions();
+        }
+        AuditDetail::RunAdvanced(d) => advanced(&who, d),
+        AuditDetail::ApprovalRequested(d) => {
+            let what = actions(&d.actions, d.command.as_deref(), d.approval_id);
             let mut text = format!(
                 "{who} asked for approval of {}: {what}",
-                d.text("step").unwrap_or("a step")
+                d.step.as_deref().unwrap_or("a step")
             );
-            if let Some(risk) = d.text("risk") {
+            if let Some(risk) = &d.risk {
                 text.push_str(&format!(" (risk {risk})"));
             }
-            if let Some(expires) = d.text("expires_at") {
+            if let Some(expires) = d.expires_at {
                 text.push_str(&format!(
                     "; if nobody decides by {}, {}",
                     time_words(expires),
-                    if_nobody_decides(d.text("on_timeout").unwrap_or("reject"))
+                    if_nobody_decides(d.on_timeout.unwrap_or(OnTimeout::Reject).as_str())
                 ));
             }
             text
         }
-        AuditAction::RunFinished => finished(&who, &d),
-        AuditAction::StepStarted => format!(
+        AuditDetail::RunFinished(d) => finished(&who, d),
+        AuditDetail::StepStarted(d) => format!(
             "{who} started step {}: {}",
-            d.text("step").unwrap_or("?"),
-            d.command_on_host()
+            d.step.as_deref().unwrap_or("?"),
+            command_on_host(d.command.as_deref(), d.host.as_deref())
         ),
-        AuditAction::StepFinished => step_finished(&who, &d),
-        AuditAction::StepWaiting => {
-            let step = d.text("step").unwrap_or("a step");
-            match d.text("status") {
-                Some("acting") => format!("Step {step}'s guard lets it act now"),
+        AuditDetail::StepFinished(d) => step_finished(&who, d),
+        AuditDetail::StepWaiting(d) => {
+            let step = d.step.as_deref().unwrap_or("a step");
+            match d.status {
+                Some(GuardStatus::Acting) => format!("Step {step}'s guard lets it act now"),
                 _ => {
                     let mut text = format!(
                         "Step {step} waits for its guard: {}",
-                        d.reason_or("it may not act yet")
+                        reason_or(&d.reason, "it may not act yet")
                     );
-                    if let Some(until) = d.text("gives_up_at") {
+                    if let Some(until) = d.gives_up_at {
                         text.push_str(&format!("; it gives up at {}", time_words(until)));
                     }
                     text
                 }
             }
         }
-        AuditAction::ApprovalDecided => decided(&who, &d),
-        AuditAction::SettingChanged => {
-            let setting = match d.text("setting") {
+        AuditDetail::ApprovalDecided(d) => decided(&who, d),
+        AuditDetail::SettingChanged(d) => {
+            let setting = match d.setting.as_deref() {
                 Some("paused") => "pause",
                 Some("dry_run") => "dry run",
                 Some(other) => other,
                 None => "a setting",
             };
-            let on = if d.flag("value") { "on" } else { "off" };
-            match d.text("reason") {
+            let on = if d.value { "on" } else { "off" };
+            match &d.reason {
                 Some(reason) => format!("{who} turned {setting} {on}: {reason}"),
                 None => format!("{who} turned {setting} {on}"),
             }
         }
-        AuditAction::BreakerReset => format!(
+        AuditDetail::BreakerReset(d) => format!(
             "{who} reset the circuit breaker of {}{}: {}",
-            d.text("target").unwrap_or("a target"),
-            d.int("failures_before")
+            d.target.as_deref().unwrap_or("a target"),
+            d.failures_before
                 .map(|n| format!(" ({n} failure(s) counted until then)"))
                 .unwrap_or_default(),
-            d.reason_or("no reason given")
+            reason_or(&d.reason, "no reason given")
         ),
-        AuditAction::ActionAllowed => format!(
+        AuditDetail::ActionAllowed(d) => format!(
             "The safety controls let {} on {} through",
-            d.text("action").unwrap_or("an action"),
-            d.text("target").unwrap_or("its target")
+            d.action.as_deref().unwrap_or("an action"),
+            d.target.as_deref().unwrap_or("its target")
         ),
-        AuditAction::ActionBlocked => format!(
+        AuditDetail::ActionBlocked(d) => format!(
             "The {} safety control stopped {} on {}: {}",
-            d.text("control").unwrap_or("a"),
-            d.text("action").unwrap_or("an action"),
-            d.text("target").unwrap_or("its target"),
-            d.reason_or("no reason given")
+            d.control.as_deref().unwrap_or("a"),
+            d.action.as_deref().unwrap_or("an action"),
+            d.target.as_deref().unwrap_or("its target"),
+            reason_or(&d.reason, "no reason given")
         ),
-        AuditAction::ToolDiagnosed => format!(
+        AuditDetail::ToolDiagnosed(d) => format!(
             "{who} ran the diagnosis of {} through the diagnose tool: {}{}",
-            d.text("playbook").unwrap_or("a playbook"),
-            d.text("cause")
+            d.playbook.as_deref().unwrap_or("a playbook"),
+            d.cause
+                .as_deref()
                 .map(|c| format!("cause {c}"))
                 .unwrap_or_else(|| "no known cause".to_owned()),
-            d.int("wall_ms")
-                .map(|ms| format!(" in {}", duration_words(ms)))
+            d.wall_ms
+                .map(|ms| format!(
+                    " in {}",
+                    duration_words(i64::try_from(ms).unwrap_or(i64::MAX))
+                ))
                 .unwrap_or_default()
         ),
-        AuditAction::NotifyAttempt => {
-            let event = d.text("event").unwrap_or("a").replace('_', " ");
-            let sink = d.text("sink").unwrap_or("a sink");
-            let attempt = d.int("attempt").unwrap_or(1);
-            match d.text("outcome") {
-                Some("delivered") => format!(
+        AuditDetail::NotifyAttempt(d) => {
+            let event = d.event.map_or("a", |e| e.as_str()).replace('_', " ");
+            let sink = d.sink.as_deref().unwrap_or("a sink");
+            let attempt = d.attempt.unwrap_or(1);
+            match d.outcome {
+                Some(DeliveryOutcome::Delivered) => format!(
                     "The {event} notification reached {sink}{} (attempt {attempt})",
-                    d.int("status")
+                    d.status
                         .map(|s| format!(" with HTTP {s}"))
                         .unwrap_or_default()
                 ),
                 _ => format!(
                     "The {event} notification did not reach {sink} (attempt {attempt}): {}{}",
-                    d.text("error").unwrap_or("no answer"),
-                    if d.flag("gave_up") { "; gave up" } else { "" }
+                    d.error.as_deref().unwrap_or("no answer"),
+                    if d.gave_up == Some(true) {
+                        "; gave up"
+                    } else {
+                        ""
+                    }
                 ),
             }
         }
-        AuditAction::NotifySkipped => format!(
+        AuditDetail::NotifySkipped(d) => format!(
             "The notifier gave up on event {} ({}) after {} failure(s): {}",
-            d.int("event_id").map_or("?".to_owned(), |i| i.to_string()),
-            d.text("action").unwrap_or("an event"),
-            d.int("failures").unwrap_or(0),
-            d.text("error").unwrap_or("no error recorded")
+            d.event_id.map_or("?".to_owned(), |i| i.to_string()),
+            d.action.map_or("an event", AuditAction::as_str),
+            d.failures.unwrap_or(0),
+            d.error.as_deref().unwrap_or("no error recorded")
         ),
-        AuditAction::LinkRefused => {
-            let decision = d.text("decision").unwrap_or("decide");
-            let verb = match decision {
-                "approve" | "approved" => "approve",
-                "reject" | "rejected" => "reject",
-                other => other,
+        AuditDetail::LinkRefused(d) => {
+            let verb = match d.decision {
+                Some(Decision::Approve) => "approve",
+                Some(Decision::Reject) => "reject",
+                None => "decide",
             };
             format!(
                 "A one-tap link to {verb}{}{} was refused: {}",
-                d.int("approval_id")
+                d.approval_id
                     .map(|i| format!(" approval {i}"))
                     .unwrap_or_default(),
-                d.text("sink")
+                d.sink
+                    .as_deref()
                     .map(|s| format!(" (sent to {s})"))
                     .unwrap_or_default(),
-                d.reason_or("no reason given")
+                reason_or(&d.reason, "no reason given")
             )
         }
-        AuditAction::AuditPruned => format!(
+        AuditDetail::AuditPruned(d) => format!(
             "{who} moved {} audit events{}{} out of the trail into {}{}",
-            d.int("events").unwrap_or(0),
-            match (d.int("first_id"), d.int("last_id")) {
+            d.events.unwrap_or(0),
+            match (d.first_id, d.last_id) {
                 (Some(first), Some(last)) => format!(" (ids {first} to {last})"),
                 _ => String::new(),
             },
-            match (d.text("from"), d.text("to")) {
-                (Some(from), Some(to)) => format!(" from {from} to {to}"),
+            match (d.from, d.to) {
+                (Some(from), Some(to)) => format!(" from {} to {}", rfc3339(from), rfc3339(to)),
                 _ => String::new(),
             },
-            d.text("file").unwrap_or("an export file"),
-            d.text("sha256")
+            d.file.as_deref().unwrap_or("an export file"),
+            d.sha256
+                .as_deref()
                 .map(|sha| format!(", SHA-256 {sha}"))
                 .unwrap_or_default()
         ),
@@ -266,30 +288,79 @@ fn who(actor: &str) -> String {
 
 /// What happens when nobody decides an approval with this `on_timeout`.
 pub fn if_nobody_decides(on_timeout: &str) -> &'static str {
-    if on_timeout == "approve" {
+    if on_timeout == OnTimeout::Approve.as_str() {
         "it is approved and the run goes on"
     } else {
         "it is rejected and the run escalates to a human"
     }
 }
 
-fn advanced(who: &str, d: &Detail<'_>) -> String {
-    let next = d.text("step");
-    let then = |text: String| match next {
+/// A free-text reason in words, or `otherwise`.
+fn reason_or(reason: &Option<String>, otherwise: &str) -> String {
+    reason
+        .as_deref()
+        .map(words)
+        .unwrap_or_else(|| otherwise.to_owned())
+}
+
+/// `PBSBackupStale (from alertmanager)`.
+fn alert(d: &AlertIntake) -> String {
+    let name = d.alert_name.as_deref().unwrap_or("An alert");
+    match &d.source {
+        Some(source) => format!("{name} (from {source})"),
+        None => name.to_owned(),
+    }
+}
+
+/// `` `command` on host ``, or the bare command for an API request.
+fn command_on_host(command: Option<&str>, host: Option<&str>) -> String {
+    let command = command.unwrap_or("its command");
+    match host {
+        Some(host) => format!("`{command}` on {host}"),
+        None => format!("`{command}`"),
+    }
+}
+
+/// What an approval covers: each action's command and host, or its command alone.
+fn actions(actions: &[ApprovalAction], command: Option<&str>, approval_id: Option<i64>) -> String {
+    if !actions.is_empty() {
+        return actions
+            .iter()
+            .map(|a| command_on_host(Some(&a.command), a.host.as_deref()))
+            .collect::<Vec<_>>()
+            .join(", then ");
+    }
+    match (command, approval_id) {
+        (Some(command), _) => format!(
+            "`{}`",
+            command.lines().collect::<Vec<_>>().join("`, then `")
+        ),
+        (None, Some(id)) => format!("approval {id}"),
+        (None, None) => "an approval".to_owned(),
+    }
+}
+
+/// A time as the trail writes it: `2026-11-01T00:00:00Z`.
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn advanced(who: &str, d: &RunAdvanced) -> String {
+    let then = |text: String| match d.step.as_deref() {
         Some("done") => format!("{text}; every step is done"),
         Some(step) => format!("{text}; next: {step}"),
         None => text,
     };
-    if d.text("state") == Some("pending") {
+    if d.state == Some(RunState::Pending) {
         return format!(
             "{who} set the run aside ({}); it waits to be taken up again",
-            d.reason_or("no reason given")
+            reason_or(&d.reason, "no reason given")
         );
     }
-    if let Some(cause) = d.text("cause") {
-        return then(diagnosis(cause, d.0.get("evidence")));
+    if let Some(cause) = &d.cause {
+        return then(diagnosis(cause, d.evidence.as_ref()));
     }
-    match d.text("reason") {
+    match d.reason.as_deref() {
         // Written before the cause was a field of its own: "cause X: {evidence as JSON}".
         Some(reason) if reason.starts_with("cause ") => {
             let rest = &reason["cause ".len()..];
@@ -315,82 +386,70 @@ fn diagnosis(cause: &str, evidence: Option<&Value>) -> String {
     }
 }
 
-fn finished(who: &str, d: &Detail<'_>) -> String {
-    let outcome = d.0.get("outcome").filter(|o| o.is_object());
-    let reason = outcome
-        .and_then(|o| o.get("reason"))
-        .or_else(|| d.0.get("reason"))
-        .and_then(Value::as_str)
-        .map(words);
-    let cause = outcome.and_then(|o| o.get("cause")).and_then(Value::as_str);
-    match d.text("state") {
-        Some("resolved") => match (cause, reason) {
+fn finished(who: &str, d: &RunFinished) -> String {
+    let reason = d.why().map(words);
+    match d.state {
+        Some(RunState::Resolved) => match (d.cause(), reason) {
             (_, Some(reason)) => format!("The run ended resolved: {reason}"),
             (Some(cause), None) => format!("The run ended resolved: cause {cause}, fix verified"),
             (None, None) => "The run ended resolved".to_owned(),
         },
-        Some("escalated") => format!(
+        Some(RunState::Escalated) => format!(
             "The run escalated to a human: {}",
             reason.as_deref().unwrap_or("no reason was recorded")
         ),
-        Some("cancelled") => format!(
+        Some(RunState::Cancelled) => format!(
             "{who} cancelled the run: {}",
             reason.as_deref().unwrap_or("no reason given")
         ),
-        Some("refused") => format!(
+        Some(RunState::Refused) => format!(
             "The run was refused: {}",
             reason.as_deref().unwrap_or("no reason given")
         ),
-        Some("rehearsed") => format!(
+        Some(RunState::Rehearsed) => format!(
             "The dry run ended: {}",
             reason.as_deref().unwrap_or("nothing was changed")
         ),
-        Some(state) => format!("The run ended {state}"),
+        Some(state) => format!("The run ended {}", state.as_str()),
         None => "The run ended".to_owned(),
     }
 }
 
-fn step_finished(who: &str, d: &Detail<'_>) -> String {
-    let step = d.text("step");
+fn step_finished(who: &str, d: &StepFinished) -> String {
     let took = d
-        .int("duration_ms")
+        .duration_ms
         .map(|ms| format!(" in {}", duration_words(ms)))
         .unwrap_or_default();
-    if let Some(error) = d.text("error") {
-        return match step {
+    let on_host = || command_on_host(d.command.as_deref(), d.host.as_deref());
+    if let Some(error) = &d.error {
+        return match &d.step {
             Some(step) => format!(
                 "Step {step} ({}) ended without success: {}",
-                d.command_on_host(),
+                on_host(),
                 words(error)
             ),
             None => format!("A step ended without success: {}", words(error)),
         };
     }
-    let Some(command) = d.text("command") else {
+    let Some(command) = &d.command else {
         // Written before the command rode along.
-        return match d.int("exit_status") {
+        return match d.exit_status {
             Some(exit) => format!(
                 "Step attempt {} finished: {}",
-                d.int("step_attempt").unwrap_or(0),
+                d.step_attempt.unwrap_or(0),
                 exit_outcome(exit, None, None).text
             ),
-            None => format!(
-                "Step attempt {} finished",
-                d.int("step_attempt").unwrap_or(0)
-            ),
+            None => format!("Step attempt {} finished", d.step_attempt.unwrap_or(0)),
         };
     };
     let place = d
-        .text("host")
+        .host
+        .as_deref()
         .map(|h| format!(" on {h}"))
         .unwrap_or_default();
-    match d.int("exit_status") {
+    match d.exit_status {
         Some(exit) => {
-            let outcome = exit_outcome(
-                exit,
-                d.0.get("exit_accepted").and_then(Value::as_bool),
-                d.text("exit_reason"),
-            );
+            let outcome = exit_outcome(exit, d.exit_accepted, d.exit_reason.as_deref());
             let verdict = match (outcome.expected, exit) {
                 (true, 0) => String::new(),
                 (true, _) => " (as the playbook expects)".to_owned(),
@@ -405,22 +464,28 @@ fn step_finished(who: &str, d: &Detail<'_>) -> String {
     }
 }
 
-fn decided(who: &str, d: &Detail<'_>) -> String {
-    let what = d.actions();
-    if d.0.get("decision").is_none()
-        && let Some(on_timeout) = d.text("on_timeout")
+fn decided(who: &str, d: &ApprovalDecided) -> String {
+    let what = actions(&d.actions, d.command.as_deref(), d.approval_id);
+    if d.decision.is_none()
+        && let Some(on_timeout) = d.on_timeout
     {
         return format!(
             "Nobody decided on {what} in time: {}",
-            if on_timeout == "approve" {
+            if on_timeout == OnTimeout::Approve {
                 "on_timeout is approve, so it was approved and the run goes on"
             } else {
                 "on_timeout is reject, so it was rejected and the run escalates"
             }
         );
     }
-    let decision = d.text("decision").unwrap_or("decided");
-    match d.text("comment").filter(|c| !c.trim().is_empty()) {
+    let decision = match d.decision {
+        Some(ApprovalStatus::Approved) => "approved",
+        Some(ApprovalStatus::Rejected) => "rejected",
+        Some(ApprovalStatus::Expired) => "let expire",
+        Some(ApprovalStatus::Cancelled) => "cancelled",
+        Some(ApprovalStatus::Pending) | None => "decided",
+    };
+    match d.comment.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(comment) => format!("{who} {decision} {what}: ‘{}’", words(comment)),
         None => format!("{who} {decision} {what}"),
     }
@@ -489,11 +554,9 @@ pub fn duration_words(ms: i64) -> String {
     }
 }
 
-/// An RFC 3339 time from a detail, as `2026-12-01 04:05 UTC`.
-fn time_words(text: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.to_utc().format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|_| text.to_owned())
+/// A time from a detail, as `2026-12-01 04:05 UTC`.
+fn time_words(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// A free-text reason, with any JSON object in it (written by an older runbookd) read out in
@@ -513,85 +576,6 @@ fn capitalised(text: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
-    }
-}
-
-/// Typed reads of an event's detail.
-struct Detail<'a>(&'a Value);
-
-impl Detail<'_> {
-    fn text(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
-    }
-
-    fn int(&self, key: &str) -> Option<i64> {
-        self.0.get(key).and_then(Value::as_i64)
-    }
-
-    fn flag(&self, key: &str) -> bool {
-        self.0.get(key).and_then(Value::as_bool).unwrap_or(false)
-    }
-
-    fn reason_or<'b>(&'b self, otherwise: &'b str) -> String {
-        self.text("reason")
-            .map(words)
-            .unwrap_or(otherwise.to_owned())
-    }
-
-    /// `PBSBackupStale (source alertmanager)`.
-    fn alert(&self) -> String {
-        let name = self.text("alert_name").unwrap_or("An alert");
-        match self.text("source") {
-            Some(source) => format!("{name} (from {source})"),
-            None => name.to_owned(),
-        }
-    }
-
-    fn attempt(&self) -> String {
-        self.int("attempt")
-            .map(|a| format!(" (lease attempt {a})"))
-            .unwrap_or_default()
-    }
-
-    /// `` `command` on host ``, or the bare command for an API request.
-    fn command_on_host(&self) -> String {
-        let command = self.text("command").unwrap_or("its command");
-        match self.text("host") {
-            Some(host) => format!("`{command}` on {host}"),
-            None => format!("`{command}`"),
-        }
-    }
-
-    /// What an approval covers: each action's command and host, or its command alone.
-    fn actions(&self) -> String {
-        let listed: Vec<String> = self
-            .0
-            .get("actions")
-            .and_then(Value::as_array)
-            .map(|actions| {
-                actions
-                    .iter()
-                    .filter_map(|a| {
-                        let command = a.get("command")?.as_str()?;
-                        Some(match a.get("host").and_then(Value::as_str) {
-                            Some(host) => format!("`{command}` on {host}"),
-                            None => format!("`{command}`"),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !listed.is_empty() {
-            return listed.join(", then ");
-        }
-        match (self.text("command"), self.int("approval_id")) {
-            (Some(command), _) => format!(
-                "`{}`",
-                command.lines().collect::<Vec<_>>().join("`, then `")
-            ),
-            (None, Some(id)) => format!("approval {id}"),
-            (None, None) => "an approval".to_owned(),
-        }
     }
 }
 
@@ -796,8 +780,17 @@ mod tests {
         let key = regex::Regex::new(r#""\w+":"#).unwrap();
         for &action in AuditAction::ALL {
             let (actor, detail, fact) = written(action);
-            let text = sentence(action.as_str(), actor, &detail);
+            let text = sentence_of_stored(action.as_str(), actor, &detail);
             let name = action.as_str();
+            // The typed detail writes back every fact it read, under the same key.
+            let typed = AuditDetail::read(action, detail.clone());
+            assert_eq!(typed.action(), action);
+            let back = serde_json::to_value(&typed).unwrap();
+            for (key, value) in detail.as_object().unwrap() {
+                if !value.is_null() {
+                    assert_eq!(back.get(key), Some(value), "{name}.{key}");
+                }
+            }
             assert!(!text.contains('{') && !text.contains('}'), "{name}: {text}");
             assert!(!key.is_match(&text), "{name}: {text}");
             assert!(
@@ -817,15 +810,15 @@ mod tests {
         let old_cause = json!({"step": "restart_pbs",
             "reason": "cause stale_nfs_handles: {\"log_classes\":{\"vm/451\":\"chunk_store\"}}"});
         assert_eq!(
-            sentence("run.advanced", "runbookd-1", &old_cause),
+            sentence_of_stored("run.advanced", "runbookd-1", &old_cause),
             "Diagnosis found stale_nfs_handles (evidence: log_classes: (vm/451 chunk_store)); next: restart_pbs"
         );
         let old_finish = json!({"step_attempt": 7, "exit_status": 0, "error": null});
         assert_eq!(
-            sentence("step.finished", "runbookd-1", &old_finish),
+            sentence_of_stored("step.finished", "runbookd-1", &old_finish),
             "Step attempt 7 finished: exit 0"
         );
-        let unknown = sentence("audit.from_the_future", "someone", &json!({"n": 1}));
+        let unknown = sentence_of_stored("audit.from_the_future", "someone", &json!({"n": 1}));
         assert_eq!(unknown, "someone recorded audit.from_the_future");
     }
 

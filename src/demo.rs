@@ -21,6 +21,8 @@ use crate::intake;
 use crate::lab::RunningLab;
 use crate::startup::{Application, EngineParts};
 use crate::store::approvals::{ApprovalStatus, Decision};
+use crate::store::audit::{AuditAction, AuditDetail};
+use crate::store::runs::RunState;
 
 /// The Alertmanager notification the demo sends (reference/alertmanager-v4.json).
 const ALERT: &str = include_str!("../tests/fixtures/reference/alertmanager-v4.json");
@@ -102,12 +104,12 @@ pub async fn run(
     let ending = loop {
         let events = store.run_timeline(run_id, 1000).await?;
         for event in &events[shown..] {
-            if shown_as_progress(&event.action) {
+            if shown_as_progress(event.action) {
                 writeln!(
                     out,
                     "  {} {}",
                     event.at.format("%H:%M:%S%.3f"),
-                    sentence(&event.action, &event.actor, &event.detail.0)
+                    sentence(&event.actor, &event.detail)
                 )?;
             }
         }
@@ -157,18 +159,22 @@ pub async fn run(
     let mut current = Chapter::Alert;
     let mut titled = None;
     for event in store.incident_timeline(incident, 1000).await? {
-        let detail = &event.detail.0;
-        let to_verify =
-            detail["step"].as_str().is_some() && detail["step"].as_str() == verify_from.as_deref();
+        let detail = &event.detail;
         // The chapter this event is told in, and the one the events after it are.
-        let (this, after) = match event.action.as_str() {
-            "run.leased" if current == Chapter::Alert => (Chapter::Diagnosis, Chapter::Diagnosis),
-            "run.advanced" if to_verify => (current, Chapter::Verification),
-            "run.advanced" if detail.get("cause").is_some() => (current, Chapter::Fix),
-            "run.finished" => (Chapter::End, Chapter::End),
+        let (this, after) = match detail {
+            AuditDetail::RunLeased(_) if current == Chapter::Alert => {
+                (Chapter::Diagnosis, Chapter::Diagnosis)
+            }
+            AuditDetail::RunAdvanced(moved)
+                if moved.step.is_some() && moved.step == verify_from =>
+            {
+                (current, Chapter::Verification)
+            }
+            AuditDetail::RunAdvanced(moved) if moved.cause.is_some() => (current, Chapter::Fix),
+            AuditDetail::RunFinished(_) => (Chapter::End, Chapter::End),
             _ => (current, current),
         };
-        if told_in_story(&event.action, detail) {
+        if told_in_story(detail) {
             if titled != Some(this) {
                 writeln!(out, "  {}", this.title())?;
                 titled = Some(this);
@@ -177,7 +183,7 @@ pub async fn run(
                 out,
                 "    {} {}",
                 event.at.format("%H:%M:%S"),
-                sentence(&event.action, &event.actor, detail)
+                sentence(&event.actor, detail)
             )?;
         }
         current = after;
@@ -199,20 +205,25 @@ fn labels_line(alert: &intake::Alert) -> String {
 }
 
 /// Whether the run's progress shows this event: what the run does, not its bookkeeping.
-fn shown_as_progress(action: &str) -> bool {
+fn shown_as_progress(action: AuditAction) -> bool {
     !matches!(
         action,
-        "control.allowed" | "notify.attempt" | "notify.skipped"
+        AuditAction::ActionAllowed | AuditAction::NotifyAttempt | AuditAction::NotifySkipped
     )
 }
 
 /// Whether the closing story tells this event: a step's start is told by its end (which names
 /// the command), and moving to the next step by the step that finished.
-fn told_in_story(action: &str, detail: &Value) -> bool {
-    match action {
-        "step.started" | "control.allowed" | "notify.attempt" | "notify.skipped" => false,
-        "run.advanced" => detail.get("cause").is_some() || detail["state"] == "pending",
-        "run.leased" => detail["resumed"] != true,
+fn told_in_story(detail: &AuditDetail) -> bool {
+    match detail {
+        AuditDetail::StepStarted(_)
+        | AuditDetail::ActionAllowed(_)
+        | AuditDetail::NotifyAttempt(_)
+        | AuditDetail::NotifySkipped(_) => false,
+        AuditDetail::RunAdvanced(moved) => {
+            moved.cause.is_some() || moved.state == Some(RunState::Pending)
+        }
+        AuditDetail::RunLeased(leased) => !leased.resumed,
         _ => true,
     }
 }

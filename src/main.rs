@@ -406,6 +406,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
             None => inventory,
         };
+        // Sink credentials are secrets too: the executors' one redactor hides them as well.
+        let mut inventory = inventory;
+        inventory.secrets.extend(notify.sinks.iter().filter_map(|sink| sink.token.clone()));
         let engine = match (playbooks, Estate::connect(&inventory)) {
             (Ok(playbooks), Ok(estate)) if !playbooks.is_empty() => Some(EngineParts { playbooks, estate: Arc::new(estate) }),
             (Ok(_), Ok(_)) => {

@@ -112,7 +112,8 @@ pub async fn run(
             pve_privileges(pve.storage.as_str()),
         ),
     ] {
-        let (api, privileges) = api_checks(dialect, endpoint, &wanted).await;
+        let redactor = Redactor::new(inventory.secrets.clone());
+        let (api, privileges) = api_checks(dialect, endpoint, &wanted, redactor).await;
         reachable &= report.line(&format!("{name}-api"), api)?;
         if let Some(privileges) = privileges {
             reachable &= report.line(&format!("{name}-privileges"), privileges)?;
@@ -359,12 +360,13 @@ async fn api_checks(
     dialect: Dialect,
     endpoint: &ApiEndpoint,
     wanted: &[(String, &'static str)],
+    redactor: Redactor,
 ) -> (Outcome, Option<Outcome>) {
     let (service, host_command) = match dialect {
         Dialect::Pbs => ("PBS", "proxmox-backup-manager cert info"),
         Dialect::Pve => ("PVE", "pvenode cert info"),
     };
-    let client = match ApiClient::new(dialect, endpoint) {
+    let client = match ApiClient::new(dialect, endpoint, redactor) {
         Ok(client) => client,
         Err(error) => {
             return (

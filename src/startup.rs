@@ -48,6 +48,8 @@ pub struct EngineParts {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// How the accept loop bounds client connections.
+    connections: http::serve::ConnectionLimits,
     store: Store,
     notifier: Option<Notifier>,
     engine: Option<Engine>,
@@ -208,6 +210,7 @@ impl Application {
         Ok(Self {
             listener,
             router: http::router(state, policy),
+            connections: config.connection_limits(),
             store,
             notifier,
             engine,
@@ -248,7 +251,6 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let (notifier_stop, mut notifier_stopped) = tokio::sync::watch::channel(false);
         let notifier = self.notifier.map(|notifier| {
             tokio::spawn(notifier.run_until(async move {
@@ -292,22 +294,19 @@ impl Application {
                 },
             ))
         });
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+        let draining = async move {
             shutdown.await;
             tracing::info!("shutting down: giving back runs, draining in-flight requests");
             let _ = worker_stop.send(true);
-            let _ = stopping_tx.send(());
-        });
-        tokio::select! {
-            result = server => result.context("the HTTP server failed")?,
-            () = async {
-                let _ = stopping_rx.await;
-                tokio::time::sleep(DRAIN_TIMEOUT).await;
-            } => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"),
-        }
+        };
+        http::serve::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            DRAIN_TIMEOUT,
+            draining,
+        )
+        .await;
         // After the server: the requests it drained were waiting on the writer. Deliveries
         // still queued are committed before the writer ends.
         let _ = writer_stop.send(true);

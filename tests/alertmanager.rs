@@ -142,7 +142,7 @@ receivers:
         "the incident to resolve after endsAt",
         Duration::from_secs(60),
         || async {
-            let detail = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+            let detail = app.get_incident(id).await;
             (detail["incident"]["status"] == "resolved").then_some(detail)
         },
     )

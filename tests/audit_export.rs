@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use runbookd::clock::Clock;
 
-use crate::common::{INGEST_TOKEN, TestApp, reference};
+use crate::common::{TestApp, reference};
 
 fn runbookd() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runbookd"));
@@ -20,11 +20,7 @@ fn runbookd() -> tokio::process::Command {
 
 async fn post_reference(app: &TestApp) {
     let response = app
-        .post_json(
-            "/webhook/alertmanager",
-            INGEST_TOKEN,
-            &reference("alertmanager-v4.json"),
-        )
+        .post_alertmanager(&reference("alertmanager-v4.json"))
         .await;
     assert_eq!(response.status(), 202);
 }

@@ -51,11 +51,7 @@ fn expected_status(needs: Needs, caller: Caller, success: u16) -> u16 {
 async fn every_route_checks_its_role() {
     let app = TestApp::spawn().await;
     let opened = app
-        .post_json(
-            "/webhook/alertmanager",
-            INGEST_TOKEN,
-            &reference("alertmanager-v4.json"),
-        )
+        .post_alertmanager(&reference("alertmanager-v4.json"))
         .await;
     let id = opened.json::<Value>().await.unwrap()["incidents"][0]["incident_id"].clone();
 

@@ -138,15 +138,8 @@ async fn the_page_the_api_and_the_cli_show_every_group_of_the_mixed_twin() {
         posted["run_id"].as_i64().unwrap(),
     );
     eventually("the dry run to end", Duration::from_secs(60), || async {
-        let run: Value = client
-            .get(format!("{base}/api/v1/runs/{run_id}"))
-            .bearer_auth(AGENT)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let run =
+            common::fetch_json(&client, &format!("{base}/api/v1/runs/{run_id}"), AGENT).await?;
         (run["run"]["state"] == "rehearsed").then_some(())
     })
     .await;

@@ -382,11 +382,7 @@ async fn every_bad_input_is_refused_clearly_and_stores_nothing() {
 
     // The same service still accepts a good delivery afterwards.
     let good = app
-        .post_json(
-            "/webhook/alertmanager",
-            INGEST_TOKEN,
-            &reference("alertmanager-v4.json"),
-        )
+        .post_alertmanager(&reference("alertmanager-v4.json"))
         .await;
     assert_eq!(good.status(), 202);
 }

@@ -35,15 +35,7 @@ async fn serve(dir: &Path) -> ServiceProcess {
 }
 
 async fn get(client: &reqwest::Client, url: String) -> Option<Value> {
-    client
-        .get(url)
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    common::fetch_json(client, &url, ADMIN).await
 }
 
 #[tokio::test]

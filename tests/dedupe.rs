@@ -4,7 +4,7 @@
 use crate::common;
 
 use chrono::Duration;
-use common::{INGEST_TOKEN, TestApp, reference};
+use common::{TestApp, reference};
 use futures::future::join_all;
 use serde_json::Value;
 
@@ -15,9 +15,7 @@ async fn concurrent_duplicates_make_one_incident_and_count_every_post() {
     let app = TestApp::spawn().await;
     let body = reference("alertmanager-v4.json");
     let responses = join_all((0..POSTS).map(|_| async {
-        let response = app
-            .post_json("/webhook/alertmanager", INGEST_TOKEN, &body)
-            .await;
+        let response = app.post_alertmanager(&body).await;
         assert_eq!(response.status(), 202);
         response.json::<Value>().await.unwrap()["incidents"][0].clone()
     }))
@@ -48,9 +46,7 @@ async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
     let post = |body: String| {
         let app = &app;
         async move {
-            let response = app
-                .post_json("/webhook/alertmanager", INGEST_TOKEN, &body)
-                .await;
+            let response = app.post_alertmanager(&body).await;
             assert_eq!(response.status(), 202);
             response.json::<Value>().await.unwrap()["incidents"][0].clone()
         }
@@ -67,7 +63,7 @@ async fn resolve_closes_the_incident_and_a_new_firing_opens_another() {
     let closed = post(resolved.clone()).await;
     assert_eq!(closed["incident_id"], first_id);
     assert_eq!(closed["action"], "resolved");
-    let detail = app.get_json(&format!("/api/v1/incidents/{first_id}")).await;
+    let detail = app.get_incident(first_id).await;
     assert_eq!(detail["incident"]["status"], "resolved");
     assert_eq!(detail["incident"]["alert_count"], 2);
     assert!(

@@ -403,37 +403,20 @@ async fn docker_compose_runs_as_written_and_alertmanager_delivers_to_a_resolved_
     assert!(posted.status().is_success());
 
     let run = common::eventually("a resolved run", Duration::from_secs(120), || async {
-        let page: Value = client
-            .get(format!("{base}/api/v1/incidents?name=PBSBackupStale"))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let page = common::fetch_json(
+            &client,
+            &format!("{base}/api/v1/incidents?name=PBSBackupStale"),
+            admin,
+        )
+        .await?;
         let incident = page["incidents"].as_array()?.first()?.clone();
         assert_eq!(incident["source"], "alertmanager");
         let id = incident["id"].as_i64()?;
-        let detail: Value = client
-            .get(format!("{base}/api/v1/incidents/{id}"))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let detail =
+            common::fetch_json(&client, &format!("{base}/api/v1/incidents/{id}"), admin).await?;
         let run_id = detail["runs"].as_array()?.first()?["run"]["id"].as_i64()?;
-        let run: Value = client
-            .get(format!("{base}/api/v1/runs/{run_id}"))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let run =
+            common::fetch_json(&client, &format!("{base}/api/v1/runs/{run_id}"), admin).await?;
         matches!(run["run"]["state"].as_str()?, "resolved" | "escalated").then_some(run)
     })
     .await;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::twin::Twin;
-use common::{ADMIN_TOKEN, APPROVER_TOKEN, INGEST_TOKEN, TestApp, eventually, reference};
+use common::{ADMIN_TOKEN, TestApp, eventually, reference};
 use runbookd::config::Config;
 use runbookd::store::approvals::{Approval, ApprovalStatus};
 use runbookd::store::runs::RunState;
@@ -34,11 +34,7 @@ fn copy_playbooks(dir: &Path) -> String {
 
 async fn post_alert(app: &TestApp) -> i64 {
     let response = app
-        .post_json(
-            "/webhook/alertmanager",
-            INGEST_TOKEN,
-            &reference("alertmanager-v4.json"),
-        )
+        .post_alertmanager(&reference("alertmanager-v4.json"))
         .await;
     assert_eq!(response.status(), 202);
     let answer: serde_json::Value = response.json().await.unwrap();
@@ -58,14 +54,7 @@ async fn pending_approval(app: &TestApp, run_id: i64) -> Approval {
 }
 
 async fn approve(app: &TestApp, approval: &Approval) {
-    let response = app
-        .post_json(
-            &format!("/api/v1/approvals/{}/approve", approval.id),
-            APPROVER_TOKEN,
-            "",
-        )
-        .await;
-    assert_eq!(response.status(), 200);
+    app.approve(approval.id).await;
 }
 
 /// Waits until `step` of the run has an attempt that finished.

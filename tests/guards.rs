@@ -24,6 +24,7 @@ use runbookd::lab::control::OffsetClock;
 use runbookd::playbook::{self, PlaybookFile, PlaybookVersion};
 use runbookd::store::Store;
 use runbookd::store::approvals::ApprovalStatus;
+use runbookd::store::audit::AuditDetail;
 use runbookd::store::runs::{Run, RunState};
 use runbookd::store::safety::Limits;
 use serde_json::Value;
@@ -141,8 +142,10 @@ impl Setup {
         let events = self.engine.store.run_timeline(id, 1000).await.unwrap();
         events
             .into_iter()
-            .filter(|e| e.action == "step.waiting")
-            .map(|e| e.detail.0)
+            .filter_map(|e| match e.detail {
+                AuditDetail::StepWaiting(waiting) => serde_json::to_value(waiting).ok(),
+                _ => None,
+            })
             .collect()
     }
 

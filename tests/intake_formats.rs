@@ -17,7 +17,7 @@ async fn ingest_one(app: &TestApp, path: &str, body: &str) -> (Value, Value) {
     assert_eq!(entry["deduplicated"], false);
     assert_eq!(entry["run_id"], Value::Null);
     let id = entry["incident_id"].as_i64().expect("an incident id");
-    let detail = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+    let detail = app.get_incident(id).await;
     (entry, detail)
 }
 

@@ -395,7 +395,7 @@ async fn one_source_cannot_resolve_anothers_incident() {
     let other: Value = other.json().await.unwrap();
     assert_eq!(other["incidents"][0]["action"], "resolve_unmatched");
     let id = opened["incidents"][0]["incident_id"].as_i64().unwrap();
-    let incident = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+    let incident = app.get_incident(id).await;
     assert_eq!(incident["incident"]["status"], "open");
 }
 
@@ -408,9 +408,7 @@ async fn one_bad_alert_does_not_lose_its_group() {
     let mut body: Value = serde_json::from_str(&group_of(50, "firing")).unwrap();
     body["alerts"][17]["labels"]["alertname"] = json!("");
     body["alerts"][3]["labels"]["status"] = json!("line one\nline two\twith a tab");
-    let response = app
-        .post_json("/webhook/alertmanager", INGEST_TOKEN, &body.to_string())
-        .await;
+    let response = app.post_alertmanager(&body.to_string()).await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["count"], 50);

@@ -49,16 +49,12 @@ async fn health_and_alert_metrics() {
 
     let firing = reference("alertmanager-v4.json");
     for _ in 0..3 {
-        let response = app
-            .post_json("/webhook/alertmanager", INGEST_TOKEN, &firing)
-            .await;
+        let response = app.post_alertmanager(&firing).await;
         assert_eq!(response.status(), 202);
     }
     let resolved = firing.replace("\"firing\"", "\"resolved\"");
-    app.post_json("/webhook/alertmanager", INGEST_TOKEN, &resolved)
-        .await;
-    app.post_json("/webhook/alertmanager", INGEST_TOKEN, &resolved)
-        .await;
+    app.post_alertmanager(&resolved).await;
+    app.post_alertmanager(&resolved).await;
     app.post_json(
         "/ingest?source=pbs",
         INGEST_TOKEN,
@@ -314,15 +310,12 @@ async fn metrics_are_right_after_a_real_run() {
         .expect("the alert started a run");
     let client = reqwest::Client::new();
     let state = eventually("the run to end", Duration::from_secs(90), || async {
-        let detail: Value = client
-            .get(format!("{}/api/v1/runs/{run_id}", service.address))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let detail = common::fetch_json(
+            &client,
+            &format!("{}/api/v1/runs/{run_id}", service.address),
+            ADMIN,
+        )
+        .await?;
         let state = detail["run"]["state"].as_str()?.to_owned();
         (state != "pending" && state != "running").then_some(state)
     })

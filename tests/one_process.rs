@@ -58,15 +58,7 @@ async fn serve(dir: &Path) -> ServiceProcess {
 }
 
 async fn get(client: &reqwest::Client, url: String) -> Option<Value> {
-    client
-        .get(url)
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    common::fetch_json(client, &url, ADMIN).await
 }
 
 async fn set_vzdump_ms(client: &reqwest::Client, control: &str, ms: u64) {

@@ -1,12 +1,12 @@
 //! Run state transitions: one active run per target, fenced leases, step attempts written
 //! around side effects, parking for approval, cancellation. Against a real SQLite file.
 
+use crate::common;
+
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use futures::future::join_all;
-use runbookd::config::DatabaseConfig;
-use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalRequest, OnTimeout};
 use runbookd::store::runs::{Created, Ending, NewRun, RunError, RunState, StepResult};
 use serde_json::json;
@@ -18,15 +18,6 @@ static PLAYBOOK: std::sync::LazyLock<runbookd::playbook::PlaybookVersion> =
     });
 
 const LEASE: Duration = Duration::from_secs(30);
-
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = DatabaseConfig {
-        path: dir.path().join("runs.db"),
-        busy_timeout_ms: 5_000,
-    };
-    (Store::open(&config).await.unwrap(), dir)
-}
 
 fn t(seconds: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap() + chrono::Duration::seconds(seconds)
@@ -46,7 +37,7 @@ fn new_run(target: &str) -> NewRun<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_for_one_target_make_one_run() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let results = join_all((0..50).map(|_| store.create_run(new_run("pbs"), t(0)))).await;
     let created: Vec<Created> = results.into_iter().map(Result::unwrap).collect();
     let new: Vec<i64> = created
@@ -71,7 +62,7 @@ async fn concurrent_creates_for_one_target_make_one_run() {
 
 #[tokio::test]
 async fn fenced_attempts_ignore_stale_workers() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
         panic!()
     };
@@ -165,7 +156,7 @@ async fn fenced_attempts_ignore_stale_workers() {
 
 #[tokio::test]
 async fn heartbeats_keep_the_lease() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     store.create_run(new_run("pbs"), t(0)).await.unwrap();
     let (a, _) = store
         .acquire_run("worker-a", LEASE, t(0))
@@ -191,7 +182,7 @@ async fn heartbeats_keep_the_lease() {
 
 #[tokio::test]
 async fn a_step_is_written_started_before_and_finished_after_its_side_effect() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
         panic!()
     };
@@ -267,7 +258,7 @@ async fn a_step_is_written_started_before_and_finished_after_its_side_effect() {
 
 #[tokio::test]
 async fn cancelling_stops_the_worker_at_its_next_write_and_frees_the_target() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
         panic!()
     };
@@ -311,7 +302,7 @@ async fn cancelling_stops_the_worker_at_its_next_write_and_frees_the_target() {
 /// `runs(ids)` loads a page's runs in one query: each that exists, keyed by id.
 #[tokio::test]
 async fn runs_by_id_returns_those_that_exist() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let mut ids = Vec::new();
     for target in ["pbs", "pve-1", "pve-2"] {
         let Created::New(id) = store.create_run(new_run(target), t(0)).await.unwrap() else {
@@ -333,7 +324,7 @@ async fn runs_by_id_returns_those_that_exist() {
 
 #[tokio::test]
 async fn a_frozen_worker_that_lost_its_lease_writes_nothing() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let Created::New(id) = store.create_run(new_run("pbs"), t(0)).await.unwrap() else {
         panic!()
     };

@@ -3,11 +3,13 @@
 //! reset makes it count only later failures; dry and live runs never attach to each other; the
 //! safety overview shows what the checks enforce.
 
+use crate::common;
+
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use runbookd::config::DatabaseConfig;
 use runbookd::store::Store;
+use runbookd::store::audit::AuditDetail;
 use runbookd::store::runs::{Created, Ending, Lease, NewRun, RunError};
 use runbookd::store::safety::{Blocked, Limits, Reason, ResetError, Switch};
 use serde_json::json;
@@ -28,17 +30,6 @@ const LIMITS: Limits = Limits {
 
 fn t(minutes: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
-}
-
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&DatabaseConfig {
-        path: dir.path().join("s.db"),
-        busy_timeout_ms: 5_000,
-    })
-    .await
-    .unwrap();
-    (store, dir)
 }
 
 /// A run for `target`, leased by a worker.
@@ -65,7 +56,7 @@ async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Leas
 
 #[tokio::test]
 async fn a_second_restart_within_the_cooldown_is_blocked() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let first = running(&store, "pbs", t(0)).await;
     assert_eq!(
         store
@@ -108,12 +99,11 @@ async fn a_second_restart_within_the_cooldown_is_blocked() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e.action,
-                e.detail.0["reason"].as_str().unwrap_or_default()
-            )
+        .filter_map(|e| match e.detail {
+            AuditDetail::ActionAllowed(verdict) | AuditDetail::ActionBlocked(verdict) => Some(
+                format!("{} {}", e.action, verdict.reason.unwrap_or_default()),
+            ),
+            _ => None,
         })
         .collect();
     assert!(
@@ -132,7 +122,7 @@ async fn a_second_restart_within_the_cooldown_is_blocked() {
 
 #[tokio::test]
 async fn the_hourly_budget_stops_mutations_across_runs() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     for (i, target) in ["a", "b", "c"].iter().enumerate() {
         let lease = running(&store, target, t(i as i64)).await;
         assert_eq!(
@@ -163,7 +153,7 @@ async fn the_hourly_budget_stops_mutations_across_runs() {
 
 #[tokio::test]
 async fn the_breaker_trips_after_k_escalated_runs_in_a_day() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     for i in 0..3 {
         let lease = running(&store, "pbs", t(i * 60)).await;
         store
@@ -209,7 +199,7 @@ async fn the_breaker_trips_after_k_escalated_runs_in_a_day() {
 
 #[tokio::test]
 async fn pause_blocks_and_resume_allows_and_both_are_audited() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let lease = running(&store, "pbs", t(0)).await;
     assert!(!store.switch(Switch::Paused).await.unwrap());
     store
@@ -244,7 +234,7 @@ async fn pause_blocks_and_resume_allows_and_both_are_audited() {
 
 #[tokio::test]
 async fn a_worker_without_its_lease_books_nothing() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let lease = running(&store, "pbs", t(0)).await;
     store
         .cancel_run(lease.run_id, "alice", "stop", t(1))
@@ -291,7 +281,7 @@ fn breaker<'a>(
 
 #[tokio::test]
 async fn refused_and_dry_runs_do_not_count_toward_the_breaker() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     ended(&store, "pbs", Ending::Refused, 10, 0).await;
     // Dry runs that escalate rehearsed nothing on the target either.
     for i in 0..3 {
@@ -336,7 +326,7 @@ async fn refused_and_dry_runs_do_not_count_toward_the_breaker() {
 
 #[tokio::test]
 async fn a_reset_makes_the_breaker_count_only_later_failures_and_is_audited() {
-    let (store, dir) = store().await;
+    let (store, dir) = common::temp_store().await;
     ended(&store, "pbs", Ending::Escalated, 3, 0).await;
     let overview = store.safety_overview(&[], LIMITS, t(10)).await.unwrap();
     let pbs = breaker(&overview, "pbs").clone();
@@ -395,7 +385,7 @@ async fn a_reset_makes_the_breaker_count_only_later_failures_and_is_audited() {
     );
 
     let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("s.db"))
+        .filename(dir.path().join("runbookd.db"))
         .connect()
         .await
         .unwrap();
@@ -415,7 +405,7 @@ async fn a_reset_makes_the_breaker_count_only_later_failures_and_is_audited() {
 
 #[tokio::test]
 async fn dry_and_live_runs_for_one_target_never_attach_to_each_other() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let request = |dry_run| NewRun {
         incident_id: None,
         playbook: "pbs-backup-stale",
@@ -446,7 +436,7 @@ async fn dry_and_live_runs_for_one_target_never_attach_to_each_other() {
 
 #[tokio::test]
 async fn the_global_dry_run_switch_is_read_when_a_run_is_created_and_never_again() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let live = running(&store, "live", t(0)).await;
     let reason = Reason::parse("rehearsal week").unwrap();
     store
@@ -485,7 +475,7 @@ async fn the_global_dry_run_switch_is_read_when_a_run_is_created_and_never_again
 
 #[tokio::test]
 async fn the_overview_shows_cooldowns_in_force_and_the_budget_used() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = common::temp_store().await;
     let lease = running(&store, "pbs", t(0)).await;
     store
         .reserve_action(&lease, "restart_pbs", "pbs", LIMITS, t(0))

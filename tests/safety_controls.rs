@@ -534,11 +534,7 @@ async fn the_home_page_shows_the_safety_controls_and_a_run_page_shows_a_rehearsa
     let app = TestApp::spawn().await;
     let now = app.clock.now();
     let posted = app
-        .post_json(
-            "/webhook/alertmanager",
-            common::INGEST_TOKEN,
-            &reference("alertmanager-v4.json"),
-        )
+        .post_alertmanager(&reference("alertmanager-v4.json"))
         .await;
     let incident = posted.json::<Value>().await.unwrap()["incidents"][0]["incident_id"]
         .as_i64()

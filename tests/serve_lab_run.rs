@@ -25,15 +25,12 @@ async fn an_alert_becomes_a_resolved_run_on_the_twin() {
     assert_eq!(repeat["run_id"], run_id, "a repeat attaches to the run");
 
     let run = eventually("the run to end", Duration::from_secs(90), || async {
-        let detail: Value = client
-            .get(format!("{}/api/v1/runs/{run_id}", service.address))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let detail = common::fetch_json(
+            &client,
+            &format!("{}/api/v1/runs/{run_id}", service.address),
+            ADMIN,
+        )
+        .await?;
         let state = detail["run"]["state"].as_str()?.to_owned();
         (state == "resolved" || state == "escalated").then_some(detail)
     })

@@ -47,15 +47,7 @@ async fn serve_in(dir: &Path, args: &[&str]) -> (Child, String) {
 }
 
 async fn get(url: &str) -> Option<Value> {
-    reqwest::Client::new()
-        .get(url)
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    common::fetch_json(&reqwest::Client::new(), url, ADMIN).await
 }
 
 /// Posts the reference alert and waits for its run to end; the run's detail.

@@ -50,15 +50,8 @@ async fn a_resolved_runs_picture_has_a_bar_per_probe_and_step_sized_by_its_durat
         posted["run_id"].as_i64().unwrap(),
     );
     let detail = eventually("the run to end", Duration::from_secs(90), || async {
-        let detail: Value = client
-            .get(format!("{base}/api/v1/runs/{run_id}"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let detail =
+            common::fetch_json(&client, &format!("{base}/api/v1/runs/{run_id}"), ADMIN).await?;
         let state = detail["run"]["state"].as_str()?;
         (state == "resolved" || state == "escalated").then_some(detail)
     })

@@ -9,7 +9,7 @@ use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Utc};
 use comfy_table::{ContentArrangement, Table};
 
-use crate::audit_story::{exit_outcome, if_nobody_decides, sentence, value_in_words};
+use crate::audit_story::{exit_outcome, if_nobody_decides, sentence_of_stored, value_in_words};
 
 use super::model::{
     Approval, AuditEvent, Breaker, DecisionAnswer, Incident, IncidentDetail, RunDetail,
@@ -486,7 +486,11 @@ pub fn timeline(events: &[AuditEvent], paint: Paint) -> String {
             out,
             "{}  {}  {}",
             paint.dim(&event.at.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()),
-            one_line(&sentence(&event.action, &event.actor, &event.detail)),
+            one_line(&sentence_of_stored(
+                &event.action,
+                &event.actor,
+                &event.detail
+            )),
             paint.dim(&format!("[{}]", event.action))
         );
     }

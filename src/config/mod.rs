@@ -85,6 +85,15 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// A request that takes longer gets 503, so Alertmanager retries it.
     pub request_timeout_secs: u64,
+    /// A client must send its request header within this long of connecting, or of its
+    /// previous answer on a kept-alive connection; else the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which no byte moves either way for this long is closed (a client that
+    /// stops reading its answer); longer than `request_timeout_secs`.
+    pub idle_timeout_secs: u64,
+    /// Open client connections at most; past it new ones are closed at once. Unset: 512, or
+    /// the open-file limit less 128 for the database, SSH and sinks, whichever is lower.
+    pub max_connections: Option<usize>,
     /// Accept alerts with no token. Off unless the config says so.
     pub allow_anonymous_ingest: bool,
     /// Names this service is reached by (`Host` header values), besides loopback and the
@@ -263,6 +272,9 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: None,
             allow_anonymous_ingest: false,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
@@ -527,6 +539,31 @@ impl Config {
                 format!("{} is outside 1..=600", self.http.request_timeout_secs),
             );
         }
+        if !(1..=300).contains(&self.http.header_read_timeout_secs) {
+            problem(
+                "http.header_read_timeout_secs",
+                format!("{} is outside 1..=300", self.http.header_read_timeout_secs),
+            );
+        }
+        if self.http.idle_timeout_secs <= self.http.request_timeout_secs
+            || self.http.idle_timeout_secs > 3600
+        {
+            problem(
+                "http.idle_timeout_secs",
+                format!(
+                    "{} must be above http.request_timeout_secs ({}) and at most 3600",
+                    self.http.idle_timeout_secs, self.http.request_timeout_secs
+                ),
+            );
+        }
+        if let Some(cap) = self.http.max_connections
+            && !(8..=65_536).contains(&cap)
+        {
+            problem(
+                "http.max_connections",
+                format!("{cap} is outside 8..=65536"),
+            );
+        }
         for origin in &self.http.allowed_origins {
             if let Err(why) = parse_origin(origin) {
                 problem("http.allowed_origins", format!("{origin:?}: {why}"));
@@ -580,6 +617,18 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.http.request_timeout_secs)
+    }
+
+    /// How the accept loop bounds client connections.
+    pub fn connection_limits(&self) -> crate::http::serve::ConnectionLimits {
+        crate::http::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.http.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http.idle_timeout_secs),
+            max_connections: self
+                .http
+                .max_connections
+                .unwrap_or_else(crate::http::serve::ConnectionLimits::default_max_connections),
+        }
     }
 
     /// Reads every token's secret, plus the quick-start env tokens, and reports every problem.

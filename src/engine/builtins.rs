@@ -131,7 +131,7 @@ async fn stale_groups(scope: &Scope<'_>, now: DateTime<Utc>) -> Result<Json, Str
         }
     }
     Ok(
-        json!({"active": active, "decommissioned": decommissioned, "stale_after_hours": hours, "groups_error": groups_error}),
+        json!({"datastore": datastore.as_str(), "active": active, "decommissioned": decommissioned, "stale_after_hours": hours, "groups_error": groups_error}),
     )
 }
 

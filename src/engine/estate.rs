@@ -32,7 +32,8 @@ pub enum EstateError {
 
 impl Estate {
     /// Real executors for `inventory`: one SSH session (one connection per host), the PBS and
-    /// PVE clients.
+    /// PVE clients, all cleaning what they return with one redactor that knows every secret in
+    /// `inventory.secrets`.
     pub fn connect(inventory: &Inventory) -> Result<Self, EstateError> {
         let settings = inventory.ssh.clone().ok_or(EstateError::Missing("[ssh]"))?;
         let pbs_target = inventory.pbs.clone().ok_or(EstateError::Missing("[pbs]"))?;
@@ -43,10 +44,13 @@ impl Estate {
             ssh: Arc::new(SshSession::new(
                 inventory.ssh_hosts.clone(),
                 settings,
-                redactor,
+                redactor.clone(),
             )),
-            pbs: Arc::new(PbsClient::new(&pbs_target.endpoint)?),
-            pve: Arc::new(PveClient::new(&pve_target.endpoint)?),
+            pbs: Arc::new(PbsClient::with_redactor(
+                &pbs_target.endpoint,
+                redactor.clone(),
+            )?),
+            pve: Arc::new(PveClient::with_redactor(&pve_target.endpoint, redactor)?),
             pbs_target,
             pve_target,
             pve_nodes,

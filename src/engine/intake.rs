@@ -36,7 +36,7 @@ use crate::auth::Principal;
 use crate::clock::Clock;
 use crate::config::IncidentsConfig;
 use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION};
-use crate::store::audit::{self, AuditAction, NewAuditEvent};
+use crate::store::audit::{self, AlertIntake, AuditDetail, NewAuditEvent, Reason};
 use crate::store::intake::{self as rows, IntakeAction, LatestIncident, ResolvedBy};
 use crate::store::runs::{self, Created, NewRun};
 use crate::store::{Store, StoreError};
@@ -294,16 +294,15 @@ impl Rules {
                     audit::append_sync(
                         tx,
                         now,
-                        NewAuditEvent {
-                            actor: &actor.name,
-                            action: AuditAction::AlertRefused,
-                            incident_id: None,
-                            run_id: None,
-                            detail: json!({
-                                "delivery_id": delivery_id, "position": refused.position,
-                                "alert_name": refused.name, "reason": refused.reason,
+                        NewAuditEvent::of(
+                            &actor.name,
+                            AuditDetail::AlertRefused(audit::AlertRefused {
+                                delivery_id: Some(delivery_id),
+                                position: Some(refused.position),
+                                alert_name: refused.name.clone(),
+                                reason: Some(refused.reason.clone()),
                             }),
-                        },
+                        ),
                     )?;
                     AlertOutcome {
                         incident_id: None,
@@ -326,16 +325,20 @@ impl Rules {
                         tx,
                         now,
                         NewAuditEvent {
-                            actor: &actor.name,
-                            action: audit_action(outcome.action),
                             incident_id: outcome.incident_id,
-                            run_id: None,
-                            detail: json!({
-                                "delivery_id": delivery_id, "alert_id": alert_id,
-                                "source": alert.source, "alert_name": alert.name,
-                                "fingerprint": alert.fingerprint, "status": alert.status,
-                                "intake": outcome.action, "recurrence_of": outcome.recurrence_of,
-                            }),
+                            ..NewAuditEvent::of(
+                                &actor.name,
+                                intake_detail(AlertIntake {
+                                    delivery_id: Some(delivery_id),
+                                    alert_id: Some(alert_id),
+                                    source: Some(alert.source.as_str().to_owned()),
+                                    alert_name: Some(alert.name.as_str().to_owned()),
+                                    fingerprint: Some(alert.fingerprint.as_str().to_owned()),
+                                    status: Some(alert.status.as_str().to_owned()),
+                                    intake: Some(outcome.action),
+                                    recurrence_of: outcome.recurrence_of,
+                                }),
+                            )
                         },
                     )?;
                     match alert.status {
@@ -457,11 +460,17 @@ impl Rules {
                                 tx,
                                 now,
                                 NewAuditEvent {
-                                    actor,
-                                    action: AuditAction::RunAttached,
                                     incident_id: Some(incident_id),
                                     run_id: Some(id),
-                                    detail: json!({"reason": format!("run {id} is already active for target {}", playbook.target)}),
+                                    ..NewAuditEvent::of(
+                                        actor,
+                                        AuditDetail::RunAttached(Reason {
+                                            reason: Some(format!(
+                                                "run {id} is already active for target {}",
+                                                playbook.target
+                                            )),
+                                        }),
+                                    )
                                 },
                             )?;
                         }
@@ -476,11 +485,13 @@ impl Rules {
                         tx,
                         now,
                         NewAuditEvent {
-                            actor,
-                            action: AuditAction::IncidentUnmatched,
                             incident_id: Some(incident_id),
-                            run_id: None,
-                            detail: json!({"reason": reason}),
+                            ..NewAuditEvent::of(
+                                actor,
+                                AuditDetail::IncidentUnmatched(Reason {
+                                    reason: Some(reason.clone()),
+                                }),
+                            )
                         },
                     )?;
                 }
@@ -592,21 +603,36 @@ enum Weighed {
 
 fn timed_out(incident_id: i64, after: Duration) -> NewAuditEvent<'static> {
     NewAuditEvent {
-        actor: "engine",
-        action: AuditAction::IncidentTimedOut,
         incident_id: Some(incident_id),
-        run_id: None,
-        detail: json!({"reason": format!("its source never resolves and sent no repeat for {}s", after.as_secs())}),
+        ..NewAuditEvent::of(
+            "engine",
+            AuditDetail::IncidentTimedOut(Reason {
+                reason: Some(format!(
+                    "its source never resolves and sent no repeat for {}s",
+                    after.as_secs()
+                )),
+            }),
+        )
     }
 }
 
-fn audit_action(action: IntakeAction) -> AuditAction {
-    match action {
-        IntakeAction::Opened | IntakeAction::Recurred => AuditAction::IncidentOpened,
-        IntakeAction::Deduplicated => AuditAction::IncidentDeduplicated,
-        IntakeAction::Settling | IntakeAction::LateFiring => AuditAction::IncidentLateRepeat,
-        IntakeAction::Resolved => AuditAction::IncidentSourceResolved,
-        IntakeAction::ResolveUnmatched => AuditAction::ResolveUnmatched,
-        IntakeAction::Refused => AuditAction::AlertRefused,
+/// The event an alert's intake is audited as, by what recording it did.
+fn intake_detail(intake: AlertIntake) -> AuditDetail {
+    match intake.intake {
+        Some(IntakeAction::Opened | IntakeAction::Recurred) | None => {
+            AuditDetail::IncidentOpened(intake)
+        }
+        Some(IntakeAction::Deduplicated) => AuditDetail::IncidentDeduplicated(intake),
+        Some(IntakeAction::Settling | IntakeAction::LateFiring) => {
+            AuditDetail::IncidentLateRepeat(intake)
+        }
+        Some(IntakeAction::Resolved) => AuditDetail::IncidentSourceResolved(intake),
+        Some(IntakeAction::ResolveUnmatched) => AuditDetail::ResolveUnmatched(intake),
+        Some(IntakeAction::Refused) => AuditDetail::AlertRefused(audit::AlertRefused {
+            delivery_id: intake.delivery_id,
+            position: None,
+            alert_name: intake.alert_name,
+            reason: None,
+        }),
     }
 }

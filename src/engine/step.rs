@@ -21,13 +21,14 @@ use super::facts;
 use super::scope::Scope;
 use crate::audit_story::facts_in_words;
 use crate::clock::Clock;
-use crate::exec::command::{CertFingerprint, Name, Value, Vmid};
+use crate::exec::command::{CertFingerprint, CommandTemplate, Name, Value, Vmid};
 use crate::exec::pve::VzdumpStart;
 use crate::playbook::Playbook;
 use crate::playbook::compiled::{Action, Guard, Step, VmidRef, VzdumpGuests, VzdumpHosts};
 use crate::playbook::model::{ApprovalPolicy, Automation, Risk};
 use crate::store::Store;
 use crate::store::approvals::{ApprovalAction, ApprovalRequest, OnTimeout};
+use crate::store::audit::{GuardStatus, StepWaiting};
 use crate::store::runs::{ExitVerdict, Lease, RunError, StepResult};
 use crate::store::safety::{Blocked, Limits};
 
@@ -115,17 +116,12 @@ fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), St
             };
             Ok((None, format!("vzdump {vmids} on {hosts} (PVE API)")))
         }
-        Action::ForgetGroups { fact } => {
-            let groups: Vec<&str> = scope
-                .facts
-                .get(fact)
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|g| g.as_str()).collect())
-                .unwrap_or_default();
+        Action::ForgetGroups { datastore, fact } => {
+            let (datastore, groups) = forget_targets(scope, datastore, fact)?;
             Ok((
                 None,
                 format!(
-                    "forget PBS groups {} (from fact {fact})",
+                    "forget PBS groups {} in datastore {datastore} (from fact {fact})",
                     if groups.is_empty() {
                         "none".to_owned()
                     } else {
@@ -137,6 +133,27 @@ fn describe(step: &Step, scope: &Scope<'_>) -> Result<(Option<Name>, String), St
         Action::Wait(wait) => Ok((None, format!("wait {wait:?}"))),
         Action::Poll(poll) => Ok((None, format!("poll {} every {:?}", poll.probe, poll.every))),
     }
+}
+
+/// The datastore a cleanup deletes from and the groups it forgets, rendered from the facts
+/// the run was diagnosed with: what the approval shows is what runs.
+fn forget_targets(
+    scope: &Scope<'_>,
+    datastore: &CommandTemplate,
+    fact: &str,
+) -> Result<(Name, Vec<String>), String> {
+    let datastore = Name::parse(scope.fill(datastore)?.as_str()).map_err(|e| e.to_string())?;
+    let groups = scope
+        .facts
+        .get(fact)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((datastore, groups))
 }
 
 fn vmids(ids: &[VmidRef], scope: &Scope<'_>) -> Result<Vec<Vmid>, String> {
@@ -260,9 +277,6 @@ async fn guard_holds_back(
     None
 }
 
-/// How a run shows that its step waits for its guard (`facts.waiting.status`).
-const WAITING: &str = "waiting for its guard";
-
 /// Waits until the step's guard lets it act: re-checks every `every`, shows why it waits in
 /// the run (and the audit trail, whenever the reason changes), and gives up after `max_wait`
 /// on the one clock. `Some(reason)`: it gave up.
@@ -280,9 +294,9 @@ async fn wait_for_guard(
         .await
         .map_err(RunError::from)?;
     let since = shown_before
-        .and_then(|run| run.facts.0.get("waiting").cloned())
-        .filter(|w| w["step"] == name && w["status"] == WAITING)
-        .and_then(|w| serde_json::from_value::<DateTime<Utc>>(w["since"].clone()).ok())
+        .and_then(|run| run.waiting())
+        .filter(|w| w.step.as_deref() == Some(name) && w.status == Some(GuardStatus::Waiting))
+        .and_then(|w| w.since)
         .unwrap_or_else(|| ctx.clock.now());
     let until = since + chrono::Duration::from_std(guard.max_wait).unwrap_or(chrono::Duration::MAX);
     let mut shown: Option<String> = None;
@@ -290,8 +304,13 @@ async fn wait_for_guard(
         let now = ctx.clock.now();
         let Some((reason, saw)) = guard_holds_back(ctx, scope, guard, now).await else {
             if shown.is_some() {
-                let cleared =
-                    json!({"step": name, "status": "acting", "since": since, "cleared_at": now});
+                let cleared = StepWaiting {
+                    step: Some(name.to_owned()),
+                    status: Some(GuardStatus::Acting),
+                    since: Some(since),
+                    cleared_at: Some(now),
+                    ..StepWaiting::default()
+                };
                 ctx.store
                     .step_waiting(ctx.lease, &cleared, true, now)
                     .await?;
@@ -304,11 +323,17 @@ async fn wait_for_guard(
                 guard.max_wait
             )));
         }
-        let waiting = json!({
-            "step": name, "status": WAITING, "reason": reason, "saw": saw,
-            "since": since, "checked_at": now, "gives_up_at": until,
-            "every_ms": guard.every.as_millis() as u64,
-        });
+        let waiting = StepWaiting {
+            step: Some(name.to_owned()),
+            status: Some(GuardStatus::Waiting),
+            reason: Some(reason.clone()),
+            saw: Some(saw),
+            since: Some(since),
+            checked_at: Some(now),
+            cleared_at: None,
+            gives_up_at: Some(until),
+            every_ms: Some(guard.every.as_millis() as u64),
+        };
         let news = shown.as_deref() != Some(reason.as_str());
         ctx.store
             .step_waiting(ctx.lease, &waiting, news, now)
@@ -571,18 +596,11 @@ async fn execute(
         Action::Vzdump { hosts, guests } => {
             backup(ctx, scope, hosts, guests, timeout, first_started).await
         }
-        Action::ForgetGroups { fact } => {
-            let groups: Vec<String> = ctx
-                .facts
-                .get(fact)
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|g| g.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let store = &ctx.estate.pbs_target.datastore;
+        Action::ForgetGroups { datastore, fact } => {
+            let (store, groups) = match forget_targets(scope, datastore, fact) {
+                Ok(targets) => targets,
+                Err(e) => return failed(e),
+            };
             for group in &groups {
                 let Some((kind, id)) = group.split_once('/') else {
                     continue;
@@ -590,14 +608,14 @@ async fn execute(
                 let (Ok(kind), Ok(id)) = (Name::parse(kind), Name::parse(id)) else {
                     return failed(format!("group '{group}' is not type/id"));
                 };
-                if let Err(e) = ctx.estate.pbs.forget_group(store, &kind, &id).await {
+                if let Err(e) = ctx.estate.pbs.forget_group(&store, &kind, &id).await {
                     return failed(e.to_string());
                 }
             }
             (
                 StepOutcome::Done,
                 StepResult {
-                    stdout: Some(format!("forgot {}", groups.join(", "))),
+                    stdout: Some(format!("forgot {} in datastore {store}", groups.join(", "))),
                     ..Default::default()
                 },
             )

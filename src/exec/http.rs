@@ -1,6 +1,7 @@
 //! What the PBS and PVE clients share: TLS trust (a pinned SHA-256 certificate fingerprint, or
-//! a CA file), timeouts on every request, the token header, and API errors mapped to typed
-//! errors that carry the server's own message.
+//! a CA file), timeouts on every request, the token header, answers read up to a size cap, and
+//! API errors mapped to typed errors that carry the server's own message. Every answer and
+//! error leaves here redacted: this is the PBS/PVE boundary of the one [`Redactor`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::command::CertFingerprint;
+use super::output::Redactor;
+
+/// The most of a PBS/PVE answer runbookd reads: the largest real answer (a task or group list)
+/// is far smaller; past this the answer is refused rather than held in memory.
+pub const MAX_API_BODY: usize = 4 * 1024 * 1024;
 
 /// How a client decides to trust the server's certificate.
 #[derive(Debug, Clone)]
@@ -86,6 +92,12 @@ pub enum ApiError {
         /// A read (GET), which may be repeated.
         idempotent: bool,
     },
+    #[error("{service} sent more than {limit} bytes for {path}; runbookd reads at most that")]
+    TooLarge {
+        service: &'static str,
+        path: String,
+        limit: usize,
+    },
     #[error("{service} sent a response runbookd cannot read for {path}: {detail}")]
     Decode {
         service: &'static str,
@@ -148,10 +160,16 @@ pub struct ApiClient {
     auth: HeaderValue,
     http: reqwest::Client,
     timeout: Duration,
+    redactor: Redactor,
 }
 
 impl ApiClient {
-    pub fn new(dialect: Dialect, endpoint: &ApiEndpoint) -> Result<Self, ApiError> {
+    /// `redactor` cleans every answer and error; it learns the endpoint's own token secret.
+    pub fn new(
+        dialect: Dialect,
+        endpoint: &ApiEndpoint,
+        redactor: Redactor,
+    ) -> Result<Self, ApiError> {
         let service = dialect.service();
         let config_error = |detail: String| ApiError::Config { service, detail };
         if !endpoint.base_url.starts_with("https://") {
@@ -217,6 +235,7 @@ impl ApiClient {
             auth,
             http,
             timeout: endpoint.timeout,
+            redactor: redactor.with_secrets([endpoint.token_secret.clone()]),
         })
     }
 
@@ -249,6 +268,8 @@ impl ApiClient {
         self.send(reqwest::Method::PUT, path, Some(form)).await
     }
 
+    /// One request, its answer read up to [`MAX_API_BODY`], decoded and redacted; any error
+    /// redacted too.
     async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -265,21 +286,39 @@ impl ApiClient {
         if let Some(form) = form {
             request = request.form(form);
         }
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| self.transport_error(&e, idempotent))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let too_large = || ApiError::TooLarge {
+            service,
+            path: path.to_owned(),
+            limit: MAX_API_BODY,
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_API_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(&e, idempotent))?;
+            .map_err(|e| self.transport_error(&e, idempotent))?
+        {
+            if body.len() + chunk.len() > MAX_API_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(ApiError::Status {
                 service,
                 path: path.to_owned(),
                 status: status.as_u16(),
-                message: self.error_message(&body),
+                message: self.redactor.redact(&self.error_message(&body)),
                 idempotent,
             });
         }
@@ -287,13 +326,16 @@ impl ApiClient {
         struct Envelope<T> {
             data: T,
         }
-        serde_json::from_slice::<Envelope<T>>(&body)
+        let decode_error = |e: serde_json::Error| ApiError::Decode {
+            service,
+            path: path.to_owned(),
+            detail: self.redactor.redact(&e.to_string()),
+        };
+        let mut answer: serde_json::Value = serde_json::from_slice(&body).map_err(decode_error)?;
+        self.redactor.redact_json(&mut answer);
+        serde_json::from_value::<Envelope<T>>(answer)
             .map(|e| e.data)
-            .map_err(|e| ApiError::Decode {
-                service,
-                path: path.to_owned(),
-                detail: e.to_string(),
-            })
+            .map_err(decode_error)
     }
 
     /// The server's own words: PBS sends the error as the body; PVE as `message`, with
@@ -327,7 +369,7 @@ impl ApiClient {
     fn transport_error(&self, error: &reqwest::Error, idempotent: bool) -> ApiError {
         let service = self.dialect.service();
         let url = self.base_url.clone();
-        let detail = error_chain(error);
+        let detail = self.redactor.redact(&error_chain(error));
         if error.is_timeout() {
             ApiError::Timeout {
                 service,

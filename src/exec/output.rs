@@ -1,5 +1,17 @@
-//! What comes back from a host, bounded and cleaned before anyone stores or logs it: output is
-//! capped as it streams in (a 5 MB `cat` never sits in memory), and secrets are redacted.
+//! What comes back from a host or an API, bounded and cleaned before anyone stores or logs it:
+//! output is capped as it streams in (a 5 MB `cat` never sits in memory), and secrets are
+//! redacted.
+//!
+//! [`Redactor`] is the one redactor. It runs at the executors' boundary, once per kind of text,
+//! before anything reaches the engine: SSH output in [`CappedBuffer::finish`], every PBS/PVE answer
+//! and error in `ApiClient::send`. Whatever the
+//! engine stores (step attempts, facts, probe records, audit details) or returns (the HTTP API,
+//! MCP tools) was built from that redacted text.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value as Json;
 
 /// Collects up to `cap` bytes, counting what it dropped. A little more than `cap` is held
 /// until [`CappedBuffer::finish`] redacts, so a secret that straddles the cap is still found
@@ -52,14 +64,32 @@ impl CappedBuffer {
     }
 }
 
-/// Replaces known secrets, and the secret part of Proxmox API token headers, with
-/// `[REDACTED]`.
-#[derive(Debug, Clone, Default)]
+/// Replaces known secrets, PEM private-key blocks, and the secret part of Proxmox API token
+/// headers with `[REDACTED]`.
+#[derive(Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
 }
 
-const REDACTED: &str = "[REDACTED]";
+impl std::fmt::Debug for Redactor {
+    /// How many secrets it knows, never which.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+pub const REDACTED: &str = "[REDACTED]";
+
+/// A PEM private-key block (PKCS#8, OPENSSH, RSA, EC, ENCRYPTED...), or its start when the text
+/// was cut before its end.
+static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?s)-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+    )
+    .expect("a valid pattern")
+});
 
 impl Redactor {
     /// `secrets` shorter than 6 characters are ignored: redacting them would shred ordinary
@@ -70,8 +100,25 @@ impl Redactor {
         }
     }
 
+    /// The same redactor knowing `more` secrets as well.
+    pub fn with_secrets(mut self, more: impl IntoIterator<Item = String>) -> Self {
+        for secret in more {
+            if secret.len() >= 6 && !self.secrets.contains(&secret) {
+                self.secrets.push(secret);
+            }
+        }
+        self
+    }
+
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut out = PRIVATE_KEY
+            .replace_all(text, |c: &regex::Captures<'_>| {
+                format!(
+                    "-----BEGIN {kind}PRIVATE KEY-----{REDACTED}-----END {kind}PRIVATE KEY-----",
+                    kind = &c[1]
+                )
+            })
+            .into_owned();
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
@@ -81,6 +128,22 @@ impl Redactor {
             out = redact_token_secret(&out, marker);
         }
         out
+    }
+
+    /// Every string in `value` redacted, in place: API answers are cleaned after decoding, so
+    /// JSON escapes cannot hide a secret.
+    pub fn redact_json(&self, value: &mut Json) {
+        match value {
+            Json::String(text) => {
+                let clean = self.redact(text);
+                if clean != *text {
+                    *text = clean;
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Json::Object(fields) => fields.values_mut().for_each(|v| self.redact_json(v)),
+            _ => {}
+        }
     }
 }
 
@@ -137,6 +200,44 @@ mod tests {
         let text = buffer.finish(&Redactor::new(["hunter2-secret".to_owned()]));
         assert!(text.starts_with("pw=[REDA"), "{text}");
         assert!(!text.contains("hunt"), "{text}");
+    }
+
+    #[test]
+    fn private_key_blocks_are_redacted_whole_or_cut() {
+        let redactor = Redactor::default();
+        for kind in ["", "OPENSSH ", "RSA ", "EC ", "ENCRYPTED "] {
+            let text = format!(
+                "key:\n-----BEGIN {kind}PRIVATE KEY-----\nMIIEvQIBADANBgkq\nhkiG9w0BAQEFAASC\n-----END {kind}PRIVATE KEY-----\ndone"
+            );
+            assert_eq!(
+                redactor.redact(&text),
+                format!(
+                    "key:\n-----BEGIN {kind}PRIVATE KEY-----[REDACTED]-----END {kind}PRIVATE KEY-----\ndone"
+                )
+            );
+        }
+        let cut = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA";
+        assert!(
+            !redactor.redact(cut).contains("b3Blbn"),
+            "{}",
+            redactor.redact(cut)
+        );
+        let public = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----";
+        assert_eq!(redactor.redact(public), public);
+    }
+
+    #[test]
+    fn json_strings_are_redacted_and_debug_shows_no_secret() {
+        let redactor = Redactor::new(["tok-secret-77".to_owned()]);
+        let mut value =
+            serde_json::json!({"error": "bad tok-secret-77", "list": ["x tok-secret-77"], "n": 1});
+        redactor.redact_json(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"error": "bad [REDACTED]", "list": ["x [REDACTED]"], "n": 1})
+        );
+        let debug = format!("{redactor:?}");
+        assert_eq!(debug, "Redactor { secrets: 1 }");
     }
 
     #[test]

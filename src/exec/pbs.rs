@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::Name;
 use super::http::{ApiClient, ApiEndpoint, ApiError, Dialect};
+use super::output::Redactor;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Version {
@@ -101,9 +102,15 @@ pub struct PbsClient {
 }
 
 impl PbsClient {
+    /// A client that redacts its own token secret, PEM private keys and token headers.
     pub fn new(endpoint: &ApiEndpoint) -> Result<Self, ApiError> {
+        Self::with_redactor(endpoint, Redactor::default())
+    }
+
+    /// A client whose answers and errors `redactor` cleans (the service's one redactor).
+    pub fn with_redactor(endpoint: &ApiEndpoint, redactor: Redactor) -> Result<Self, ApiError> {
         Ok(Self {
-            api: ApiClient::new(Dialect::Pbs, endpoint)?,
+            api: ApiClient::new(Dialect::Pbs, endpoint, redactor)?,
         })
     }
 }

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::command::{CertFingerprint, Name, Vmid};
 use super::http::{ApiClient, ApiEndpoint, ApiError, Dialect};
+use super::output::Redactor;
 
 /// What `POST /nodes/{node}/vzdump` started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,9 +115,15 @@ pub struct PveClient {
 }
 
 impl PveClient {
+    /// A client that redacts its own token secret, PEM private keys and token headers.
     pub fn new(endpoint: &ApiEndpoint) -> Result<Self, ApiError> {
+        Self::with_redactor(endpoint, Redactor::default())
+    }
+
+    /// A client whose answers and errors `redactor` cleans (the service's one redactor).
+    pub fn with_redactor(endpoint: &ApiEndpoint, redactor: Redactor) -> Result<Self, ApiError> {
         Ok(Self {
-            api: ApiClient::new(Dialect::Pve, endpoint)?,
+            api: ApiClient::new(Dialect::Pve, endpoint, redactor)?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The one error type of the HTTP layer. Every failure becomes
-//! `{"error":{"code":"...","message":"..."}}` with the right status. Messages for 4xx tell the
+//! `{"error":{"code":"...","message":"..."},"request_id":"..."}` with the right status. Messages for 4xx tell the
 //! caller what to change; 5xx causes are logged here and never returned.
 
 use axum::Json;
@@ -18,6 +18,9 @@ use crate::store::runs::RunError;
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     error: ErrorDetail,
+    /// The request's id, as in its `x-request-id` answer header and in the service's log
+    /// lines for it; quote it when reporting a problem.
+    request_id: Option<String>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -196,6 +199,7 @@ impl IntoResponse for AppError {
                 code: self.code(),
                 message: self.to_string(),
             },
+            request_id: super::request_id::current(),
         };
         let mut response = (status, Json(body)).into_response();
         let retry_after = match self {

@@ -48,7 +48,7 @@ use super::ui::pages::{approval_status_str, at, layout};
 use super::ui::set_security_headers;
 use crate::notify::links::LinkClaims;
 use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
-use crate::store::audit::{AuditAction, NewAuditEvent};
+use crate::store::audit::{AuditDetail, LinkRefused, NewAuditEvent};
 
 /// The caller's address, when the server knows it.
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
@@ -302,24 +302,21 @@ async fn refuse(
             .map(|a| a.run_id),
         None => None,
     };
-    let detail = json!({
-        "reason": refusal.as_str(),
-        "method": method.as_str(),
-        "remote": remote,
-        "approval_id": claims.map(|c| c.approval_id),
-        "decision": claims.map(|c| c.decision),
-        "sink": claims.map(|c| c.sink.as_str()),
+    let detail = AuditDetail::LinkRefused(LinkRefused {
+        reason: Some(refusal.as_str().to_owned()),
+        method: Some(method.as_str().to_owned()),
+        remote,
+        approval_id: claims.map(|c| c.approval_id),
+        decision: claims.map(|c| c.decision),
+        sink: claims.map(|c| c.sink.clone()),
     });
     let actor = claims.map_or_else(|| "link".to_owned(), |c| format!("link:{}", c.sink));
     if let Err(error) = state
         .store
         .record_event(
             NewAuditEvent {
-                actor: &actor,
-                action: AuditAction::LinkRefused,
-                incident_id: None,
                 run_id,
-                detail,
+                ..NewAuditEvent::of(&actor, detail)
             },
             state.clock.now(),
         )

@@ -26,8 +26,10 @@ mod intake;
 mod links;
 mod openapi;
 mod operations;
+mod request_id;
 mod runs;
 mod safety;
+pub mod serve;
 pub mod tools;
 mod ui;
 
@@ -43,6 +45,7 @@ use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -111,8 +114,9 @@ pub struct HttpPolicy {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The request's span, without the query string and with one-tap link tokens cut from the
-/// path: a link is a credential and must not reach the log.
+/// The request's span, with its id, without the query string and with one-tap link tokens
+/// cut from the path: a link is a credential and must not reach the log. At info, so every
+/// line logged for the request at the default level carries the id.
 fn request_span(request: &axum::extract::Request) -> tracing::Span {
     let path = request.uri().path();
     let path = if path.starts_with("/links/") {
@@ -120,7 +124,12 @@ fn request_span(request: &axum::extract::Request) -> tracing::Span {
     } else {
         path
     };
-    tracing::debug_span!("request", method = %request.method(), path)
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path,
+        request_id = request_id::of(request)
+    )
 }
 
 /// Counts and times each request under its route template, never its path: ids and link
@@ -253,5 +262,15 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
             .timeout(policy.request_timeout),
     )
     .layer(axum::middleware::from_fn(observe))
+    .layer(
+        ServiceBuilder::new()
+            .map_request(request_id::drop_unfit)
+            .layer(SetRequestIdLayer::new(
+                request_id::HEADER.clone(),
+                MakeRequestUuid,
+            ))
+            .layer(PropagateRequestIdLayer::new(request_id::HEADER.clone()))
+            .layer(axum::middleware::from_fn(request_id::scope)),
+    )
     .with_state(state)
 }

@@ -19,7 +19,8 @@ pub fn complete(mut api: OpenApi) -> OpenApi {
         "Alert-driven remediation for a Proxmox homelab. Every route takes \
          `Authorization: Bearer TOKEN` and names the roles it accepts, except the health checks \
          and this description (open) and the one-tap links (the signed link is the \
-         credential). Errors are `{\"error\":{\"code\",\"message\"}}`; `/api/call` answers \
+         credential). Errors are `{\"error\":{\"code\",\"message\"},\"request_id\"}`, the id \
+         also in the `x-request-id` answer header; `/api/call` answers \
          the tool's own refusals in its bridge shape."
             .to_owned(),
     );

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::estate::{self, DATASTORE, GuestKind, PBS_HOST, PVE_STORAGE_ID};
 use super::ssh::SharedWorld;
-use super::world::{Nfs, Received, World};
+use super::world::{ApiFault, Group, Nfs, Received, World};
 
 /// An API token the twin accepts: `root@pam!runbookd` and its secret.
 #[derive(Clone)]
@@ -60,6 +60,17 @@ async fn record(State(state): State<ApiState>, request: Request, next: Next) -> 
         (world.received.len() - 1, latency, hung)
     };
     tokio::time::sleep(latency).await;
+    let fault = state
+        .world
+        .lock()
+        .expect("world lock")
+        .api_faults
+        .get(&state.host)
+        .filter(|f| request.uri().path().contains(&f.path))
+        .cloned();
+    if let Some(fault) = fault {
+        return fault_answer(fault);
+    }
     if hung {
         // A PBS whose NFS hangs never answers datastore calls.
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -75,6 +86,21 @@ async fn record(State(state): State<ApiState>, request: Request, next: Next) -> 
         received.exit = Some(u32::from(response.status().as_u16()));
     }
     response
+}
+
+/// A fault's answer, as the control API set it.
+fn fault_answer(fault: ApiFault) -> Response {
+    let mut body = fault.body;
+    if body.len() < fault.bytes {
+        body.push_str(&" ".repeat(fault.bytes - body.len()));
+    }
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// PBS: `PBSAPIToken=ID:SECRET` (or a space after the scheme). PVE: `PVEAPIToken=ID=SECRET`.
@@ -187,32 +213,44 @@ pub fn pbs_router(world: SharedWorld, token: ApiToken) -> Router {
 }
 
 /// The world for a call on datastore `store`: refused if the store is unknown or PBS cannot
-/// open it. Backups that are due end first: they end in their own time, whoever asks.
+/// open it (the NFS troubles are the main datastore's). Backups that are due end first: they
+/// end in their own time, whoever asks.
 fn open_datastore<'a>(
     state: &'a ApiState,
     store: &str,
 ) -> Result<MutexGuard<'a, World>, Box<Response>> {
-    if store != DATASTORE {
+    let mut world = state.world.lock().expect("world lock");
+    if store != DATASTORE && !world.other_datastores.contains_key(store) {
         return Err(Box::new(pbs_error(
             StatusCode::BAD_REQUEST,
             &format!("datastore '{store}' does not exist"),
         )));
     }
-    let mut world = state.world.lock().expect("world lock");
     world.settle();
-    match world.datastore_error() {
+    match world.datastore_error().filter(|_| store == DATASTORE) {
         Some(error) => Err(Box::new(pbs_error(StatusCode::BAD_REQUEST, &error))),
         None => Ok(world),
     }
 }
 
+/// The groups of `store`, which [`open_datastore`] found.
+fn groups_of<'w>(world: &'w mut World, store: &str) -> &'w mut Vec<Group> {
+    if store == DATASTORE {
+        &mut world.groups
+    } else {
+        world
+            .other_datastores
+            .get_mut(store)
+            .expect("open_datastore checked the store")
+    }
+}
+
 async fn pbs_groups(State(state): State<ApiState>, Path(store): Path<String>) -> Response {
-    let world = match open_datastore(&state, &store) {
+    let mut world = match open_datastore(&state, &store) {
         Ok(world) => world,
         Err(response) => return *response,
     };
-    let groups: Vec<Value> = world
-        .groups
+    let groups: Vec<Value> = groups_of(&mut world, &store)
         .iter()
         .map(|g| {
             let files: &[&str] = match g.kind {
@@ -254,11 +292,10 @@ async fn pbs_forget_group(
             "parameter verification errors: backup-type, backup-id missing",
         );
     };
-    let before = world.groups.len();
-    world
-        .groups
-        .retain(|g| !(g.kind.backup_type() == kind && g.vmid.to_string() == *id));
-    if world.groups.len() == before {
+    let groups = groups_of(&mut world, &store);
+    let before = groups.len();
+    groups.retain(|g| !(g.kind.backup_type() == kind && g.vmid.to_string() == *id));
+    if groups.len() == before {
         return pbs_error(
             StatusCode::NOT_FOUND,
             &format!("group '{kind}/{id}' not found"),
@@ -272,12 +309,11 @@ async fn pbs_snapshots(
     Path(store): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let world = match open_datastore(&state, &store) {
+    let mut world = match open_datastore(&state, &store) {
         Ok(world) => world,
         Err(response) => return *response,
     };
-    let snapshots: Vec<Value> = world
-        .groups
+    let snapshots: Vec<Value> = groups_of(&mut world, &store)
         .iter()
         .filter(|g| query.get("backup-type").is_none_or(|t| t == g.kind.backup_type()))
         .filter(|g| query.get("backup-id").is_none_or(|id| *id == g.vmid.to_string()))

@@ -10,6 +10,8 @@
 //! | `POST /clock/advance?seconds=N` | move the twin's clock forward |
 //! | `PUT /latency/{host}?ms=N` | delay every answer from a host |
 //! | `PUT /vzdump?ms=N` | how long a backup takes |
+//! | `PUT /fault/{host}` | that host's API answers `{"status", "body", "path", "bytes"}` instead |
+//! | `DELETE /fault/{host}` | that host's API answers for real again |
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+
+use super::world::ApiFault;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -75,6 +79,7 @@ pub fn router(world: SharedWorld, clock: Arc<OffsetClock>) -> Router {
         .route("/clock/advance", post(advance))
         .route("/latency/{host}", put(latency))
         .route("/vzdump", put(vzdump_duration))
+        .route("/fault/{host}", put(set_fault).delete(clear_fault))
         .with_state(ControlState { world, clock })
 }
 
@@ -161,4 +166,42 @@ async fn vzdump_duration(
     };
     state.world.lock().expect("world lock").vzdump_duration = Duration::from_millis(ms);
     Json(json!({"vzdump_ms": ms})).into_response()
+}
+
+/// The most a fault may pad its body to: enough to exceed any client's cap.
+const MAX_FAULT_BYTES: usize = 64 * 1024 * 1024;
+
+async fn set_fault(
+    State(state): State<ControlState>,
+    Path(host): Path<String>,
+    body: Result<Json<ApiFault>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(fault)) = body else {
+        return bad_request(
+            "give {\"status\": 100-599, \"body\": text, \"path\": part of a path, \"bytes\": N}"
+                .to_owned(),
+        );
+    };
+    if !(100..=599).contains(&fault.status) || fault.bytes > MAX_FAULT_BYTES {
+        return bad_request(format!(
+            "status is 100 to 599, bytes at most {MAX_FAULT_BYTES}"
+        ));
+    }
+    let mut world = state.world.lock().expect("world lock");
+    if !world.guests.iter().any(|g| g.host == host) && host != super::estate::PBS_HOST {
+        return bad_request(format!("no host '{}'", host.escape_debug()));
+    }
+    world.api_faults.insert(host.clone(), fault);
+    Json(json!({"host": host})).into_response()
+}
+
+async fn clear_fault(State(state): State<ControlState>, Path(host): Path<String>) -> Response {
+    let removed = state
+        .world
+        .lock()
+        .expect("world lock")
+        .api_faults
+        .remove(&host)
+        .is_some();
+    Json(json!({"host": host, "cleared": removed})).into_response()
 }

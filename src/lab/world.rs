@@ -100,6 +100,19 @@ pub struct GuestBackup {
     pub guest_log: Option<Vec<String>>,
 }
 
+/// What an API host answers instead, to requests whose path contains `path`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ApiFault {
+    pub status: u16,
+    pub body: String,
+    /// Empty: every request.
+    #[serde(default)]
+    pub path: String,
+    /// Pads the body with spaces to this many bytes.
+    #[serde(default)]
+    pub bytes: usize,
+}
+
 /// Who sent what to the twin.
 #[derive(Debug, Clone, Serialize)]
 pub struct Received {
@@ -142,6 +155,12 @@ pub struct World {
     /// Extra delay before each answer, per host.
     #[serde(with = "latency_millis")]
     pub latency: BTreeMap<String, Duration>,
+    /// Per API host: an answer given instead of the real one (an error body, an oversized
+    /// body), for what runbookd does with a hostile or broken API.
+    pub api_faults: BTreeMap<String, ApiFault>,
+    /// PBS datastores besides the main one, by name, with their own groups. None in any
+    /// scenario; tests add them.
+    pub other_datastores: BTreeMap<String, Vec<Group>>,
     /// How long a vzdump takes.
     #[serde(with = "duration_millis")]
     pub vzdump_duration: Duration,
@@ -236,6 +255,8 @@ impl World {
             drop_every_nth_ssh: None,
             ssh_connections: 0,
             latency: BTreeMap::new(),
+            api_faults: BTreeMap::new(),
+            other_datastores: BTreeMap::new(),
             vzdump_duration: Duration::from_secs(2),
             received: Vec::new(),
             next_pid: 0x1000,
@@ -249,7 +270,7 @@ impl World {
         self.clock.as_ref().expect("a world has a clock").now()
     }
 
-    /// Resets everything but the received log and latency to `scenario`.
+    /// Resets everything but the received log, latency and API faults to `scenario`.
     pub fn load(&mut self, scenario: &str) -> Result<(), String> {
         if !SCENARIOS.contains(&scenario) {
             return Err(format!(
@@ -285,6 +306,7 @@ impl World {
         self.unreachable.clear();
         self.drop_every_nth_ssh = None;
         self.files.clear();
+        self.other_datastores.clear();
 
         // Every guest but PBS itself is backed up nightly; the decommissioned groups are old.
         self.groups = GUESTS

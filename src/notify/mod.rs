@@ -38,7 +38,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinSet;
 use url::Url;
 
@@ -47,7 +47,9 @@ use crate::clock::Clock;
 use crate::config::Notify;
 use crate::config::notify::{EventKind, Sink};
 use crate::store::approvals::{Approval, ApprovalStatus, Decision};
-use crate::store::audit::{AuditAction, AuditEvent, NewAuditEvent};
+use crate::store::audit::{
+    AuditDetail, AuditEvent, DeliveryOutcome, NewAuditEvent, NotifyAttempt, NotifySkipped,
+};
 use crate::store::runs::{Run, RunState};
 use crate::store::{Store, StoreError};
 use links::LinkSigner;
@@ -273,11 +275,17 @@ async fn skip(shared: &Shared, event: &AuditEvent, failures: u32, error: &StoreE
         .store
         .record_event(
             NewAuditEvent {
-                actor: ACTOR,
-                action: AuditAction::NotifySkipped,
                 incident_id: event.incident_id,
                 run_id: event.run_id,
-                detail: json!({"event_id": event.id, "action": event.action, "failures": failures, "error": error}),
+                ..NewAuditEvent::of(
+                    ACTOR,
+                    AuditDetail::NotifySkipped(NotifySkipped {
+                        event_id: Some(event.id),
+                        action: Some(event.action),
+                        failures: Some(failures),
+                        error: Some(error),
+                    }),
+                )
             },
             shared.clock.now(),
         )
@@ -293,8 +301,6 @@ async fn notification_for(
     event: &AuditEvent,
 ) -> Result<Option<Notification>, StoreError> {
     let store = &shared.store;
-    let detail = &event.detail.0;
-    let text = |key: &str| detail.get(key).and_then(Value::as_str).map(str::to_owned);
     let Some(run) = (match event.run_id {
         Some(id) => store.run(id).await?,
         None => None,
@@ -322,9 +328,9 @@ async fn notification_for(
             reason: Some(reason),
         }
     };
-    let notification = match event.action.as_str() {
-        "approval.requested" => {
-            let Some(id) = detail.get("approval_id").and_then(Value::as_i64) else {
+    let notification = match &event.detail {
+        AuditDetail::ApprovalRequested(requested) => {
+            let Some(id) = requested.approval_id else {
                 return Ok(None);
             };
             let Some(approval) = store
@@ -350,8 +356,8 @@ async fn notification_for(
                 reason: None,
             }
         }
-        "run.finished" => match text("state").as_deref() {
-            Some("resolved") => Notification {
+        AuditDetail::RunFinished(finished) => match finished.state {
+            Some(RunState::Resolved) => Notification {
                 event: EventKind::RunResolved,
                 title: format!(
                     "Run {} resolved: {} on {}",
@@ -363,19 +369,12 @@ async fn notification_for(
                 approval: None,
                 reason: None,
             },
-            Some("escalated") => escalated(
-                detail
-                    .pointer("/outcome/reason")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            ),
+            Some(RunState::Escalated) => escalated(finished.why().map(str::to_owned)),
             _ => return Ok(None),
         },
         // A rejected or expired approval ends its run escalated without a `run.finished`.
-        "approval.decided" if run.state == RunState::Escalated => {
-            let rejected = text("decision").as_deref() == Some("rejected")
-                || text("on_timeout").as_deref() == Some("reject");
-            if !rejected {
+        AuditDetail::ApprovalDecided(decided) if run.state == RunState::Escalated => {
+            if !decided.rejected() {
                 return Ok(None);
             }
             escalated(
@@ -386,14 +385,14 @@ async fn notification_for(
                     .map(str::to_owned),
             )
         }
-        "control.blocked" if text("control").as_deref() == Some("breaker") => {
+        AuditDetail::ActionBlocked(blocked) if blocked.by_breaker() => {
             if !store
                 .claim_breaker_notice(&run.target, BREAKER_QUIET, event.at)
                 .await?
             {
                 return Ok(None);
             }
-            let reason = text("reason").unwrap_or_default();
+            let reason = blocked.reason.clone().unwrap_or_default();
             Notification {
                 event: EventKind::BreakerTripped,
                 title: format!("Circuit breaker tripped for {}", run.target),
@@ -464,7 +463,15 @@ async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
             // Nothing can be sent without its links: one failed attempt, given up on.
             tracing::error!(sink = %sink.name, %error, "cannot sign the notification's links");
             let error = format!("cannot make the notification's links: {error:#}");
-            let detail = json!({"sink": sink.name, "event": notification.event, "attempt": 1, "outcome": "failed", "status": null, "error": error, "gave_up": true});
+            let detail = NotifyAttempt {
+                sink: Some(sink.name.clone()),
+                event: Some(notification.event),
+                attempt: Some(1),
+                outcome: Some(DeliveryOutcome::Failed),
+                status: None,
+                error: Some(error),
+                gave_up: Some(true),
+            };
             audit_attempt(shared, sink, notification, detail).await;
             return;
         }
@@ -481,14 +488,24 @@ async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
         let number = attempt.fetch_add(1, Ordering::Relaxed) + 1;
         let outcome = send_once(shared, sink, &body).await;
         let last = number >= settings.attempts || outcome.as_ref().is_err_and(|f| !f.retryable);
-        let detail = match &outcome {
+        let mut detail = NotifyAttempt {
+            sink: Some(sink.name.clone()),
+            event: Some(notification.event),
+            attempt: Some(number),
+            ..NotifyAttempt::default()
+        };
+        match &outcome {
             Ok(status) => {
-                json!({"sink": sink.name, "event": notification.event, "attempt": number, "outcome": "delivered", "status": status})
+                detail.outcome = Some(DeliveryOutcome::Delivered);
+                detail.status = Some(*status);
             }
             Err(failure) => {
-                json!({"sink": sink.name, "event": notification.event, "attempt": number, "outcome": "failed", "status": failure.status, "error": failure.error, "gave_up": last})
+                detail.outcome = Some(DeliveryOutcome::Failed);
+                detail.status = failure.status;
+                detail.error = Some(failure.error.clone());
+                detail.gave_up = Some(last);
             }
-        };
+        }
         audit_attempt(shared, sink, notification, detail).await;
         if let Err(failure) = &outcome {
             tracing::warn!(sink = %sink.name, event = notification.event.as_str(), attempt = number, status = failure.status, error = %failure.error, gave_up = last, "notification not delivered");
@@ -502,17 +519,20 @@ async fn deliver(shared: &Shared, sink: &Sink, notification: &Notification) {
 }
 
 /// Records one delivery attempt (`notify.attempt`) on the notification's run.
-async fn audit_attempt(shared: &Shared, sink: &Sink, notification: &Notification, detail: Value) {
+async fn audit_attempt(
+    shared: &Shared,
+    sink: &Sink,
+    notification: &Notification,
+    detail: NotifyAttempt,
+) {
     let run_id = notification.run.as_ref().map(|r| r.id);
     if let Err(error) = shared
         .store
         .record_event(
             NewAuditEvent {
-                actor: ACTOR,
-                action: AuditAction::NotifyAttempt,
                 incident_id: notification.incident_id,
                 run_id,
-                detail,
+                ..NewAuditEvent::of(ACTOR, AuditDetail::NotifyAttempt(detail))
             },
             shared.clock.now(),
         )
@@ -653,21 +673,25 @@ mod tests {
         deliver(&shared, &sink, &notification).await;
 
         let events = store.audit_events_after(0, 100).await.unwrap();
-        let attempts: Vec<&AuditEvent> = events
+        let attempts: Vec<&NotifyAttempt> = events
             .iter()
-            .filter(|e| e.action == AuditAction::NotifyAttempt.as_str())
+            .filter_map(|e| match &e.detail {
+                AuditDetail::NotifyAttempt(attempt) => Some(attempt),
+                _ => None,
+            })
             .collect();
         assert_eq!(attempts.len(), 1, "{events:?}");
-        let detail = &attempts[0].detail.0;
-        assert_eq!(detail["sink"], "phone");
-        assert_eq!(detail["outcome"], "failed");
-        assert_eq!(detail["gave_up"], true);
+        let attempt = attempts[0];
+        assert_eq!(attempt.sink.as_deref(), Some("phone"));
+        assert_eq!(attempt.outcome, Some(DeliveryOutcome::Failed));
+        assert_eq!(attempt.gave_up, Some(true));
         assert!(
-            detail["error"]
-                .as_str()
+            attempt
+                .error
+                .as_deref()
                 .unwrap()
                 .starts_with("cannot make the notification's links"),
-            "{detail}"
+            "{attempt:?}"
         );
     }
 }

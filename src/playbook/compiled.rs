@@ -153,8 +153,9 @@ pub enum Action {
     EnableJob {
         job: CommandTemplate,
     },
-    /// Forgets the groups a fact lists.
+    /// Forgets the groups a fact lists, from the datastore they were read from.
     ForgetGroups {
+        datastore: CommandTemplate,
         fact: String,
     },
     Poll(Poll),
@@ -539,6 +540,7 @@ fn action(s: &model::Step) -> Result<Action, String> {
             .and_then(|t| t.strip_suffix('}'))
             .ok_or_else(|| format!("'{}' must be {{facts.NAME}}", forget.groups))?;
         actions.push(Action::ForgetGroups {
+            datastore: template(&forget.datastore)?,
             fact: fact.to_owned(),
         });
     }

@@ -479,6 +479,7 @@ impl<'a> Validator<'a> {
             self.template(&at, &enable.job, &what);
         }
         if let Some(forget) = &step.pbs_forget_groups {
+            self.template(&at, &forget.datastore, &what);
             self.fact_reference(&at, &forget.groups, &what);
         }
         if let Some(poll) = &step.poll {

@@ -314,6 +314,9 @@ pub struct EnableJob {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetGroups {
+    /// The datastore the groups were read from (a template): the cleanup deletes there and
+    /// nowhere else.
+    pub datastore: String,
     pub groups: String,
 }
 

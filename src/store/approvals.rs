@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::types::Json;
 use sqlx::{FromRow, SqliteConnection};
 
-use super::audit::{self, AuditAction, NewAuditEvent};
+use super::audit::{self, ApprovalDecided, AuditDetail, NewAuditEvent};
 use super::runs::{self, AfterDecision, Lease, RunError};
 use super::{Store, StoreError};
 
@@ -45,7 +45,7 @@ pub enum OnTimeout {
 }
 
 impl OnTimeout {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Reject => "reject",
             Self::Approve => "approve",
@@ -172,11 +172,20 @@ impl Store {
             &mut tx,
             now,
             NewAuditEvent {
-                actor: &lease.owner,
-                action: AuditAction::ApprovalRequested,
-                incident_id: None,
                 run_id: Some(lease.run_id),
-                detail: json!({"approval_id": id, "step": request.step, "command": request.command, "risk": request.risk, "expires_at": expires_at, "on_timeout": request.on_timeout.as_str(), "actions": request.actions, "evidence": request.evidence}),
+                ..NewAuditEvent::of(
+                    &lease.owner,
+                    AuditDetail::ApprovalRequested(audit::ApprovalRequested {
+                        approval_id: Some(id),
+                        step: Some(request.step.to_owned()),
+                        command: Some(request.command.to_owned()),
+                        risk: Some(request.risk.to_owned()),
+                        expires_at: Some(expires_at),
+                        on_timeout: Some(request.on_timeout),
+                        actions: request.actions.clone(),
+                        evidence: request.evidence.clone(),
+                    }),
+                )
             },
         )
         .await?;
@@ -224,11 +233,21 @@ impl Store {
                 &mut tx,
                 now,
                 NewAuditEvent {
-                    actor: "timeout",
-                    action: AuditAction::ApprovalDecided,
-                    incident_id: None,
                     run_id: Some(*run_id),
-                    detail: json!({"approval_id": id, "on_timeout": on_timeout, "step": step, "command": command}),
+                    ..NewAuditEvent::of(
+                        "timeout",
+                        AuditDetail::ApprovalDecided(ApprovalDecided {
+                            approval_id: Some(*id),
+                            on_timeout: Some(if on_timeout == OnTimeout::Approve.as_str() {
+                                OnTimeout::Approve
+                            } else {
+                                OnTimeout::Reject
+                            }),
+                            step: Some(step.clone()),
+                            command: Some(command.clone()),
+                            ..ApprovalDecided::default()
+                        }),
+                    )
                 },
             )
             .await?;
@@ -344,12 +363,19 @@ pub(super) async fn decide(
         conn,
         now,
         NewAuditEvent {
-            actor: by,
-            action: AuditAction::ApprovalDecided,
-            incident_id: None,
             run_id: Some(run_id),
-            detail: json!({"approval_id": id, "decision": status, "comment": comment,
-                           "step": decided.step, "command": decided.command, "actions": decided.actions}),
+            ..NewAuditEvent::of(
+                by,
+                AuditDetail::ApprovalDecided(ApprovalDecided {
+                    approval_id: Some(id),
+                    decision: Some(status),
+                    comment: comment.map(str::to_owned),
+                    on_timeout: None,
+                    step: Some(decided.step),
+                    command: Some(decided.command),
+                    actions: decided.actions.map(|a| a.0).unwrap_or_default(),
+                }),
+            )
         },
     )
     .await?;

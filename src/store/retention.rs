@@ -23,12 +23,12 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde_json::json;
+
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, SqliteConnection};
 
 use super::Store;
-use super::audit::{self, AuditAction, AuditEvent, NewAuditEvent};
+use super::audit::{self, AuditDetail, AuditPruned, NewAuditEvent, StoredAuditEvent};
 use crate::clock::Clock;
 
 /// Rows per pruning transaction.
@@ -254,7 +254,7 @@ pub async fn export_audit(
     overwrite: Overwrite,
 ) -> anyhow::Result<Option<AuditExport>> {
     let mut tx = conn.begin().await?;
-    let mut rows = sqlx::query_as::<_, AuditEvent>(
+    let mut rows = sqlx::query_as::<_, StoredAuditEvent>(
         "SELECT id, at, actor, action, incident_id, run_id, detail FROM audit_events
          WHERE at < ? ORDER BY id LIMIT ?",
     )
@@ -363,18 +363,22 @@ pub async fn prune_exported(
         audit::append(
             &mut tx,
             now,
-            NewAuditEvent {
+            NewAuditEvent::of(
                 actor,
-                action: AuditAction::AuditPruned,
-                incident_id: None,
-                run_id: None,
-                detail: json!({
-                    "events": gone, "first_id": first_id, "last_id": last_id,
-                    "from": from, "to": to, "before": export.before,
-                    "file": export.path.display().to_string(), "sha256": export.sha256,
-                    "file_events": export.events.len(), "part": part + 1, "parts": count,
+                AuditDetail::AuditPruned(AuditPruned {
+                    events: Some(gone),
+                    first_id: Some(first_id),
+                    last_id: Some(last_id),
+                    from: Some(from),
+                    to: Some(to),
+                    before: Some(export.before),
+                    file: Some(export.path.display().to_string()),
+                    sha256: Some(export.sha256.clone()),
+                    file_events: Some(export.events.len()),
+                    part: Some(part + 1),
+                    parts: Some(count),
                 }),
-            },
+            ),
         )
         .await?;
         tx.commit().await?;

@@ -21,17 +21,22 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::FromRow;
 use sqlx::types::Json;
 
-use super::audit::{self, AuditAction, NewAuditEvent};
+use super::audit::{
+    self, AuditDetail, NewAuditEvent, Reason, RunAdvanced, RunCreated, RunFinished, RunLeased,
+    StepFinished, StepStarted, StepWaiting,
+};
 use super::safety::Switch;
 use super::{Store, StoreError};
 use crate::playbook::PlaybookVersion;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(rename_all = "snake_case")]
 pub enum RunState {
@@ -135,6 +140,14 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    /// Why its step waits for its guard, as the run shows it (`facts.waiting`).
+    pub fn waiting(&self) -> Option<StepWaiting> {
+        let waiting = self.facts.0.get("waiting")?;
+        serde_json::from_value(waiting.clone()).ok()
+    }
 }
 
 /// A worker's hold on a run: the fencing token every write presents.
@@ -268,11 +281,16 @@ impl Store {
             &mut tx,
             now,
             NewAuditEvent {
-                actor: owner,
-                action: AuditAction::RunLeased,
                 incident_id: run.incident_id,
                 run_id: Some(run.id),
-                detail: json!({"attempt": run.attempt, "step": run.step, "resumed": run.attempt > 1}),
+                ..NewAuditEvent::of(
+                    owner,
+                    AuditDetail::RunLeased(RunLeased {
+                        attempt: Some(run.attempt),
+                        step: run.step.clone(),
+                        resumed: run.attempt > 1,
+                    }),
+                )
             },
         )
         .await?;
@@ -315,7 +333,11 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
-        let detail = json!({"step": step, "reason": reason});
+        let detail = RunAdvanced {
+            step: Some(step.to_owned()),
+            reason: Some(reason.to_owned()),
+            ..RunAdvanced::default()
+        };
         self.move_to_step(lease, step, facts, detail, now).await
     }
 
@@ -330,7 +352,13 @@ impl Store {
         evidence: &Value,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
-        let detail = json!({"step": step, "reason": format!("cause {cause}"), "cause": cause, "evidence": evidence});
+        let detail = RunAdvanced {
+            step: Some(step.to_owned()),
+            reason: Some(format!("cause {cause}")),
+            cause: Some(cause.to_owned()),
+            evidence: Some(evidence.clone()),
+            ..RunAdvanced::default()
+        };
         self.move_to_step(lease, step, facts, detail, now).await
     }
 
@@ -341,7 +369,7 @@ impl Store {
         lease: &Lease,
         step: &str,
         facts: &Value,
-        detail: Value,
+        detail: RunAdvanced,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
         let query = sqlx::query(
@@ -351,7 +379,7 @@ impl Store {
         .bind(step.to_owned())
         .bind(Json(facts.clone()))
         .bind(now);
-        fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
+        fenced_write(self, lease, query, AuditDetail::RunAdvanced(detail), now).await
     }
 
     /// Shows why the run's step may not act yet, in the run itself (`facts.waiting`), and audits
@@ -360,7 +388,7 @@ impl Store {
     pub async fn step_waiting(
         &self,
         lease: &Lease,
-        waiting: &Value,
+        waiting: &StepWaiting,
         news: bool,
         now: DateTime<Utc>,
     ) -> Result<(), RunError> {
@@ -371,15 +399,8 @@ impl Store {
         .bind(Json(waiting.clone()))
         .bind(now);
         if news {
-            return fenced_write(
-                self,
-                lease,
-                query,
-                AuditAction::StepWaiting,
-                waiting.clone(),
-                now,
-            )
-            .await;
+            let detail = AuditDetail::StepWaiting(waiting.clone());
+            return fenced_write(self, lease, query, detail, now).await;
         }
         let updated = query
             .bind(lease.run_id)
@@ -404,8 +425,12 @@ impl Store {
              WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
         )
         .bind(now);
-        let detail = json!({"state": "pending", "reason": reason});
-        fenced_write(self, lease, query, AuditAction::RunAdvanced, detail, now).await
+        let detail = AuditDetail::RunAdvanced(RunAdvanced {
+            state: Some(RunState::Pending),
+            reason: Some(reason.to_owned()),
+            ..RunAdvanced::default()
+        });
+        fenced_write(self, lease, query, detail, now).await
     }
 
     /// Ends the run as its worker decided. A run that verified its fix resolves every open
@@ -439,13 +464,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         fenced(updated.rows_affected(), lease)?;
-        let detail = json!({"state": state, "outcome": outcome});
-        audit::append(
-            &mut tx,
-            now,
-            run_event(lease, AuditAction::RunFinished, detail),
-        )
-        .await?;
+        let detail = AuditDetail::RunFinished(RunFinished {
+            state: Some(state),
+            outcome: Some(outcome.clone()),
+            reason: None,
+        });
+        audit::append(&mut tx, now, run_event(lease, detail)).await?;
         if ending == Ending::Verified {
             let resolved: Vec<i64> = sqlx::query_scalar(
                 "UPDATE incidents SET status = 'resolved', resolved_by = 'run', resolved_by_run = ?,
@@ -464,11 +488,14 @@ impl Store {
                     &mut tx,
                     now,
                     NewAuditEvent {
-                        actor: &lease.owner,
-                        action: AuditAction::IncidentRunResolved,
                         incident_id: Some(incident_id),
                         run_id: Some(lease.run_id),
-                        detail: json!({"reason": "the run verified its fix"}),
+                        ..NewAuditEvent::of(
+                            &lease.owner,
+                            AuditDetail::IncidentRunResolved(Reason {
+                                reason: Some("the run verified its fix".to_owned()),
+                            }),
+                        )
                     },
                 )
                 .await?;
@@ -530,8 +557,12 @@ impl Store {
             now,
             run_event(
                 lease,
-                AuditAction::StepStarted,
-                json!({"step": step, "host": host, "command": command, "step_attempt": id}),
+                AuditDetail::StepStarted(StepStarted {
+                    step: Some(step.to_owned()),
+                    host: host.map(str::to_owned),
+                    command: Some(command.to_owned()),
+                    step_attempt: Some(id),
+                }),
             ),
         )
         .await?;
@@ -580,17 +611,18 @@ impl Store {
         fenced(u64::from(attempt.is_some()), lease)?;
         let (step, host, command) = attempt.unwrap_or_default();
         // The step and its command ride along, so the event reads on its own.
-        let detail = json!({
-            "step_attempt": step_attempt, "step": step, "host": host, "command": command,
-            "exit_status": result.exit_status, "exit_accepted": exit_accepted,
-            "exit_reason": exit_reason, "duration_ms": duration_ms, "error": result.error,
+        let detail = AuditDetail::StepFinished(StepFinished {
+            step_attempt: Some(step_attempt),
+            step: Some(step),
+            host,
+            command: Some(command),
+            exit_status: result.exit_status,
+            exit_accepted,
+            exit_reason,
+            duration_ms: Some(duration_ms),
+            error: result.error.clone(),
         });
-        audit::append(
-            &mut tx,
-            now,
-            run_event(lease, AuditAction::StepFinished, detail),
-        )
-        .await?;
+        audit::append(&mut tx, now, run_event(lease, detail)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -754,24 +786,36 @@ const CANCEL_APPROVALS: &str =
     "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?, comment = ?
      WHERE run_id = ? AND status = 'pending'";
 
+/// The one audit event of a created run, on either connection.
 fn run_created<'a>(run: &NewRun<'a>, id: i64, dry_run: bool) -> NewAuditEvent<'a> {
     NewAuditEvent {
-        actor: run.actor,
-        action: AuditAction::RunCreated,
         incident_id: run.incident_id,
         run_id: Some(id),
-        detail: json!({"playbook": run.playbook, "playbook_hash": run.version.hash, "target": run.target,
-                       "dry_run": dry_run, "dry_run_by_switch": dry_run && !run.dry_run}),
+        ..NewAuditEvent::of(
+            run.actor,
+            AuditDetail::RunCreated(RunCreated {
+                playbook: Some(run.playbook.to_owned()),
+                playbook_hash: Some(run.version.hash.to_string()),
+                target: Some(run.target.to_owned()),
+                dry_run,
+                dry_run_by_switch: dry_run && !run.dry_run,
+            }),
+        )
     }
 }
 
+/// The one audit event of a cancelled run, on either connection.
 fn run_cancelled<'a>(run_id: i64, actor: &'a str, reason: &str) -> NewAuditEvent<'a> {
     NewAuditEvent {
-        actor,
-        action: AuditAction::RunFinished,
-        incident_id: None,
         run_id: Some(run_id),
-        detail: json!({"state": "cancelled", "reason": reason}),
+        ..NewAuditEvent::of(
+            actor,
+            AuditDetail::RunFinished(RunFinished {
+                state: Some(RunState::Cancelled),
+                outcome: None,
+                reason: Some(reason.to_owned()),
+            }),
+        )
     }
 }
 
@@ -988,8 +1032,7 @@ async fn fenced_write<'q>(
     store: &Store,
     lease: &'q Lease,
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    action: AuditAction,
-    detail: Value,
+    detail: AuditDetail,
     now: DateTime<Utc>,
 ) -> Result<(), RunError> {
     let mut tx = store.writer.begin().await?;
@@ -1000,7 +1043,7 @@ async fn fenced_write<'q>(
         .execute(&mut *tx)
         .await?;
     fenced(updated.rows_affected(), lease)?;
-    audit::append(&mut tx, now, run_event(lease, action, detail)).await?;
+    audit::append(&mut tx, now, run_event(lease, detail)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -1016,13 +1059,10 @@ fn fenced(rows_affected: u64, lease: &Lease) -> Result<(), RunError> {
     }
 }
 
-fn run_event(lease: &Lease, action: AuditAction, detail: Value) -> NewAuditEvent<'_> {
+fn run_event(lease: &Lease, detail: AuditDetail) -> NewAuditEvent<'_> {
     NewAuditEvent {
-        actor: &lease.owner,
-        action,
-        incident_id: None,
         run_id: Some(lease.run_id),
-        detail,
+        ..NewAuditEvent::of(&lease.owner, detail)
     }
 }
 

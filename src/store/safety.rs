@@ -18,9 +18,12 @@ use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 use sqlx::types::Json;
 
-use super::audit::{self, AuditAction, NewAuditEvent};
+use super::audit::{self, AuditDetail, ControlVerdict, NewAuditEvent, SettingChanged};
 use super::runs::{Lease, RunError};
 use super::{Store, StoreError};
+
+/// The name the circuit breaker goes by in a blocked action's `control`.
+pub const BREAKER_CONTROL: &str = "breaker";
 
 /// How far back the circuit breaker counts failed runs.
 pub const BREAKER_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -335,7 +338,7 @@ impl Blocked {
             Self::Paused => "paused",
             Self::Cooldown { .. } => "cooldown",
             Self::Budget { .. } => "budget",
-            Self::Breaker { .. } => "breaker",
+            Self::Breaker { .. } => BREAKER_CONTROL,
         }
     }
 }
@@ -389,22 +392,12 @@ impl Store {
         .bind(reason.map(Reason::as_str))
         .execute(&mut *tx)
         .await?;
-        let mut detail = json!({"setting": switch.key(), "value": on});
-        if let Some(reason) = reason {
-            detail["reason"] = json!(reason.as_str());
-        }
-        audit::append(
-            &mut tx,
-            now,
-            NewAuditEvent {
-                actor: by,
-                action: AuditAction::SettingChanged,
-                incident_id: None,
-                run_id: None,
-                detail,
-            },
-        )
-        .await?;
+        let detail = AuditDetail::SettingChanged(SettingChanged {
+            setting: Some(switch.key().to_owned()),
+            value: on,
+            reason: reason.map(|r| r.as_str().to_owned()),
+        });
+        audit::append(&mut tx, now, NewAuditEvent::of(by, detail)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -444,13 +437,14 @@ impl Store {
         audit::append(
             &mut tx,
             now,
-            NewAuditEvent {
-                actor: by,
-                action: AuditAction::BreakerReset,
-                incident_id: None,
-                run_id: None,
-                detail: json!({"target": target, "reason": reason.as_str(), "failures_before": counted}),
-            },
+            NewAuditEvent::of(
+                by,
+                AuditDetail::BreakerReset(audit::BreakerReset {
+                    target: Some(target.to_owned()),
+                    reason: Some(reason.as_str().to_owned()),
+                    failures_before: i64::try_from(counted).ok(),
+                }),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -588,27 +582,26 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let (audit_action, reason, control) = match &verdict {
-            Ok(()) => (
-                AuditAction::ActionAllowed,
-                "every safety control passed".to_owned(),
-                None,
-            ),
-            Err(blocked) => (
-                AuditAction::ActionBlocked,
-                blocked.to_string(),
-                Some(blocked.control()),
-            ),
+        let mut told = ControlVerdict {
+            action: Some(action.to_owned()),
+            target: Some(target.to_owned()),
+            reason: Some("every safety control passed".to_owned()),
+            control: None,
+        };
+        let detail = match &verdict {
+            Ok(()) => AuditDetail::ActionAllowed(told),
+            Err(blocked) => {
+                told.reason = Some(blocked.to_string());
+                told.control = Some(blocked.control().to_owned());
+                AuditDetail::ActionBlocked(told)
+            }
         };
         audit::append(
             &mut tx,
             now,
             NewAuditEvent {
-                actor: &lease.owner,
-                action: audit_action,
-                incident_id: None,
                 run_id: Some(lease.run_id),
-                detail: json!({"action": action, "target": target, "reason": reason, "control": control}),
+                ..NewAuditEvent::of(&lease.owner, detail)
             },
         )
         .await?;

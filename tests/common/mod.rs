@@ -168,6 +168,39 @@ impl TestApp {
         body
     }
 
+    /// POSTs an Alertmanager webhook `body` with the ingest token.
+    pub async fn post_alertmanager(&self, body: &str) -> reqwest::Response {
+        self.post_json("/webhook/alertmanager", INGEST_TOKEN, body)
+            .await
+    }
+
+    /// `GET /api/v1/incidents/{id}` as admin, asserting 200.
+    pub async fn get_incident(&self, id: i64) -> Value {
+        self.get_json(&format!("/api/v1/incidents/{id}")).await
+    }
+
+    /// Approves approval `id` as the approver, asserting 200.
+    pub async fn approve(&self, id: i64) {
+        self.decide(id, "approve").await;
+    }
+
+    /// Rejects approval `id` as the approver, asserting 200.
+    pub async fn reject(&self, id: i64) {
+        self.decide(id, "reject").await;
+    }
+
+    async fn decide(&self, id: i64, verb: &str) {
+        let path = format!("/api/v1/approvals/{id}/{verb}");
+        let response = self.post_json(&path, APPROVER_TOKEN, "").await;
+        let status = response.status();
+        assert_eq!(
+            status,
+            200,
+            "POST {path}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
     /// A separate connection to the app's database file, as an operator's sqlite3 would be.
     pub async fn db(&self) -> SqliteConnection {
         SqliteConnectOptions::new()
@@ -220,6 +253,32 @@ where
             "timed out after {within:?} waiting for {what}"
         );
     }
+}
+
+/// GETs `url` with `token` and reads its JSON body; `None` while the service cannot answer
+/// yet. For polls on the real binary, which starts and works in its own time.
+pub async fn fetch_json(client: &reqwest::Client, url: &str, token: &str) -> Option<Value> {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// A store on a fresh SQLite file, migrated, and the directory that holds it.
+pub async fn temp_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&runbookd::config::DatabaseConfig {
+        path: dir.path().join("runbookd.db"),
+        busy_timeout_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    (store, dir)
 }
 
 /// The repository's pbs-backup-stale playbook, as a run pins it.

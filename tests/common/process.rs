@@ -26,7 +26,29 @@ impl ServiceProcess {
 
     /// As [`Self::start`], with more arguments for `serve`.
     pub async fn start_with(db: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_runbookd"));
+        Self::launch(db, env, args, None).await
+    }
+
+    /// As [`Self::start_with`]; with `open_files`, the process starts under that open-file
+    /// limit (soft and hard), set by util-linux's `prlimit`, which then runs it in its place.
+    async fn launch(
+        db: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> Self {
+        let binary = env!("CARGO_BIN_EXE_runbookd");
+        let mut command = match open_files {
+            Some(limit) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
@@ -86,6 +108,29 @@ impl ServiceProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::lab(dir, scenario, admin, tokens, config, env, None).await
+    }
+
+    /// As [`Self::start_lab`], under an open-file limit of `open_files`.
+    pub async fn start_lab_with_open_files(
+        dir: &Path,
+        scenario: &str,
+        admin: &str,
+        config: &str,
+        open_files: u64,
+    ) -> Self {
+        Self::lab(dir, scenario, admin, &[], config, &[], Some(open_files)).await
+    }
+
+    async fn lab(
+        dir: &Path,
+        scenario: &str,
+        admin: &str,
+        tokens: &[(&str, &str, &str)],
+        config: &str,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Self {
         let mut text = String::new();
         let mut variables: Vec<(String, String)> =
             vec![("RUNBOOKD_ADMIN_TOKEN".to_owned(), admin.to_owned())];
@@ -105,7 +150,7 @@ impl ServiceProcess {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let playbooks = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
-        Self::start_with(
+        Self::launch(
             &dir.join("data/runbookd.db"),
             &variables,
             &[
@@ -116,6 +161,7 @@ impl ServiceProcess {
                 "--config",
                 file.to_str().unwrap(),
             ],
+            open_files,
         )
         .await
     }

@@ -30,7 +30,7 @@ use crate::engine::dispatch::{Dispatcher, HandStart};
 use crate::engine::step::needs_approval;
 use crate::playbook::Playbook;
 use crate::store::approvals::ApprovalStatus;
-use crate::store::audit::{AuditAction, NewAuditEvent};
+use crate::store::audit::{AuditDetail, NewAuditEvent, ToolDiagnosed};
 use crate::store::incidents::{IncidentFilter, IncidentStatus};
 use crate::store::runs::{Created, RunError, RunState};
 
@@ -330,16 +330,15 @@ async fn diagnose(state: &AppState, caller: &Principal, args: Diagnose) -> Resul
     state
         .store
         .record_event(
-            NewAuditEvent {
-                actor: &caller.name,
-                action: AuditAction::ToolDiagnosed,
-                incident_id: None,
-                run_id: None,
-                detail: json!({
-                    "playbook": playbook.name, "labels": args.labels,
-                    "cause": diagnosis.cause, "wall_ms": diagnosis.wall_ms,
+            NewAuditEvent::of(
+                &caller.name,
+                AuditDetail::ToolDiagnosed(ToolDiagnosed {
+                    playbook: Some(playbook.name.clone()),
+                    labels: json!(args.labels),
+                    cause: diagnosis.cause.clone(),
+                    wall_ms: Some(diagnosis.wall_ms),
                 }),
-            },
+            ),
             state.clock.now(),
         )
         .await?;

@@ -570,12 +570,12 @@ pub(crate) fn timeline_list(events: &[AuditEvent]) -> Markup {
                     li {
                         span.when { (at(event.at)) }
                         span.what {
-                            (sentence(&event.action, &event.actor, &event.detail.0))
+                            (sentence(&event.actor, &event.detail))
                             @if let Some(run) = event.run_id { span.meta { " · run #" (run) } }
                         }
                         details.raw {
                             summary { (event.action) " by " (event.actor) }
-                            code.detail { (event.detail.0.to_string()) }
+                            code.detail { (event.stored_detail.to_string()) }
                         }
                     }
                 }
