@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runbookd::auth::{Role, Token, TokenTable};
+use runbookd::auth::{Role, Token, TokenSecret, TokenTable};
 use runbookd::clock::{Clock, SystemClock};
 use runbookd::config::{Config, Notify, Overrides};
 use runbookd::engine::diagnose::diagnose;
@@ -88,7 +88,7 @@ fn main() {
             playbooks: runbookd::playbook::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks"))).unwrap(),
             estate: Arc::new(Estate::connect(&inventory).unwrap()),
         };
-        let tokens = TokenTable::new(vec![Token::new("bench", Role::Admin, ADMIN)]);
+        let tokens = TokenTable::new(vec![Token::new("bench", Role::Admin, &TokenSecret::parse(ADMIN).unwrap())]);
         let app = Application::build(&service, tokens, Notify::off(), clock.clone(), Some(engine)).await.unwrap();
         let store = app.store().clone();
         let address = app.local_addr();
@@ -176,7 +176,7 @@ fn main() {
     });
 }
 
-const ADMIN: &str = "bench-admin-secret-0123456789";
+const ADMIN: &str = "bench-admin-secret-0123456789abcdef";
 /// Runs whose approval is decided, for the decision figures.
 const DECISIONS: usize = 30;
 

@@ -16,7 +16,7 @@ use process::{ServiceProcess, rss_mib};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-const ADMIN: &str = "bench-admin-secret-0123456789";
+const ADMIN: &str = "bench-admin-secret-0123456789abcdef";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -19,6 +19,8 @@ packages=(
   "debootstrap|/usr/sbin/debootstrap|builds the Debian base image locally (no container registry is reachable)"
   "kubernetes-client|/usr/bin/kubectl|kubectl: kubectl kustomize renders deploy/kubernetes offline (tests/deploy.rs)"
   "systemd|/usr/bin/systemd-analyze|systemd-analyze verify checks the unit in deploy/systemd"
+  "sqlite3|/usr/bin/sqlite3|the sqlite3 shell, another program holding the database's write lock (tests/faults.rs)"
+  "gcc|/usr/bin/gcc|compiles the slow-fsync LD_PRELOAD shim (tests/faults.rs)"
 )
 
 missing=()

@@ -269,6 +269,21 @@ pub fn sentence(actor: &str, detail: &AuditDetail) -> String {
                 .map(|sha| format!(", SHA-256 {sha}"))
                 .unwrap_or_default()
         ),
+        AuditDetail::LoginSucceeded(d) => format!(
+            "{who} signed in to the web page{}",
+            d.remote
+                .as_deref()
+                .map(|r| format!(" from {r}"))
+                .unwrap_or_default()
+        ),
+        AuditDetail::LoginFailed(d) => format!(
+            "A sign-in to the web page{} was refused: {}",
+            d.remote
+                .as_deref()
+                .map(|r| format!(" from {r}"))
+                .unwrap_or_default(),
+            d.reason.as_deref().unwrap_or("no reason given")
+        ),
     }
 }
 
@@ -771,6 +786,16 @@ mod tests {
                        "before": "2026-11-02T00:00:00Z", "file": "/var/lib/runbookd/audit-1.jsonl",
                        "sha256": "9f2c", "file_events": 120, "part": 1, "parts": 1}),
                 "moved 120 audit events (ids 1 to 120) from 2026-11-01T00:00:00Z to 2026-11-02T00:00:00Z out of the trail into /var/lib/runbookd/audit-1.jsonl",
+            ),
+            AuditAction::LoginSucceeded => (
+                "approver",
+                json!({"remote": "192.0.2.7", "role": "approver"}),
+                "approver signed in to the web page from 192.0.2.7",
+            ),
+            AuditAction::LoginFailed => (
+                "anonymous",
+                json!({"remote": "2001:db8::7", "reason": "the token is not valid"}),
+                "from 2001:db8::7 was refused: the token is not valid",
             ),
         }
     }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::audit_story::sentence;
-use crate::auth::{Role, Token, TokenTable};
+use crate::auth::{Role, Token, TokenSecret, TokenTable};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Notify, Overrides};
 use crate::engine::estate::Estate;
@@ -50,7 +50,8 @@ pub async fn run(
     };
     config.database.path = dir.path().join("runbookd.db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let tokens = TokenTable::new(vec![Token::new("alertmanager", Role::Ingest, DEMO_SECRET)]);
+    let secret = TokenSecret::parse(DEMO_SECRET)?;
+    let tokens = TokenTable::new(vec![Token::new("alertmanager", Role::Ingest, &secret)]);
     let engine = EngineParts {
         playbooks,
         estate: Arc::new(Estate::connect(&inventory)?),

@@ -241,7 +241,9 @@ fn check(args: &CheckArgs) -> ExitCode {
     let inventory = config.resolve_inventory(&source, &env_var);
     let notify = config.resolve_notify(&source, &env_var);
     let playbooks = load_playbooks(&config, &source);
+    let link_key = config.check_link_key(&source);
     let mut problems = Vec::new();
+    problems.extend(link_key.err().into_iter().flatten());
     problems.extend(tokens.as_ref().err().into_iter().flatten().cloned());
     problems.extend(inventory.as_ref().err().into_iter().flatten().cloned());
     problems.extend(notify.as_ref().err().into_iter().flatten().cloned());
@@ -363,6 +365,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let tokens = config.resolve_tokens(&source, env_var)?;
         let inventory = config.resolve_inventory(&source, &env_var)?;
         let notify = config.resolve_notify(&source, &env_var)?;
+        config.check_link_key(&source)?;
         Ok((tokens, inventory, notify, config, source))
     });
     let (tokens, inventory, notify, config, source) = match loaded {

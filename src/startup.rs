@@ -26,7 +26,7 @@ use crate::engine::worker::{Engine, PinnedPlaybooks, unique_owner};
 use crate::http::health::Remediation;
 use crate::http::{self, AppState, HttpPolicy, LinkLimiter};
 use crate::notify::Notifier;
-use crate::notify::links::LinkSigner;
+use crate::notify::links::{LinkSigner, load_or_create_key};
 use crate::playbook::PlaybookFile;
 use crate::store::Store;
 use crate::store::lock::DatabaseLock;
@@ -108,8 +108,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let Claim { lock, owner } = claim;
         let store = Store::open(&config.database).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = http::serve::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         if tokens.tokens().is_empty() && !config.http.allow_anonymous_ingest {
             tracing::warn!(
@@ -119,7 +118,20 @@ impl Application {
         if config.http.allow_anonymous_ingest {
             tracing::warn!("anonymous ingest is allowed by the config");
         }
-        let links = Arc::new(LinkSigner::new(&store.link_key(clock.now()).await?));
+        // Sessions of tokens no longer in the config end here (and at every page request).
+        let forgotten = store
+            .forget_sessions(tokens.tokens().iter().map(|t| t.name()), clock.now())
+            .await?;
+        if forgotten > 0 {
+            tracing::info!(
+                sessions = forgotten,
+                "ended web sessions that expired or whose token is gone"
+            );
+        }
+        let links = Arc::new(LinkSigner::new(
+            &load_or_create_key(&config.link_key_path())?,
+            notify.link_ttl,
+        ));
         let public_url = public_url(&notify, listener.local_addr()?)?;
         let link_limiter = Arc::new(LinkLimiter::per_minute(notify.link_requests_per_minute));
         let link_sinks = Arc::new(
@@ -206,6 +218,7 @@ impl Application {
             ),
             public_url,
             allowed_hosts: config.http.allowed_hosts.clone(),
+            session_lifetime: config.session_lifetime(),
         };
         Ok(Self {
             listener,

@@ -7,8 +7,8 @@ use crate::common;
 use common::process::ServiceProcess;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "bridge-admin-secret-0123456789";
-const AGENT: &str = "bridge-agent-secret-0123456789";
+const ADMIN: &str = "bridge-admin-secret-0123456789abcdef";
+const AGENT: &str = "bridge-agent-secret-0123456789abcdef";
 
 struct Bridge {
     service: ServiceProcess,

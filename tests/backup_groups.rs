@@ -79,20 +79,7 @@ async fn page(base: &str, token: &str, path: &str) -> (reqwest::header::HeaderMa
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let login = client
-        .post(format!("{base}/login"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = common::web::session_cookie(&client, base, token).await;
     let response = client
         .get(format!("{base}{path}"))
         .header("cookie", cookie)

@@ -24,7 +24,7 @@ use futures::FutureExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "browser-admin-secret-0123456789";
+const ADMIN: &str = "browser-admin-secret-0123456789abcdef";
 const APPROVER: &str = "browser-approver-secret-0123456789";
 const APPROVER_NAME: &str = "oncall-alice";
 /// A phone held upright (CSS pixels).

@@ -38,7 +38,7 @@ fn a_bad_config_stops_start_up_with_every_problem_listed() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
         .args(["check", "--config"])
         .arg(&config)
-        .env("UNSET_VAR_FOR_TEST", "am-secret-0123456789abcdef")
+        .env("UNSET_VAR_FOR_TEST", "am-secret-0123456789abcdefghijkl")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -53,7 +53,9 @@ fn a_bad_config_stops_start_up_with_every_problem_listed() {
 fn the_example_config_checks_out() {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("langgraph.token");
-    std::fs::write(&secret_file, "langgraph-secret-0123456789\n").unwrap();
+    std::fs::write(&secret_file, "langgraph-secret-0123456789abcdef\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/runbookd.toml"
@@ -70,7 +72,7 @@ fn the_example_config_checks_out() {
         .arg(&config)
         .env(
             "RUNBOOKD_ALERTMANAGER_SECRET",
-            "alertmanager-secret-0123456789",
+            "alertmanager-secret-0123456789abcdef",
         )
         .env_remove("RUNBOOKD_ADMIN_TOKEN")
         .env_remove("RUNBOOKD_INGEST_TOKEN")

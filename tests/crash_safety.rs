@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const ADMIN: &str = "crash-admin-secret-0123456789";
+const ADMIN: &str = "crash-admin-secret-0123456789abcdef";
 
 async fn serve(dir: &Path) -> ServiceProcess {
     let config = dir.join("lab/runbookd.toml");

@@ -282,7 +282,7 @@ async fn docker_compose_runs_as_written_and_alertmanager_delivers_to_a_resolved_
     std::fs::create_dir_all(dir.path().join("data/lab")).unwrap();
     let binary = env!("CARGO_BIN_EXE_runbookd");
     let (admin, ingest) = (
-        "compose-admin-secret-0123456789",
+        "compose-admin-secret-0123456789abcdef",
         "compose-ingest-secret-0123456789",
     );
 

@@ -1,16 +1,18 @@
-//! Runs driven end to end against the twin: every scenario ends resolved, escalated or waiting
-//! for approval, with exactly the mutating requests its cause calls for; approvals continue a
-//! parked run; pause stops at the next boundary and resume continues.
+//! Runs driven end to end against the twin by the app's own worker and dispatcher: every
+//! scenario ends resolved, escalated or waiting for approval, with exactly the mutating
+//! requests its cause calls for; approvals continue a parked run; pause stops at the next
+//! boundary and resume continues.
 
 use crate::common;
 
 use std::time::Duration;
 
-use common::engine::{Setup, setup};
+use common::engine::{spawn_app, stepped_worker};
+use common::{ADMIN_TOKEN, TestApp, eventually, reference};
 use runbookd::store::approvals::ApprovalStatus;
-use runbookd::store::runs::RunState;
-use runbookd::store::safety::Switch;
-use serde_json::json;
+use runbookd::store::intake::IntakeAction;
+use runbookd::store::runs::{Run, RunState};
+use serde_json::{Value, json};
 
 const RESTART: &str = "pbs timeout -k 5 120 systemctl restart proxmox-backup proxmox-backup-proxy";
 /// The canary on ruapehu, then a full backup on every PVE host (through ruapehu's API).
@@ -21,20 +23,98 @@ const BACKUPS: [&str; 4] = [
     "ruapehu POST /api2/json/nodes/ruapehu/vzdump",
 ];
 
+/// Longer than any scenario here takes, flaky SSH's retries included.
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// The reference Alertmanager notification through the app's webhook; the run it started.
+async fn start(app: &TestApp) -> i64 {
+    start_as(app, "5f1c2a9e7b3d4c10").await
+}
+
+/// The reference notification as another alert (its own `fingerprint`), so it opens an
+/// incident of its own; the run it started.
+async fn start_as(app: &TestApp, fingerprint: &str) -> i64 {
+    let body = reference("alertmanager-v4.json")
+        .replace("\"5f1c2a9e7b3d4c10\"", &format!("{fingerprint:?}"));
+    let response = app.post_alertmanager(&body).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    let alert = &answer["incidents"][0];
+    assert_eq!(alert["action"], json!(IntakeAction::Opened), "{answer}");
+    alert["run_id"].as_i64().expect("the playbook matches")
+}
+
+/// Run `id` once the worker has nothing left to do with it: ended, or waiting for a human.
+async fn settled(app: &TestApp, id: i64) -> Run {
+    eventually(&format!("run {id} to end or wait"), WITHIN, || async {
+        let run = app.store.run(id).await.unwrap().unwrap();
+        (run.state.is_final() || run.state == RunState::WaitingApproval).then_some(run)
+    })
+    .await
+}
+
+/// POSTs `body` to an operations endpoint as the admin, asserting 200.
+async fn operate(app: &TestApp, path: &str, body: &str) {
+    let response = app.post_json(path, ADMIN_TOKEN, body).await;
+    assert_eq!(response.status(), 200, "POST {path}");
+}
+
+async fn pending(app: &TestApp) -> Vec<runbookd::store::approvals::Approval> {
+    app.store
+        .approvals(Some(ApprovalStatus::Pending), 10)
+        .await
+        .unwrap()
+}
+
+/// Approves the one pending approval through the API; its step.
+async fn approve_pending(app: &TestApp) -> String {
+    let pending = pending(app).await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    app.approve(pending[0].id).await;
+    pending[0].step.clone()
+}
+
+/// Writes `facts` (raw text) and `step` into run `id` as an operator's sqlite3 would.
+async fn overwrite(app: &TestApp, id: i64, facts: &str, step: Option<&str>) {
+    use sqlx::Connection;
+    let mut db = app.db().await;
+    sqlx::query("UPDATE runs SET facts = ?, step = ? WHERE id = ?")
+        .bind(facts)
+        .bind(step)
+        .bind(id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+}
+
+/// The reference notification as the alert with `fingerprint`, its run held by pause while
+/// `facts` and `step` are written into it, then resumed: the run as the worker left it.
+async fn run_with_progress(
+    app: &TestApp,
+    fingerprint: &str,
+    facts: &str,
+    step: Option<&str>,
+) -> (i64, Run) {
+    operate(app, "/api/v1/pause", "").await;
+    let id = start_as(app, fingerprint).await;
+    overwrite(app, id, facts, step).await;
+    operate(app, "/api/v1/resume", "").await;
+    (id, settled(app, id).await)
+}
+
 #[tokio::test]
 async fn stale_nfs_restarts_once_verifies_and_resolves() {
-    let s = setup("stale-nfs").await;
-    let id = s.start().await;
-    s.settle().await;
-    let run = s.run(id).await;
+    let (app, twin) = spawn_app("stale-nfs", |_| {}).await;
+    let id = start(&app).await;
+    let run = settled(&app, id).await;
     assert_eq!(run.state, RunState::Resolved, "{:?}", run.outcome);
     let outcome = run.outcome.unwrap().0;
     assert_eq!(outcome["cause"], "stale_nfs_handles");
     let mut expected = vec![RESTART.to_owned()];
     expected.extend(BACKUPS.iter().map(|b| b.to_string()));
-    assert_eq!(s.mutations(), expected);
-    let steps: Vec<String> = s
-        .engine
+    assert_eq!(twin.mutations(), expected);
+    let steps: Vec<String> = app
         .store
         .step_attempts(id)
         .await
@@ -52,6 +132,7 @@ async fn stale_nfs_restarts_once_verifies_and_resolves() {
             "groups_fresh finished"
         ]
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -61,10 +142,9 @@ async fn estale_mixed_and_pbs_down_restart_once_and_resolve() {
         ("mixed", "stale_nfs_handles"),
         ("pbs-down", "pbs_services_down"),
     ] {
-        let s = setup(scenario).await;
-        let id = s.start().await;
-        s.settle().await;
-        let run = s.run(id).await;
+        let (app, twin) = spawn_app(scenario, |_| {}).await;
+        let id = start(&app).await;
+        let run = settled(&app, id).await;
         assert_eq!(
             run.state,
             RunState::Resolved,
@@ -75,7 +155,7 @@ async fn estale_mixed_and_pbs_down_restart_once_and_resolve() {
         assert_eq!(outcome["cause"], cause, "{scenario}");
         let mut expected = vec![RESTART.to_owned()];
         expected.extend(BACKUPS.iter().map(|b| b.to_string()));
-        assert_eq!(s.mutations(), expected, "{scenario}");
+        assert_eq!(twin.mutations(), expected, "{scenario}");
         if scenario == "mixed" {
             assert_eq!(
                 outcome["report"]["stale_decommissioned"]
@@ -86,53 +166,46 @@ async fn estale_mixed_and_pbs_down_restart_once_and_resolve() {
                 "the decommissioned groups are reported"
             );
         }
+        app.stop().await;
     }
 }
 
 #[tokio::test]
 async fn healthy_changes_nothing_and_resolves() {
-    let s = setup("healthy").await;
-    let id = s.start().await;
-    s.settle().await;
-    let run = s.run(id).await;
+    let (app, twin) = spawn_app("healthy", |_| {}).await;
+    let id = start(&app).await;
+    let run = settled(&app, id).await;
     assert_eq!(
         (run.state, run.outcome.unwrap().0["cause"].clone()),
         (RunState::Resolved, json!("nothing_stale"))
     );
-    assert!(s.mutations().is_empty(), "{:?}", s.mutations());
+    assert!(twin.mutations().is_empty(), "{:?}", twin.mutations());
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn nfs_unmounted_asks_once_for_the_whole_remount_then_remounts_restarts_and_resolves() {
-    let s = setup("nfs-unmounted").await;
-    let id = s.start().await;
-    s.settle().await;
-    assert_eq!(s.run(id).await.state, RunState::WaitingApproval);
-    assert!(s.mutations().is_empty());
-    let pending = s
-        .engine
-        .store
-        .approvals(Some(ApprovalStatus::Pending), 10)
-        .await
-        .unwrap();
+    let (app, twin) = spawn_app("nfs-unmounted", |_| {}).await;
+    let id = start(&app).await;
+    assert_eq!(settled(&app, id).await.state, RunState::WaitingApproval);
+    assert!(twin.mutations().is_empty());
     assert_eq!(
-        pending[0].command,
+        pending(&app).await[0].command,
         "umount -l /mnt/pbs-datastore\n\
          mount /mnt/pbs-datastore\n\
          systemctl restart proxmox-backup proxmox-backup-proxy\n\
          systemctl is-active proxmox-backup proxmox-backup-proxy",
         "the one approval lists every command of the sequence"
     );
-    assert_eq!(s.approve_pending().await, "lazy_unmount");
-    s.settle().await;
-    let run = s.run(id).await;
+    assert_eq!(approve_pending(&app).await, "lazy_unmount");
+    let run = settled(&app, id).await;
     assert_eq!(run.state, RunState::Resolved, "{:?}", run.outcome);
     assert_eq!(
-        s.engine.store.approvals_for_run(id).await.unwrap().len(),
+        app.store.approvals_for_run(id).await.unwrap().len(),
         1,
         "one tap: the later steps of the sequence do not ask again"
     );
-    let mutations = s.mutations();
+    let mutations = twin.mutations();
     assert_eq!(
         &mutations[..3],
         [
@@ -141,6 +214,7 @@ async fn nfs_unmounted_asks_once_for_the_whole_remount_then_remounts_restarts_an
             RESTART
         ]
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -150,27 +224,24 @@ async fn causes_that_need_a_human_wait_and_unknown_ones_escalate() {
         ("pbs-vm-stopped", "start_pbs_vm"),
         ("job-disabled", "enable_backup_job"),
     ] {
-        let s = setup(scenario).await;
-        let id = s.start().await;
-        s.settle().await;
+        let (app, twin) = spawn_app(scenario, |_| {}).await;
+        let id = start(&app).await;
         assert_eq!(
-            s.run(id).await.state,
+            settled(&app, id).await.state,
             RunState::WaitingApproval,
             "{scenario}"
         );
-        let pending = s
-            .engine
-            .store
-            .approvals(Some(ApprovalStatus::Pending), 10)
-            .await
-            .unwrap();
-        assert_eq!(pending[0].step, step, "{scenario}");
-        assert!(s.mutations().is_empty(), "{scenario}: {:?}", s.mutations());
+        assert_eq!(pending(&app).await[0].step, step, "{scenario}");
+        assert!(
+            twin.mutations().is_empty(),
+            "{scenario}: {:?}",
+            twin.mutations()
+        );
+        app.stop().await;
     }
-    let s = setup("hung-nfs").await;
-    let id = s.start().await;
-    s.settle().await;
-    let run = s.run(id).await;
+    let (app, _twin) = spawn_app("hung-nfs", |_| {}).await;
+    let id = start(&app).await;
+    let run = settled(&app, id).await;
     assert_eq!(run.state, RunState::Escalated);
     assert!(
         run.outcome.unwrap().0["reason"]
@@ -178,14 +249,14 @@ async fn causes_that_need_a_human_wait_and_unknown_ones_escalate() {
             .unwrap()
             .contains("no known cause matched")
     );
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn decommissioned_only_resolves_and_offers_cleanup() {
-    let s = setup("decommissioned-only").await;
-    let id = s.start().await;
-    s.settle().await;
-    let run = s.run(id).await;
+    let (app, twin) = spawn_app("decommissioned-only", |_| {}).await;
+    let id = start(&app).await;
+    let run = settled(&app, id).await;
     assert_eq!(run.state, RunState::Resolved);
     let outcome = run.outcome.unwrap().0;
     assert_eq!(outcome["offer"], json!(["forget_decommissioned_groups"]));
@@ -196,45 +267,42 @@ async fn decommissioned_only_resolves_and_offers_cleanup() {
             .len(),
         8
     );
-    assert!(s.mutations().is_empty());
+    assert!(twin.mutations().is_empty());
+    app.stop().await;
 }
 
+/// The app's worker runs by itself, so a second worker on the same database takes the one
+/// look this test must see: while paused, it finds nothing to take.
 #[tokio::test]
 async fn pause_holds_runs_and_resume_continues() {
-    let s = setup("stale-nfs").await;
-    s.engine
-        .store
-        .set_switch(Switch::Paused, true, "alice", s.now())
-        .await
-        .unwrap();
-    let id = s.start().await;
+    let (app, twin) = spawn_app("stale-nfs", |_| {}).await;
+    operate(&app, "/api/v1/pause", "").await;
+    let id = start(&app).await;
     assert!(
-        !s.engine.work_once().await.unwrap(),
+        !stepped_worker(&app, &twin).work_once().await.unwrap(),
         "nothing is taken while paused"
     );
-    assert_eq!(s.run(id).await.step, None);
-    s.engine
-        .store
-        .set_switch(Switch::Paused, false, "alice", s.now())
-        .await
-        .unwrap();
-    s.settle().await;
-    assert_eq!(s.run(id).await.state, RunState::Resolved);
-    assert_eq!(s.run(id).await.step.as_deref(), Some("done"));
+    assert_eq!(app.store.run(id).await.unwrap().unwrap().step, None);
+    operate(&app, "/api/v1/resume", "").await;
+    let run = settled(&app, id).await;
+    assert_eq!(run.state, RunState::Resolved);
+    assert_eq!(run.step.as_deref(), Some("done"));
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn dry_run_changes_nothing_but_records_every_command() {
-    let s = setup("stale-nfs").await;
-    s.engine
-        .store
-        .set_switch(Switch::DryRun, true, "alice", s.now())
-        .await
-        .unwrap();
-    let id = s.start().await;
-    s.settle().await;
-    assert!(s.mutations().is_empty(), "{:?}", s.mutations());
-    let attempts = s.engine.store.step_attempts(id).await.unwrap();
+    let (app, twin) = spawn_app("stale-nfs", |_| {}).await;
+    operate(
+        &app,
+        "/api/v1/dry-run",
+        r#"{"enabled": true, "reason": "rehearsal"}"#,
+    )
+    .await;
+    let id = start(&app).await;
+    settled(&app, id).await;
+    assert!(twin.mutations().is_empty(), "{:?}", twin.mutations());
+    let attempts = app.store.step_attempts(id).await.unwrap();
     assert_eq!(
         attempts[0].command,
         "systemctl restart proxmox-backup proxmox-backup-proxy"
@@ -243,16 +311,16 @@ async fn dry_run_changes_nothing_but_records_every_command() {
         attempts[0].error.as_deref(),
         Some("dry run: recorded, not executed")
     );
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn flaky_ssh_and_an_unreachable_host_still_end_the_run_in_time() {
     for scenario in ["flaky-ssh", "host-unreachable"] {
-        let s = setup(scenario).await;
-        let id = s.start().await;
+        let (app, twin) = spawn_app(scenario, |_| {}).await;
+        let id = start(&app).await;
         let started = std::time::Instant::now();
-        s.settle().await;
-        let run = s.run(id).await;
+        let run = settled(&app, id).await;
         assert!(run.state.is_final(), "{scenario}: {:?}", run.state);
         assert_eq!(
             run.outcome.unwrap().0["cause"],
@@ -264,33 +332,14 @@ async fn flaky_ssh_and_an_unreachable_host_still_end_the_run_in_time() {
             "{scenario}: {:?}",
             started.elapsed()
         );
-        assert!(s.mutations().is_empty(), "{scenario}");
-    }
-}
-
-impl Setup {
-    /// Writes `facts` (raw text) and `step` into run `id` as an operator's sqlite3 would.
-    async fn overwrite(&self, id: i64, facts: &str, step: Option<&str>) {
-        use sqlx::{ConnectOptions, Connection};
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.db_path)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query("UPDATE runs SET facts = ?, step = ? WHERE id = ?")
-            .bind(facts)
-            .bind(step)
-            .bind(id)
-            .execute(&mut db)
-            .await
-            .unwrap();
-        db.close().await.unwrap();
+        assert!(twin.mutations().is_empty(), "{scenario}");
+        app.stop().await;
     }
 }
 
 #[tokio::test]
 async fn corrupt_progress_escalates_with_the_reason_and_never_resolves() {
-    let s = setup("stale-nfs").await;
+    let (app, twin) = spawn_app("stale-nfs", |_| {}).await;
     let labels =
         r#""labels": {"backup_type": "vm", "backup_id": "451", "datastore": "pbs-datastore"}"#;
     for (i, (facts, step, reason)) in [
@@ -310,10 +359,7 @@ async fn corrupt_progress_escalates_with_the_reason_and_never_resolves() {
     .into_iter()
     .enumerate()
     {
-        let id = s.start_as(&format!("corrupt-{i}")).await;
-        s.overwrite(id, facts, step).await;
-        s.settle().await;
-        let run = s.run(id).await;
+        let (_, run) = run_with_progress(&app, &format!("corrupt-{i}"), facts, step).await;
         assert_eq!(run.state, RunState::Escalated, "{facts}: {:?}", run.outcome);
         let outcome = run.outcome.unwrap().0;
         assert!(
@@ -321,23 +367,23 @@ async fn corrupt_progress_escalates_with_the_reason_and_never_resolves() {
             "{facts}: {outcome}"
         );
     }
-    assert!(s.mutations().is_empty(), "{:?}", s.mutations());
+    assert!(twin.mutations().is_empty(), "{:?}", twin.mutations());
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_step_the_playbook_does_not_have_escalates() {
-    let s = setup("stale-nfs").await;
-    let id = s.start().await;
+    let (app, twin) = spawn_app("stale-nfs", |_| {}).await;
     let facts = r#"{"version": 1, "labels": {"backup_type": "vm", "backup_id": "451"},
         "cause": "stale_nfs_handles", "plan": ["restart_pbs_v0", "groups_fresh"], "remediation_len": 1}"#;
-    s.overwrite(id, facts, Some("restart_pbs_v0")).await;
-    s.settle().await;
-    let run = s.run(id).await;
+    let (id, run) =
+        run_with_progress(&app, "5f1c2a9e7b3d4c10", facts, Some("restart_pbs_v0")).await;
     assert_eq!(run.state, RunState::Escalated, "{:?}", run.outcome);
     assert_eq!(
         run.outcome.unwrap().0["reason"],
         "the run's plan names step 'restart_pbs_v0', which its playbook does not have"
     );
-    assert!(s.mutations().is_empty(), "{:?}", s.mutations());
-    assert!(s.engine.store.step_attempts(id).await.unwrap().is_empty());
+    assert!(twin.mutations().is_empty(), "{:?}", twin.mutations());
+    assert!(app.store.step_attempts(id).await.unwrap().is_empty());
+    app.stop().await;
 }

@@ -328,7 +328,7 @@ async fn shutdown_commits_and_answers_every_queued_delivery_then_refuses() {
     assert_eq!(scalar(&mut db, "SELECT COUNT(*) FROM incidents").await, 5);
 }
 
-const ADMIN: &str = "writer-admin-secret-0123456789";
+const ADMIN: &str = "writer-admin-secret-0123456789abcdef";
 const CLIENTS: usize = 16;
 /// Acknowledged alerts before the kill.
 const KILL_AFTER: usize = 400;

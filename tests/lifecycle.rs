@@ -144,14 +144,7 @@ async fn the_forwarders_alert_is_fixed_and_an_unmatched_alert_is_visible_everywh
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let login = browser
-        .post(format!("{base}/login"))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let cookie = common::web::session_cookie(&browser, &base, ADMIN).await;
     let page = browser
         .get(format!("{base}/incidents/{unmatched_id}"))
         .header("cookie", &cookie)

@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::process::ServiceProcess;
 use serde_json::Value;
 
-const ADMIN: &str = "mcp-admin-secret-0123456789";
-const AGENT: &str = "mcp-agent-secret-0123456789";
+const ADMIN: &str = "mcp-admin-secret-0123456789abcdef";
+const AGENT: &str = "mcp-agent-secret-0123456789abcdef";
 
 /// The python of `venv` under target/.
 fn python(venv: &str) -> PathBuf {

@@ -105,7 +105,7 @@ async fn health_and_alert_metrics() {
     );
 }
 
-const ADMIN: &str = "metrics-admin-secret-0123456789";
+const ADMIN: &str = "metrics-admin-secret-0123456789abcdef";
 
 /// The playbook's name as runs carry it, and the steps a stale-nfs run executes, in order.
 const PLAYBOOK: &str = "pbs-backup-stale";

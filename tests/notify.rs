@@ -152,7 +152,11 @@ fn notify_config(extra: &str, sinks: &str, secrets: &Path) -> NotifyConfig {
 /// holding the sinks' token file.
 async fn app_with(extra: &str, sinks: &str) -> (TestApp, tempfile::TempDir) {
     let secrets = tempfile::tempdir().unwrap();
-    std::fs::write(secrets.path().join("ntfy.token"), format!("{SINK_TOKEN}\n")).unwrap();
+    let token_file = secrets.path().join("ntfy.token");
+    std::fs::write(&token_file, format!("{SINK_TOKEN}\n")).unwrap();
+    // Owner-only, as runbookd requires of a secret file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let notify = notify_config(extra, sinks, secrets.path());
     let app = TestApp::spawn_with(|config| config.notify = notify).await;
     (app, secrets)
@@ -267,11 +271,7 @@ async fn audit_text(app: &TestApp) -> String {
 }
 
 async fn link_key(app: &TestApp) -> Vec<u8> {
-    let mut db = app.db().await;
-    sqlx::query_scalar("SELECT key FROM link_keys")
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
+    common::link_key(&app.db_path)
 }
 
 fn token_of(link: &str) -> &str {

@@ -225,6 +225,9 @@ fn preflight_passes_on_the_twin_and_names_the_fix_for_each_broken_piece() {
     // A wrong PBS token.
     let wrong_token = lab.dir.path().join("wrong.token");
     std::fs::write(&wrong_token, "not-the-token-0123456789\n").unwrap();
+    // Owner-only, as runbookd requires of a secret file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrong_token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (passed, out) = lab.probe(
         "wrong-token",
         &set(

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-const ADMIN: &str = "restart-admin-secret-0123456789";
+const ADMIN: &str = "restart-admin-secret-0123456789abcdef";
 
 async fn post(service: &ServiceProcess, path: &str, body: &str) -> Value {
     let response = reqwest::Client::new()

@@ -574,20 +574,7 @@ async fn the_home_page_shows_the_safety_controls_and_a_run_page_shows_a_rehearsa
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let login = client
-        .post(app.url("/login"))
-        .form(&[("token", AGENT_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = common::web::session_cookie(&client, &app.address, AGENT_TOKEN).await;
     let page = |path: String| {
         let (client, cookie, url) = (client.clone(), cookie.clone(), app.url(&path));
         async move {

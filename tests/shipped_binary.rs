@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const ADMIN: &str = "shipped-admin-secret-0123456789";
+const ADMIN: &str = "shipped-admin-secret-0123456789abcdef";
 
 /// `runbookd serve ARGS` in `dir` (no playbooks there) on a free port; the child and its URL.
 async fn serve_in(dir: &Path, args: &[&str]) -> (Child, String) {

@@ -91,14 +91,7 @@ async fn a_resolved_runs_picture_has_a_bar_per_probe_and_step_sized_by_its_durat
     let scale = WIDTH / (last - first).num_milliseconds() as f64;
 
     // The page, signed in.
-    let login = client
-        .post(format!("{base}/login"))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let cookie = common::web::session_cookie(&client, &base, ADMIN).await;
     // The same picture on the incident's page and on the run's own.
     let mut pictures = Vec::new();
     for path in [

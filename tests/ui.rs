@@ -49,15 +49,7 @@ impl<'a> Visitor<'a> {
 
     /// Signs in with more fields in the form (`next`).
     async fn login_to(&mut self, token: &str, more: &[(&str, &str)]) -> reqwest::Response {
-        let mut form = vec![("token", token)];
-        form.extend_from_slice(more);
-        let response = self
-            .client
-            .post(self.app.url("/login"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let response = common::web::sign_in(&self.client, &self.app.address, token, more).await;
         if let Some(cookie) = session_cookie(&response) {
             self.cookie = Some(cookie.split(';').next().unwrap().to_owned());
         }
@@ -105,21 +97,10 @@ impl<'a> Visitor<'a> {
 }
 
 fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("runbookd_session="))
+    common::web::set_cookie(response, "runbookd_session")
 }
 
-fn csrf_in(html: &str) -> String {
-    regex::Regex::new(r#"name="csrf" value="([0-9a-f]+)""#)
-        .unwrap()
-        .captures(html)
-        .unwrap_or_else(|| panic!("a form with a CSRF token in {html}"))[1]
-        .to_owned()
-}
+use common::web::csrf_in;
 
 fn location(response: &reqwest::Response) -> &str {
     response.headers()["location"].to_str().unwrap()
@@ -303,11 +284,13 @@ async fn login_sets_an_http_only_strict_cookie_and_refuses_bad_and_ingest_tokens
     assert!(session_cookie(&ingest).is_none());
     assert!(ingest.text().await.unwrap().contains("ingest token"));
 
+    let (login_cookie, login_csrf) = common::web::login_form(&visitor.client, &app.address).await;
     let cross_site = visitor
         .client
         .post(app.url("/login"))
         .header("sec-fetch-site", "cross-site")
-        .form(&[("token", APPROVER_TOKEN)])
+        .header("cookie", &login_cookie)
+        .form(&[("token", APPROVER_TOKEN), ("csrf", &login_csrf)])
         .send()
         .await
         .unwrap();
@@ -334,7 +317,8 @@ async fn login_sets_an_http_only_strict_cookie_and_refuses_bad_and_ingest_tokens
         .client
         .post(app.url("/login"))
         .header("x-forwarded-proto", "https")
-        .form(&[("token", APPROVER_TOKEN)])
+        .header("cookie", &login_cookie)
+        .form(&[("token", APPROVER_TOKEN), ("csrf", &login_csrf)])
         .send()
         .await
         .unwrap();
@@ -686,13 +670,15 @@ async fn forms_through_a_proxy_that_rewrites_host_are_accepted_from_the_public_o
     .await;
     let (store, _, approval) = waiting_approval(&app).await;
     let browser = Visitor::new(&app);
+    let (login_cookie, login_csrf) = common::web::login_form(&browser.client, &app.address).await;
     // reqwest sends `Host: 127.0.0.1:PORT`, as the proxy would after rewriting it.
     let login_from = |origin: &str| {
         browser
             .client
             .post(app.url("/login"))
             .header("origin", origin)
-            .form(&[("token", APPROVER_TOKEN)])
+            .header("cookie", &login_cookie)
+            .form(&[("token", APPROVER_TOKEN), ("csrf", &login_csrf)])
             .send()
     };
     for refused in [
@@ -751,6 +737,7 @@ async fn forms_through_a_proxy_that_rewrites_host_are_accepted_from_the_public_o
 async fn a_forwarded_host_is_compared_with_its_forwarded_scheme() {
     let app = TestApp::spawn().await;
     let browser = Visitor::new(&app);
+    let (login_cookie, login_csrf) = common::web::login_form(&browser.client, &app.address).await;
     let login = |origin: &'static str, proto: &'static str| {
         browser
             .client
@@ -758,7 +745,8 @@ async fn a_forwarded_host_is_compared_with_its_forwarded_scheme() {
             .header("origin", origin)
             .header("x-forwarded-host", "ops.example.org")
             .header("x-forwarded-proto", proto)
-            .form(&[("token", APPROVER_TOKEN)])
+            .header("cookie", &login_cookie)
+            .form(&[("token", APPROVER_TOKEN), ("csrf", &login_csrf)])
             .send()
     };
     assert_eq!(

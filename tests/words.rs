@@ -11,7 +11,7 @@ use common::eventually;
 use common::process::ServiceProcess;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "words-admin-secret-0123456789";
+const ADMIN: &str = "words-admin-secret-0123456789abcdef";
 
 /// A browser's session on the service: signed in through the login form.
 struct Session {
@@ -27,24 +27,7 @@ impl Session {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let response = client
-            .post(format!("{base}/login"))
-            .form(&[("token", ADMIN)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 303, "signs in");
-        let cookie = response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with("runbookd_session="))
-            .expect("a session cookie")
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let cookie = common::web::session_cookie(&client, base, ADMIN).await;
         Self {
             client,
             base: base.to_owned(),

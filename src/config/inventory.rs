@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::secret_file::{check_known_hosts, check_secret_file};
 use super::{Config, ConfigSource, Problem, read_secret};
 use crate::exec::command::{AbsPath, CertFingerprint, Name, Vmid};
 use crate::exec::http::{ApiEndpoint, TlsTrust};
@@ -224,16 +225,21 @@ impl Config {
                 (Some(key), None) => {
                     if !key.is_file() {
                         problem(format!("key_file {} does not exist", key.display()));
+                    } else if let Err(e) = check_secret_file(key) {
+                        problem(format!("key_file {e}"));
                     }
                     Some(SshAuth::KeyFile(key.clone()))
                 }
-                (None, Some(file)) => match std::fs::read_to_string(file) {
+                (None, Some(file)) => match std::fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))
+                    .and_then(|password| check_secret_file(file).map(|()| password).map_err(|e| format!("password_file {e}")))
+                {
                     Ok(password) => {
                         secrets.push(password.trim_end_matches(['\n', '\r']).to_owned());
                         Some(SshAuth::PasswordFile(file.clone()))
                     }
                     Err(e) => {
-                        problem(format!("cannot read password_file {}: {e}", file.display()));
+                        problem(e);
                         None
                     }
                 },
@@ -246,6 +252,8 @@ impl Config {
                 (Some(path), false) => {
                     if !path.is_file() {
                         problem(format!("known_hosts {} does not exist", path.display()));
+                    } else if let Err(e) = check_known_hosts(path) {
+                        problem(format!("known_hosts {e}"));
                     }
                     Some(HostKeyCheck::KnownHosts(path.clone()))
                 }

@@ -14,11 +14,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::auth::{Role, Token, TokenTable};
+use crate::auth::{Role, Token, TokenSecret, TokenTable};
 
 pub mod inventory;
 pub mod notify;
 pub mod playbook_settings;
+pub mod secret_file;
 
 pub use inventory::{HostConfig, Inventory, PbsConfig, PveConfig, SshConfig};
 pub use notify::{Notify, NotifyConfig};
@@ -27,9 +28,6 @@ pub use notify::{Notify, NotifyConfig};
 pub const ADMIN_TOKEN_ENV: &str = "RUNBOOKD_ADMIN_TOKEN";
 /// Env var that adds an ingest token, for quick starts and scripts.
 pub const INGEST_TOKEN_ENV: &str = "RUNBOOKD_INGEST_TOKEN";
-/// Shorter secrets are refused: a bearer token is the only thing between the network and a
-/// service that restarts backup servers.
-pub const MIN_SECRET_LEN: usize = 16;
 /// Names the audit trail uses for callers that are not `[[tokens]]` entries.
 const RESERVED_TOKEN_NAMES: [&str; 3] = ["anonymous", "env-admin", "env-ingest"];
 
@@ -103,6 +101,8 @@ pub struct HttpConfig {
     /// besides `notify.public_url`'s. A request from a browser carries its page's `Origin`;
     /// any other is refused, so a page elsewhere cannot drive the agent's tools.
     pub allowed_origins: Vec<String>,
+    /// How long a web page sign-in lasts before the browser must sign in again.
+    pub session_hours: u64,
 }
 
 /// How the engine drives runs.
@@ -278,6 +278,7 @@ impl Default for HttpConfig {
             allow_anonymous_ingest: false,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            session_hours: 12,
         }
     }
 }
@@ -564,6 +565,12 @@ impl Config {
                 format!("{cap} is outside 8..=65536"),
             );
         }
+        if !(1..=720).contains(&self.http.session_hours) {
+            problem(
+                "http.session_hours",
+                format!("{} is outside 1..=720", self.http.session_hours),
+            );
+        }
         for origin in &self.http.allowed_origins {
             if let Err(why) = parse_origin(origin) {
                 problem("http.allowed_origins", format!("{origin:?}: {why}"));
@@ -615,6 +622,41 @@ impl Config {
         self.notify.resolve(source, env)
     }
 
+    /// Where the link-signing key is: `notify.link_key_file`, else beside the database.
+    pub fn link_key_path(&self) -> PathBuf {
+        self.notify.link_key_file.clone().unwrap_or_else(|| {
+            let mut path = self.database.path.clone().into_os_string();
+            path.push(".link-key");
+            PathBuf::from(path)
+        })
+    }
+
+    /// The link key's problem, if it has one: a configured file must exist; an existing one
+    /// must be owner-only and hold a key. A missing default is fine: `serve` creates it.
+    pub fn check_link_key(&self, source: &ConfigSource) -> Result<(), Vec<Problem>> {
+        let path = self.link_key_path();
+        let problem = |message: String| {
+            vec![Problem {
+                location: source.locate_key("notify.link_key_file"),
+                message: format!("notify.link_key_file: {message}"),
+            }]
+        };
+        if !path.exists() {
+            return match self.notify.link_key_file {
+                Some(_) => Err(problem(format!(
+                    "{} does not exist; make one with `openssl rand -hex 32 > {}` and `chmod 600 {}`",
+                    path.display(),
+                    path.display(),
+                    path.display()
+                ))),
+                None => Ok(()),
+            };
+        }
+        crate::notify::links::read_key(&path)
+            .map(drop)
+            .map_err(|e| problem(format!("{e:#}")))
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.http.request_timeout_secs)
     }
@@ -629,6 +671,11 @@ impl Config {
                 .max_connections
                 .unwrap_or_else(crate::http::serve::ConnectionLimits::default_max_connections),
         }
+    }
+
+    /// How long a web sign-in lasts.
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.http.session_hours * 3600)
     }
 
     /// Reads every token's secret, plus the quick-start env tokens, and reports every problem.
@@ -671,9 +718,9 @@ impl Config {
             .ok();
             if let Some(secret) = secret {
                 match check_secret(&secret, &secrets) {
-                    Ok(()) => {
+                    Ok(parsed) => {
                         secrets.push((token.name.clone(), secret.clone()));
-                        tokens.push(Token::new(&token.name, token.role, &secret));
+                        tokens.push(Token::new(&token.name, token.role, &parsed));
                     }
                     Err(message) => problem(message),
                 }
@@ -688,9 +735,9 @@ impl Config {
                 continue;
             };
             match check_secret(&secret, &secrets) {
-                Ok(()) => {
+                Ok(parsed) => {
                     secrets.push((name.to_owned(), secret.clone()));
-                    tokens.push(Token::new(name, role, &secret));
+                    tokens.push(Token::new(name, role, &parsed));
                 }
                 Err(message) => problems.push(Problem {
                     location: format!("env {var}"),
@@ -721,10 +768,13 @@ pub(crate) fn read_secret(
             "set {what}_env (an env var name) or {what}_file (a path)"
         )),
         (Some(var), None) => env(var).ok_or_else(|| format!("the env var {var} is not set")),
-        (None, Some(path)) => std::fs::read_to_string(path)
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {what}_file {}: {e}", path.display()))?;
+            secret_file::check_secret_file(path).map_err(|e| format!("{what}_file {e}"))?;
             // Files usually end with a newline that is not part of the secret.
-            .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|e| format!("cannot read {what}_file {}: {e}", path.display())),
+            Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+        }
     }
 }
 
@@ -754,21 +804,14 @@ fn parse_origin(text: &str) -> Result<url::Origin, String> {
     Ok(url.origin())
 }
 
-/// Refuses short secrets, whitespace and a secret shared with another token (which would make
-/// its role ambiguous). Messages never contain the secret.
-fn check_secret(secret: &str, earlier: &[(String, String)]) -> Result<(), String> {
-    if secret.chars().count() < MIN_SECRET_LEN {
-        return Err(format!(
-            "the secret is shorter than {MIN_SECRET_LEN} characters"
-        ));
-    }
-    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the secret contains whitespace or control characters".into());
-    }
+/// Refuses weak secrets (see [`TokenSecret::parse`]) and a secret shared with another token
+/// (which would make its role ambiguous). Messages never contain the secret.
+fn check_secret(secret: &str, earlier: &[(String, String)]) -> Result<TokenSecret, String> {
+    let parsed = TokenSecret::parse(secret).map_err(|weak| weak.to_string())?;
     if let Some((other, _)) = earlier.iter().find(|(_, s)| s == secret) {
         return Err(format!("the secret is the same as token '{other}''s"));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -900,6 +943,37 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_checked_and_default_below_the_open_file_limit() {
+        let (config, _) = Config::load(None, &Overrides::default()).unwrap();
+        let limits = config.connection_limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert!((16..=512).contains(&limits.max_connections), "{limits:?}");
+
+        let file = write_config(
+            "[http]
+request_timeout_secs = 30
+header_read_timeout_secs = 0
+idle_timeout_secs = 30
+max_connections = 4
+",
+        );
+        let problems = Config::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        let printed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(printed.len(), 3, "{printed:#?}");
+        for expected in [
+            "http.header_read_timeout_secs: 0 is outside 1..=300",
+            "http.idle_timeout_secs: 30 must be above http.request_timeout_secs (30)",
+            "http.max_connections: 4 is outside 8..=65536",
+        ] {
+            assert!(
+                printed.iter().any(|p| p.contains(expected)),
+                "{expected}: {printed:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn retention_ages_are_checked_with_their_lines() {
         let file = write_config(
             "[retention]\nalerts_days = 0\naudit_days = 3\nevery_secs = 0\ndeliveries_days = 14\n",
@@ -944,7 +1018,7 @@ mod tests {
         );
         let (config, source) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
         let problems = config
-            .resolve_tokens(&source, |_| Some("some-secret-0123456789".into()))
+            .resolve_tokens(&source, |_| Some("some-secret-0123456789abcdefghij".into()))
             .unwrap_err();
         assert!(problems[0].message.contains("reserved"), "{problems:?}");
     }
@@ -969,9 +1043,9 @@ mod tests {
         ));
         let (config, source) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
         let env: HashMap<&str, &str> = [
-            ("AM_SECRET", "am-secret-0123456789"),
+            ("AM_SECRET", "am-secret-0123456789abcdefghijklm"),
             ("SHORT", "tiny-secret"),
-            (ADMIN_TOKEN_ENV, "am-secret-0123456789"),
+            (ADMIN_TOKEN_ENV, "am-secret-0123456789abcdefghijklm"),
         ]
         .into();
         let problems = config
@@ -988,7 +1062,7 @@ mod tests {
         assert!(
             printed
                 .iter()
-                .any(|p| p.starts_with(&at(6)) && p.contains("shorter than 16")),
+                .any(|p| p.starts_with(&at(6)) && p.contains("shorter than 32")),
             "{printed:#?}"
         );
         assert!(
@@ -1021,14 +1095,16 @@ mod tests {
 
     #[test]
     fn secret_files_lose_their_trailing_newline() {
-        let secret = write_config("file-secret-0123456789\n");
+        let secret = write_config("file-secret-0123456789abcdefghijk\n");
         let file = write_config(&format!(
             "[[tokens]]\nname = \"ops\"\nrole = \"admin\"\nsecret_file = \"{}\"\n",
             secret.path().display()
         ));
         let (config, source) = Config::load(Some(file.path()), &Overrides::default()).unwrap();
         let table = config.resolve_tokens(&source, |_| None).unwrap();
-        let caller = table.authenticate("file-secret-0123456789").unwrap();
+        let caller = table
+            .authenticate("file-secret-0123456789abcdefghijk")
+            .unwrap();
         assert_eq!((caller.name.as_str(), caller.role), ("ops", Role::Admin));
     }
 }

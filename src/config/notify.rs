@@ -4,6 +4,7 @@
 //! [notify]
 //! public_url = "https://runbookd.example.net"   # links point here; default: the listen address
 //! link_ttl_secs = 3600                          # links also expire with their approval
+//! link_key_file = "/etc/runbookd/link-key"      # default: <database>.link-key, made on start
 //! link_requests_per_minute = 30                 # refused /links requests per address; then 429
 //!
 //! [[notify.sinks]]
@@ -34,8 +35,12 @@ use super::{ConfigSource, Problem, read_secret};
 pub struct NotifyConfig {
     /// The base URL of links in notifications, as the phone reaches runbookd.
     pub public_url: Option<String>,
-    /// A link expires this long after it is sent, or with its approval if that is sooner.
+    /// A link expires this long after it is sent, or with its approval if that is sooner; a
+    /// link claiming a longer life is refused.
     pub link_ttl_secs: u64,
+    /// The file holding the key that signs links (hex or base64, at least 32 bytes, owner-only);
+    /// default: `<database>.link-key`, created on first start. Replace it and restart to rotate.
+    pub link_key_file: Option<PathBuf>,
     /// Delivery attempts per notification and sink, the first included.
     pub attempts: u32,
     /// The wait before the first retry; it doubles up to `backoff_max_ms`.
@@ -57,6 +62,7 @@ impl Default for NotifyConfig {
         Self {
             public_url: None,
             link_ttl_secs: 3600,
+            link_key_file: None,
             attempts: 5,
             backoff_initial_ms: 1000,
             backoff_max_ms: 60_000,
@@ -343,17 +349,33 @@ impl NotifyConfig {
     }
 }
 
-/// An `http`/`https` URL without credentials in it (those belong in `token_env`/`token_file`).
+/// An `https` URL (or `http` on loopback) without credentials in it (those belong in
+/// `token_env`/`token_file`). Links are credentials and sinks carry tokens, so neither may
+/// cross a network unencrypted.
 fn web_url(text: &str) -> Result<Url, String> {
     // The text is not echoed: a sink's URL may be its secret.
     let url = Url::parse(text).map_err(|e| format!("the URL does not parse: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("the URL must start with http:// or https://".into());
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(
+            "the URL must be https:// (plain http:// is for loopback only: 127.0.0.0/8, ::1, localhost), since links and tokens travel in it".into(),
+        );
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("the URL holds credentials: put the token in token_env or token_file".into());
     }
     Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 fn is_ntfy_topic(topic: &str) -> bool {
@@ -390,6 +412,48 @@ mod tests {
                 .to_string()
                 .contains("must be the root of a host"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn sinks_and_public_url_must_be_https_off_loopback() {
+        let mut notify = super::NotifyConfig::default();
+        for (url, ok) in [
+            ("http://127.0.0.1:8080", true),
+            ("http://127.3.4.5:8080", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost:8080", true),
+            ("https://runbookd.example.net", true),
+            ("http://runbookd.example.net", false),
+            ("http://192.168.1.20:8080", false),
+        ] {
+            notify.public_url = Some(url.to_owned());
+            let result = notify.resolve(&Default::default(), &|_| None);
+            assert_eq!(result.is_ok(), ok, "{url}");
+            if let Err(problems) = result {
+                assert!(
+                    problems[0]
+                        .to_string()
+                        .contains("notify.public_url: the URL must be https://"),
+                    "{problems:?}"
+                );
+            }
+        }
+        let sink = |url: &str| {
+            format!("[[notify.sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n")
+        };
+        assert_eq!(
+            problems(&sink("http://127.0.0.1:9/hook"), &[]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(&sink("https://hooks.example.net/x"), &[]),
+            Vec::<String>::new()
+        );
+        let printed = problems(&sink("http://hooks.example.net/x"), &[]);
+        assert!(
+            printed.len() == 1 && printed[0].contains("sink 'hook': the URL must be https://"),
+            "{printed:#?}"
         );
     }
 

@@ -19,6 +19,7 @@ use serde_json::{Value as Json, json};
 use super::estate::Estate;
 use super::facts;
 use super::scope::Scope;
+use super::worker::persist;
 use crate::audit_story::facts_in_words;
 use crate::clock::Clock;
 use crate::exec::command::{CertFingerprint, CommandTemplate, Name, Value, Vmid};
@@ -388,17 +389,21 @@ pub async fn run_step(
                 "dry run: not run; it checks the effect of steps that were only rehearsed"
             }
         };
-        let attempt = ctx
-            .store
-            .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
-            .await?;
+        let attempt = persist("record the step started", || {
+            ctx.store
+                .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
+        })
+        .await?;
         let rehearsal = StepResult {
             error: Some(note.to_owned()),
             ..Default::default()
         };
-        ctx.store
-            .step_finished(ctx.lease, attempt, &rehearsal, ctx.clock.now())
-            .await?;
+        let finished = ctx.clock.now();
+        persist("record the step finished", || {
+            ctx.store
+                .step_finished(ctx.lease, attempt, &rehearsal, finished)
+        })
+        .await?;
         return Ok(if mutating {
             StepOutcome::Rehearsed(request)
         } else {
@@ -450,18 +455,20 @@ pub async fn run_step(
             cooldown: step.cooldown.unwrap_or(Duration::ZERO),
             ..ctx.limits
         };
-        if let Err(blocked) = ctx
-            .store
-            .reserve_action(ctx.lease, name, &ctx.playbook.target, limits, now)
-            .await?
+        if let Err(blocked) = persist("book the action", || {
+            ctx.store
+                .reserve_action(ctx.lease, name, &ctx.playbook.target, limits, now)
+        })
+        .await?
         {
             return Ok(StepOutcome::Blocked(blocked));
         }
     }
-    let attempt = ctx
-        .store
-        .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
-        .await?;
+    let attempt = persist("record the step started", || {
+        ctx.store
+            .step_started(ctx.lease, name, host_text.as_deref(), &request, now)
+    })
+    .await?;
     // When this step first started in this run: a backup step adopts the tasks it started
     // before a crash instead of starting them again.
     let first_started = ctx
@@ -491,9 +498,14 @@ pub async fn run_step(
     }
     result.duration = started.elapsed();
     crate::telemetry::observe_step(name, outcome == StepOutcome::Done, result.duration);
-    ctx.store
-        .step_finished(ctx.lease, attempt, &result, ctx.clock.now())
-        .await?;
+    // The command ran: its record waits for the database rather than being lost, so the run
+    // goes on from here instead of running it again or escalating.
+    let finished = ctx.clock.now();
+    persist("record the step finished", || {
+        ctx.store
+            .step_finished(ctx.lease, attempt, &result, finished)
+    })
+    .await?;
     Ok(outcome)
 }
 

@@ -185,6 +185,42 @@ pub fn unique_owner() -> String {
     format!("runbookd-{}", uuid::Uuid::new_v4())
 }
 
+/// The longest wait between two tries of a run's write the database could not take.
+const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Does a run's write, trying again while the database cannot take it (locked by another
+/// program, its disk full or failing): the run waits at its step boundary with its lease, and
+/// goes on from there once the write lands. Giving up instead would strand what a step did:
+/// a command that ran but is not recorded is not run twice only because its record is kept
+/// and written late. Any other error, and a lost lease, ends the wait.
+pub(crate) async fn persist<T, W, F>(what: &str, mut write: W) -> Result<T, RunError>
+where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = Result<T, RunError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    let mut failures: u32 = 0;
+    loop {
+        match write().await {
+            Err(RunError::Store(error)) if error.retry_after().is_some() => {
+                failures += 1;
+                // Said at 1, 2, 4, 8 ... failures, not on every try.
+                if failures.is_power_of_two() {
+                    tracing::warn!(%error, what, failures, "the run waits at its step boundary: the database cannot take its write; trying again");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_WRITE_BACKOFF);
+            }
+            done => {
+                if failures > 0 && done.is_ok() {
+                    tracing::info!(what, failures, "the run's write landed; the run goes on");
+                }
+                return done;
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -241,12 +277,11 @@ impl Engine {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if store
-                        .heartbeat(&lease, lease_for, clock.now())
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    match store.heartbeat(&lease, lease_for, clock.now()).await {
+                        Ok(()) => {}
+                        // The database cannot take it now: the next beat may land in time.
+                        Err(RunError::Store(error)) if error.retry_after().is_some() => {}
+                        Err(_) => return,
                     }
                 }
             })
@@ -276,19 +311,28 @@ impl Engine {
             Some(Ok(result)) => result,
             Some(Err(reason)) => {
                 tracing::error!(run = lease.run_id, %reason, "escalating the run");
-                self.store
-                    .finish_run(
-                        &lease,
-                        Ending::Escalated,
-                        &json!({ "reason": reason }),
-                        self.clock.now(),
-                    )
+                self.finish(&lease, Ending::Escalated, &json!({ "reason": reason }))
                     .await
             }
         };
         heartbeat.abort();
         match result {
             Ok(()) | Err(RunError::LeaseLost { .. }) => Ok(Worked::Run),
+            // A write that is not retried in place (a read, a wait's note) found the database
+            // unavailable: the run goes back as it stands, to resume at its step boundary.
+            Err(RunError::Store(error)) if error.retry_after().is_some() => {
+                tracing::warn!(run = lease.run_id, %error, "giving the run back until the database takes writes");
+                let now = self.clock.now();
+                let reason = format!("given back: {error}");
+                match persist("give the run back", || {
+                    self.store.release_run(&lease, &reason, now)
+                })
+                .await
+                {
+                    Ok(()) | Err(RunError::LeaseLost { .. }) => Ok(Worked::Run),
+                    Err(error) => Err(error.into()),
+                }
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -330,13 +374,7 @@ impl Engine {
                 // Bad input is not a failure of the target: refused, it does not trip the breaker.
                 let reason = format!("the alert's labels are not usable: {error}");
                 return self
-                    .store
-                    .finish_run(
-                        lease,
-                        Ending::Refused,
-                        &json!({"reason": reason}),
-                        self.clock.now(),
-                    )
+                    .finish(lease, Ending::Refused, &json!({"reason": reason}))
                     .await;
             }
         };
@@ -375,10 +413,7 @@ impl Engine {
                 }
                 if cause.remediate.is_empty() {
                     let outcome = json!({"cause": cause_id, "evidence": progress.evidence, "report": progress.report, "offer": cause.offer});
-                    return self
-                        .store
-                        .finish_run(lease, Ending::Resolved, &outcome, self.clock.now())
-                        .await;
+                    return self.finish(lease, Ending::Resolved, &outcome).await;
                 }
                 progress.plan = cause
                     .remediate
@@ -387,16 +422,19 @@ impl Engine {
                     .cloned()
                     .collect();
                 progress.remediation_len = cause.remediate.len();
-                self.store
-                    .diagnosed(
+                let (facts, evidence, now) =
+                    (json!(progress), json!(progress.evidence), self.clock.now());
+                persist("record the diagnosis", || {
+                    self.store.diagnosed(
                         lease,
                         &progress.plan[0],
-                        &json!(progress),
+                        &facts,
                         &cause_id,
-                        &json!(progress.evidence),
-                        self.clock.now(),
+                        &evidence,
+                        now,
                     )
-                    .await?;
+                })
+                .await?;
                 0
             }
             Some(DONE) => progress.plan.len(),
@@ -544,23 +582,21 @@ impl Engine {
                 .filter(|_| position < end)
                 .cloned()
                 .unwrap_or_else(|| DONE.to_owned());
-            self.store
-                .advance(
-                    lease,
-                    &next,
-                    &json!(progress),
-                    &format!("step '{name}' done"),
-                    self.clock.now(),
-                )
-                .await?;
+            let (facts, reason, now) = (
+                json!(progress),
+                format!("step '{name}' done"),
+                self.clock.now(),
+            );
+            persist("advance the run", || {
+                self.store.advance(lease, &next, &facts, &reason, now)
+            })
+            .await?;
         }
         if run.dry_run {
             return self.rehearsed(lease, playbook, &progress).await;
         }
         let outcome = json!({"cause": progress.cause, "evidence": progress.evidence, "report": progress.report, "steps": progress.plan});
-        self.store
-            .finish_run(lease, Ending::Verified, &outcome, self.clock.now())
-            .await
+        self.finish(lease, Ending::Verified, &outcome).await
     }
 
     /// Whether a human approved one of `steps` in this run.
@@ -650,9 +686,16 @@ impl Engine {
             .find(|c| Some(&c.id) == progress.cause.as_ref())
             .map(|c| c.offer.clone());
         let outcome = json!({"reason": reason, "dry_run": true, "would_run": would_run, "cause": progress.cause, "evidence": progress.evidence, "report": progress.report, "offer": offer});
-        self.store
-            .finish_run(lease, Ending::Rehearsed, &outcome, self.clock.now())
-            .await
+        self.finish(lease, Ending::Rehearsed, &outcome).await
+    }
+
+    /// Ends the run, waiting at its last step boundary while the database cannot take it.
+    async fn finish(&self, lease: &Lease, ending: Ending, outcome: &Json) -> Result<(), RunError> {
+        let now = self.clock.now();
+        persist("end the run", || {
+            self.store.finish_run(lease, ending, outcome, now)
+        })
+        .await
     }
 
     async fn escalate(
@@ -662,9 +705,7 @@ impl Engine {
         reason: &str,
     ) -> Result<(), RunError> {
         let outcome = json!({"reason": reason, "cause": progress.cause, "evidence": progress.evidence, "facts": progress.facts, "report": progress.report});
-        self.store
-            .finish_run(lease, Ending::Escalated, &outcome, self.clock.now())
-            .await
+        self.finish(lease, Ending::Escalated, &outcome).await
     }
 }
 

@@ -66,11 +66,13 @@ pub enum AppError {
     /// A host or API runbookd depends on did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
-    #[error("the service is temporarily unavailable; retry it")]
+    /// The database cannot answer now (locked, full, failing), or did not answer at all; the
+    /// message says which, and that nothing was stored.
+    #[error("{}", unavailable_message(.0))]
     Unavailable(#[source] StoreError),
-    /// Intake cannot take the delivery now (its queue is full, or it is stopping); the message
-    /// says why, `Retry-After` when to try again.
-    #[error("{0}")]
+    /// Intake cannot take the delivery now (its queue is full, it is stopping, or the database
+    /// cannot take the write); the message says why, `Retry-After` when to try again.
+    #[error("{}", intake_unavailable_message(.0))]
     IntakeUnavailable(SubmitError),
     #[error("internal error; the cause is in the service log")]
     Internal(#[source] anyhow::Error),
@@ -127,11 +129,33 @@ impl AppError {
     }
 }
 
+/// Why the database cannot answer, that a failed write left nothing behind (every write is one
+/// transaction), and when to retry.
+fn unavailable_message(error: &StoreError) -> String {
+    match error.retry_after() {
+        Some(wait) => format!("{error}; nothing was stored; retry in {} s", wait.as_secs()),
+        None => "the database does not answer; retry it".to_owned(),
+    }
+}
+
+fn intake_unavailable_message(error: &SubmitError) -> String {
+    match error {
+        SubmitError::Store(store) => format!(
+            "the delivery could not be stored: {}",
+            unavailable_message(store)
+        ),
+        _ => error.to_string(),
+    }
+}
+
+/// The one place a storage failure becomes an answer: one that clears on its own is 503 with
+/// `Retry-After`, anything else 500.
 impl From<StoreError> for AppError {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Busy(_) => Self::Unavailable(error),
-            StoreError::Other(_) => Self::Internal(error.into()),
+        if error.retry_after().is_some() {
+            Self::Unavailable(error)
+        } else {
+            Self::Internal(error.into())
         }
     }
 }
@@ -140,7 +164,7 @@ impl From<SubmitError> for AppError {
     fn from(error: SubmitError) -> Self {
         match error {
             SubmitError::QueueFull | SubmitError::ShuttingDown => Self::IntakeUnavailable(error),
-            SubmitError::Store(store) if matches!(*store, StoreError::Busy(_)) => {
+            SubmitError::Store(store) if store.retry_after().is_some() => {
                 Self::IntakeUnavailable(SubmitError::Store(store))
             }
             SubmitError::Store(_) | SubmitError::Panicked => Self::Internal(error.into()),
@@ -202,8 +226,12 @@ impl IntoResponse for AppError {
             request_id: super::request_id::current(),
         };
         let mut response = (status, Json(body)).into_response();
-        let retry_after = match self {
-            Self::TooManyRequests(seconds) => Some(seconds),
+        let retry_after = match &self {
+            Self::TooManyRequests(seconds) => Some(*seconds),
+            Self::Unavailable(store) => store.retry_after().map(|wait| wait.as_secs()),
+            Self::IntakeUnavailable(SubmitError::Store(store)) => {
+                store.retry_after().map(|wait| wait.as_secs())
+            }
             Self::IntakeUnavailable(_) => Some(RETRY_AFTER_SECS),
             _ => None,
         };

@@ -46,12 +46,12 @@ use super::error::AppError;
 use super::extract::ApiPath;
 use super::ui::pages::{approval_status_str, at, layout};
 use super::ui::set_security_headers;
-use crate::notify::links::LinkClaims;
+use crate::notify::links::{LinkClaims, LinkRejected};
 use crate::store::approvals::{Approval, ApprovalStatus, Decided, Decision};
 use crate::store::audit::{AuditDetail, LinkRefused, NewAuditEvent};
 
 /// The caller's address, when the server knows it.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+pub(super) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// Addresses tracked before the limiter forgets those that are back to a full quota.
 const TRACKED_ADDRESSES: usize = 10_000;
@@ -90,7 +90,7 @@ impl LinkLimiter {
 /// The quota an address is charged to: an IPv4 address (also when IPv4-mapped), or an IPv6
 /// address's /64, as one host is usually given a whole /64 and could otherwise take a fresh
 /// quota for every request.
-fn bucket(address: IpAddr) -> IpAddr {
+pub(super) fn bucket(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
         v4 => v4,
@@ -224,6 +224,8 @@ async fn use_link(state: &AppState, token: &str, peer: Peer) -> Result<(bool, Ap
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
     BadSignature,
+    /// Signed, but for longer than the link lifetime: not made under this runbookd's settings.
+    OverlongExpiry,
     /// Signed for a sink that no longer carries links: revoked with the sink.
     UnknownSink,
     Expired,
@@ -234,6 +236,7 @@ impl Refusal {
     fn as_str(self) -> &'static str {
         match self {
             Self::BadSignature => "bad_signature",
+            Self::OverlongExpiry => "overlong_expiry",
             Self::UnknownSink => "unknown_sink",
             Self::Expired => "expired",
             Self::Used => "used",
@@ -244,6 +247,9 @@ impl Refusal {
         match self {
             Self::BadSignature => AppError::Forbidden(
                 "this link is not valid: it was changed or cut short; use the link exactly as it was sent".into(),
+            ),
+            Self::OverlongExpiry => AppError::Forbidden(
+                "this link is refused: its expiry is further off than runbookd's link lifetime (notify.link_ttl_secs) allows, so no setting of this runbookd made it; decide in runbookd itself (web page, CLI or API)".into(),
             ),
             Self::UnknownSink => AppError::Forbidden(
                 "this link was revoked: the notification that carried it no longer sends links; decide in runbookd itself (web page, CLI or API)".into(),
@@ -266,7 +272,12 @@ async fn check(
 ) -> Result<LinkClaims, AppError> {
     let claims = match state.links.verify(token) {
         Ok(claims) => claims,
-        Err(_) => return Err(refuse(state, Refusal::BadSignature, None, method, peer).await),
+        Err(LinkRejected::BadSignature) => {
+            return Err(refuse(state, Refusal::BadSignature, None, method, peer).await);
+        }
+        Err(LinkRejected::OverlongExpiry) => {
+            return Err(refuse(state, Refusal::OverlongExpiry, None, method, peer).await);
+        }
     };
     if !state.link_sinks.contains(&claims.sink) {
         return Err(refuse(state, Refusal::UnknownSink, Some(&claims), method, peer).await);

@@ -112,6 +112,8 @@ pub struct HttpPolicy {
     pub public_url: url::Url,
     /// `http.allowed_hosts`: other names the web page's forms accept as their origin.
     pub allowed_hosts: Vec<String>,
+    /// How long a web page sign-in lasts.
+    pub session_lifetime: Duration,
 }
 
 /// The request's span, with its id, without the query string and with one-tap link tokens
@@ -247,8 +249,10 @@ pub fn router(state: AppState, policy: HttpPolicy) -> Router {
 
     let max_body_bytes = state.max_body_bytes;
     api.merge(ui::routes(
+        &state,
         policy.tokens.clone(),
         ui::Sites::new(&policy.public_url, &policy.allowed_hosts),
+        policy.session_lifetime,
     ))
     .fallback(|| async { AppError::NotFound("no such path".to_owned()) })
     .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

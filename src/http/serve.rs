@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -41,6 +42,23 @@ const FD_HEADROOM: u64 = 128;
 
 /// The cap on open connections when the open-file limit is high or unknown.
 const MAX_CONNECTIONS: usize = 512;
+
+/// Connections the kernel may hold for the accept loop (capped by `net.core.somaxconn`): a
+/// burst of thousands is accepted (and, past the cap, closed) instead of overflowing the queue,
+/// which would leave clients half-connected until the kernel gives up on them a minute later.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Listens on `address` with a deep accept queue ([`ACCEPT_BACKLOG`]).
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
 
 /// How the accept loop bounds connections; `[http]` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

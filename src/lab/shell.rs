@@ -1084,3 +1084,211 @@ mod tests {
         assert_eq!(parse_duration("x"), None);
     }
 }
+
+/// Property tests (issue 12): the lexer never panics, and reads what the one quoting function
+/// writes exactly as a real `sh` does; the twin's commands take any line without panicking.
+#[cfg(test)]
+mod proptests {
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::exec::command::quote;
+    use crate::lab::world::SCENARIOS;
+
+    /// `cases` cases, no failure files.
+    fn cases(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Pieces of shell syntax, and of the command lines the playbook sends.
+    const PIECES: &[&str] = &[
+        " ",
+        " ",
+        "\t",
+        "\n",
+        "'",
+        "\"",
+        "\\",
+        "$(",
+        ")",
+        "(",
+        "`",
+        ";",
+        "&&",
+        "||",
+        "&",
+        "|",
+        "<",
+        ">",
+        ">>",
+        "#",
+        "$",
+        "*",
+        "~",
+        "timeout",
+        "-k",
+        "5",
+        "10",
+        "inf",
+        "1e30",
+        "0.5s",
+        "qm",
+        "pct",
+        "status",
+        "start",
+        "451",
+        "101",
+        "999",
+        "vzdump",
+        "--storage",
+        "pbs-pihanga",
+        "systemctl",
+        "is-active",
+        "restart",
+        "proxmox-backup",
+        "proxmox-backup-proxy",
+        "mount",
+        "umount",
+        "-l",
+        "findmnt",
+        "-n",
+        "-o",
+        "-no",
+        "SOURCE,FSTYPE",
+        "df",
+        "-h",
+        "ls",
+        "-d",
+        "/mnt/pbs-datastore",
+        "/mnt/pbs-datastore/.chunks",
+        "cat",
+        "tail",
+        "-n",
+        "-1",
+        "grep",
+        "-A",
+        "-c",
+        "^pbs:",
+        "/etc/pve/storage.cfg",
+        "/var/log/vzdump/qemu-451.log",
+        "openssl",
+        "x509",
+        "-fingerprint",
+        "pvesh",
+        "set",
+        "get",
+        "/cluster/backup/backup-1",
+        "--enabled",
+        "1",
+        "pvesm",
+        "--fingerprint",
+        "hostname",
+        "é",
+        "😀",
+    ];
+
+    fn shell_like() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(PIECES).prop_map(str::to_owned),
+                1 => any::<char>().prop_map(String::from),
+            ],
+            0..24,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    /// Any text but NUL, weighted towards what a shell treats specially.
+    fn word() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                1 => any::<char>().prop_map(String::from),
+                2 => prop::sample::select(PIECES).prop_map(str::to_owned),
+                1 => "[a-z0-9]{1,4}",
+            ],
+            0..8,
+        )
+        .prop_map(|pieces| pieces.concat().replace('\0', ""))
+    }
+
+    /// The words a real `sh` reads from `line` as a command's arguments.
+    fn sh_words(line: &str) -> Vec<String> {
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {line}"))
+            .output()
+            .expect("/bin/sh runs");
+        assert!(output.status.success(), "sh -c {line:?}");
+        let mut words: Vec<String> = output
+            .stdout
+            .split(|&b| b == 0)
+            .map(|w| String::from_utf8(w.to_vec()).expect("the words were UTF-8"))
+            .collect();
+        assert_eq!(words.pop().as_deref(), Some(""), "every word ends in NUL");
+        words
+    }
+
+    proptest! {
+        #![proptest_config(cases(1024))]
+
+        #[test]
+        fn the_lexer_never_panics(line in any::<String>()) {
+            let _ = lex(&line);
+        }
+
+        #[test]
+        fn the_lexer_never_panics_on_shell_syntax(line in shell_like()) {
+            let _ = lex(&line);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(cases(256))]
+
+        /// Every host runs any line to an outcome, in any scenario.
+        #[test]
+        fn the_twin_answers_any_command_line(
+            line in shell_like(),
+            host in prop::sample::select(&["pbs", "ruapehu", "pihanga", "hikurangi", "other"]),
+            scenario in prop::sample::select(&SCENARIOS),
+        ) {
+            let mut world = World::new(scenario, Arc::new(SystemClock), "AB:CD").unwrap();
+            let outcome = run(&mut world, host, &line);
+            prop_assert!(outcome.exit <= 255, "{outcome:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(cases(96))]
+
+        /// Quoted words, however separated, lex to exactly those words, as `sh` reads them,
+        /// and hide no command substitution.
+        #[test]
+        fn quoted_words_lex_as_sh_reads_them(
+            words in prop::collection::vec(word(), 1..5),
+            blank in prop::sample::select(&[" ", "\t", "  ", " \t "]),
+        ) {
+            let quoted: Vec<String> = words.iter().map(|w| quote(w).unwrap()).collect();
+            let line = quoted.join(blank);
+            let (tokens, substitutions) = lex(&line).map_err(TestCaseError::fail)?;
+            prop_assert!(substitutions.is_empty(), "{line:?}: {substitutions:?}");
+            let lexed: Vec<String> = tokens
+                .into_iter()
+                .map(|token| match token {
+                    Token::Word(word) => Ok(word),
+                    Token::Op(op) => Err(TestCaseError::fail(format!("{line:?}: operator {op}"))),
+                })
+                .collect::<Result<_, _>>()?;
+            prop_assert_eq!(&lexed, &words, "{:?}", line);
+            prop_assert_eq!(&sh_words(&line), &words, "{:?}", line);
+        }
+    }
+}

@@ -216,7 +216,7 @@ async fn follow(
                         hand_off(shared, &notification, deliveries);
                     }
                 }
-                Err(error @ StoreError::Busy(_)) => {
+                Err(error) if error.retry_after().is_some() => {
                     save_cursor(shared, cursor).await;
                     return Err(error);
                 }
@@ -601,11 +601,12 @@ fn links_for(shared: &Shared, sink: &Sink, notification: &Notification) -> anyho
         });
     };
     let ttl = chrono::Duration::from_std(shared.settings.link_ttl)?;
-    let expires_at = approval.expires_at.min(shared.clock.now() + ttl);
+    let now = shared.clock.now();
+    let expires_at = approval.expires_at.min(now + ttl);
     let link = |decision| -> anyhow::Result<String> {
         let token = shared
             .signer
-            .sign(approval.id, decision, expires_at, &sink.name)?;
+            .sign(approval.id, decision, now, expires_at, &sink.name)?;
         Ok(shared
             .public_url
             .join(&format!("links/{token}"))?
@@ -650,7 +651,7 @@ mod tests {
         let shared = Shared {
             store: store.clone(),
             clock: Arc::new(SystemClock),
-            signer: Arc::new(LinkSigner::new(&[7; 32])),
+            signer: Arc::new(LinkSigner::new(&[7; 32], Duration::from_secs(3600))),
             settings: Notify::off(),
             public_url: Url::parse("mailto:oncall@example.net").unwrap(),
             client: reqwest::Client::new(),

@@ -135,6 +135,11 @@ audit_actions! {
     /// Old events left the trail through its one exit: exported to a file, then deleted. The
     /// detail has the count, the id and time range, the file and its SHA-256.
     AuditPruned = "audit.pruned" => AuditPruned,
+    /// Someone signed in to the web page with a token: its name and the client address.
+    LoginSucceeded = "login.succeeded" => SignIn,
+    /// A sign-in to the web page was refused (a token that is not valid, or may not read),
+    /// with the client address and the reason; never the token.
+    LoginFailed = "login.failed" => SignIn,
 }
 
 impl AuditAction {
@@ -555,6 +560,18 @@ pub struct LinkRefused {
     pub approval_id: Option<i64>,
     pub decision: Option<Decision>,
     pub sink: Option<String>,
+}
+
+/// A sign-in to the web page (`login.*`): from where, as which role, or why it was refused.
+/// Never the token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SignIn {
+    pub remote: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -27,19 +28,16 @@ pub fn lock_path(database: &Path) -> PathBuf {
 
 impl DatabaseLock {
     /// Takes the lock of `database` for `holder` (this process's lease owner), or says who has
-    /// it. Creates the database's directory if needed.
+    /// it. Creates the database's directory (owner-only) if needed.
     pub fn acquire(database: &Path, holder: &str, now: DateTime<Utc>) -> anyhow::Result<Self> {
-        if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}", dir.display())
-            })?;
-        }
+        super::create_database_dir(database)?;
         let path = lock_path(database);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {

@@ -6,7 +6,8 @@
 //! `query_only`, so a read path can never write by mistake.
 //!
 //! The database runs in WAL mode with `synchronous = FULL`: once intake answers 202 the alert
-//! is on disk, even across a power cut.
+//! is on disk, even across a power cut. Its directory (when runbookd makes it), the file and
+//! its WAL files are owner-only.
 //!
 //! Intake writes on a connection of its own, synchronous (rusqlite) on the intake writer's
 //! thread, so a batch of deliveries costs no async round trip per statement. It writes only
@@ -26,8 +27,9 @@ pub mod notify;
 pub mod retention;
 pub mod runs;
 pub mod safety;
+pub mod sessions;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -55,12 +57,17 @@ pub struct Store {
     busy_timeout: Duration,
 }
 
-/// A storage failure, classified where it happens: `Busy` is worth a retry (503), `Other` is a
-/// fault (500).
+/// A storage failure, classified where it happens. `Busy`, `DiskFull` and `Io` clear on their
+/// own (the other program lets go of its lock, space is freed): the caller gets 503 with
+/// `Retry-After` and the engine retries the write; `Other` is a fault (500).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the database is busy")]
+    #[error("the database is locked by another writer")]
     Busy(#[source] Cause),
+    #[error("the database's disk is full")]
+    DiskFull(#[source] Cause),
+    #[error("the database's disk failed to read or write")]
+    Io(#[source] Cause),
     #[error("database error")]
     Other(#[source] Cause),
 }
@@ -68,39 +75,77 @@ pub enum StoreError {
 /// What failed underneath: sqlx, or rusqlite on the intake writer's connection.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
-/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without extended codes.
-fn busy_code(code: i32) -> bool {
-    matches!(code & 0xff, 5 | 6)
+/// What an SQLite result code says about the database's availability, whichever driver
+/// reported it: the one classification behind [`StoreError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteFault {
+    /// SQLITE_BUSY (5) or SQLITE_LOCKED (6): another connection holds the lock.
+    Busy,
+    /// SQLITE_FULL (13): the filesystem (or the database's size limit) is full.
+    DiskFull,
+    /// SQLITE_IOERR (10): a read, write or fsync failed, as when the WAL cannot grow.
+    Io,
+    Other,
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        let busy = match &error {
-            sqlx::Error::PoolTimedOut => true,
-            sqlx::Error::Database(db) => db
-                .code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(busy_code),
-            _ => false,
-        };
-        if busy {
-            Self::Busy(error.into())
-        } else {
-            Self::Other(error.into())
+impl SqliteFault {
+    /// The fault a result code (primary or extended) names.
+    pub fn of_code(code: i32) -> Self {
+        match code & 0xff {
+            5 | 6 => Self::Busy,
+            13 => Self::DiskFull,
+            10 => Self::Io,
+            _ => Self::Other,
         }
     }
 }
 
-/// The one mapping of the intake connection's errors.
+impl StoreError {
+    /// The error for a failure of either driver, by its fault.
+    fn of_fault(fault: SqliteFault, cause: Cause) -> Self {
+        match fault {
+            SqliteFault::Busy => Self::Busy(cause),
+            SqliteFault::DiskFull => Self::DiskFull(cause),
+            SqliteFault::Io => Self::Io(cause),
+            SqliteFault::Other => Self::Other(cause),
+        }
+    }
+
+    /// How long to wait before trying again, for a failure that clears on its own; `None` for
+    /// a fault. A lock clears within the busy timeout; a full disk waits for a person.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy(_) => Some(Duration::from_secs(1)),
+            Self::DiskFull(_) | Self::Io(_) => Some(Duration::from_secs(30)),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        let fault = match &error {
+            sqlx::Error::PoolTimedOut => SqliteFault::Busy,
+            sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .map_or(SqliteFault::Other, SqliteFault::of_code),
+            _ => SqliteFault::Other,
+        };
+        Self::of_fault(fault, error.into())
+    }
+}
+
+/// The one mapping of the intake connection's errors, through the same classification.
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        let busy = matches!(&error, rusqlite::Error::SqliteFailure(failure, _)
-            if busy_code(failure.extended_code));
-        if busy {
-            Self::Busy(error.into())
-        } else {
-            Self::Other(error.into())
-        }
+        let fault = match &error {
+            rusqlite::Error::SqliteFailure(failure, _) => {
+                SqliteFault::of_code(failure.extended_code)
+            }
+            _ => SqliteFault::Other,
+        };
+        Self::of_fault(fault, error.into())
     }
 }
 
@@ -156,14 +201,51 @@ pub async fn connect_existing(
     Ok(conn)
 }
 
-impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
-    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}", dir.display())
-            })?;
+/// Creates the database's directory, owner-only (0700), when it is missing: it holds the
+/// database, its WAL and the link key.
+pub(crate) fn create_database_dir(database: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates the database file owner-only (0600) before SQLite opens it: SQLite gives the -wal
+/// and -shm files the database file's mode, so all three are owner-only. An existing file
+/// keeps its mode (it is the operator's), with a warning when others may read it.
+fn create_database_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.mode() & 0o777;
+            if mode & 0o077 != 0 {
+                let p = path.display();
+                tracing::warn!(
+                    "the database {p} has mode {mode:04o}: other users can read it (alerts, runs, the audit trail); run `chmod 600 {p} {p}-wal {p}-shm`"
+                );
+            }
+            Ok(())
         }
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {}", path.display())),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed, owner-only) the database and brings its schema up to date.
+    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        create_database_dir(&config.path)?;
+        create_database_file(&config.path)?;
         let base = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&config.path)
             .busy_timeout(Duration::from_millis(config.busy_timeout_ms))

@@ -1,6 +1,6 @@
 //! What notifications and one-tap links keep: the notifier's cursor over the audit trail, the
-//! link-signing key, the links already used, and when each target's breaker was last
-//! announced. Refused links and delivery attempts go to the audit trail from here.
+//! links already used, and when each target's breaker was last announced (the link-signing
+//! key is not here: it lives in its own file, see [`crate::notify::links`]). Refused links and delivery attempts go to the audit trail from here.
 
 use std::time::Duration;
 
@@ -9,9 +9,6 @@ use chrono::{DateTime, Utc};
 use super::approvals::{self, ApprovalError, Decided, Decision};
 use super::audit::AuditEvent;
 use super::{Store, StoreError};
-
-/// Length of the link-signing key: HMAC-SHA256's block-sized secret.
-pub const LINK_KEY_LEN: usize = 32;
 
 impl Store {
     /// The notifier's position in the audit trail. The first call places it at the newest
@@ -68,27 +65,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?)
-    }
-
-    /// The link-signing key, generated (from the system's CSPRNG) and stored on first use.
-    pub async fn link_key(&self, now: DateTime<Utc>) -> anyhow::Result<[u8; LINK_KEY_LEN]> {
-        let fresh: [u8; LINK_KEY_LEN] = ring::rand::generate(&ring::rand::SystemRandom::new())
-            .map_err(|_| anyhow::anyhow!("the system random source failed"))?
-            .expose();
-        let mut conn = self.writer.acquire().await?;
-        sqlx::query(
-            "INSERT INTO link_keys (id, key, created_at) VALUES (1, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&fresh[..])
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM link_keys WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        key.try_into()
-            .map_err(|_| anyhow::anyhow!("the stored link key has the wrong length"))
     }
 
     /// Uses a one-tap link: records its nonce in `used_links` and decides the approval as

@@ -1,23 +1,26 @@
-//! The engine in this process against the twin, with intake in front of it: deliveries go
-//! through the same intake service as the HTTP endpoints, and the worker is driven step by
-//! step (`settle`), so a test sees every state in between. Time is the twin's settable clock.
+//! The engine in this process against the twin, two ways: the app with its own worker and
+//! dispatcher ([`spawn_app`]), and, for tests that must see a worker's every pass (a run not
+//! taken while paused, a late repeat starting nothing), intake in front of a worker driven step
+//! by step (`settle`). Time is the twin's settable clock.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use runbookd::auth::{Principal, Role};
-use runbookd::config::{Config, DatabaseConfig, Overrides};
+use runbookd::clock::Clock;
+use runbookd::config::{Config, DatabaseConfig, EngineConfig, Overrides};
 use runbookd::engine::dispatch::Dispatcher;
 use runbookd::engine::estate::Estate;
 use runbookd::engine::intake::{AlertOutcome, IntakeService, Lifecycle};
 use runbookd::engine::worker::{Engine, PinnedPlaybooks};
 use runbookd::playbook::{self, PlaybookFile, PlaybookVersion};
+use runbookd::store::Store;
 use runbookd::store::approvals::{ApprovalStatus, Decision};
 use runbookd::store::intake::IntakeAction;
 use runbookd::store::runs::Run;
-use runbookd::store::safety::Limits;
 
+use super::TestApp;
 use super::twin::Twin;
 
 pub struct Setup {
@@ -43,16 +46,7 @@ pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
     if let Some(ssh) = &mut inventory.ssh {
         ssh.connect_timeout = Duration::from_secs(1);
     }
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/playbooks/pbs-backup-stale.yaml"
-    ))
-    .unwrap();
-    // The twin's clock stands still: poll without waiting. Runs pin the text, so the text
-    // says so.
-    let slow = "every: 15s }\n    risk: none\n    timeout: 2h";
-    assert!(text.contains(slow), "groups_fresh polls every 15 s for 2 h");
-    let text = text.replace(slow, "every: 10ms }\n    risk: none\n    timeout: 1s");
+    let text = quick_playbook();
     let file = PlaybookFile {
         path: "p.yaml".into(),
         playbook: playbook::parse(Path::new("p.yaml"), &text).unwrap(),
@@ -66,27 +60,20 @@ pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
     })
     .await
     .unwrap();
-    let wake = Arc::new(tokio::sync::Notify::new());
     let estate = Arc::new(Estate::connect(&inventory).unwrap());
-    let dispatcher =
-        Dispatcher::new(std::slice::from_ref(&file), estate.clone(), wake.clone()).unwrap();
-    let intake = IntakeService::new(store.clone(), Some(Arc::new(dispatcher)), lifecycle);
-    let engine = Engine {
-        store,
+    let engine = worker(
+        store.clone(),
         estate,
-        playbooks: Arc::new(vec![file.playbook]),
-        pinned: PinnedPlaybooks::default(),
-        clock: twin.clock.clone(),
-        owner: "worker-1".into(),
-        lease_for: Duration::from_secs(60),
-        limits: Limits {
-            cooldown: Duration::ZERO,
-            hourly_budget: 20,
-            breaker_after: 3,
-        },
-        wake,
-        idle: Duration::from_millis(500),
-    };
+        vec![file.clone()],
+        twin.clock.clone(),
+    );
+    let dispatcher = Dispatcher::new(
+        std::slice::from_ref(&file),
+        engine.estate.clone(),
+        engine.wake.clone(),
+    )
+    .unwrap();
+    let intake = IntakeService::new(store, Some(Arc::new(dispatcher)), lifecycle);
     Setup {
         twin,
         engine,
@@ -94,6 +81,74 @@ pub async fn setup_with(scenario: &str, lifecycle: Lifecycle) -> Setup {
         db_path,
         _db: db,
     }
+}
+
+/// The repository's PBS playbook, polling without waiting: the twin's clock stands still.
+/// Runs pin the text, so the text says so.
+pub fn quick_playbook() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/pbs-backup-stale.yaml"
+    ))
+    .unwrap();
+    let slow = "every: 15s }\n    risk: none\n    timeout: 2h";
+    assert!(text.contains(slow), "groups_fresh polls every 15 s for 2 h");
+    text.replace(slow, "every: 10ms }\n    risk: none\n    timeout: 1s")
+}
+
+/// A worker on `store` with the application's default limits (no cooldown, 20 actions an
+/// hour, the breaker after 3), as `serve` builds one, for a test to step by hand.
+pub fn worker(
+    store: Store,
+    estate: Arc<Estate>,
+    playbooks: Vec<PlaybookFile>,
+    clock: Arc<dyn Clock>,
+) -> Engine {
+    let config = EngineConfig::default();
+    Engine {
+        store,
+        estate,
+        playbooks: Arc::new(playbooks.into_iter().map(|f| f.playbook).collect()),
+        pinned: PinnedPlaybooks::default(),
+        clock,
+        owner: "worker-1".into(),
+        lease_for: Duration::from_secs(config.lease_secs),
+        limits: config.limits(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        idle: Duration::from_millis(config.idle_poll_ms),
+    }
+}
+
+/// The app in this process, its own worker and dispatcher driving [`quick_playbook`] on the
+/// twin in `scenario` (backups finish at once); `adjust` as for [`TestApp::spawn_with`].
+pub async fn spawn_app(scenario: &str, adjust: impl FnOnce(&mut Config)) -> (TestApp, Twin) {
+    let twin = Twin::start(scenario).await;
+    twin.lab.with_world(|w| w.vzdump_duration = Duration::ZERO);
+    let app = TestApp::spawn_engine(adjust, Some(quick_parts(&twin))).await;
+    (app, twin)
+}
+
+/// A second worker on `app`'s database and the twin, for the one look a test must see a
+/// worker take (the app's own worker cannot be stepped).
+pub fn stepped_worker(app: &TestApp, twin: &Twin) -> Engine {
+    let parts = quick_parts(twin);
+    worker(
+        app.store.clone(),
+        parts.estate,
+        parts.playbooks,
+        app.clock.clone(),
+    )
+}
+
+/// [`quick_playbook`] and executors on the twin, as the app's engine takes them.
+fn quick_parts(twin: &Twin) -> runbookd::startup::EngineParts {
+    let playbooks = tempfile::tempdir().unwrap();
+    std::fs::write(
+        playbooks.path().join("pbs-backup-stale.yaml"),
+        quick_playbook(),
+    )
+    .unwrap();
+    twin.engine_parts(playbooks.path())
 }
 
 impl Setup {
@@ -111,6 +166,23 @@ impl Setup {
         let outcomes = self.deliver(&body, None).await;
         assert_eq!(outcomes[0].action, IntakeAction::Opened, "{outcomes:?}");
         outcomes[0].run_id.expect("the playbook matches")
+    }
+
+    /// Approves the one pending approval as alice; the step it was for.
+    pub async fn approve_pending(&self) -> String {
+        let pending = self
+            .engine
+            .store
+            .approvals(Some(ApprovalStatus::Pending), 10)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        self.engine
+            .store
+            .decide(pending[0].id, Decision::Approve, "alice", None, self.now())
+            .await
+            .unwrap();
+        pending[0].step.clone()
     }
 
     /// `body` through intake, from `source` (or sniffed), now on the twin's clock.
@@ -163,35 +235,6 @@ impl Setup {
 
     /// Every mutating request the twin received, in order.
     pub fn mutations(&self) -> Vec<String> {
-        self.twin.lab.with_world(|w| {
-            w.received
-                .iter()
-                .map(|r| format!("{} {}", r.host, r.text))
-                .filter(|t| {
-                    t.contains(" POST ")
-                        || t.contains(" PUT ")
-                        || t.contains(" DELETE ")
-                        || ["restart", "qm start", " mount ", "umount"]
-                            .iter()
-                            .any(|m| t.contains(m))
-                })
-                .collect()
-        })
-    }
-
-    pub async fn approve_pending(&self) -> String {
-        let pending = self
-            .engine
-            .store
-            .approvals(Some(ApprovalStatus::Pending), 10)
-            .await
-            .unwrap();
-        assert_eq!(pending.len(), 1, "{pending:?}");
-        self.engine
-            .store
-            .decide(pending[0].id, Decision::Approve, "alice", None, self.now())
-            .await
-            .unwrap();
-        pending[0].step.clone()
+        self.twin.mutations()
     }
 }

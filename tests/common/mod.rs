@@ -4,13 +4,14 @@
 pub mod engine;
 pub mod process;
 pub mod twin;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use runbookd::auth::{Role, Token, TokenTable};
+use runbookd::auth::{Role, Token, TokenSecret, TokenTable};
 use runbookd::clock::Clock;
 use runbookd::config::{Config, ConfigSource};
 use runbookd::startup::Application;
@@ -21,19 +22,28 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
-pub const AGENT_TOKEN: &str = "test-agent-token-0123456789";
-pub const APPROVER_TOKEN: &str = "test-approver-token-0123456789";
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789abcdef";
+pub const AGENT_TOKEN: &str = "test-agent-token-0123456789abcdef";
+pub const APPROVER_TOKEN: &str = "test-approver-token-0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// One token per role, named after the role.
 pub fn role_tokens() -> TokenTable {
+    // Parsed like a configured secret, so the tests' tokens meet the same strength rules.
+    let token = |name, role| Token::new(name, role, &TokenSecret::parse(token_for(role)).unwrap());
     TokenTable::new(vec![
-        Token::new("ingest", Role::Ingest, INGEST_TOKEN),
-        Token::new("agent", Role::Agent, AGENT_TOKEN),
-        Token::new("approver", Role::Approver, APPROVER_TOKEN),
-        Token::new("admin", Role::Admin, ADMIN_TOKEN),
+        token("ingest", Role::Ingest),
+        token("agent", Role::Agent),
+        token("approver", Role::Approver),
+        token("admin", Role::Admin),
     ])
+}
+
+/// The link-signing key of the service whose database is `db`: the file beside it.
+pub fn link_key(db: &Path) -> Vec<u8> {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".link-key");
+    runbookd::notify::links::read_key(Path::new(&path)).unwrap()
 }
 
 pub fn token_for(role: Role) -> &'static str {
@@ -234,8 +244,11 @@ impl TestApp {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics after `within`. For conditions that an
-/// outside process (Alertmanager, the service binary) makes true in its own time.
+/// Polls `check` until it returns `Some`, or panics after `within`. For conditions made true
+/// in their own time by an outside process (Alertmanager, the service binary) or by the app's
+/// own tasks talking over real sockets (its worker on the twin, its notifier to a sink); the
+/// deadline is wall-clock, since paused tokio time would race past it while they wait on I/O.
+/// What the app's clock decides (ages, expiries, windows) is moved with `TestClock::advance`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,

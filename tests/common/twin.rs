@@ -90,6 +90,25 @@ impl Twin {
         }
     }
 
+    /// Every mutating request the twin received (API writes, restarts, starts, mounts), in
+    /// order, each as `host text`.
+    pub fn mutations(&self) -> Vec<String> {
+        self.lab.with_world(|w| {
+            w.received
+                .iter()
+                .map(|r| format!("{} {}", r.host, r.text))
+                .filter(|t| {
+                    t.contains(" POST ")
+                        || t.contains(" PUT ")
+                        || t.contains(" DELETE ")
+                        || ["restart", "qm start", " mount ", "umount"]
+                            .iter()
+                            .any(|m| t.contains(m))
+                })
+                .collect()
+        })
+    }
+
     /// Every command line the twin received over SSH, in order.
     pub fn ssh_log(&self) -> Vec<String> {
         self.lab.with_world(|w| {

@@ -417,11 +417,12 @@ name = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
     let approve = token_of(&message.action_url(0)).to_owned();
 
     // Signed with the real key, for a removed sink and for a sink without links.
-    let signer = LinkSigner::new(&link_key(&app).await);
-    let expires = app.clock.now() + chrono::Duration::minutes(5);
+    let signer = LinkSigner::new(&link_key(&app).await, Duration::from_secs(3600));
+    let now = app.clock.now();
+    let expires = now + chrono::Duration::minutes(5);
     for sink in ["retired", "hook"] {
         let token = signer
-            .sign(approval_id, Decision::Approve, expires, sink)
+            .sign(approval_id, Decision::Approve, now, expires, sink)
             .unwrap();
         let (status, answer) = post_link(&app, &app.url(&format!("/links/{token}"))).await;
         assert_eq!(

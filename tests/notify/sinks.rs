@@ -343,7 +343,7 @@ fn check_refuses_bad_sinks_with_clear_messages() {
 #[tokio::test]
 async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     use common::process::ServiceProcess;
-    const ADMIN: &str = "notify-admin-secret-0123456789";
+    const ADMIN: &str = "notify-admin-secret-0123456789abcdef";
 
     let receiver = Receiver::start(0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -439,17 +439,7 @@ async fn the_real_service_on_the_twin_is_driven_to_resolved_by_ntfy_links() {
     let replay = client.post(&used[0]).send().await.unwrap();
     assert_eq!(replay.status(), 410);
 
-    let key: Vec<u8> = {
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query_scalar("SELECT key FROM link_keys")
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
-    };
+    let key = common::link_key(&db);
     let log = service.log_text();
     assert!(
         log.contains("\"path\":\"/links/…\""),

@@ -7,18 +7,25 @@
 //! | `POST /approvals/{id}/approve`, `.../reject` | decide (approver, admin) |
 //! | `POST /pause`, `POST /resume` | control (admin) |
 //!
-//! **Session.** Logging in with a token puts that token in an HttpOnly, SameSite=Strict cookie
-//! (hex-encoded, `Path=/`); it is re-authenticated against the [`TokenTable`] on every request,
-//! so removing a token from the config ends its sessions. The cookie is `Secure` whenever the
-//! browser reached us over https (the login form's `Origin`, or `X-Forwarded-Proto: https` from
-//! a proxy); over plain http on loopback it cannot be.
+//! **Session.** Signing in with a token opens a server-side session (`store::sessions`): the
+//! HttpOnly, SameSite=Strict, `Path=/` cookie carries only its random id, the database only the
+//! id's SHA-256, the token's name and a binding to its secret. Every page request resolves the
+//! cookie through that table and the [`TokenTable`], so signing out, the session's lifetime
+//! (`http.session_hours`), or a token removed, re-roled or given a new secret in the config
+//! ends it. The cookie is `Secure` whenever the browser reached us over https (the login form's
+//! `Origin`, or `X-Forwarded-Proto: https` from a proxy); plain http is for loopback only.
 //!
 //! **Forms** are POSTs carrying a synchronizer token: HMAC-SHA256, under a key drawn at start-up,
-//! of the session token's digest. [`guard`] checks it (in constant time) on every POST before a
-//! handler runs, together with `Sec-Fetch-Site` and `Origin` when the browser sends them. The
-//! origin may be the request's own host or, behind a proxy that rewrites `Host`, one of the
-//! [`Sites`] runbookd is reached by (`notify.public_url`, `http.allowed_hosts`). A restart
-//! draws a new key, so forms loaded before it must be reloaded.
+//! of the digest of a cookie's value: the session id for a signed-in form, or, for the sign-in
+//! form, a random nonce in its own cookie (`runbookd_login`). [`guard`] and [`login`] check it
+//! (in constant time) before a handler acts, together with `Sec-Fetch-Site` and `Origin` (or
+//! `Referer`) when the browser sends them. The origin may be the request's own host or, behind
+//! a proxy that rewrites `Host`, one of the [`Sites`] runbookd is reached by
+//! (`notify.public_url`, `http.allowed_hosts`). A restart draws a new key, so forms loaded
+//! before it must be reloaded.
+//!
+//! **Failed sign-ins** are audited (`login.failed`, with the address, never the token) and
+//! limited per client address (per /64 for IPv6): past ten a minute, 429 with `Retry-After`.
 //!
 //! **Pages** are rendered with maud, which escapes every value; there is no script, and the
 //! Content-Security-Policy forbids any. Decisions and the kill switch go through the same store
@@ -27,14 +34,17 @@
 mod backups;
 pub(crate) mod pages;
 mod run_page;
+mod session;
 mod timeline_svg;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
-use axum::extract::{Extension, Form, FromRequestParts, Query, Request, State};
+use axum::extract::{ConnectInfo, Extension, Form, FromRequestParts, Query, Request, State};
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{Next, from_fn_with_state, map_response};
@@ -44,16 +54,24 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use ring::hmac;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use self::session::{FailedLogins, SessionId, random_hex};
 use super::AppState;
 use super::approvals::check_comment;
 use super::error::AppError;
+use super::links::{Peer, bucket};
 use crate::auth::{Permission, Principal, Role, TokenTable};
-use crate::store::StoreError;
+use crate::clock::Clock;
 use crate::store::approvals::Decision;
+use crate::store::audit::{AuditDetail, NewAuditEvent, SignIn};
 use crate::store::safety::Switch;
+use crate::store::sessions::NewSession;
+use crate::store::{Store, StoreError};
 
 const SESSION_COOKIE: &str = "runbookd_session";
+/// The sign-in form's CSRF nonce, until the browser signs in.
+const LOGIN_COOKIE: &str = "runbookd_login";
 /// Forms are small: a comment of at most 2,000 characters, percent-encoded, and a token.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 const MAX_TOKEN_CHARS: usize = 1024;
@@ -61,41 +79,69 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
                    frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = include_str!("style.css");
 
-/// What the UI's guard needs: the tokens, the key for CSRF tokens, and the sites forms may
-/// come from.
-pub struct UiKeys {
+/// What signing in and the guard need: the tokens, the sessions table, the key for CSRF
+/// tokens, the sites forms may come from, and the count of failed sign-ins.
+pub struct Sessions {
     tokens: Arc<TokenTable>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    lifetime: chrono::TimeDelta,
     csrf_key: hmac::Key,
     sites: Sites,
+    failed_logins: FailedLogins,
 }
 
-impl UiKeys {
-    fn new(tokens: Arc<TokenTable>, sites: Sites) -> Self {
+impl Sessions {
+    fn new(state: &AppState, tokens: Arc<TokenTable>, sites: Sites, lifetime: Duration) -> Self {
         let rng = ring::rand::SystemRandom::new();
         let csrf_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .expect("the system's random number generator works");
         Self {
             tokens,
+            store: state.store.clone(),
+            clock: state.clock.clone(),
+            lifetime: chrono::TimeDelta::from_std(lifetime)
+                .expect("the config bounds the session lifetime"),
             csrf_key,
             sites,
+            failed_logins: FailedLogins::default(),
         }
     }
 
-    /// The form token bound to this session token.
-    fn csrf_token(&self, session_token: &str) -> String {
-        hex::encode(hmac::sign(&self.csrf_key, &csrf_message(session_token)).as_ref())
+    /// The form token bound to this cookie value (a session id, or the sign-in nonce).
+    fn csrf_token(&self, cookie: &str) -> String {
+        hex::encode(hmac::sign(&self.csrf_key, &csrf_message(cookie)).as_ref())
     }
 
-    fn csrf_valid(&self, session_token: &str, presented: &str) -> bool {
-        hex::decode(presented).is_ok_and(|tag| {
-            hmac::verify(&self.csrf_key, &csrf_message(session_token), &tag).is_ok()
-        })
+    fn csrf_valid(&self, cookie: &str, presented: &str) -> bool {
+        hex::decode(presented)
+            .is_ok_and(|tag| hmac::verify(&self.csrf_key, &csrf_message(cookie), &tag).is_ok())
+    }
+
+    /// Who the session `id` belongs to: a session that has not expired, of a token still
+    /// configured under its name, with its role and its secret.
+    async fn resolve(&self, id: &SessionId) -> Result<Option<Principal>, StoreError> {
+        let Some(session) = self.store.session(&id.sha256(), self.clock.now()).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .tokens
+            .named(&session.token_name)
+            .filter(|token| token.role().as_str() == session.role)
+            .filter(|token| {
+                bool::from(
+                    token
+                        .session_binding(id.as_str().as_bytes())
+                        .ct_eq(&session.token_binding),
+                )
+            })
+            .map(|token| token.principal()))
     }
 }
 
-fn csrf_message(session_token: &str) -> Vec<u8> {
+fn csrf_message(cookie: &str) -> Vec<u8> {
     let mut message = b"runbookd-ui-csrf\0".to_vec();
-    message.extend_from_slice(&Sha256::digest(session_token.as_bytes()));
+    message.extend_from_slice(&Sha256::digest(cookie.as_bytes()));
     message
 }
 
@@ -133,9 +179,14 @@ impl Viewer {
     }
 }
 
-/// The UI's routes, to merge into the app's router.
-pub fn routes(tokens: Arc<TokenTable>, sites: Sites) -> Router<AppState> {
-    let keys = Arc::new(UiKeys::new(tokens, sites));
+/// The UI's routes, to merge into the app's router. A sign-in lasts `lifetime`.
+pub fn routes(
+    state: &AppState,
+    tokens: Arc<TokenTable>,
+    sites: Sites,
+    lifetime: Duration,
+) -> Router<AppState> {
+    let keys = Arc::new(Sessions::new(state, tokens, sites, lifetime));
     let signed_in = Router::new()
         .route("/", get(home))
         .route("/backups", get(backups))
@@ -158,19 +209,21 @@ pub fn routes(tokens: Arc<TokenTable>, sites: Sites) -> Router<AppState> {
 
 /// Resolves the session cookie to a [`Viewer`] (or sends the browser to `/login`), and checks
 /// every POST's origin and CSRF token before its handler runs.
-async fn guard(State(keys): State<Arc<UiKeys>>, request: Request, next: Next) -> Response {
+async fn guard(State(keys): State<Arc<Sessions>>, request: Request, next: Next) -> Response {
     let jar = CookieJar::from_headers(request.headers());
     let session = jar
         .get(SESSION_COOKIE)
-        .and_then(|c| hex::decode(c.value()).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    let principal = session
-        .as_deref()
-        .and_then(|token| keys.tokens.authenticate(token))
-        .filter(|p| p.role.allows(Permission::Read));
-    let (Some(token), Some(principal)) = (session, principal) else {
+        .and_then(|c| SessionId::from_cookie(c.value()));
+    let principal = match &session {
+        Some(id) => match keys.resolve(id).await {
+            Ok(principal) => principal.filter(|p| p.role.allows(Permission::Read)),
+            Err(error) => return PageError::from(error).into_response(),
+        },
+        None => None,
+    };
+    let (Some(session), Some(principal)) = (session, principal) else {
         if request.method() == Method::GET || request.method() == Method::HEAD {
-            // A stale cookie (a token since removed) goes too. After signing in, the browser
+            // A stale cookie (expired, signed out, its token since removed) goes too. After signing in, the browser
             // comes back here: a link opened from a notification lands on its approval.
             let login = match request.uri().path_and_query().map(|p| p.as_str()) {
                 Some(next) if next != "/" => format!(
@@ -179,7 +232,11 @@ async fn guard(State(keys): State<Arc<UiKeys>>, request: Request, next: Next) ->
                 ),
                 _ => "/login".to_owned(),
             };
-            return (jar.remove(session_cookie("")), Redirect::to(&login)).into_response();
+            return (
+                jar.remove(ui_cookie(SESSION_COOKIE, "")),
+                Redirect::to(&login),
+            )
+                .into_response();
         }
         return PageError::new(
             StatusCode::UNAUTHORIZED,
@@ -189,10 +246,10 @@ async fn guard(State(keys): State<Arc<UiKeys>>, request: Request, next: Next) ->
     };
     let viewer = Viewer {
         principal,
-        csrf: keys.csrf_token(&token),
+        csrf: keys.csrf_token(session.as_str()),
     };
     let request = if request.method() == Method::POST {
-        match check_form_post(&keys, &token, request).await {
+        match check_form_post(&keys, session.as_str(), request).await {
             Ok(request) => request,
             Err(error) => return error.into_response(),
         }
@@ -201,14 +258,15 @@ async fn guard(State(keys): State<Arc<UiKeys>>, request: Request, next: Next) ->
     };
     let mut request = request;
     request.extensions_mut().insert(viewer);
+    request.extensions_mut().insert(session);
     next.run(request).await
 }
 
 /// Reads the form body (bounded), checks the origin headers and the `csrf` field, and hands
 /// the request on with its body intact.
 async fn check_form_post(
-    keys: &UiKeys,
-    session_token: &str,
+    keys: &Sessions,
+    session: &str,
     request: Request,
 ) -> Result<Request, PageError> {
     same_origin(&keys.sites, request.headers(), request.uri())?;
@@ -220,7 +278,7 @@ async fn check_form_post(
         .find(|(name, _)| name == "csrf")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
-    if !keys.csrf_valid(session_token, &presented) {
+    if !keys.csrf_valid(session, &presented) {
         return Err(PageError::new(
             StatusCode::FORBIDDEN,
             "This form has expired or did not come from this site. Reload the page and try again.",
@@ -230,8 +288,8 @@ async fn check_form_post(
 }
 
 /// Refuses a form post that the browser says came from another site: `Sec-Fetch-Site` must
-/// say same-origin, and `Origin` must name one of the [`Sites`] runbookd is reached by, or the
-/// host this request was sent to.
+/// say same-origin, and `Origin` (or, without one, `Referer`) must name one of the [`Sites`]
+/// runbookd is reached by, or the host this request was sent to.
 fn same_origin(sites: &Sites, headers: &HeaderMap, uri: &Uri) -> Result<(), PageError> {
     let refused = || {
         PageError::new(
@@ -244,7 +302,10 @@ fn same_origin(sites: &Sites, headers: &HeaderMap, uri: &Uri) -> Result<(), Page
     {
         return Err(refused());
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+    else {
         return Ok(());
     };
     let origin = origin
@@ -354,8 +415,10 @@ fn over_https(headers: &HeaderMap) -> bool {
     is(header::ORIGIN, "https://") || is(HeaderName::from_static("x-forwarded-proto"), "https")
 }
 
-fn session_cookie(value: &str) -> Cookie<'static> {
-    Cookie::build((SESSION_COOKIE, value.to_owned()))
+/// The UI's cookies: for this site's pages only, never readable by scripts, never sent with a
+/// request another site starts.
+fn ui_cookie(name: &'static str, value: &str) -> Cookie<'static> {
+    Cookie::build((name, value.to_owned()))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -404,14 +467,41 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_form(query: Result<Query<LoginQuery>, QueryRejection>) -> Response {
+/// The sign-in form, with a CSRF token bound to the nonce in its cookie (kept if the browser
+/// already has one, so two open sign-in tabs both work).
+async fn login_form(
+    Extension(keys): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+) -> Response {
     let next = query.ok().and_then(|Query(q)| q.next);
-    pages::login(None, local_path(next.as_deref())).into_response()
+    let (jar, nonce) = login_nonce(jar, &headers);
+    let csrf = keys.csrf_token(&nonce);
+    (jar, pages::login(None, local_path(next.as_deref()), &csrf)).into_response()
+}
+
+/// The sign-in nonce the browser holds, or a new one set in its cookie.
+fn login_nonce(jar: CookieJar, headers: &HeaderMap) -> (CookieJar, String) {
+    if let Some(nonce) = jar
+        .get(LOGIN_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|nonce| SessionId::from_cookie(nonce).is_some())
+    {
+        return (jar, nonce);
+    }
+    let nonce = random_hex();
+    let mut cookie = ui_cookie(LOGIN_COOKIE, &nonce);
+    cookie.set_secure(over_https(headers));
+    (jar.add(cookie), nonce)
 }
 
 #[derive(Debug, Deserialize)]
 struct LoginForm {
     token: String,
+    /// The sign-in form's CSRF token.
+    #[serde(default)]
+    csrf: String,
     /// Where to go after signing in; only a path on this site is followed.
     next: Option<String>,
 }
@@ -427,35 +517,92 @@ fn local_path(next: Option<&str>) -> Option<&str> {
     })
 }
 
+/// Signs in: origin and CSRF first, then the failed-sign-in limit, then the token. A valid
+/// token opens a session; every refusal of a token is audited.
 async fn login(
-    Extension(keys): Extension<Arc<UiKeys>>,
+    Extension(keys): Extension<Arc<Sessions>>,
     headers: HeaderMap,
     uri: Uri,
     jar: CookieJar,
+    peer: Peer,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     same_origin(&keys.sites, &headers, &uri)?;
+    let expired = || {
+        PageError::new(
+            StatusCode::FORBIDDEN,
+            "This sign-in form has expired or did not come from this site. Reload the page and try again.",
+        )
+    };
+    let nonce = jar
+        .get(LOGIN_COOKIE)
+        .map(|c| c.value().to_owned())
+        .ok_or_else(expired)?;
     let Ok(Form(form)) = form else {
         return Ok((
             StatusCode::BAD_REQUEST,
-            pages::login(Some("Paste a token to sign in."), None),
+            pages::login(
+                Some("Paste a token to sign in."),
+                None,
+                &keys.csrf_token(&nonce),
+            ),
         )
             .into_response());
     };
+    if !keys.csrf_valid(&nonce, &form.csrf) {
+        return Err(expired());
+    }
     let next = local_path(form.next.as_deref());
+    let csrf = keys.csrf_token(&nonce);
     let refuse =
-        |status, message: &str| (status, pages::login(Some(message), next)).into_response();
+        |status, message: &str| (status, pages::login(Some(message), next, &csrf)).into_response();
+    let remote = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    let now = keys.clock.now();
+    let client = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), bucket);
+    if let Some(wait) = keys.failed_logins.wait(client, now) {
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed sign-ins from your address. Try again in {wait} seconds."),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return Ok(response);
+    }
     let token = form.token.trim();
     if token.is_empty() || token.chars().count() > MAX_TOKEN_CHARS {
         return Ok(refuse(StatusCode::BAD_REQUEST, "Paste a token to sign in."));
     }
-    let Some(principal) = keys.tokens.authenticate(token) else {
+    let remote = remote.map(|address| address.to_string());
+    let failed = async |actor: &str, reason: &str| {
+        keys.store
+            .record_event(
+                NewAuditEvent::of(
+                    actor,
+                    AuditDetail::LoginFailed(SignIn {
+                        remote: remote.clone(),
+                        role: None,
+                        reason: Some(reason.to_owned()),
+                    }),
+                ),
+                now,
+            )
+            .await
+    };
+    let Some(token) = keys.tokens.token_for(token) else {
+        keys.failed_logins.record(client, now);
+        failed("anonymous", "the token is not valid").await?;
         return Ok(refuse(StatusCode::UNAUTHORIZED, "That token is not valid."));
     };
-    if !principal.role.allows(Permission::Read) {
+    if !token.role().allows(Permission::Read) {
+        failed(
+            token.name(),
+            "the token's role may not read, so it cannot sign in",
+        )
+        .await?;
         return Ok(refuse(
             StatusCode::FORBIDDEN,
-            match principal.role {
+            match token.role() {
                 Role::Ingest => {
                     "That is an ingest token: it may only post alerts and cannot sign in here. Use an approver or admin token."
                 }
@@ -463,14 +610,37 @@ async fn login(
             },
         ));
     }
-    tracing::info!(user = %principal.name, role = principal.role.as_str(), "signed in to the web page");
-    let mut cookie = session_cookie(&hex::encode(token));
+    let session = SessionId::generate();
+    keys.store
+        .open_session(NewSession {
+            id_sha256: &session.sha256(),
+            token_name: token.name(),
+            role: token.role().as_str(),
+            token_binding: &token.session_binding(session.as_str().as_bytes()),
+            created_at: now,
+            expires_at: now + keys.lifetime,
+            remote: remote.as_deref().unwrap_or("unknown"),
+        })
+        .await?;
+    tracing::info!(user = %token.name(), role = token.role().as_str(), "signed in to the web page");
+    let mut cookie = ui_cookie(SESSION_COOKIE, session.as_str());
     cookie.set_secure(over_https(&headers));
-    Ok((jar.add(cookie), Redirect::to(next.unwrap_or("/"))).into_response())
+    let jar = jar.add(cookie).remove(ui_cookie(LOGIN_COOKIE, ""));
+    Ok((jar, Redirect::to(next.unwrap_or("/"))).into_response())
 }
 
-async fn logout(jar: CookieJar) -> Response {
-    (jar.remove(session_cookie("")), Redirect::to("/login")).into_response()
+/// Signs out: the session's row goes, so its cookie is refused even if replayed.
+async fn logout(
+    State(state): State<AppState>,
+    Extension(session): Extension<SessionId>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    state.store.end_session(&session.sha256()).await?;
+    Ok((
+        jar.remove(ui_cookie(SESSION_COOKIE, "")),
+        Redirect::to("/login"),
+    )
+        .into_response())
 }
 
 async fn home(

@@ -58,18 +58,19 @@ fn csrf(viewer: &Viewer) -> Markup {
 }
 
 /// The sign-in form; `next` is where to go after it (a local path, checked by the caller).
-pub fn login(message: Option<&str>, next: Option<&str>) -> Markup {
+pub fn login(message: Option<&str>, next: Option<&str>, csrf: &str) -> Markup {
     layout(
         "Sign in",
         None,
         html! {
             section.card.narrow {
                 h1 { "Sign in" }
-                p { "Paste your runbookd token. It is kept in a cookie that scripts cannot read, for this browser only." }
+                p { "Paste your runbookd token. It is checked once and not kept: this browser gets a session cookie that scripts cannot read, which signing out ends." }
                 @if let Some(message) = message {
                     p.alert role="alert" { (message) }
                 }
                 form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(csrf);
                     @if let Some(next) = next {
                         input type="hidden" name="next" value=(next);
                     }
