@@ -21,12 +21,14 @@
 //! fix, it resolves all of them ([`crate::store::runs::Ending::Verified`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, TransactionBehavior};
 use serde_json::json;
-use sqlx::{Connection, SqliteConnection};
+use tokio::sync::oneshot;
 
 use super::dispatch::Dispatcher;
 use super::worker::Progress;
@@ -93,9 +95,48 @@ pub struct Submission {
 /// The one path from a delivery to incidents and runs.
 pub struct IntakeService {
     store: Store,
+    rules: Arc<Rules>,
+    /// To the thread that owns intake's synchronous connection.
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What decides what an alert means and which run takes it: shared with the writer's thread.
+struct Rules {
     /// Routes alerts to playbooks; without it incidents are only recorded.
     dispatcher: Option<Arc<Dispatcher>>,
     lifecycle: Lifecycle,
+}
+
+/// Work for intake's connection: given it (or why it cannot be opened) on its thread.
+type Job = Box<dyn FnOnce(Result<&mut Connection, StoreError>) + Send>;
+
+/// What a batch's deliveries got, in order, and whether a run was created.
+type Recorded = (Vec<Result<Vec<AlertOutcome>, StoreError>>, bool);
+
+/// Starts the thread that owns intake's synchronous connection (opened on first use), running
+/// jobs in order. It ends when the service, its only sender, is dropped, and closes the
+/// connection.
+fn spawn_connection_thread(store: Store) -> mpsc::Sender<Job> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("intake-writer".into())
+        .spawn(move || {
+            let mut conn = None;
+            for job in queue {
+                if conn.is_none() {
+                    match store.open_sync() {
+                        Ok(opened) => conn = Some(opened),
+                        Err(error) => {
+                            job(Err(error));
+                            continue;
+                        }
+                    }
+                }
+                job(Ok(conn.as_mut().expect("opened above")));
+            }
+        })
+        .expect("the intake writer's thread starts");
+    jobs
 }
 
 /// `span` before `now`, or the beginning of time for a span longer than the calendar.
@@ -109,9 +150,12 @@ fn since(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 impl IntakeService {
     pub fn new(store: Store, dispatcher: Option<Arc<Dispatcher>>, lifecycle: Lifecycle) -> Self {
         Self {
+            jobs: spawn_connection_thread(store.clone()),
             store,
-            dispatcher,
-            lifecycle,
+            rules: Arc::new(Rules {
+                dispatcher,
+                lifecycle,
+            }),
         }
     }
 
@@ -130,48 +174,107 @@ impl IntakeService {
             actor: actor.clone(),
             received_at: now,
         };
-        let mut answers = self.accept_batch(std::slice::from_ref(&submission)).await?;
+        let mut answers = self.accept_batch(vec![submission]).await?;
         answers.pop().expect("one answer per submission")
     }
 
     /// Stores each delivery of `batch`, in order, in ONE transaction: each inside its own
     /// savepoint, so a delivery that fails rolls back alone and gets its own error while the
     /// others commit. One commit (one fsync) for the lot is what lets intake keep up with a
-    /// storm at `synchronous = FULL`. Wakes the worker after the commit if a run was created.
-    /// `Err` means nothing of the batch was stored.
+    /// storm at `synchronous = FULL`; the batch runs on intake's synchronous connection, so its
+    /// statements cost no async round trip each. Wakes the worker after the commit if a run was
+    /// created. `Err` means nothing of the batch was stored.
     pub async fn accept_batch(
         &self,
-        batch: &[Submission],
+        batch: Vec<Submission>,
     ) -> Result<Vec<Result<Vec<AlertOutcome>, StoreError>>, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let mut answers = Vec::new();
-        let mut started = false;
-        for submission in batch {
-            let mut savepoint = Connection::begin(&mut *tx).await?;
-            match self.record(&mut savepoint, submission).await {
-                Ok((outcomes, run_started)) => {
-                    savepoint.commit().await?;
-                    started |= run_started;
-                    answers.push(Ok(outcomes));
-                }
-                Err(error) => {
-                    savepoint.rollback().await?;
-                    answers.push(Err(error));
-                }
-            }
-        }
-        tx.commit().await?;
-        if started && let Some(dispatcher) = &self.dispatcher {
+        let (answers, started) = self
+            .on_connection(move |conn, rules| rules.record_batch(conn, &batch))
+            .await?;
+        if started && let Some(dispatcher) = &self.rules.dispatcher {
             dispatcher.wake.notify_one();
         }
         Ok(answers)
     }
 
+    /// Runs `work` on intake's connection, on its thread, while holding the writer pool's
+    /// connection so that nothing else writes meanwhile. A panic in `work` resumes here.
+    async fn on_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &Rules) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _writer = self.store.hold_writer().await?;
+        let (answer, answered) = oneshot::channel();
+        let rules = self.rules.clone();
+        let job: Job = Box::new(move |conn| {
+            let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                conn.and_then(|conn| work(conn, &rules))
+            }));
+            // The caller may have gone; what was committed stays committed.
+            let _ = answer.send(done);
+        });
+        let gone = || StoreError::Other("the intake writer's thread has stopped".into());
+        self.jobs.send(job).map_err(|_| gone())?;
+        match answered.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(gone()),
+        }
+    }
+
+    /// Resolves every open incident whose source never resolves and has been silent past its
+    /// resolve timeout, so lists show what is still live.
+    pub async fn time_out_silent(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.on_connection(move |conn, rules| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut count = 0;
+            for (source, after) in &rules.lifecycle.resolve_after {
+                for id in rows::time_out_incidents(&tx, source, since(now, *after), now)? {
+                    audit::append_sync(&tx, now, timed_out(id, *after))?;
+                    count += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(count)
+        })
+        .await
+    }
+}
+
+impl Rules {
+    /// [`IntakeService::accept_batch`] on the connection: one transaction, a savepoint per
+    /// delivery.
+    fn record_batch(
+        &self,
+        conn: &mut Connection,
+        batch: &[Submission],
+    ) -> Result<Recorded, StoreError> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut started = false;
+        for submission in batch {
+            let savepoint = tx.savepoint()?;
+            match self.record(&savepoint, submission) {
+                Ok((outcomes, run_started)) => {
+                    savepoint.commit()?;
+                    started |= run_started;
+                    answers.push(Ok(outcomes));
+                }
+                Err(error) => {
+                    savepoint.finish()?;
+                    answers.push(Err(error));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok((answers, started))
+    }
+
     /// One delivery (kept verbatim in `raw_body`), every alert's incident and the runs they
     /// start, join or cancel, written on `tx`; also whether a run was created.
-    async fn record(
+    fn record(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &Connection,
         submission: &Submission,
     ) -> Result<(Vec<AlertOutcome>, bool), StoreError> {
         let Submission {
@@ -181,15 +284,14 @@ impl IntakeService {
             received_at: now,
         } = submission;
         let now = *now;
-        let delivery_id =
-            rows::insert_delivery(tx, &delivery.source, &actor.name, raw_body, now).await?;
+        let delivery_id = rows::insert_delivery(tx, &delivery.source, &actor.name, raw_body, now)?;
         let mut outcomes = Vec::with_capacity(delivery.entries.len());
         let mut started = false;
         for entry in &delivery.entries {
             let outcome = match entry {
                 Err(refused) => {
-                    rows::insert_refused(tx, refused, delivery_id, now).await?;
-                    audit::append(
+                    rows::insert_refused(tx, refused, delivery_id, now)?;
+                    audit::append_sync(
                         tx,
                         now,
                         NewAuditEvent::of(
@@ -201,8 +303,7 @@ impl IntakeService {
                                 reason: Some(refused.reason.clone()),
                             }),
                         ),
-                    )
-                    .await?;
+                    )?;
                     AlertOutcome {
                         incident_id: None,
                         run_id: None,
@@ -215,13 +316,12 @@ impl IntakeService {
                     // The alert and its incident first, then what it means for runs, so the
                     // trail reads in that order.
                     let mut outcome = match alert.status {
-                        AlertStatus::Firing => self.incident_for(tx, alert, now).await?,
-                        AlertStatus::Resolved => self.resolved(tx, alert, now).await?,
+                        AlertStatus::Firing => self.incident_for(tx, alert, now)?,
+                        AlertStatus::Resolved => self.resolved(tx, alert, now)?,
                     };
                     let alert_id =
-                        rows::insert_alert(tx, alert, delivery_id, outcome.incident_id, now)
-                            .await?;
-                    audit::append(
+                        rows::insert_alert(tx, alert, delivery_id, outcome.incident_id, now)?;
+                    audit::append_sync(
                         tx,
                         now,
                         NewAuditEvent {
@@ -240,18 +340,14 @@ impl IntakeService {
                                 }),
                             )
                         },
-                    )
-                    .await?;
+                    )?;
                     match alert.status {
                         AlertStatus::Firing => {
-                            started |= self
-                                .route(tx, alert, &mut outcome, &actor.name, now)
-                                .await?;
+                            started |= self.route(tx, alert, &mut outcome, &actor.name, now)?;
                         }
                         AlertStatus::Resolved => {
                             if let Some(incident_id) = outcome.incident_id {
-                                cancel_runs_left_without_open_incidents(tx, incident_id, now)
-                                    .await?;
+                                cancel_runs_left_without_open_incidents(tx, incident_id, now)?;
                             }
                         }
                     }
@@ -265,36 +361,42 @@ impl IntakeService {
 
     /// A firing alert: which incident it belongs to (see the module docs), and the run that
     /// already covers it.
-    async fn incident_for(
+    fn incident_for(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &Connection,
         alert: &Alert,
         now: DateTime<Utc>,
     ) -> Result<AlertOutcome, StoreError> {
         if let Some(after) = self.lifecycle.resolve_after.get(alert.source.as_str())
-            && let Some(id) = rows::time_out_incident(tx, alert, since(now, *after), now).await?
+            && let Some(id) = rows::time_out_incident(tx, alert, since(now, *after), now)?
         {
-            audit::append(tx, now, timed_out(id, *after)).await?;
+            audit::append_sync(tx, now, timed_out(id, *after))?;
         }
-        let latest = rows::latest_incident(tx, alert).await?;
-        let (incident_id, action, recurrence_of) = match self.weigh(alert, latest.as_ref(), now) {
-            Weighed::Repeat(id, action) => {
-                rows::repeat_incident(tx, id, now).await?;
-                (id, action, None)
-            }
-            Weighed::New { recurrence_of } => {
-                let id = rows::open_incident(tx, alert, recurrence_of, now).await?;
-                let action = if recurrence_of.is_some() {
-                    IntakeAction::Recurred
-                } else {
-                    IntakeAction::Opened
-                };
-                (id, action, recurrence_of)
-            }
-        };
+        // A repeat of the open incident, the common case, is counted in one statement.
+        let (incident_id, action, recurrence_of) =
+            if let Some(id) = rows::repeat_open_incident(tx, alert, now)? {
+                (id, IntakeAction::Deduplicated, None)
+            } else {
+                let latest = rows::latest_incident(tx, alert)?;
+                match self.weigh(alert, latest.as_ref(), now) {
+                    Weighed::Repeat(id, action) => {
+                        rows::repeat_incident(tx, id, now)?;
+                        (id, action, None)
+                    }
+                    Weighed::New { recurrence_of } => {
+                        let id = rows::open_incident(tx, alert, recurrence_of, now)?;
+                        let action = if recurrence_of.is_some() {
+                            IntakeAction::Recurred
+                        } else {
+                            IntakeAction::Opened
+                        };
+                        (id, action, recurrence_of)
+                    }
+                }
+            };
         Ok(AlertOutcome {
             incident_id: Some(incident_id),
-            run_id: runs::latest_linked_run(tx, incident_id).await?,
+            run_id: runs::latest_linked_run(tx, incident_id)?,
             action,
             recurrence_of,
             reason: None,
@@ -303,9 +405,9 @@ impl IntakeService {
 
     /// A firing alert's incident to its playbook's run: started, or joined when the target's
     /// run is already active; or why no playbook takes it. Returns whether a run was created.
-    async fn route(
+    fn route(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &Connection,
         alert: &Alert,
         outcome: &mut AlertOutcome,
         actor: &str,
@@ -328,7 +430,7 @@ impl IntakeService {
         };
         match dispatcher.route(alert) {
             Ok((playbook, version)) => {
-                rows::set_routing(tx, incident_id, Some(&playbook.name), None).await?;
+                rows::set_routing(tx, incident_id, Some(&playbook.name), None)?;
                 let labels = alert
                     .labels
                     .iter()
@@ -347,14 +449,14 @@ impl IntakeService {
                     actor: "engine",
                     facts: json!(progress),
                 };
-                match runs::insert_run(tx, &run, now).await? {
+                match runs::insert_run_sync(tx, &run, now)? {
                     Created::New(id) => {
                         outcome.run_id = Some(id);
                         return Ok(true);
                     }
                     Created::AlreadyActive(id) => {
-                        if runs::link_incident(tx, id, incident_id, now).await? {
-                            audit::append(
+                        if runs::link_incident(tx, id, incident_id, now)? {
+                            audit::append_sync(
                                 tx,
                                 now,
                                 NewAuditEvent {
@@ -370,17 +472,16 @@ impl IntakeService {
                                         }),
                                     )
                                 },
-                            )
-                            .await?;
+                            )?;
                         }
                         outcome.run_id = Some(id);
                     }
                 }
             }
             Err(reason) => {
-                rows::set_routing(tx, incident_id, None, Some(&reason)).await?;
+                rows::set_routing(tx, incident_id, None, Some(&reason))?;
                 if action != IntakeAction::Deduplicated {
-                    audit::append(
+                    audit::append_sync(
                         tx,
                         now,
                         NewAuditEvent {
@@ -392,8 +493,7 @@ impl IntakeService {
                                 }),
                             )
                         },
-                    )
-                    .await?;
+                    )?;
                 }
                 outcome.reason = Some(reason);
             }
@@ -431,13 +531,13 @@ impl IntakeService {
     }
 
     /// A resolved alert: its open incident, if any, is resolved by the source.
-    async fn resolved(
+    fn resolved(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &Connection,
         alert: &Alert,
         now: DateTime<Utc>,
     ) -> Result<AlertOutcome, StoreError> {
-        let Some(incident_id) = rows::source_resolve(tx, alert, now).await? else {
+        let Some(incident_id) = rows::source_resolve(tx, alert, now)? else {
             return Ok(AlertOutcome {
                 incident_id: None,
                 run_id: None,
@@ -448,26 +548,11 @@ impl IntakeService {
         };
         Ok(AlertOutcome {
             incident_id: Some(incident_id),
-            run_id: runs::latest_linked_run(tx, incident_id).await?,
+            run_id: runs::latest_linked_run(tx, incident_id)?,
             action: IntakeAction::Resolved,
             recurrence_of: None,
             reason: None,
         })
-    }
-
-    /// Resolves every open incident whose source never resolves and has been silent past its
-    /// resolve timeout, so lists show what is still live.
-    pub async fn time_out_silent(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let mut count = 0;
-        for (source, after) in &self.lifecycle.resolve_after {
-            for id in rows::time_out_incidents(&mut tx, source, since(now, *after), now).await? {
-                audit::append(&mut tx, now, timed_out(id, *after)).await?;
-                count += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(count)
     }
 }
 
@@ -497,15 +582,15 @@ impl IntakeService {
 
 /// Cancels each run that a resolve of `incident_id` left covering no open incident, unless it
 /// is verifying a fix (let it finish).
-async fn cancel_runs_left_without_open_incidents(
-    tx: &mut SqliteConnection,
+fn cancel_runs_left_without_open_incidents(
+    tx: &Connection,
     incident_id: i64,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for run in runs::runs_left_without_open_incidents(tx, incident_id).await? {
-        let progress = Progress::decode(&run.facts.0).unwrap_or_default();
+    for run in runs::runs_left_without_open_incidents(tx, incident_id)? {
+        let progress = Progress::decode(&run.facts).unwrap_or_default();
         if !progress.verifying(run.step.as_deref()) {
-            runs::cancel_in(tx, run.id, "engine", "the alert's source resolved it", now).await?;
+            runs::cancel_in_sync(tx, run.id, "engine", "the alert's source resolved it", now)?;
         }
     }
     Ok(())

@@ -251,6 +251,11 @@ pub struct NewAuditEvent<'a> {
     pub detail: Value,
 }
 
+/// The one insert of an event, on either connection.
+const INSERT_EVENT: &str =
+    "INSERT INTO audit_events (at, actor, action, incident_id, run_id, detail)
+     VALUES (?, ?, ?, ?, ?, ?)";
+
 impl<'a> NewAuditEvent<'a> {
     /// An event of `detail`'s action by `actor`, on no incident or run (set those with struct
     /// update). The written JSON is the typed detail's, so it reads back as the same type.
@@ -592,18 +597,33 @@ pub(crate) async fn append(
     at: DateTime<Utc>,
     event: NewAuditEvent<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, incident_id, run_id, detail)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(at)
-    .bind(event.actor)
-    .bind(event.action.as_str())
-    .bind(event.incident_id)
-    .bind(event.run_id)
-    .bind(Json(event.detail))
-    .execute(conn)
-    .await?;
+    sqlx::query(INSERT_EVENT)
+        .bind(at)
+        .bind(event.actor)
+        .bind(event.action.as_str())
+        .bind(event.incident_id)
+        .bind(event.run_id)
+        .bind(Json(event.detail))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`append`] on the intake writer's synchronous connection.
+pub(crate) fn append_sync(
+    conn: &rusqlite::Connection,
+    at: DateTime<Utc>,
+    event: NewAuditEvent<'_>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(INSERT_EVENT)?
+        .execute(rusqlite::params![
+            super::sql_time(at),
+            event.actor,
+            event.action.as_str(),
+            event.incident_id,
+            event.run_id,
+            event.detail.to_string()
+        ])?;
     Ok(())
 }
 

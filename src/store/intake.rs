@@ -5,13 +5,16 @@
 //!
 //! Incidents are keyed by (source, fingerprint): at most one is open per key (a partial unique
 //! index), and the latest one of a key, open or not, decides what a new firing means.
+//!
+//! They run on the intake writer's synchronous connection (see [`crate::store`]), each a
+//! cached prepared statement.
 
 use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::types::Json;
-use sqlx::{FromRow, SqliteConnection};
 
+use super::{parse_sql_time, sql_time};
 use crate::intake::{Alert, RefusedAlert, Source};
 
 /// What recording one alert did.
@@ -68,8 +71,19 @@ pub enum ResolvedBy {
     Timeout,
 }
 
+impl ResolvedBy {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "source" => Some(Self::Source),
+            "run" => Some(Self::Run),
+            "timeout" => Some(Self::Timeout),
+            _ => None,
+        }
+    }
+}
+
 /// The latest incident of a (source, fingerprint), as intake weighs a new firing against it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct LatestIncident {
     pub id: i64,
     pub open: bool,
@@ -78,224 +92,267 @@ pub struct LatestIncident {
     pub starts_at: Option<DateTime<Utc>>,
 }
 
+/// A time column that may be NULL.
+fn time_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(row
+        .get::<_, Option<String>>(index)?
+        .as_deref()
+        .and_then(parse_sql_time))
+}
+
+fn json_text(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("labels and annotations serialise")
+}
+
 /// Records a delivery: who sent it, when, from which source, and its exact body. Identical
 /// bodies (a sender repeating the same alert) are stored once in `raw_bodies` and referenced;
 /// the `delivery_bodies` view gives every delivery its body back.
-pub async fn insert_delivery(
-    conn: &mut SqliteConnection,
+pub fn insert_delivery(
+    conn: &Connection,
     source: &Source,
     actor: &str,
     raw_body: &str,
     now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
+) -> rusqlite::Result<i64> {
     let sha256 = hex::encode(Sha256::digest(raw_body.as_bytes()));
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?, ?, ?)
-         ON CONFLICT (sha256) DO NOTHING
+    let now = sql_time(now);
+    conn.prepare_cached(
+        "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sha256) DO NOTHING",
+    )?
+    .execute(params![sha256, raw_body, now])?;
+    conn.prepare_cached(
+        "INSERT INTO deliveries (received_at, source, actor, body_id)
+         SELECT ?1, ?2, ?3, id FROM raw_bodies WHERE sha256 = ?4
          RETURNING id",
-    )
-    .bind(&sha256)
-    .bind(raw_body)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let body_id: i64 = match inserted {
-        Some(id) => id,
-        None => {
-            sqlx::query_scalar("SELECT id FROM raw_bodies WHERE sha256 = ?")
-                .bind(&sha256)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-    };
-    sqlx::query_scalar(
-        "INSERT INTO deliveries (received_at, source, actor, body_id) VALUES (?, ?, ?, ?)
-         RETURNING id",
-    )
-    .bind(now)
-    .bind(source.as_str())
-    .bind(actor)
-    .bind(body_id)
-    .fetch_one(conn)
-    .await
+    )?
+    .query_row(params![now, source.as_str(), actor, sha256], |row| {
+        row.get(0)
+    })
 }
 
 /// Resolves the alert's open incident if its sender has been silent longer than `after`.
-pub async fn time_out_incident(
-    conn: &mut SqliteConnection,
+pub fn time_out_incident(
+    conn: &Connection,
     alert: &Alert,
     silent_since: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE incidents SET status = 'resolved', resolved_by = 'timeout', resolved_at = ?
-         WHERE source = ? AND fingerprint = ? AND status = 'open' AND last_seen < ?
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "UPDATE incidents SET status = 'resolved', resolved_by = 'timeout', resolved_at = ?1
+         WHERE source = ?2 AND fingerprint = ?3 AND status = 'open' AND last_seen < ?4
          RETURNING id",
+    )?
+    .query_row(
+        params![
+            sql_time(now),
+            alert.source.as_str(),
+            alert.fingerprint.as_str(),
+            sql_time(silent_since)
+        ],
+        |row| row.get(0),
     )
-    .bind(now)
-    .bind(alert.source.as_str())
-    .bind(alert.fingerprint.as_str())
-    .bind(silent_since)
-    .fetch_optional(conn)
-    .await
+    .optional()
 }
 
 /// Open incidents of `source` not seen since `silent_since`, resolved as timed out.
-pub async fn time_out_incidents(
-    conn: &mut SqliteConnection,
+pub fn time_out_incidents(
+    conn: &Connection,
     source: &str,
     silent_since: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE incidents SET status = 'resolved', resolved_by = 'timeout', resolved_at = ?
-         WHERE source = ? AND status = 'open' AND last_seen < ?
+) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached(
+        "UPDATE incidents SET status = 'resolved', resolved_by = 'timeout', resolved_at = ?1
+         WHERE source = ?2 AND status = 'open' AND last_seen < ?3
          RETURNING id",
-    )
-    .bind(now)
-    .bind(source)
-    .bind(silent_since)
-    .fetch_all(conn)
-    .await
+    )?
+    .query_map(
+        params![sql_time(now), source, sql_time(silent_since)],
+        |row| row.get(0),
+    )?
+    .collect()
 }
 
-pub async fn latest_incident(
-    conn: &mut SqliteConnection,
+/// Counts one more notification of the alert's open incident, if it has one: the common
+/// repeat, in one statement. Returns the incident.
+pub fn repeat_open_incident(
+    conn: &Connection,
     alert: &Alert,
-) -> Result<Option<LatestIncident>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status = 'open' AS open, resolved_by, resolved_at, starts_at FROM incidents
-         WHERE source = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "UPDATE incidents SET alert_count = alert_count + 1, last_seen = ?1
+         WHERE source = ?2 AND fingerprint = ?3 AND status = 'open'
+         RETURNING id",
+    )?
+    .query_row(
+        params![
+            sql_time(now),
+            alert.source.as_str(),
+            alert.fingerprint.as_str()
+        ],
+        |row| row.get(0),
     )
-    .bind(alert.source.as_str())
-    .bind(alert.fingerprint.as_str())
-    .fetch_optional(conn)
-    .await
+    .optional()
+}
+
+pub fn latest_incident(
+    conn: &Connection,
+    alert: &Alert,
+) -> rusqlite::Result<Option<LatestIncident>> {
+    conn.prepare_cached(
+        "SELECT id, status = 'open', resolved_by, resolved_at, starts_at FROM incidents
+         WHERE source = ?1 AND fingerprint = ?2 ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(
+        params![alert.source.as_str(), alert.fingerprint.as_str()],
+        |row| {
+            Ok(LatestIncident {
+                id: row.get(0)?,
+                open: row.get(1)?,
+                resolved_by: row
+                    .get::<_, Option<String>>(2)?
+                    .as_deref()
+                    .and_then(ResolvedBy::parse),
+                resolved_at: time_column(row, 3)?,
+                starts_at: time_column(row, 4)?,
+            })
+        },
+    )
+    .optional()
 }
 
 /// A new open incident for the alert; `recurrence_of` is the earlier incident it repeats.
-pub async fn open_incident(
-    conn: &mut SqliteConnection,
+pub fn open_incident(
+    conn: &Connection,
     alert: &Alert,
     recurrence_of: Option<i64>,
     now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> rusqlite::Result<i64> {
+    let now = sql_time(now);
+    conn.prepare_cached(
         "INSERT INTO incidents
            (fingerprint, name, source, severity, labels, status, alert_count, first_seen,
             last_seen, starts_at, recurrence_of)
-         VALUES (?, ?, ?, ?, ?, 'open', 1, ?, ?, ?, ?)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', 1, ?6, ?6, ?7, ?8)
          RETURNING id",
+    )?
+    .query_row(
+        params![
+            alert.fingerprint.as_str(),
+            alert.name.as_str(),
+            alert.source.as_str(),
+            alert.severity.as_str(),
+            json_text(&alert.labels),
+            now,
+            alert.starts_at.map(sql_time),
+            recurrence_of
+        ],
+        |row| row.get(0),
     )
-    .bind(alert.fingerprint.as_str())
-    .bind(alert.name.as_str())
-    .bind(alert.source.as_str())
-    .bind(alert.severity.as_str())
-    .bind(Json(&alert.labels))
-    .bind(now)
-    .bind(now)
-    .bind(alert.starts_at)
-    .bind(recurrence_of)
-    .fetch_one(conn)
-    .await
 }
 
 /// Counts one more notification of an incident, open or not.
-pub async fn repeat_incident(
-    conn: &mut SqliteConnection,
+pub fn repeat_incident(
+    conn: &Connection,
     incident_id: i64,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE incidents SET alert_count = alert_count + 1, last_seen = ? WHERE id = ?")
-        .bind(now)
-        .bind(incident_id)
-        .execute(conn)
-        .await?;
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE incidents SET alert_count = alert_count + 1, last_seen = ?1 WHERE id = ?2",
+    )?
+    .execute(params![sql_time(now), incident_id])?;
     Ok(())
 }
 
 /// The sender resolved the alert: its open incident, if any, is resolved by the source.
-pub async fn source_resolve(
-    conn: &mut SqliteConnection,
+pub fn source_resolve(
+    conn: &Connection,
     alert: &Alert,
     now: DateTime<Utc>,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE incidents SET status = 'resolved', resolved_by = 'source', resolved_at = ?,
-             last_seen = ?
-         WHERE source = ? AND fingerprint = ? AND status = 'open'
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "UPDATE incidents SET status = 'resolved', resolved_by = 'source', resolved_at = ?1,
+             last_seen = ?1
+         WHERE source = ?2 AND fingerprint = ?3 AND status = 'open'
          RETURNING id",
+    )?
+    .query_row(
+        params![
+            sql_time(now),
+            alert.source.as_str(),
+            alert.fingerprint.as_str()
+        ],
+        |row| row.get(0),
     )
-    .bind(now)
-    .bind(now)
-    .bind(alert.source.as_str())
-    .bind(alert.fingerprint.as_str())
-    .fetch_optional(conn)
-    .await
+    .optional()
 }
 
 /// Records which playbook took the incident, or why none did.
-pub async fn set_routing(
-    conn: &mut SqliteConnection,
+pub fn set_routing(
+    conn: &Connection,
     incident_id: i64,
     playbook: Option<&str>,
     unmatched_reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE incidents SET playbook = ?, unmatched_reason = ? WHERE id = ?")
-        .bind(playbook)
-        .bind(unmatched_reason)
-        .bind(incident_id)
-        .execute(conn)
-        .await?;
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE incidents SET playbook = ?1, unmatched_reason = ?2 WHERE id = ?3")?
+        .execute(params![playbook, unmatched_reason, incident_id])?;
     Ok(())
 }
 
-pub async fn insert_alert(
-    conn: &mut SqliteConnection,
+pub fn insert_alert(
+    conn: &Connection,
     alert: &Alert,
     delivery_id: i64,
     incident_id: Option<i64>,
     now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
         "INSERT INTO alerts
            (delivery_id, incident_id, source, name, severity, status, fingerprint, labels,
             annotations, starts_at, ends_at, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          RETURNING id",
+    )?
+    .query_row(
+        params![
+            delivery_id,
+            incident_id,
+            alert.source.as_str(),
+            alert.name.as_str(),
+            alert.severity.as_str(),
+            alert.status.as_str(),
+            alert.fingerprint.as_str(),
+            json_text(&alert.labels),
+            json_text(&alert.annotations),
+            alert.starts_at.map(sql_time),
+            alert.ends_at.map(sql_time),
+            sql_time(now)
+        ],
+        |row| row.get(0),
     )
-    .bind(delivery_id)
-    .bind(incident_id)
-    .bind(alert.source.as_str())
-    .bind(alert.name.as_str())
-    .bind(alert.severity.as_str())
-    .bind(alert.status.as_str())
-    .bind(alert.fingerprint.as_str())
-    .bind(Json(&alert.labels))
-    .bind(Json(&alert.annotations))
-    .bind(alert.starts_at)
-    .bind(alert.ends_at)
-    .bind(now)
-    .fetch_one(conn)
-    .await
 }
 
-pub async fn insert_refused(
-    conn: &mut SqliteConnection,
+pub fn insert_refused(
+    conn: &Connection,
     refused: &RefusedAlert,
     delivery_id: i64,
     now: DateTime<Utc>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
         "INSERT INTO refused_alerts (delivery_id, position, name, reason, received_at)
-         VALUES (?, ?, ?, ?, ?)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          RETURNING id",
+    )?
+    .query_row(
+        params![
+            delivery_id,
+            i64::try_from(refused.position).unwrap_or(i64::MAX),
+            refused.name.as_deref(),
+            refused.reason,
+            sql_time(now)
+        ],
+        |row| row.get(0),
     )
-    .bind(delivery_id)
-    .bind(i64::try_from(refused.position).unwrap_or(i64::MAX))
-    .bind(refused.name.as_deref())
-    .bind(&refused.reason)
-    .bind(now)
-    .fetch_one(conn)
-    .await
 }

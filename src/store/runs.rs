@@ -761,6 +761,64 @@ struct LinkedRun {
     run: Run,
 }
 
+/// The statements of [`insert_run`] and [`cancel_in`], shared with their twins on the intake
+/// writer's synchronous connection.
+const UPSERT_VERSION: &str =
+    "INSERT INTO playbook_versions (hash, name, text, first_used_at) VALUES (?, ?, ?, ?)
+     ON CONFLICT (hash) DO NOTHING";
+const INSERT_RUN: &str =
+    "INSERT INTO runs (incident_id, playbook, playbook_hash, target, state, facts, dry_run,
+                       attempt, created_at, updated_at)
+     VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?)
+     ON CONFLICT (target, dry_run) WHERE state IN ('pending', 'running', 'waiting_approval')
+     DO NOTHING
+     RETURNING id";
+const ACTIVE_RUN: &str = "SELECT id FROM runs WHERE target = ? AND dry_run = ?
+     AND state IN ('pending', 'running', 'waiting_approval')";
+const LINK_INCIDENT: &str =
+    "INSERT INTO run_incidents (run_id, incident_id, linked_at) VALUES (?, ?, ?)
+     ON CONFLICT DO NOTHING";
+const CANCEL_RUN: &str =
+    "UPDATE runs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+         outcome = ?, finished_at = ?, updated_at = ?
+     WHERE id = ? AND state IN ('pending', 'running', 'waiting_approval')";
+const CANCEL_APPROVALS: &str =
+    "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?, comment = ?
+     WHERE run_id = ? AND status = 'pending'";
+
+/// The one audit event of a created run, on either connection.
+fn run_created<'a>(run: &NewRun<'a>, id: i64, dry_run: bool) -> NewAuditEvent<'a> {
+    NewAuditEvent {
+        incident_id: run.incident_id,
+        run_id: Some(id),
+        ..NewAuditEvent::of(
+            run.actor,
+            AuditDetail::RunCreated(RunCreated {
+                playbook: Some(run.playbook.to_owned()),
+                playbook_hash: Some(run.version.hash.to_string()),
+                target: Some(run.target.to_owned()),
+                dry_run,
+                dry_run_by_switch: dry_run && !run.dry_run,
+            }),
+        )
+    }
+}
+
+/// The one audit event of a cancelled run, on either connection.
+fn run_cancelled<'a>(run_id: i64, actor: &'a str, reason: &str) -> NewAuditEvent<'a> {
+    NewAuditEvent {
+        run_id: Some(run_id),
+        ..NewAuditEvent::of(
+            actor,
+            AuditDetail::RunFinished(RunFinished {
+                state: Some(RunState::Cancelled),
+                outcome: None,
+                reason: Some(reason.to_owned()),
+            }),
+        )
+    }
+}
+
 /// Inserts a run pinned to `run.version` (stored under its hash), unless one is already active
 /// for its target in the same mode, on `conn` (the caller's transaction). The run is dry if the
 /// request asks for it or the global dry-run switch is on now: the switch is read in the
@@ -771,118 +829,143 @@ pub(crate) async fn insert_run(
     run: &NewRun<'_>,
     now: DateTime<Utc>,
 ) -> Result<Created, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO playbook_versions (hash, name, text, first_used_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (hash) DO NOTHING",
-    )
-    .bind(&run.version.hash)
-    .bind(run.playbook)
-    .bind(&*run.version.text)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let dry_run = run.dry_run || super::safety::switch_on(&mut *conn, Switch::DryRun).await?;
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO runs (incident_id, playbook, playbook_hash, target, state, facts, dry_run,
-                           attempt, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?)
-         ON CONFLICT (target, dry_run) WHERE state IN ('pending', 'running', 'waiting_approval')
-         DO NOTHING
-         RETURNING id",
-    )
-    .bind(run.incident_id)
-    .bind(run.playbook)
-    .bind(&run.version.hash)
-    .bind(run.target)
-    .bind(Json(&run.facts))
-    .bind(dry_run)
-    .bind(now)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(id) = id else {
-        let active: i64 = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE target = ? AND dry_run = ?
-             AND state IN ('pending', 'running', 'waiting_approval')",
-        )
-        .bind(run.target)
-        .bind(dry_run)
-        .fetch_one(&mut *conn)
+    sqlx::query(UPSERT_VERSION)
+        .bind(&run.version.hash)
+        .bind(run.playbook)
+        .bind(&*run.version.text)
+        .bind(now)
+        .execute(&mut *conn)
         .await?;
+    let dry_run = run.dry_run || super::safety::switch_on(&mut *conn, Switch::DryRun).await?;
+    let id: Option<i64> = sqlx::query_scalar(INSERT_RUN)
+        .bind(run.incident_id)
+        .bind(run.playbook)
+        .bind(&run.version.hash)
+        .bind(run.target)
+        .bind(Json(&run.facts))
+        .bind(dry_run)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(id) = id else {
+        let active: i64 = sqlx::query_scalar(ACTIVE_RUN)
+            .bind(run.target)
+            .bind(dry_run)
+            .fetch_one(&mut *conn)
+            .await?;
         return Ok(Created::AlreadyActive(active));
     };
-    audit::append(
-        conn,
-        now,
-        NewAuditEvent {
-            incident_id: run.incident_id,
-            run_id: Some(id),
-            ..NewAuditEvent::of(
-                run.actor,
-                AuditDetail::RunCreated(RunCreated {
-                    playbook: Some(run.playbook.to_owned()),
-                    playbook_hash: Some(run.version.hash.to_string()),
-                    target: Some(run.target.to_owned()),
-                    dry_run,
-                    dry_run_by_switch: dry_run && !run.dry_run,
-                }),
-            )
-        },
-    )
-    .await?;
+    audit::append(conn, now, run_created(run, id, dry_run)).await?;
     if let Some(incident_id) = run.incident_id {
-        link_incident(conn, id, incident_id, now).await?;
+        sqlx::query(LINK_INCIDENT)
+            .bind(id)
+            .bind(incident_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(Created::New(id))
 }
 
-/// Makes `incident_id` one of the incidents `run_id` covers (once).
-pub(crate) async fn link_incident(
-    conn: &mut sqlx::SqliteConnection,
+/// [`insert_run`] on the intake writer's synchronous connection.
+pub(crate) fn insert_run_sync(
+    conn: &rusqlite::Connection,
+    run: &NewRun<'_>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Created> {
+    use rusqlite::{OptionalExtension, params};
+    let at = super::sql_time(now);
+    conn.prepare_cached(UPSERT_VERSION)?.execute(params![
+        run.version.hash,
+        run.playbook,
+        &*run.version.text,
+        at
+    ])?;
+    let dry_run = run.dry_run || super::safety::switch_on_sync(conn, Switch::DryRun)?;
+    let id: Option<i64> = conn
+        .prepare_cached(INSERT_RUN)?
+        .query_row(
+            params![
+                run.incident_id,
+                run.playbook,
+                run.version.hash,
+                run.target,
+                run.facts.to_string(),
+                dry_run,
+                at,
+                at
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else {
+        let active: i64 = conn
+            .prepare_cached(ACTIVE_RUN)?
+            .query_row(params![run.target, dry_run], |row| row.get(0))?;
+        return Ok(Created::AlreadyActive(active));
+    };
+    audit::append_sync(conn, now, run_created(run, id, dry_run))?;
+    if let Some(incident_id) = run.incident_id {
+        link_incident(conn, id, incident_id, now)?;
+    }
+    Ok(Created::New(id))
+}
+
+/// Makes `incident_id` one of the incidents `run_id` covers (once), on the intake writer's
+/// connection.
+pub(crate) fn link_incident(
+    conn: &rusqlite::Connection,
     run_id: i64,
     incident_id: i64,
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let linked = sqlx::query(
-        "INSERT INTO run_incidents (run_id, incident_id, linked_at) VALUES (?, ?, ?)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(run_id)
-    .bind(incident_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(linked.rows_affected() == 1)
+) -> rusqlite::Result<bool> {
+    let linked = conn
+        .prepare_cached(LINK_INCIDENT)?
+        .execute(rusqlite::params![run_id, incident_id, super::sql_time(now)])?;
+    Ok(linked == 1)
 }
 
-/// The latest run that covers the incident, on `conn`.
-pub(crate) async fn latest_linked_run(
-    conn: &mut sqlx::SqliteConnection,
+/// The latest run that covers the incident, on the intake writer's connection.
+pub(crate) fn latest_linked_run(
+    conn: &rusqlite::Connection,
     incident_id: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MAX(run_id) FROM run_incidents WHERE incident_id = ?")
-        .bind(incident_id)
-        .fetch_one(conn)
-        .await
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT MAX(run_id) FROM run_incidents WHERE incident_id = ?1")?
+        .query_row([incident_id], |row| row.get(0))
+}
+
+/// An active run a resolve left with nothing to do: what intake needs to decide whether to
+/// cancel it.
+pub(crate) struct IdleRun {
+    pub id: i64,
+    pub facts: Value,
+    pub step: Option<String>,
 }
 
 /// The active runs covering the incident none of whose incidents is still open: the runs a
 /// resolve of this incident leaves with nothing to do.
-pub(crate) async fn runs_left_without_open_incidents(
-    conn: &mut sqlx::SqliteConnection,
+pub(crate) fn runs_left_without_open_incidents(
+    conn: &rusqlite::Connection,
     incident_id: i64,
-) -> Result<Vec<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs
+) -> rusqlite::Result<Vec<IdleRun>> {
+    conn.prepare_cached(
+        "SELECT id, facts, step FROM runs
          WHERE state IN ('pending', 'running', 'waiting_approval')
-           AND id IN (SELECT run_id FROM run_incidents WHERE incident_id = ?)
+           AND id IN (SELECT run_id FROM run_incidents WHERE incident_id = ?1)
            AND NOT EXISTS (SELECT 1 FROM run_incidents AS others
                            JOIN incidents ON incidents.id = others.incident_id
-                           WHERE others.run_id = runs.id AND incidents.status = 'open')"
-    ))
-    .bind(incident_id)
-    .fetch_all(conn)
-    .await
+                           WHERE others.run_id = runs.id AND incidents.status = 'open')",
+    )?
+    .query_map([incident_id], |row| {
+        let facts: String = row.get(1)?;
+        Ok(IdleRun {
+            id: row.get(0)?,
+            facts: serde_json::from_str(&facts).unwrap_or(Value::Null),
+            step: row.get(2)?,
+        })
+    })?
+    .collect()
 }
 
 /// Cancels a run that has not ended, on `conn`, with its pending approvals. False when the
@@ -894,47 +977,51 @@ pub(crate) async fn cancel_in(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE runs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
-             outcome = ?, finished_at = ?, updated_at = ?
-         WHERE id = ? AND state IN ('pending', 'running', 'waiting_approval')",
-    )
-    .bind(Json(json!({"reason": reason})))
-    .bind(now)
-    .bind(now)
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await?;
+    let updated = sqlx::query(CANCEL_RUN)
+        .bind(Json(json!({"reason": reason})))
+        .bind(now)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
     if updated.rows_affected() == 0 {
         return Ok(false);
     }
     // Nobody needs to decide for a run that stopped.
-    sqlx::query(
-        "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?, comment = ?
-         WHERE run_id = ? AND status = 'pending'",
-    )
-    .bind(actor)
-    .bind(now)
-    .bind(reason)
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await?;
-    audit::append(
-        conn,
-        now,
-        NewAuditEvent {
-            run_id: Some(run_id),
-            ..NewAuditEvent::of(
-                actor,
-                AuditDetail::RunFinished(RunFinished {
-                    state: Some(RunState::Cancelled),
-                    outcome: None,
-                    reason: Some(reason.to_owned()),
-                }),
-            )
-        },
-    )
-    .await?;
+    sqlx::query(CANCEL_APPROVALS)
+        .bind(actor)
+        .bind(now)
+        .bind(reason)
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
+    audit::append(conn, now, run_cancelled(run_id, actor, reason)).await?;
+    Ok(true)
+}
+
+/// [`cancel_in`] on the intake writer's synchronous connection.
+pub(crate) fn cancel_in_sync(
+    conn: &rusqlite::Connection,
+    run_id: i64,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    use rusqlite::params;
+    let at = super::sql_time(now);
+    let updated = conn.prepare_cached(CANCEL_RUN)?.execute(params![
+        json!({"reason": reason}).to_string(),
+        at,
+        at,
+        run_id
+    ])?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    // Nobody needs to decide for a run that stopped.
+    conn.prepare_cached(CANCEL_APPROVALS)?
+        .execute(params![actor, at, reason, run_id])?;
+    audit::append_sync(conn, now, run_cancelled(run_id, actor, reason))?;
     Ok(true)
 }
 

@@ -211,11 +211,26 @@ pub(super) async fn switch_on(
     conn: &mut SqliteConnection,
     switch: Switch,
 ) -> Result<bool, sqlx::Error> {
-    let value: Option<Json<Value>> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+    let value: Option<Json<Value>> = sqlx::query_scalar(SWITCH_VALUE)
         .bind(switch.key())
         .fetch_optional(conn)
         .await?;
     Ok(value.is_some_and(|v| v.0 == json!(true)))
+}
+
+const SWITCH_VALUE: &str = "SELECT value FROM settings WHERE key = ?";
+
+/// [`switch_on`] on the intake writer's synchronous connection.
+pub(super) fn switch_on_sync(
+    conn: &rusqlite::Connection,
+    switch: Switch,
+) -> rusqlite::Result<bool> {
+    use rusqlite::OptionalExtension;
+    let value: Option<String> = conn
+        .prepare_cached(SWITCH_VALUE)?
+        .query_row([switch.key()], |row| row.get(0))
+        .optional()?;
+    Ok(value.is_some_and(|v| serde_json::from_str::<Value>(&v).ok() == Some(json!(true))))
 }
 
 /// When each failure the breaker counts for `target` now finished, oldest first: escalated live

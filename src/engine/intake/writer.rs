@@ -171,21 +171,22 @@ async fn commit(service: &IntakeService, batch: Vec<Job>) {
         .into_iter()
         .map(|job| (job.submission, job.answer))
         .unzip();
-    let stored = AssertUnwindSafe(service.accept_batch(&submissions))
+    let deliveries = submissions.len();
+    let stored = AssertUnwindSafe(service.accept_batch(submissions))
         .catch_unwind()
         .await;
     let answers: Vec<Answer> = match stored {
         Ok(Ok(answers)) => {
-            metrics::histogram!("runbookd_intake_batch_size").record(submissions.len() as f64);
+            metrics::histogram!("runbookd_intake_batch_size").record(deliveries as f64);
             answers
                 .into_iter()
                 .map(|answer| answer.map_err(SubmitError::from))
                 .collect()
         }
         Ok(Err(error)) => {
-            tracing::error!(%error, deliveries = submissions.len(), "an intake batch could not be committed");
+            tracing::error!(%error, deliveries, "an intake batch could not be committed");
             let error = SubmitError::from(error);
-            vec![Err(error); submissions.len()]
+            vec![Err(error); deliveries]
         }
         Err(panic) => {
             let message = panic
@@ -193,8 +194,8 @@ async fn commit(service: &IntakeService, batch: Vec<Job>) {
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(%message, deliveries = submissions.len(), "the intake writer panicked; the batch rolled back");
-            vec![Err(SubmitError::Panicked); submissions.len()]
+            tracing::error!(%message, deliveries, "the intake writer panicked; the batch rolled back");
+            vec![Err(SubmitError::Panicked); deliveries]
         }
     };
     for (sender, answer) in answer_to.into_iter().zip(answers) {
