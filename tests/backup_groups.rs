@@ -153,6 +153,21 @@ async fn the_page_the_api_and_the_cli_show_every_group_of_the_mixed_twin() {
     assert_eq!(response.status(), 200);
     let api: Value = response.json().await.unwrap();
     assert_eq!(api["stale_after_hours"], 48);
+    // A datastore PBS does not have is the caller's mistake (404), not an outage (502).
+    let unknown = client
+        .get(format!("{base}/api/v1/backups?datastore=nosuch"))
+        .bearer_auth(AGENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let unknown: Value = unknown.json().await.unwrap();
+    let message = unknown["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("PBS has no datastore nosuch")
+            && message.contains("datastore 'nosuch' does not exist"),
+        "{unknown}"
+    );
     assert_eq!(api["playbook"], "pbs-backup-stale");
     let listed: Vec<&str> = api["groups"]
         .as_array()

@@ -261,7 +261,9 @@ async fn the_backups_route_describes_every_answer_and_its_states() {
     let api = description(&app).await;
     let operation = &api["paths"]["/api/v1/backups"]["get"];
     let responses = operation["responses"].as_object().unwrap();
-    for status in ["200", "400", "401", "403", "409", "422", "502", "503"] {
+    for status in [
+        "200", "400", "401", "403", "404", "409", "422", "502", "503",
+    ] {
         let description = responses[status]["description"]
             .as_str()
             .unwrap_or_default();

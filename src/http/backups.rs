@@ -12,6 +12,7 @@ use super::error::{AppError, ErrorBody};
 use super::extract::ApiQuery;
 use crate::engine::dispatch::Dispatcher;
 use crate::exec::command::Name;
+use crate::exec::http::ApiError;
 use crate::store::backup_groups::GroupRun;
 
 /// Which datastore, judged by which playbook.
@@ -118,16 +119,24 @@ pub async fn status(
         .and_then(|v| v.as_sequence())
         .map(|list| list.iter().filter_map(|g| g.as_str()).collect())
         .unwrap_or_default();
+    let configured = datastore == dispatcher.estate.pbs_target.datastore;
     let groups = dispatcher
         .estate
         .pbs
         .groups(&datastore)
         .await
-        .map_err(|e| {
-            AppError::Upstream(format!(
+        .map_err(|e| match e {
+            // PBS refused a datastore the caller named (one it does not have): the caller's
+            // mistake, not an outage.
+            ApiError::Status {
+                status: 400..=499, ..
+            } if !configured => AppError::NotFound(format!(
+                "{what}: PBS has no datastore {datastore} it can list: {e}"
+            )),
+            e => AppError::Upstream(format!(
                 "PBS did not list the groups of datastore {datastore}: {e}; \
                  diagnose tells you why (PBS down, NFS mount missing, ...)"
-            ))
+            )),
         })?;
     let mut runs = state.store.runs_by_backup_group().await?;
     let now = state.clock.now().timestamp();
@@ -177,9 +186,10 @@ pub async fn status(
         (status = 400, body = ErrorBody, description = "A datastore name that is not a name, an unknown query parameter"),
         (status = 401, body = ErrorBody, description = "No or unknown token"),
         (status = 403, body = ErrorBody, description = "A role that may not read"),
+        (status = 404, body = ErrorBody, description = "PBS refused the datastore named in the query: it has none by that name (or cannot open it)"),
         (status = 409, body = ErrorBody, description = "No engine runs here (no inventory), so there is no PBS to ask"),
         (status = 422, body = ErrorBody, description = "An unknown playbook, or none named while several are loaded"),
-        (status = 502, body = ErrorBody, description = "PBS did not list the datastore's groups"),
+        (status = 502, body = ErrorBody, description = "PBS did not list the configured datastore's groups, or did not answer"),
         (status = 503, body = ErrorBody, description = "The database is busy")),
     security(("bearer" = [])), description = "Each PBS backup group of the datastore, read live from the PBS API: its last backup, its age against the playbook's stale_after_hours, fresh, stale or decommissioned (listed in the playbook's settings), and the newest run that worked on it. Roles: agent, approver, admin.")]
 pub async fn show(
