@@ -261,6 +261,12 @@ impl Rules {
                     answers.push(Ok(outcomes));
                 }
                 Err(error) => {
+                    // On a full disk or an I/O error SQLite may roll the whole transaction
+                    // back: then nothing of the batch is stored, and the batch fails whole
+                    // (a later savepoint would otherwise commit on its own).
+                    if savepoint.is_autocommit() {
+                        return Err(error);
+                    }
                     savepoint.finish()?;
                     answers.push(Err(error));
                 }

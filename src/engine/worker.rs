@@ -281,7 +281,10 @@ impl Engine {
                         Ok(()) => {}
                         // The database cannot take it now: the next beat may land in time.
                         Err(RunError::Store(error)) if error.retry_after().is_some() => {}
-                        Err(_) => return,
+                        Err(error) => {
+                            tracing::warn!(run = lease.run_id, %error, "the run's heartbeat stops");
+                            return;
+                        }
                     }
                 }
             })

@@ -241,6 +241,23 @@ fn create_database_file(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Whether an idle connection may be used again. On a full disk or an I/O error SQLite may
+/// roll a transaction back on its own; sqlx's ROLLBACK then fails and its count of open
+/// transactions stays at one. Used again, such a connection would nest each later transaction
+/// in a savepoint of one that never commits: writes would succeed unseen and hold the write
+/// lock for good. An idle connection that still counts a transaction is closed instead, and
+/// the pool opens a fresh one.
+fn in_step_with_sqlite(conn: &sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "closing a database connection left inside a failed transaction; opening a fresh one"
+        );
+        return false;
+    }
+    true
+}
+
 impl Store {
     /// Opens (creating if needed, owner-only) the database and brings its schema up to date.
     pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
@@ -254,6 +271,7 @@ impl Store {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(in_step_with_sqlite(conn)) }))
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
