@@ -222,7 +222,6 @@ fn step_names(detail: &Value) -> Vec<String> {
 /// restart twice; once space returns, intake takes alerts again, the run resolves, and every
 /// alert answered 202 before, during and after is in the database, each delivery whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "unfinished: intake's 503s and recovery pass, but the run stalls in canary_backup (its vzdump task is never polled again, its heartbeat never beats) after space returns; the timeout dumps the run, /world and the log"]
 async fn a_full_disk_gives_503s_holds_the_run_at_a_step_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -319,6 +318,22 @@ async fn a_full_disk_gives_503s_holds_the_run_at_a_step_and_loses_nothing() {
         }
     }
 
+    // The run reaches its next write while the disk is still full, and is held there: its
+    // write fails, and fails again when retried.
+    eventually(
+        "the run to wait for the disk at its step boundary",
+        Duration::from_secs(60),
+        || async {
+            service
+                .log_text()
+                .lines()
+                .any(|l| {
+                    l.contains("the run waits at its step boundary") && l.contains("\"failures\":2")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // The run is held where it stands, not failed.
     let at_fill = run_detail(&client, &base, run_id).await.unwrap();
     println!(
@@ -398,6 +413,14 @@ async fn a_full_disk_gives_503s_holds_the_run_at_a_step_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(run["run"]["state"], "resolved", "{run:#}");
+    for line in service.log_text().lines().filter(|l| {
+        l.contains("the run waits at its step boundary")
+            || l.contains("giving the run back")
+            || l.contains("the run's write landed")
+            || l.contains("closing a database connection")
+    }) {
+        println!("held and resumed: {line}");
+    }
     // Each step ran once: the one whose record waited for the disk was not run again.
     assert_eq!(
         step_names(&run),
