@@ -24,7 +24,7 @@ MODE=${1:-all}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 THREADS=2
 CONNECTIONS=32
-TOKEN=bench-ingest-secret-0123456789
+TOKEN=bench-ingest-7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e
 BODY=$PWD/tests/fixtures/reference/alertmanager-v4.json
 LUA=$PWD/benches/peer/alertmanager.lua
 
