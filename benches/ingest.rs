@@ -117,7 +117,7 @@ fn main() {
         .to_string();
 
         println!(
-            "runbookd intake benchmark: release binary, SQLite WAL synchronous=FULL, group commit, {concurrency} concurrent clients over loopback"
+            "runbookd intake benchmark: release binary, SQLite WAL, group commit (fsynced before the answer), {concurrency} concurrent clients over loopback"
         );
         let figures = load(&service.address, unique, concurrency).await;
         print("unique alerts", requests, &figures);

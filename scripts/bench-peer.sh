@@ -7,7 +7,7 @@
 #   repeated  the same alert every time.
 # Prints rate, p50, p99 and peak RSS (VmHWM from /proc, each server started fresh per load)
 # and runbookd's ratios to webhook. runbookd runs the release build on a fresh SQLite file at
-# its default durability (WAL, synchronous=FULL: a 202 is on disk), with no estate, so
+# its default durability (WAL fsynced before each answer: a 202 is on disk), with no estate, so
 # incidents are recorded and no run starts; after the repeated load the script checks there
 # is exactly one incident, that it counted every answered post, and that there is no run.
 #

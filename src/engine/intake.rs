@@ -21,6 +21,7 @@
 //! fix, it resolves all of them ([`crate::store::runs::Ending::Verified`]).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -108,7 +109,102 @@ struct Rules {
 }
 
 /// Work for intake's connection: given it (or why it cannot be opened) on its thread.
-type Job = Box<dyn FnOnce(Result<&mut Connection, StoreError>) + Send>;
+type Job = Box<dyn FnOnce(Result<&mut Connected, StoreError>) + Send>;
+
+/// Intake's connection and the WAL file its commits go to.
+///
+/// The connection commits at `synchronous = NORMAL`: SQLite writes each commit to the WAL but
+/// does not fsync it. The WAL-sync thread does, and a commit counts as stored only once the
+/// fsync that covers it is done ([`Durable`]): the guarantee of `synchronous = FULL` (what was
+/// answered is on disk), but the fsync of one batch overlaps the writing of the next, and one
+/// fsync covers every commit made meanwhile. The WAL's file stays the same while the
+/// connection is open (SQLite removes it only when the last connection closes).
+struct Connected {
+    conn: Connection,
+    wal: Arc<File>,
+    sync: mpsc::Sender<SyncRequest>,
+}
+
+impl Connected {
+    /// Opens intake's connection and its WAL file.
+    fn open(store: &Store, sync: mpsc::Sender<SyncRequest>) -> Result<Self, StoreError> {
+        let conn = store.open_sync()?;
+        let wal = File::open(store.wal_path()).map_err(|e| StoreError::Io(e.into()))?;
+        Ok(Self {
+            conn,
+            wal: Arc::new(wal),
+            sync,
+        })
+    }
+
+    /// Durable once the WAL, with everything committed so far, is on disk.
+    fn synced(&self) -> Durable {
+        let (done, synced) = oneshot::channel();
+        let request = SyncRequest {
+            wal: self.wal.clone(),
+            done,
+        };
+        // A stopped sync thread drops the request: `Durable::wait` says so.
+        let _ = self.sync.send(request);
+        Durable(synced)
+    }
+}
+
+/// What an fsync of the WAL gave, shared by every commit it covered.
+type Synced = Result<(), Arc<std::io::Error>>;
+
+/// An fsync of the WAL, asked for after a commit.
+struct SyncRequest {
+    wal: Arc<File>,
+    done: oneshot::Sender<Synced>,
+}
+
+/// A commit on intake's connection, waiting for the fsync that makes it durable.
+#[must_use = "a commit is stored only once it is durable"]
+pub struct Durable(oneshot::Receiver<Synced>);
+
+impl Durable {
+    /// Waits for the fsync. An error means the commit is in the database but the disk did not
+    /// confirm it: it may not survive a power loss.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StoreError::Io(Box::new(error))),
+            Err(_) => Err(StoreError::Other(
+                "the intake WAL-sync thread has stopped".into(),
+            )),
+        }
+    }
+}
+
+/// Starts the thread that fsyncs intake's WAL: it takes every request waiting, fsyncs each
+/// file they name once, and answers them all. It ends when the connection's thread does.
+fn spawn_sync_thread() -> mpsc::Sender<SyncRequest> {
+    let (requests, queue) = mpsc::channel::<SyncRequest>();
+    std::thread::Builder::new()
+        .name("intake-wal-sync".into())
+        .spawn(move || {
+            while let Ok(first) = queue.recv() {
+                let mut synced: Vec<(Arc<File>, Synced)> = Vec::new();
+                for request in std::iter::once(first).chain(queue.try_iter()) {
+                    let result = match synced.iter().find(|(wal, _)| Arc::ptr_eq(wal, &request.wal)) {
+                        Some((_, result)) => result.clone(),
+                        None => {
+                            let result = request.wal.sync_data().map_err(Arc::new);
+                            if let Err(error) = &result {
+                                tracing::error!(%error, "cannot fsync the database's WAL: the commits it holds are not confirmed on disk");
+                            }
+                            synced.push((request.wal.clone(), result.clone()));
+                            result
+                        }
+                    };
+                    let _ = request.done.send(result);
+                }
+            }
+        })
+        .expect("the intake WAL-sync thread starts");
+    requests
+}
 
 /// What a batch's deliveries got, in order, and whether a run was created.
 type Recorded = (Vec<Result<Vec<AlertOutcome>, StoreError>>, bool);
@@ -118,13 +214,14 @@ type Recorded = (Vec<Result<Vec<AlertOutcome>, StoreError>>, bool);
 /// connection.
 fn spawn_connection_thread(store: Store) -> mpsc::Sender<Job> {
     let (jobs, queue) = mpsc::channel::<Job>();
+    let sync = spawn_sync_thread();
     std::thread::Builder::new()
         .name("intake-writer".into())
         .spawn(move || {
             let mut conn = None;
             for job in queue {
                 if conn.is_none() {
-                    match store.open_sync() {
+                    match Connected::open(&store, sync.clone()) {
                         Ok(opened) => conn = Some(opened),
                         Err(error) => {
                             job(Err(error));
@@ -178,37 +275,54 @@ impl IntakeService {
         answers.pop().expect("one answer per submission")
     }
 
-    /// Stores each delivery of `batch`, in order, in ONE transaction: each inside its own
-    /// savepoint, so a delivery that fails rolls back alone and gets its own error while the
-    /// others commit. One commit (one fsync) for the lot is what lets intake keep up with a
-    /// storm at `synchronous = FULL`; the batch runs on intake's synchronous connection, so its
-    /// statements cost no async round trip each. Wakes the worker after the commit if a run was
-    /// created. `Err` means nothing of the batch was stored.
+    /// Stores each delivery of `batch`, in order, in ONE transaction, and returns once it is
+    /// durable. A delivery that fails rolls back alone and gets its own error while the others
+    /// commit. One commit (one fsync) for the lot is what lets intake keep up with a storm;
+    /// the batch runs on intake's synchronous connection, so its statements cost no async
+    /// round trip each. Wakes the worker after the commit if a run was created. `Err` means
+    /// nothing of the batch was stored, or (an `Io` error from the fsync) that it was but the
+    /// disk did not confirm it.
     pub async fn accept_batch(
         &self,
         batch: Vec<Submission>,
     ) -> Result<Vec<Result<Vec<AlertOutcome>, StoreError>>, StoreError> {
-        let (answers, started) = self
+        let (answers, durable) = self.commit_batch(batch).await?;
+        durable.wait().await?;
+        Ok(answers)
+    }
+
+    /// As [`Self::accept_batch`], but returns once the batch is committed, with the fsync
+    /// still to come: the intake writer writes its next batch meanwhile, and answers this one
+    /// when `Durable` is.
+    pub async fn commit_batch(
+        &self,
+        batch: Vec<Submission>,
+    ) -> Result<(Vec<Result<Vec<AlertOutcome>, StoreError>>, Durable), StoreError> {
+        let ((answers, started), durable) = self
             .on_connection(move |conn, rules| rules.record_batch(conn, &batch))
             .await?;
         if started && let Some(dispatcher) = &self.rules.dispatcher {
             dispatcher.wake.notify_one();
         }
-        Ok(answers)
+        Ok((answers, durable))
     }
 
     /// Runs `work` on intake's connection, on its thread, while holding the writer pool's
-    /// connection so that nothing else writes meanwhile. A panic in `work` resumes here.
+    /// connection so that nothing else writes meanwhile; once it has committed, asks for the
+    /// fsync that makes it durable. A panic in `work` resumes here.
     async fn on_connection<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection, &Rules) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    ) -> Result<(T, Durable), StoreError> {
         let _writer = self.store.hold_writer().await?;
         let (answer, answered) = oneshot::channel();
         let rules = self.rules.clone();
         let job: Job = Box::new(move |conn| {
             let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                conn.and_then(|conn| work(conn, &rules))
+                conn.and_then(|conn| {
+                    let done = work(&mut conn.conn, &rules)?;
+                    Ok((done, conn.synced()))
+                })
             }));
             // The caller may have gone; what was committed stays committed.
             let _ = answer.send(done);
@@ -225,26 +339,58 @@ impl IntakeService {
     /// Resolves every open incident whose source never resolves and has been silent past its
     /// resolve timeout, so lists show what is still live.
     pub async fn time_out_silent(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.on_connection(move |conn, rules| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut count = 0;
-            for (source, after) in &rules.lifecycle.resolve_after {
-                for id in rows::time_out_incidents(&tx, source, since(now, *after), now)? {
-                    audit::append_sync(&tx, now, timed_out(id, *after))?;
-                    count += 1;
+        let (count, durable) = self
+            .on_connection(move |conn, rules| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut count = 0;
+                for (source, after) in &rules.lifecycle.resolve_after {
+                    for id in rows::time_out_incidents(&tx, source, since(now, *after), now)? {
+                        audit::append_sync(&tx, now, timed_out(id, *after))?;
+                        count += 1;
+                    }
                 }
-            }
-            tx.commit()?;
-            Ok(count)
-        })
-        .await
+                tx.commit()?;
+                Ok(count)
+            })
+            .await?;
+        durable.wait().await?;
+        Ok(count)
     }
 }
 
 impl Rules {
-    /// [`IntakeService::accept_batch`] on the connection: one transaction, a savepoint per
-    /// delivery.
+    /// [`IntakeService::accept_batch`] on the connection: one transaction. A delivery rarely
+    /// fails alone, so the batch is first written as it is; if one fails, that attempt rolls
+    /// back whole and the batch is written again with a savepoint per delivery, so that the
+    /// failure is that delivery's alone. (A savepoint for every delivery would copy each page
+    /// it touches into a statement journal, every time.)
     fn record_batch(
+        &self,
+        conn: &mut Connection,
+        batch: &[Submission],
+    ) -> Result<Recorded, StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut started = false;
+        for submission in batch {
+            match self.record(&tx, submission) {
+                Ok((outcomes, run_started)) => {
+                    started |= run_started;
+                    answers.push(Ok(outcomes));
+                }
+                Err(_) => {
+                    drop(tx);
+                    return self.record_batch_apart(conn, batch);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok((answers, started))
+    }
+
+    /// [`Self::record_batch`] with a savepoint per delivery: one that fails rolls back alone
+    /// and gets its own error while the others commit.
+    fn record_batch_apart(
         &self,
         conn: &mut Connection,
         batch: &[Submission],

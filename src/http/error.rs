@@ -163,7 +163,9 @@ impl From<StoreError> for AppError {
 impl From<SubmitError> for AppError {
     fn from(error: SubmitError) -> Self {
         match error {
-            SubmitError::QueueFull | SubmitError::ShuttingDown => Self::IntakeUnavailable(error),
+            SubmitError::QueueFull | SubmitError::ShuttingDown | SubmitError::NotDurable => {
+                Self::IntakeUnavailable(error)
+            }
             SubmitError::Store(store) if store.retry_after().is_some() => {
                 Self::IntakeUnavailable(SubmitError::Store(store))
             }

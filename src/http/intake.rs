@@ -82,7 +82,7 @@ impl Named {
 
 /// Accepts alerts in any supported shape.
 ///
-/// 202 means the delivery is committed to disk (`synchronous = FULL`). Alertmanager webhook v4 (`alerts[]`), the forwarder's and the generic IngestPayload
+/// 202 means the delivery is committed and its WAL fsynced: on disk. Alertmanager webhook v4 (`alerts[]`), the forwarder's and the generic IngestPayload
 /// (`alert_name`), or a sweep finding (`check_name`). Repeats fold into the open incident. A
 /// delivery whose alerts are partly unusable is stored whole: each bad alert is answered
 /// `refused` with its reason; only a body with nothing acceptable gets 4xx.
