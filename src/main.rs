@@ -182,6 +182,11 @@ impl ConfigArgs {
     }
 }
 
+/// mimalloc: intake allocates and frees many small buffers per request (JSON, SQL rows, HTTP);
+/// measured under the peer benchmark, it is cheaper at that than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
