@@ -115,10 +115,12 @@ type Job = Box<dyn FnOnce(Result<&mut Connected, StoreError>) + Send>;
 ///
 /// The connection commits at `synchronous = NORMAL`: SQLite writes each commit to the WAL but
 /// does not fsync it. The WAL-sync thread does, and a commit counts as stored only once the
-/// fsync that covers it is done ([`Durable`]): the guarantee of `synchronous = FULL` (what was
-/// answered is on disk), but the fsync of one batch overlaps the writing of the next, and one
-/// fsync covers every commit made meanwhile. The WAL's file stays the same while the
-/// connection is open (SQLite removes it only when the last connection closes).
+/// fsync that covers it is done ([`Durable`]): as with `synchronous = FULL`, what was answered
+/// is on disk, but the fsync of one batch overlaps the writing of the next, and one fsync
+/// covers every commit made meanwhile. Unlike FULL, a reader may see a batch a moment before
+/// its fsync, and a batch whose fsync failed stays in the database although it was refused
+/// (the worker is woken only once a batch is durable). The WAL's file stays the same while
+/// the connection is open (SQLite removes it only when the last connection closes).
 struct Connected {
     conn: Connection,
     wal: Arc<File>,
@@ -129,7 +131,16 @@ impl Connected {
     /// Opens intake's connection and its WAL file.
     fn open(store: &Store, sync: mpsc::Sender<SyncRequest>) -> Result<Self, StoreError> {
         let conn = store.open_sync()?;
-        let wal = File::open(store.wal_path()).map_err(|e| StoreError::Io(e.into()))?;
+        let wal_path = store.wal_path();
+        let wal = File::open(&wal_path).map_err(|e| StoreError::Io(e.into()))?;
+        // As SQLite does before a WAL's first sync: the WAL's directory entry is on disk too.
+        let dir = wal_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
             conn,
             wal: Arc::new(wal),
@@ -146,7 +157,7 @@ impl Connected {
         };
         // A stopped sync thread drops the request: `Durable::wait` says so.
         let _ = self.sync.send(request);
-        Durable(synced)
+        Durable { synced, wake: None }
     }
 }
 
@@ -161,14 +172,23 @@ struct SyncRequest {
 
 /// A commit on intake's connection, waiting for the fsync that makes it durable.
 #[must_use = "a commit is stored only once it is durable"]
-pub struct Durable(oneshot::Receiver<Synced>);
+pub struct Durable {
+    synced: oneshot::Receiver<Synced>,
+    /// The worker, when the commit created a run: woken once it is durable.
+    wake: Option<Arc<tokio::sync::Notify>>,
+}
 
 impl Durable {
     /// Waits for the fsync. An error means the commit is in the database but the disk did not
     /// confirm it: it may not survive a power loss.
     pub async fn wait(self) -> Result<(), StoreError> {
-        match self.0.await {
-            Ok(Ok(())) => Ok(()),
+        match self.synced.await {
+            Ok(Ok(())) => {
+                if let Some(wake) = self.wake {
+                    wake.notify_one();
+                }
+                Ok(())
+            }
             Ok(Err(error)) => Err(StoreError::Io(Box::new(error))),
             Err(_) => Err(StoreError::Other(
                 "the intake WAL-sync thread has stopped".into(),
@@ -184,21 +204,30 @@ fn spawn_sync_thread() -> mpsc::Sender<SyncRequest> {
     std::thread::Builder::new()
         .name("intake-wal-sync".into())
         .spawn(move || {
+            // Once an fsync fails, Linux may have dropped the pages it could not write, so a
+            // later fsync that succeeds proves nothing: every later commit is refused as not
+            // durable until runbookd restarts (and SQLite recovers the WAL).
+            let mut failed: Option<Arc<std::io::Error>> = None;
             while let Ok(first) = queue.recv() {
-                let mut synced: Vec<(Arc<File>, Synced)> = Vec::new();
-                for request in std::iter::once(first).chain(queue.try_iter()) {
-                    let result = match synced.iter().find(|(wal, _)| Arc::ptr_eq(wal, &request.wal)) {
-                        Some((_, result)) => result.clone(),
-                        None => {
-                            let result = request.wal.sync_data().map_err(Arc::new);
-                            if let Err(error) = &result {
-                                tracing::error!(%error, "cannot fsync the database's WAL: the commits it holds are not confirmed on disk");
-                            }
-                            synced.push((request.wal.clone(), result.clone()));
-                            result
-                        }
-                    };
-                    let _ = request.done.send(result);
+                // Every commit asked for before this fsync starts, and none after.
+                let waiting: Vec<SyncRequest> =
+                    std::iter::once(first).chain(queue.try_iter()).collect();
+                let mut synced: Vec<&Arc<File>> = Vec::new();
+                for request in &waiting {
+                    if failed.is_some() || synced.iter().any(|wal| Arc::ptr_eq(wal, &request.wal)) {
+                        continue;
+                    }
+                    if let Err(error) = request.wal.sync_data() {
+                        tracing::error!(%error, "cannot fsync the database's WAL: intake refuses deliveries until runbookd restarts");
+                        failed = Some(Arc::new(error));
+                    }
+                    synced.push(&request.wal);
+                }
+                for request in waiting {
+                    let _ = request.done.send(match &failed {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(()),
+                    });
                 }
             }
         })
@@ -279,9 +308,9 @@ impl IntakeService {
     /// durable. A delivery that fails rolls back alone and gets its own error while the others
     /// commit. One commit (one fsync) for the lot is what lets intake keep up with a storm;
     /// the batch runs on intake's synchronous connection, so its statements cost no async
-    /// round trip each. Wakes the worker after the commit if a run was created. `Err` means
-    /// nothing of the batch was stored, or (an `Io` error from the fsync) that it was but the
-    /// disk did not confirm it.
+    /// round trip each. Wakes the worker once the commit is durable if a run was created.
+    /// `Err` means nothing of the batch was stored, or (an `Io` error from the fsync) that it
+    /// was but the disk did not confirm it.
     pub async fn accept_batch(
         &self,
         batch: Vec<Submission>,
@@ -298,11 +327,11 @@ impl IntakeService {
         &self,
         batch: Vec<Submission>,
     ) -> Result<(Vec<Result<Vec<AlertOutcome>, StoreError>>, Durable), StoreError> {
-        let ((answers, started), durable) = self
+        let ((answers, started), mut durable) = self
             .on_connection(move |conn, rules| rules.record_batch(conn, &batch))
             .await?;
         if started && let Some(dispatcher) = &self.rules.dispatcher {
-            dispatcher.wake.notify_one();
+            durable.wake = Some(dispatcher.wake.clone());
         }
         Ok((answers, durable))
     }

@@ -127,9 +127,9 @@ pub async fn status(
         .await
         .map_err(|e| match e {
             // PBS refused a datastore the caller named (one it does not have): the caller's
-            // mistake, not an outage.
+            // mistake, not an outage. (A refused token or a rate limit stays a 502.)
             ApiError::Status {
-                status: 400..=499, ..
+                status: 400 | 404, ..
             } if !configured => AppError::NotFound(format!(
                 "{what}: PBS has no datastore {datastore} it can list: {e}"
             )),

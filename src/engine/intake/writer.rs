@@ -1,5 +1,5 @@
 //! The one intake writer: group commit. Handlers queue their delivery on a bounded channel and
-//! wait; one task takes whatever is waiting (never waiting for more), has the
+//! wait; the writer's thread takes whatever is waiting (never waiting for more), has the
 //! [`IntakeService`] store it as one transaction, commits once, and answers each delivery
 //! only once the fsync of the WAL that holds the commit is done. One fsync then covers many
 //! deliveries, and it overlaps the writing of the next batch, so intake keeps up with a storm
@@ -159,7 +159,8 @@ impl IntakeQueue {
             .expect("the intake writer's thread starts");
         tokio::pin!(writer_ended);
         tokio::select! {
-            // Every sender is gone.
+            // The thread ended on its own: it panicked (this end holds a sender, so the queue
+            // stays open until `Stop`).
             _ = &mut writer_ended => return,
             () = shutdown => {}
         }
