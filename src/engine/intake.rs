@@ -111,7 +111,7 @@ struct Rules {
 /// Work for intake's connection: given it (or why it cannot be opened) on its thread.
 type Job = Box<dyn FnOnce(Result<&mut Connected, StoreError>) + Send>;
 
-/// Intake's connection and the WAL file its commits go to.
+/// Intake's connection, and the thread that fsyncs the WAL its commits go to.
 ///
 /// The connection commits at `synchronous = NORMAL`: SQLite writes each commit to the WAL but
 /// does not fsync it. The WAL-sync thread does, and a commit counts as stored only once the
@@ -123,13 +123,13 @@ type Job = Box<dyn FnOnce(Result<&mut Connected, StoreError>) + Send>;
 /// the connection is open (SQLite removes it only when the last connection closes).
 struct Connected {
     conn: Connection,
-    wal: Arc<File>,
-    sync: mpsc::Sender<SyncRequest>,
+    /// To the WAL-sync thread, which holds the WAL's file; it ends with this connection.
+    sync: mpsc::Sender<oneshot::Sender<Synced>>,
 }
 
 impl Connected {
-    /// Opens intake's connection and its WAL file.
-    fn open(store: &Store, sync: mpsc::Sender<SyncRequest>) -> Result<Self, StoreError> {
+    /// Opens intake's connection and starts the thread that fsyncs its WAL.
+    fn open(store: &Store) -> Result<Self, StoreError> {
         let conn = store.open_sync()?;
         let wal_path = store.wal_path();
         let wal = File::open(&wal_path).map_err(|e| StoreError::Io(e.into()))?;
@@ -143,32 +143,21 @@ impl Connected {
             .map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
             conn,
-            wal: Arc::new(wal),
-            sync,
+            sync: spawn_sync_thread(wal),
         })
     }
 
     /// Durable once the WAL, with everything committed so far, is on disk.
     fn synced(&self) -> Durable {
         let (done, synced) = oneshot::channel();
-        let request = SyncRequest {
-            wal: self.wal.clone(),
-            done,
-        };
         // A stopped sync thread drops the request: `Durable::wait` says so.
-        let _ = self.sync.send(request);
+        let _ = self.sync.send(done);
         Durable { synced, wake: None }
     }
 }
 
 /// What an fsync of the WAL gave, shared by every commit it covered.
 type Synced = Result<(), Arc<std::io::Error>>;
-
-/// An fsync of the WAL, asked for after a commit.
-struct SyncRequest {
-    wal: Arc<File>,
-    done: oneshot::Sender<Synced>,
-}
 
 /// A commit on intake's connection, waiting for the fsync that makes it durable.
 #[must_use = "a commit is stored only once it is durable"]
@@ -197,10 +186,10 @@ impl Durable {
     }
 }
 
-/// Starts the thread that fsyncs intake's WAL: it takes every request waiting, fsyncs each
-/// file they name once, and answers them all. It ends when the connection's thread does.
-fn spawn_sync_thread() -> mpsc::Sender<SyncRequest> {
-    let (requests, queue) = mpsc::channel::<SyncRequest>();
+/// Starts the thread that fsyncs `wal`: it takes every request waiting, fsyncs once, and
+/// answers them all. It ends when its connection is closed.
+fn spawn_sync_thread(wal: File) -> mpsc::Sender<oneshot::Sender<Synced>> {
+    let (requests, queue) = mpsc::channel::<oneshot::Sender<Synced>>();
     std::thread::Builder::new()
         .name("intake-wal-sync".into())
         .spawn(move || {
@@ -210,21 +199,15 @@ fn spawn_sync_thread() -> mpsc::Sender<SyncRequest> {
             let mut failed: Option<Arc<std::io::Error>> = None;
             while let Ok(first) = queue.recv() {
                 // Every commit asked for before this fsync starts, and none after.
-                let waiting: Vec<SyncRequest> =
-                    std::iter::once(first).chain(queue.try_iter()).collect();
-                let mut synced: Vec<&Arc<File>> = Vec::new();
-                for request in &waiting {
-                    if failed.is_some() || synced.iter().any(|wal| Arc::ptr_eq(wal, &request.wal)) {
-                        continue;
-                    }
-                    if let Err(error) = request.wal.sync_data() {
-                        tracing::error!(%error, "cannot fsync the database's WAL: intake refuses deliveries until runbookd restarts");
-                        failed = Some(Arc::new(error));
-                    }
-                    synced.push(&request.wal);
+                let waiting: Vec<_> = std::iter::once(first).chain(queue.try_iter()).collect();
+                if failed.is_none()
+                    && let Err(error) = wal.sync_data()
+                {
+                    tracing::error!(%error, "cannot fsync the database's WAL: intake refuses deliveries until runbookd restarts");
+                    failed = Some(Arc::new(error));
                 }
-                for request in waiting {
-                    let _ = request.done.send(match &failed {
+                for done in waiting {
+                    let _ = done.send(match &failed {
                         Some(error) => Err(error.clone()),
                         None => Ok(()),
                     });
@@ -243,14 +226,13 @@ type Recorded = (Vec<Result<Vec<AlertOutcome>, StoreError>>, bool);
 /// connection.
 fn spawn_connection_thread(store: Store) -> mpsc::Sender<Job> {
     let (jobs, queue) = mpsc::channel::<Job>();
-    let sync = spawn_sync_thread();
     std::thread::Builder::new()
         .name("intake-writer".into())
         .spawn(move || {
             let mut conn = None;
             for job in queue {
                 if conn.is_none() {
-                    match Connected::open(&store, sync.clone()) {
+                    match Connected::open(&store) {
                         Ok(opened) => conn = Some(opened),
                         Err(error) => {
                             job(Err(error));

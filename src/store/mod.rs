@@ -250,13 +250,13 @@ fn create_database_file(path: &Path) -> anyhow::Result<()> {
 /// the pool opens a fresh one.
 fn in_step_with_sqlite(conn: &sqlx::SqliteConnection) -> bool {
     use sqlx::Connection;
-    if conn.is_in_transaction() {
+    let in_step = !conn.is_in_transaction();
+    if !in_step {
         tracing::warn!(
             "closing a database connection left inside a failed transaction; opening a fresh one"
         );
-        return false;
     }
-    true
+    in_step
 }
 
 impl Store {
