@@ -21,9 +21,8 @@
 //! fix, it resolves all of them ([`crate::store::runs::Ending::Verified`]).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -43,6 +42,8 @@ use crate::store::runs::{self, Created, NewRun};
 use crate::store::{Store, StoreError};
 
 pub mod writer;
+
+use writer::{Durable, WriterThread};
 
 /// When a repeat is a new problem; see the module docs. The default is the config's.
 #[derive(Debug, Clone)]
@@ -95,157 +96,20 @@ pub struct Submission {
 
 /// The one path from a delivery to incidents and runs.
 pub struct IntakeService {
-    store: Store,
     rules: Arc<Rules>,
-    /// To the thread that owns intake's synchronous connection.
-    jobs: mpsc::Sender<Job>,
+    /// Intake's thread, which owns its connection and does all its writing.
+    writer: WriterThread,
 }
 
-/// What decides what an alert means and which run takes it: shared with the writer's thread.
+/// What decides what an alert means and which run takes it: shared with intake's thread.
 struct Rules {
     /// Routes alerts to playbooks; without it incidents are only recorded.
     dispatcher: Option<Arc<Dispatcher>>,
     lifecycle: Lifecycle,
 }
 
-/// Work for intake's connection: given it (or why it cannot be opened) on its thread.
-type Job = Box<dyn FnOnce(Result<&mut Connected, StoreError>) + Send>;
-
-/// Intake's connection, and the thread that fsyncs the WAL its commits go to.
-///
-/// The connection commits at `synchronous = NORMAL`: SQLite writes each commit to the WAL but
-/// does not fsync it. The WAL-sync thread does, and a commit counts as stored only once the
-/// fsync that covers it is done ([`Durable`]): as with `synchronous = FULL`, what was answered
-/// is on disk, but the fsync of one batch overlaps the writing of the next, and one fsync
-/// covers every commit made meanwhile. Unlike FULL, a reader may see a batch a moment before
-/// its fsync, and a batch whose fsync failed stays in the database although it was refused
-/// (the worker is woken only once a batch is durable). The WAL's file stays the same while
-/// the connection is open (SQLite removes it only when the last connection closes).
-struct Connected {
-    conn: Connection,
-    /// To the WAL-sync thread, which holds the WAL's file; it ends with this connection.
-    sync: mpsc::Sender<oneshot::Sender<Synced>>,
-}
-
-impl Connected {
-    /// Opens intake's connection and starts the thread that fsyncs its WAL.
-    fn open(store: &Store) -> Result<Self, StoreError> {
-        let conn = store.open_sync()?;
-        let wal_path = store.wal_path();
-        let wal = File::open(&wal_path).map_err(|e| StoreError::Io(e.into()))?;
-        // As SQLite does before a WAL's first sync: the WAL's directory entry is on disk too.
-        let dir = wal_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| StoreError::Io(e.into()))?;
-        Ok(Self {
-            conn,
-            sync: spawn_sync_thread(wal),
-        })
-    }
-
-    /// Durable once the WAL, with everything committed so far, is on disk.
-    fn synced(&self) -> Durable {
-        let (done, synced) = oneshot::channel();
-        // A stopped sync thread drops the request: `Durable::wait` says so.
-        let _ = self.sync.send(done);
-        Durable { synced, wake: None }
-    }
-}
-
-/// What an fsync of the WAL gave, shared by every commit it covered.
-type Synced = Result<(), Arc<std::io::Error>>;
-
-/// A commit on intake's connection, waiting for the fsync that makes it durable.
-#[must_use = "a commit is stored only once it is durable"]
-pub struct Durable {
-    synced: oneshot::Receiver<Synced>,
-    /// The worker, when the commit created a run: woken once it is durable.
-    wake: Option<Arc<tokio::sync::Notify>>,
-}
-
-impl Durable {
-    /// Waits for the fsync. An error means the commit is in the database but the disk did not
-    /// confirm it: it may not survive a power loss.
-    pub async fn wait(self) -> Result<(), StoreError> {
-        match self.synced.await {
-            Ok(Ok(())) => {
-                if let Some(wake) = self.wake {
-                    wake.notify_one();
-                }
-                Ok(())
-            }
-            Ok(Err(error)) => Err(StoreError::Io(Box::new(error))),
-            Err(_) => Err(StoreError::Other(
-                "the intake WAL-sync thread has stopped".into(),
-            )),
-        }
-    }
-}
-
-/// Starts the thread that fsyncs `wal`: it takes every request waiting, fsyncs once, and
-/// answers them all. It ends when its connection is closed.
-fn spawn_sync_thread(wal: File) -> mpsc::Sender<oneshot::Sender<Synced>> {
-    let (requests, queue) = mpsc::channel::<oneshot::Sender<Synced>>();
-    std::thread::Builder::new()
-        .name("intake-wal-sync".into())
-        .spawn(move || {
-            // Once an fsync fails, Linux may have dropped the pages it could not write, so a
-            // later fsync that succeeds proves nothing: every later commit is refused as not
-            // durable until runbookd restarts (and SQLite recovers the WAL).
-            let mut failed: Option<Arc<std::io::Error>> = None;
-            while let Ok(first) = queue.recv() {
-                // Every commit asked for before this fsync starts, and none after.
-                let waiting: Vec<_> = std::iter::once(first).chain(queue.try_iter()).collect();
-                if failed.is_none()
-                    && let Err(error) = wal.sync_data()
-                {
-                    tracing::error!(%error, "cannot fsync the database's WAL: intake refuses deliveries until runbookd restarts");
-                    failed = Some(Arc::new(error));
-                }
-                for done in waiting {
-                    let _ = done.send(match &failed {
-                        Some(error) => Err(error.clone()),
-                        None => Ok(()),
-                    });
-                }
-            }
-        })
-        .expect("the intake WAL-sync thread starts");
-    requests
-}
-
 /// What a batch's deliveries got, in order, and whether a run was created.
 type Recorded = (Vec<Result<Vec<AlertOutcome>, StoreError>>, bool);
-
-/// Starts the thread that owns intake's synchronous connection (opened on first use), running
-/// jobs in order. It ends when the service, its only sender, is dropped, and closes the
-/// connection.
-fn spawn_connection_thread(store: Store) -> mpsc::Sender<Job> {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("intake-writer".into())
-        .spawn(move || {
-            let mut conn = None;
-            for job in queue {
-                if conn.is_none() {
-                    match Connected::open(&store) {
-                        Ok(opened) => conn = Some(opened),
-                        Err(error) => {
-                            job(Err(error));
-                            continue;
-                        }
-                    }
-                }
-                job(Ok(conn.as_mut().expect("opened above")));
-            }
-        })
-        .expect("the intake writer's thread starts");
-    jobs
-}
 
 /// `span` before `now`, or the beginning of time for a span longer than the calendar.
 fn since(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
@@ -256,14 +120,15 @@ fn since(now: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 }
 
 impl IntakeService {
+    /// Starts intake's thread: call within the runtime.
     pub fn new(store: Store, dispatcher: Option<Arc<Dispatcher>>, lifecycle: Lifecycle) -> Self {
+        let rules = Arc::new(Rules {
+            dispatcher,
+            lifecycle,
+        });
         Self {
-            jobs: spawn_connection_thread(store.clone()),
-            store,
-            rules: Arc::new(Rules {
-                dispatcher,
-                lifecycle,
-            }),
+            writer: WriterThread::spawn(store, rules.clone()),
+            rules,
         }
     }
 
@@ -287,63 +152,49 @@ impl IntakeService {
     }
 
     /// Stores each delivery of `batch`, in order, in ONE transaction, and returns once it is
-    /// durable. A delivery that fails rolls back alone and gets its own error while the others
-    /// commit. One commit (one fsync) for the lot is what lets intake keep up with a storm;
-    /// the batch runs on intake's synchronous connection, so its statements cost no async
-    /// round trip each. Wakes the worker once the commit is durable if a run was created.
-    /// `Err` means nothing of the batch was stored, or (an `Io` error from the fsync) that it
-    /// was but the disk did not confirm it.
+    /// durable: what the intake writer does with each batch it takes from its queue. A
+    /// delivery that fails rolls back alone and gets its own error while the others commit.
+    /// Wakes the worker once the commit is durable if a run was created. `Err` means nothing
+    /// of the batch was stored, or (an `Io` error from the fsync) that it was but the disk did
+    /// not confirm it.
     pub async fn accept_batch(
         &self,
         batch: Vec<Submission>,
     ) -> Result<Vec<Result<Vec<AlertOutcome>, StoreError>>, StoreError> {
-        let (answers, durable) = self.commit_batch(batch).await?;
+        let ((answers, started), durable) = self
+            .on_connection(move |conn, rules| rules.record_batch(conn, &batch))
+            .await?;
         durable.wait().await?;
+        if started && let Some(dispatcher) = &self.rules.dispatcher {
+            dispatcher.wake.notify_one();
+        }
         Ok(answers)
     }
 
-    /// As [`Self::accept_batch`], but returns once the batch is committed, with the fsync
-    /// still to come: the intake writer writes its next batch meanwhile, and answers this one
-    /// when `Durable` is.
-    pub async fn commit_batch(
-        &self,
-        batch: Vec<Submission>,
-    ) -> Result<(Vec<Result<Vec<AlertOutcome>, StoreError>>, Durable), StoreError> {
-        let ((answers, started), mut durable) = self
-            .on_connection(move |conn, rules| rules.record_batch(conn, &batch))
-            .await?;
-        if started && let Some(dispatcher) = &self.rules.dispatcher {
-            durable.wake = Some(dispatcher.wake.clone());
-        }
-        Ok((answers, durable))
-    }
-
-    /// Runs `work` on intake's connection, on its thread, while holding the writer pool's
+    /// Runs `work` on intake's connection, on its thread, while it holds the writer pool's
     /// connection so that nothing else writes meanwhile; once it has committed, asks for the
     /// fsync that makes it durable. A panic in `work` resumes here.
     async fn on_connection<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection, &Rules) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<(T, Durable), StoreError> {
-        let _writer = self.store.hold_writer().await?;
         let (answer, answered) = oneshot::channel();
-        let rules = self.rules.clone();
-        let job: Job = Box::new(move |conn| {
+        self.writer.run(Box::new(move |conn, rules| {
             let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 conn.and_then(|conn| {
-                    let done = work(&mut conn.conn, &rules)?;
+                    let done = work(&mut conn.conn, rules)?;
                     Ok((done, conn.synced()))
                 })
             }));
             // The caller may have gone; what was committed stays committed.
             let _ = answer.send(done);
-        });
-        let gone = || StoreError::Other("the intake writer's thread has stopped".into());
-        self.jobs.send(job).map_err(|_| gone())?;
+        }))?;
         match answered.await {
             Ok(Ok(done)) => done,
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => Err(gone()),
+            Err(_) => Err(StoreError::Other(
+                "the intake writer's thread has stopped".into(),
+            )),
         }
     }
 

@@ -272,6 +272,9 @@ impl Store {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A ping per acquire is a round trip to the connection's thread for every
+            // intake batch; a dead connection fails its first statement all the same.
+            .test_before_acquire(false)
             .before_acquire(|conn, _| Box::pin(async move { Ok(in_step_with_sqlite(conn)) }))
             .connect_with(
                 base.clone()
