@@ -1,9 +1,11 @@
 //! Alertmanager's webhook body, version 4 (reference/alertmanager-v4.json).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::fingerprint::fingerprint;
 use super::{
@@ -14,11 +16,12 @@ use super::{
 /// Only what runbookd reads; the group fields stay in the kept raw body. Each alert is read on
 /// its own, so one that does not parse is refused alone.
 #[derive(Debug, Deserialize)]
-pub(super) struct Webhook {
+pub(super) struct Webhook<'a> {
     // `alerts` first: when both are missing, the body is not a webhook at all, and saying so
     // helps more than asking for a version.
-    alerts: Vec<serde_json::Value>,
-    version: String,
+    #[serde(borrow)]
+    alerts: Vec<&'a RawValue>,
+    version: Cow<'a, str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +36,10 @@ struct WebhookAlert {
     fingerprint: Option<String>,
 }
 
-pub(super) fn normalize(webhook: Webhook, source: Option<Source>) -> Result<Delivery, IntakeError> {
+pub(super) fn normalize(
+    webhook: Webhook<'_>,
+    source: Option<Source>,
+) -> Result<Delivery, IntakeError> {
     if webhook.version != "4" {
         return Err(IntakeError::Invalid(format!(
             "version: webhook version '{}' is not supported; runbookd reads version 4",
@@ -60,13 +66,12 @@ pub(super) fn normalize(webhook: Webhook, source: Option<Source>) -> Result<Deli
         .alerts
         .into_iter()
         .enumerate()
-        .map(|(i, value)| {
-            let name = value["labels"]["alertname"].as_str().map(str::to_owned);
-            typed_at::<WebhookAlert>(Some(&format!("alerts[{i}]")), value)
+        .map(|(i, raw)| {
+            typed_at::<WebhookAlert>(Some(&format!("alerts[{i}]")), raw.get().as_bytes())
                 .and_then(|alert| normalize_alert(i, alert, &source))
                 .map_err(|error| RefusedAlert {
                     position: i,
-                    name,
+                    name: alert_name(raw),
                     reason: error.to_string(),
                 })
         })
@@ -105,6 +110,12 @@ fn normalize_alert(i: usize, alert: WebhookAlert, source: &Source) -> Result<Ale
         ends_at: alert.ends_at.and_then(set_time),
         fingerprint,
     })
+}
+
+/// A refused alert's name, when its `alertname` label can be read at all.
+fn alert_name(raw: &RawValue) -> Option<String> {
+    let alert: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    alert["labels"]["alertname"].as_str().map(str::to_owned)
 }
 
 /// Go's zero time (`0001-01-01T00:00:00Z`) means "not set".

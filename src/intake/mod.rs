@@ -17,8 +17,11 @@ pub mod fingerprint;
 mod ingest_payload;
 mod sweep;
 
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 pub use alert::{
     Alert, AlertName, AlertStatus, Annotations, Fingerprint, Labels, Severity, Source,
@@ -97,45 +100,61 @@ pub fn declared_source(name: &str) -> Result<(Source, Format), IntakeError> {
 }
 
 /// Parses one delivery. `declared` is the source the URL named; without it the body's shape
-/// decides.
+/// decides. The body is read straight into each format's types, without a JSON tree between.
 pub fn parse(body: &[u8], declared: Option<(Source, Format)>) -> Result<Delivery, IntakeError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| IntakeError::InvalidJson(e.to_string()))?;
-    let Value::Object(object) = &value else {
-        return Err(IntakeError::Invalid(
-            "the body must be a JSON object".to_owned(),
-        ));
-    };
     let (source, format) = match declared {
-        Some(declared) => (Some(declared.0), declared.1),
-        None if object.contains_key("alerts") => (None, Format::Alertmanager),
-        None if object.contains_key("check_name") => (None, Format::SweepFinding),
-        None if object.contains_key("alert_name") => (None, Format::IngestPayload),
-        None => {
-            return Err(IntakeError::Invalid(format!(
-                "cannot tell the payload's format: expected an `alerts` array (Alertmanager), \
-                 `check_name` (sweep finding) or `alert_name` (IngestPayload), or name the \
-                 sender with ?source= ({KNOWN_SOURCES})"
-            )));
+        Some((source, format)) => (Some(source), format),
+        None => (None, sniff(body)?),
+    };
+    match format {
+        Format::Alertmanager => alertmanager::normalize(typed(body)?, source),
+        Format::SweepFinding => sweep::normalize(typed(body)?, source),
+        Format::IngestPayload => ingest_payload::normalize(typed(body)?, source),
+    }
+}
+
+/// An undeclared body's format, by which of its top-level fields it has.
+fn sniff(body: &[u8]) -> Result<Format, IntakeError> {
+    let fields: HashMap<Cow<'_, str>, IgnoredAny> = typed(body)?;
+    if fields.contains_key("alerts") {
+        Ok(Format::Alertmanager)
+    } else if fields.contains_key("check_name") {
+        Ok(Format::SweepFinding)
+    } else if fields.contains_key("alert_name") {
+        Ok(Format::IngestPayload)
+    } else {
+        Err(IntakeError::Invalid(format!(
+            "cannot tell the payload's format: expected an `alerts` array (Alertmanager), \
+             `check_name` (sweep finding) or `alert_name` (IngestPayload), or name the \
+             sender with ?source= ({KNOWN_SOURCES})"
+        )))
+    }
+}
+
+/// Deserializes a whole body, with the failing field's path in the message
+/// (`alerts[0].labels.backup_id: invalid type: integer 451, expected a string`).
+fn typed<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, IntakeError> {
+    typed_at(None, body)
+}
+
+/// [`typed`] for a part of the body at `prefix` (`alerts[3]`), which the message names. A body
+/// that is not JSON at all is refused as such, wherever its shape went wrong first.
+fn typed_at<'de, T: Deserialize<'de>>(
+    prefix: Option<&str>,
+    body: &'de [u8],
+) -> Result<T, IntakeError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        if e.inner().classify() != serde_json::error::Category::Data {
+            return IntakeError::InvalidJson(e.inner().to_string());
         }
-    };
-    let delivery = match format {
-        Format::Alertmanager => alertmanager::normalize(typed(value)?, source)?,
-        Format::SweepFinding => sweep::normalize(typed(value)?, source)?,
-        Format::IngestPayload => ingest_payload::normalize(typed(value)?, source)?,
-    };
-    Ok(delivery)
-}
-
-/// Deserializes with the failing field's path in the message (`alerts[0].labels.backup_id:
-/// invalid type: integer 451, expected a string`).
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, IntakeError> {
-    typed_at(None, value)
-}
-
-/// [`typed`] for a part of the body at `prefix` (`alerts[3]`), which the message names.
-fn typed_at<T: DeserializeOwned>(prefix: Option<&str>, value: Value) -> Result<T, IntakeError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The shape went wrong first; the JSON may still be broken further on.
+        if let Err(syntax) = serde_json::from_slice::<serde_json::Value>(body) {
+            return IntakeError::InvalidJson(syntax.to_string());
+        }
+        if prefix.is_none() && body.trim_ascii_start().first() != Some(&b'{') {
+            return IntakeError::Invalid("the body must be a JSON object".to_owned());
+        }
         let path = e.path().to_string();
         let message = e.inner().to_string();
         IntakeError::Invalid(match (prefix, path.as_str()) {
@@ -144,7 +163,11 @@ fn typed_at<T: DeserializeOwned>(prefix: Option<&str>, value: Value) -> Result<T
             (Some(prefix), ".") => format!("{prefix}: {message}"),
             (Some(prefix), path) => format!("{prefix}.{path}: {message}"),
         })
-    })
+    })?;
+    // Nothing but white space after the value.
+    json.end()
+        .map_err(|e| IntakeError::InvalidJson(e.to_string()))?;
+    Ok(value)
 }
 
 /// Prefixes a validation message with the field it is about.
