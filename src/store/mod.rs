@@ -314,11 +314,11 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;
         // Measured under the peer benchmark (scripts/bench-peer.sh): statement journals in
-        // memory spare a temporary file's open and close per savepoint. Intake checkpoints
-        // the WAL on its own path, so the size of one checkpoint is a stall every request
-        // queued behind it waits out: every 250 pages (about 1 MiB) kept the unique load's
-        // p99 near 7 ms, where 4000 pages gave 19 ms, for a few percent of throughput.
-        conn.execute_batch("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 250;")?;
+        // memory spare a temporary file's open and close per savepoint. Intake's WAL-sync
+        // thread checkpoints every few milliseconds, off the writer's path; the writer
+        // checkpoints itself only if the WAL still reaches 10000 pages (about 40 MiB), a
+        // bound should those checkpoints fall behind.
+        conn.execute_batch("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000;")?;
         // Every statement intake runs stays prepared.
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)

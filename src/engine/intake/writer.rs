@@ -421,8 +421,8 @@ impl Connected {
             .and_then(|dir| dir.sync_all())
             .map_err(|e| StoreError::Io(e.into()))?;
         Ok(Self {
+            sync: spawn_sync_thread(wal, store.open_sync()?),
             conn,
-            sync: spawn_sync_thread(wal),
         })
     }
 
@@ -464,9 +464,16 @@ impl Durable {
     }
 }
 
+/// How often the WAL-sync thread checkpoints the WAL into the database while commits come in.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(5);
+
 /// Starts the thread that fsyncs `wal`: it takes every commit waiting, fsyncs once, and runs
-/// what waited on each. It ends when its connection is closed.
-fn spawn_sync_thread(wal: File) -> std::sync::mpsc::Sender<AfterSync> {
+/// what waited on each. Then, at most every [`CHECKPOINT_EVERY`], it checkpoints on
+/// `checkpointer`: the copying stays off the writer's path, a page that changed many times
+/// meanwhile is copied once, and the checkpoint's fsync of the database never queues beside
+/// the WAL's. A PASSIVE checkpoint waits for no one; the WAL starts over at the next commit
+/// after one that copied it all. It ends when its connection is closed.
+fn spawn_sync_thread(wal: File, checkpointer: Connection) -> std::sync::mpsc::Sender<AfterSync> {
     let (requests, queue) = std::sync::mpsc::channel::<AfterSync>();
     std::thread::Builder::new()
         .name("intake-wal-sync".into())
@@ -475,6 +482,7 @@ fn spawn_sync_thread(wal: File) -> std::sync::mpsc::Sender<AfterSync> {
             // later fsync that succeeds proves nothing: every later commit is refused as not
             // durable until runbookd restarts (and SQLite recovers the WAL).
             let mut failed: Option<Arc<std::io::Error>> = None;
+            let mut checkpointed = std::time::Instant::now();
             while let Ok(first) = queue.recv() {
                 // Every commit made before this fsync starts, and none after.
                 let waiting: Vec<_> = std::iter::once(first).chain(queue.try_iter()).collect();
@@ -489,6 +497,14 @@ fn spawn_sync_thread(wal: File) -> std::sync::mpsc::Sender<AfterSync> {
                         Some(error) => Err(error.clone()),
                         None => Ok(()),
                     });
+                }
+                if failed.is_none() && checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                    if let Err(error) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "cannot checkpoint the database's WAL");
+                    }
+                    checkpointed = std::time::Instant::now();
                 }
             }
         })
