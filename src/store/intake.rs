@@ -116,17 +116,26 @@ pub fn insert_delivery(
 ) -> rusqlite::Result<i64> {
     let sha256 = hex::encode(Sha256::digest(raw_body.as_bytes()));
     let now = sql_time(now);
+    // Looked up first: a repeat, the common case, then writes nothing for its body. Intake's
+    // one writer does this in its write transaction, so no other body can slip in between.
+    let known: Option<i64> = conn
+        .prepare_cached("SELECT id FROM raw_bodies WHERE sha256 = ?1")?
+        .query_row([&sha256], |row| row.get(0))
+        .optional()?;
+    let body_id = match known {
+        Some(id) => id,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)
+                 RETURNING id",
+            )?
+            .query_row(params![sha256, raw_body, now], |row| row.get(0))?,
+    };
     conn.prepare_cached(
-        "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)
-         ON CONFLICT (sha256) DO NOTHING",
-    )?
-    .execute(params![sha256, raw_body, now])?;
-    conn.prepare_cached(
-        "INSERT INTO deliveries (received_at, source, actor, body_id)
-         SELECT ?1, ?2, ?3, id FROM raw_bodies WHERE sha256 = ?4
+        "INSERT INTO deliveries (received_at, source, actor, body_id) VALUES (?1, ?2, ?3, ?4)
          RETURNING id",
     )?
-    .query_row(params![now, source.as_str(), actor, sha256], |row| {
+    .query_row(params![now, source.as_str(), actor, body_id], |row| {
         row.get(0)
     })
 }
