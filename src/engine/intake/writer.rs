@@ -289,6 +289,11 @@ impl Writer {
                 batch = next_batch(&mut serving), if serving.is_some() => match batch {
                     Some(batch) => self.commit(batch).await,
                     None => {
+                        // The last batches' answers wait for their fsync: the queue has ended
+                        // once they are out.
+                        if let Some(conn) = &self.conn {
+                            let _ = conn.synced().wait().await;
+                        }
                         if let Some(queue) = serving.take() {
                             let _ = queue.ended.send(());
                         }
