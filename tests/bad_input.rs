@@ -156,6 +156,18 @@ fn cases() -> Vec<Case> {
             "must be a JSON object",
         ),
         case(
+            "a webhook's fields as a JSON array",
+            am,
+            {
+                let webhook: Value =
+                    serde_json::from_str(&reference("alertmanager-v4.json")).unwrap();
+                json!([webhook["alerts"], "4"]).to_string()
+            },
+            422,
+            "invalid_payload",
+            "must be a JSON object",
+        ),
+        case(
             "a label value of the wrong type",
             am,
             am_with(|a| a["labels"]["backup_id"] = json!(451)),

@@ -132,8 +132,15 @@ fn sniff(body: &[u8]) -> Result<Format, IntakeError> {
 }
 
 /// Deserializes a whole body, with the failing field's path in the message
-/// (`alerts[0].labels.backup_id: invalid type: integer 451, expected a string`).
+/// (`alerts[0].labels.backup_id: invalid type: integer 451, expected a string`). Every format
+/// is an object: a struct would also read an array of its fields in order.
 fn typed<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, IntakeError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(syntax) => IntakeError::InvalidJson(syntax.to_string()),
+            Ok(_) => IntakeError::Invalid("the body must be a JSON object".to_owned()),
+        });
+    }
     typed_at(None, body)
 }
 
@@ -151,9 +158,6 @@ fn typed_at<'de, T: Deserialize<'de>>(
         // The shape went wrong first; the JSON may still be broken further on.
         if let Err(syntax) = serde_json::from_slice::<serde_json::Value>(body) {
             return IntakeError::InvalidJson(syntax.to_string());
-        }
-        if prefix.is_none() && body.trim_ascii_start().first() != Some(&b'{') {
-            return IntakeError::Invalid("the body must be a JSON object".to_owned());
         }
         let path = e.path().to_string();
         let message = e.inner().to_string();
