@@ -152,7 +152,8 @@ impl IntakeService {
     }
 
     /// Stores each delivery of `batch`, in order, in ONE transaction, and returns once it is
-    /// durable: what the intake writer does with each batch it takes from its queue. A
+    /// durable: the same [`Rules::record_batch`] the intake writer runs on each batch it takes
+    /// from its queue, for a caller that holds the batch itself. A
     /// delivery that fails rolls back alone and gets its own error while the others commit.
     /// Wakes the worker once the commit is durable if a run was created. `Err` means nothing
     /// of the batch was stored, or (an `Io` error from the fsync) that it was but the disk did

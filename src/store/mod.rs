@@ -303,10 +303,10 @@ impl Store {
         })
     }
 
-    /// The intake writer's synchronous connection, with the writer pool's settings (WAL, the
-    /// busy timeout, foreign keys) but `synchronous = NORMAL`: intake fsyncs the WAL itself
-    /// before it answers (see `engine::intake`). Open it after [`Store::open`], which migrated
-    /// the file.
+    /// A synchronous connection for intake (its writer's, and the one its WAL-sync thread
+    /// checkpoints on), with the writer pool's settings (WAL, the busy timeout, foreign keys)
+    /// but `synchronous = NORMAL`: intake fsyncs the WAL itself before it answers (see
+    /// `engine::intake::writer`). Open it after [`Store::open`], which migrated the file.
     pub(crate) fn open_sync(&self) -> Result<rusqlite::Connection, StoreError> {
         let conn = rusqlite::Connection::open(&self.path)?;
         conn.busy_timeout(self.busy_timeout)?;
