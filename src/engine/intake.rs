@@ -152,7 +152,7 @@ impl IntakeService {
     }
 
     /// Stores each delivery of `batch`, in order, in ONE transaction, and returns once it is
-    /// durable: the same [`Rules::record_batch`] the intake writer runs on each batch it takes
+    /// durable: the same `record_batch` the intake writer runs on each batch it takes
     /// from its queue, for a caller that holds the batch itself. A
     /// delivery that fails rolls back alone and gets its own error while the others commit.
     /// Wakes the worker once the commit is durable if a run was created. `Err` means nothing
