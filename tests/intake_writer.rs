@@ -49,6 +49,7 @@ fn submission(body: &str) -> Submission {
 /// queue whose writer has not started yet, so a test can queue deliveries first.
 struct Parts {
     db_path: std::path::PathBuf,
+    store: Store,
     service: Arc<IntakeService>,
     writer: IntakeWriter,
     queue: IntakeQueue,
@@ -67,6 +68,7 @@ async fn parts(capacity: usize) -> Parts {
     let (writer, queue) = writer::channel(capacity);
     Parts {
         db_path,
+        store: store.clone(),
         service: Arc::new(IntakeService::new(store, None, Lifecycle::default())),
         writer,
         queue,
@@ -333,6 +335,58 @@ async fn shutdown_commits_and_answers_every_queued_delivery_then_refuses() {
     assert_eq!(AppError::from(late).into_response().status(), 503);
     let mut db = open(&connected.db_path).await;
     assert_eq!(scalar(&mut db, "SELECT COUNT(*) FROM incidents").await, 5);
+}
+
+/// In a storm intake keeps the writer pool's connection from one batch to the next, but not
+/// until the storm ends: another writer (here an audit event, as the engine writes) gets its
+/// turn while thousands of deliveries still wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writer_gets_its_turn_while_deliveries_keep_waiting() {
+    const QUEUED: usize = 4096;
+    let parts = parts(QUEUED).await;
+    let store = parts.store.clone();
+    // One repeated alert: the queue holds 16 full batches before the writer starts.
+    let body = notification("storm", "firing");
+    let mut queued = Vec::with_capacity(QUEUED);
+    for _ in 0..QUEUED {
+        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
+    }
+    let (stop, task, connected) = parts.start();
+    // The storm is being written: the first batch is committed.
+    let mut queued = queued.into_iter();
+    queued.next().unwrap().outcome().await.unwrap();
+    store
+        .record_event(
+            runbookd::store::audit::NewAuditEvent {
+                actor: "test",
+                action: runbookd::store::audit::AuditAction::RunFinished,
+                incident_id: None,
+                run_id: None,
+                detail: serde_json::json!({"state": "resolved"}),
+            },
+            Utc::now(),
+        )
+        .await
+        .expect("the other writer gets the connection");
+    for answer in outcomes(queued.collect()).await {
+        answer.unwrap();
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let mut db = open(&connected.db_path).await;
+    let deliveries_before: i64 = scalar(
+        &mut db,
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'incident.deduplicated'
+           AND id < (SELECT id FROM audit_events WHERE action = 'run.finished')",
+    )
+    .await;
+    let all: i64 = scalar(&mut db, "SELECT COUNT(*) FROM deliveries").await;
+    assert_eq!(all, QUEUED as i64);
+    assert!(
+        deliveries_before < QUEUED as i64 / 2,
+        "the other writer waited for {deliveries_before} of {QUEUED} deliveries"
+    );
 }
 
 const ADMIN: &str = "writer-admin-secret-0123456789abcdef";
