@@ -197,6 +197,48 @@ async fn the_breaker_trips_after_k_escalated_runs_in_a_day() {
     );
 }
 
+/// A pause holds runs that wait for a worker: the lease reads the switch in its own
+/// transaction, so a worker that last saw runbookd running still takes nothing once it is
+/// paused.
+#[tokio::test]
+async fn a_paused_store_leases_no_run_until_resumed() {
+    let (store, _dir) = common::temp_store().await;
+    store
+        .set_switch(Switch::Paused, true, "alice", t(0))
+        .await
+        .unwrap();
+    let run = NewRun {
+        incident_id: None,
+        playbook: "pbs-backup-stale",
+        version: &PLAYBOOK,
+        target: "pbs",
+        dry_run: false,
+        actor: "engine",
+        facts: serde_json::json!({}),
+    };
+    let Created::New(id) = store.create_run(run, t(1)).await.unwrap() else {
+        panic!("a new run")
+    };
+    assert!(
+        store
+            .acquire_run("worker", LEASE, t(2))
+            .await
+            .unwrap()
+            .is_none(),
+        "a paused store leased run {id}"
+    );
+    store
+        .set_switch(Switch::Paused, false, "alice", t(3))
+        .await
+        .unwrap();
+    let (lease, _) = store
+        .acquire_run("worker", LEASE, t(4))
+        .await
+        .unwrap()
+        .expect("resumed, the run is leased");
+    assert_eq!(lease.run_id, id);
+}
+
 #[tokio::test]
 async fn pause_blocks_and_resume_allows_and_both_are_audited() {
     let (store, _dir) = common::temp_store().await;

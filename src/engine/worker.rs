@@ -250,14 +250,7 @@ impl Engine {
         &self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Worked, EngineError> {
-        if self
-            .store
-            .switch(Switch::Paused)
-            .await
-            .map_err(RunError::from)?
-        {
-            return Ok(Worked::Nothing);
-        }
+        // Nothing is taken while paused: the lease reads the switch in its own transaction.
         let Some((lease, run)) = self
             .store
             .acquire_run(&self.owner, self.lease_for, self.clock.now())

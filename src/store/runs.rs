@@ -251,7 +251,9 @@ impl Store {
     }
 
     /// Takes the lease of the oldest run that needs a worker: a pending one, or a running one
-    /// whose lease expired (its worker died). Bumps the fencing token.
+    /// whose lease expired (its worker died). Bumps the fencing token. Takes nothing while
+    /// runbookd is paused: the switch is read in the same transaction, so a pause committed
+    /// before the lease holds every run from then on.
     pub async fn acquire_run(
         &self,
         owner: &str,
@@ -259,6 +261,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<(Lease, Run)>, RunError> {
         let mut tx = self.writer.begin().await?;
+        if super::safety::switch_on(&mut tx, Switch::Paused).await? {
+            return Ok(None);
+        }
         let run: Option<Run> = sqlx::query_as(&format!(
             "UPDATE runs SET state = 'running', lease_owner = ?, lease_expires_at = ?,
                  heartbeat_at = ?, attempt = attempt + 1, updated_at = ?
