@@ -311,6 +311,9 @@ impl Writer {
                         if let Some(conn) = &self.conn {
                             let _ = conn.synced().wait().await;
                         }
+                        // Given back before the queue says it has ended, so that closing the
+                        // store does not wait for it.
+                        self.held = None;
                         if let Some(queue) = serving.take() {
                             let _ = queue.ended.send(());
                         }
