@@ -33,8 +33,9 @@ fn t(minutes: i64) -> chrono::DateTime<Utc> {
 }
 
 /// A run for `target`, leased by a worker.
-async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Lease {
-    let run = NewRun {
+/// A new live run of pbs-backup-stale for `target`, as the engine creates it.
+fn new_run(target: &str) -> NewRun<'_> {
+    NewRun {
         incident_id: None,
         playbook: "pbs-backup-stale",
         version: &PLAYBOOK,
@@ -42,8 +43,11 @@ async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Leas
         dry_run: false,
         actor: "engine",
         facts: serde_json::json!({}),
-    };
-    let Created::New(_) = store.create_run(run, at).await.unwrap() else {
+    }
+}
+
+async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Lease {
+    let Created::New(_) = store.create_run(new_run(target), at).await.unwrap() else {
         panic!("a run is active for {target}")
     };
     store
@@ -207,16 +211,7 @@ async fn a_paused_store_leases_no_run_until_resumed() {
         .set_switch(Switch::Paused, true, "alice", t(0))
         .await
         .unwrap();
-    let run = NewRun {
-        incident_id: None,
-        playbook: "pbs-backup-stale",
-        version: &PLAYBOOK,
-        target: "pbs",
-        dry_run: false,
-        actor: "engine",
-        facts: serde_json::json!({}),
-    };
-    let Created::New(id) = store.create_run(run, t(1)).await.unwrap() else {
+    let Created::New(id) = store.create_run(new_run("pbs"), t(1)).await.unwrap() else {
         panic!("a new run")
     };
     assert!(
@@ -489,15 +484,7 @@ async fn the_global_dry_run_switch_is_read_when_a_run_is_created_and_never_again
         !store.run(live.run_id).await.unwrap().unwrap().dry_run,
         "a run created live stays live"
     );
-    let run = NewRun {
-        incident_id: None,
-        playbook: "pbs-backup-stale",
-        version: &PLAYBOOK,
-        target: "pbs",
-        dry_run: false,
-        actor: "engine",
-        facts: json!({}),
-    };
+    let run = new_run("pbs");
     let Created::New(id) = store.create_run(run, t(2)).await.unwrap() else {
         panic!("a new run")
     };
