@@ -124,20 +124,19 @@ pub fn insert_delivery(
         .optional()?;
     let body_id = match known {
         Some(id) => id,
-        None => conn
-            .prepare_cached(
-                "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)
-                 RETURNING id",
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)",
             )?
-            .query_row(params![sha256, raw_body, now], |row| row.get(0))?,
+            .execute(params![sha256, raw_body, now])?;
+            conn.last_insert_rowid()
+        }
     };
     conn.prepare_cached(
-        "INSERT INTO deliveries (received_at, source, actor, body_id) VALUES (?1, ?2, ?3, ?4)
-         RETURNING id",
+        "INSERT INTO deliveries (received_at, source, actor, body_id) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .query_row(params![now, source.as_str(), actor, body_id], |row| {
-        row.get(0)
-    })
+    .execute(params![now, source.as_str(), actor, body_id])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Resolves the alert's open incident if its sender has been silent longer than `after`.
@@ -190,20 +189,19 @@ pub fn repeat_open_incident(
     alert: &Alert,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "UPDATE incidents SET alert_count = alert_count + 1, last_seen = ?1
-         WHERE source = ?2 AND fingerprint = ?3 AND status = 'open'
-         RETURNING id",
-    )?
-    .query_row(
-        params![
-            sql_time(now),
-            alert.source.as_str(),
-            alert.fingerprint.as_str()
-        ],
-        |row| row.get(0),
-    )
-    .optional()
+    let open: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM incidents WHERE source = ?1 AND fingerprint = ?2 AND status = 'open'",
+        )?
+        .query_row(
+            params![alert.source.as_str(), alert.fingerprint.as_str()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(id) = open {
+        repeat_incident(conn, id, now)?;
+    }
+    Ok(open)
 }
 
 pub fn latest_incident(
@@ -244,22 +242,19 @@ pub fn open_incident(
         "INSERT INTO incidents
            (fingerprint, name, source, severity, labels, status, alert_count, first_seen,
             last_seen, starts_at, recurrence_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'open', 1, ?6, ?6, ?7, ?8)
-         RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', 1, ?6, ?6, ?7, ?8)",
     )?
-    .query_row(
-        params![
-            alert.fingerprint.as_str(),
-            alert.name.as_str(),
-            alert.source.as_str(),
-            alert.severity.as_str(),
-            json_text(&alert.labels),
-            now,
-            alert.starts_at.map(sql_time),
-            recurrence_of
-        ],
-        |row| row.get(0),
-    )
+    .execute(params![
+        alert.fingerprint.as_str(),
+        alert.name.as_str(),
+        alert.source.as_str(),
+        alert.severity.as_str(),
+        json_text(&alert.labels),
+        now,
+        alert.starts_at.map(sql_time),
+        recurrence_of
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Counts one more notification of an incident, open or not.
@@ -321,26 +316,23 @@ pub fn insert_alert(
         "INSERT INTO alerts
            (delivery_id, incident_id, source, name, severity, status, fingerprint, labels,
             annotations, starts_at, ends_at, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
-    .query_row(
-        params![
-            delivery_id,
-            incident_id,
-            alert.source.as_str(),
-            alert.name.as_str(),
-            alert.severity.as_str(),
-            alert.status.as_str(),
-            alert.fingerprint.as_str(),
-            json_text(&alert.labels),
-            json_text(&alert.annotations),
-            alert.starts_at.map(sql_time),
-            alert.ends_at.map(sql_time),
-            sql_time(now)
-        ],
-        |row| row.get(0),
-    )
+    .execute(params![
+        delivery_id,
+        incident_id,
+        alert.source.as_str(),
+        alert.name.as_str(),
+        alert.severity.as_str(),
+        alert.status.as_str(),
+        alert.fingerprint.as_str(),
+        json_text(&alert.labels),
+        json_text(&alert.annotations),
+        alert.starts_at.map(sql_time),
+        alert.ends_at.map(sql_time),
+        sql_time(now)
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 pub fn insert_refused(
