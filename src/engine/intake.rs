@@ -387,7 +387,7 @@ impl Rules {
         {
             audit::append_sync(tx, now, timed_out(id, *after))?;
         }
-        // A repeat of the open incident, the common case, is counted in one statement.
+        // A repeat of the open incident, the common case, is counted first.
         let (incident_id, action, recurrence_of) =
             if let Some(id) = rows::repeat_open_incident(tx, alert, now)? {
                 (id, IntakeAction::Deduplicated, None)
