@@ -389,6 +389,30 @@ async fn another_writer_gets_its_turn_while_deliveries_keep_waiting() {
     );
 }
 
+/// Intake's checkpoint thread copies the WAL into the database while deliveries come in: the
+/// database file grows long before the WAL reaches the writer's own fallback checkpoint
+/// (10000 pages; these deliveries write a few thousand at most).
+#[tokio::test]
+async fn the_wal_is_checkpointed_into_the_database_while_deliveries_come_in() {
+    const AT_MOST: usize = 400;
+    let parts = parts(16).await;
+    let (stop, task, connected) = parts.start();
+    let file_size = || std::fs::metadata(&connected.db_path).unwrap().len();
+    let before = file_size();
+    let body = notification("checkpointed", "firing");
+    let mut sent = 0;
+    while file_size() == before {
+        assert!(
+            sent < AT_MOST,
+            "{AT_MOST} durable deliveries, and nothing was checkpointed into the database"
+        );
+        connected.writer.submit(submission(&body)).await.unwrap();
+        sent += 1;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
 const ADMIN: &str = "writer-admin-secret-0123456789abcdef";
 const CLIENTS: usize = 16;
 /// Acknowledged alerts before the kill.

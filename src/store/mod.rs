@@ -303,8 +303,8 @@ impl Store {
         })
     }
 
-    /// A synchronous connection for intake (its writer's, and the one its WAL-sync thread
-    /// checkpoints on), with the writer pool's settings (WAL, the busy timeout, foreign keys)
+    /// A synchronous connection for intake (its writer's, and the one its checkpoint thread
+    /// uses), with the writer pool's settings (WAL, the busy timeout, foreign keys)
     /// but `synchronous = NORMAL`: intake fsyncs the WAL itself before it answers (see
     /// `engine::intake::writer`). Open it after [`Store::open`], which migrated the file.
     pub(crate) fn open_sync(&self) -> Result<rusqlite::Connection, StoreError> {
@@ -314,7 +314,7 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;
         // Measured under the peer benchmark (scripts/bench-peer.sh): statement journals in
-        // memory spare a temporary file's open and close per savepoint. Intake's WAL-sync
+        // memory spare a temporary file's open and close per savepoint. Intake's checkpoint
         // thread checkpoints every few milliseconds, off the writer's path; the writer
         // checkpoints itself only if the WAL still reaches 10000 pages (about 40 MiB), a
         // bound should those checkpoints fall behind.
