@@ -5,6 +5,8 @@
 # (tests/fixtures/reference/alertmanager-v4.json):
 #   unique    every request another alert (its own fingerprint and backup_id label);
 #   repeated  the same alert every time.
+# Each server starts on a settled machine: the previous one's dirty pages written back, and
+# its leftovers (webhook forks a hook process per request) given a few seconds to go.
 # Prints rate, p50, p99 and peak RSS (VmHWM from /proc, each server started fresh per load)
 # and runbookd's ratios to webhook. runbookd runs the release build on a fresh SQLite file at
 # its default durability (WAL fsynced before each answer: a 202 is on disk), with no estate, so
@@ -107,6 +109,14 @@ EOF
     return 1
 }
 
+# Before each server starts: the previous load's writeback done, and a pause for what the
+# kernel still does after it (webhook leaves tens of thousands of exited processes to clean up),
+# which otherwise lands on the next server's measurement.
+settle() {
+    sync
+    sleep 3
+}
+
 stop() {
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
@@ -139,12 +149,14 @@ ROWS=()
 # One load against both servers: each started fresh, so its peak RSS is this load's.
 compare() {
     local name=$1 unique=$2
+    settle
     start_webhook "$WORK/$name-webhook"
     read -r wh_rate wh_p50 wh_p99 wh_requests wh_bad < <(load "$WH_URL/hooks/alertmanager" "$unique" "$WORK/$name-webhook/wrk")
     local wh_rss
     wh_rss=$(peak_rss_mib "$WH_PID")
     stop "$WH_PID"
 
+    settle
     start_runbookd "$WORK/$name-runbookd"
     read -r rb_rate rb_p50 rb_p99 rb_requests rb_bad < <(load "$RB_URL/webhook/alertmanager" "$unique" "$WORK/$name-runbookd/wrk")
     local rb_rss
