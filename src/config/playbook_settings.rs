@@ -10,6 +10,7 @@ use serde_norway::Value;
 
 use super::{Config, ConfigSource, Problem};
 use crate::exec::command::{Name, Vmid};
+use crate::playbook::compiled::BackupSettings;
 use crate::playbook::{PlaybookFile, PlaybookVersion};
 
 /// Playbook name → setting name → value.
@@ -70,6 +71,13 @@ impl Config {
                 }
             }
             if changed {
+                match BackupSettings::parse(&file.playbook.settings) {
+                    Ok(backups) => file.playbook.backups = backups,
+                    Err(message) => problems.push(Problem {
+                        location: source.locate_key(&key),
+                        message: format!("{key}: {message}"),
+                    }),
+                }
                 match pinned_text(&file.version.text, &file.playbook.settings) {
                     Ok(text) => file.version = PlaybookVersion::of(&text),
                     Err(message) => problems.push(Problem {
@@ -148,33 +156,6 @@ fn same_shape(default: &Value, value: &Value) -> Result<(), String> {
 /// What the builtins and templates that read these settings accept.
 fn check_value(setting: &str, value: &Value) -> Result<(), String> {
     match setting {
-        "stale_after_hours" => match value.as_u64() {
-            Some(1..=8760) => Ok(()),
-            _ => Err("must be a whole number of hours in 1..=8760".into()),
-        },
-        "schedule" => value
-            .as_str()
-            .and_then(|at| chrono::NaiveTime::parse_from_str(at, "%H:%M").ok())
-            .map(|_| ())
-            .ok_or_else(|| "must be a time of day as HH:MM (UTC), like \"02:00\"".into()),
-        "decommissioned" => value
-            .as_sequence()
-            .into_iter()
-            .flatten()
-            .try_for_each(|group| {
-                let text = group.as_str().unwrap_or_default();
-                let valid = text.split_once('/').is_some_and(|(kind, id)| {
-                    matches!(kind, "vm" | "ct")
-                        && id.parse().ok().and_then(|id| Vmid::new(id).ok()).is_some()
-                });
-                if valid {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "'{text}' is not a backup group like vm/330 or ct/105"
-                    ))
-                }
-            }),
         "canary" => {
             let host = value
                 .get("host")
@@ -194,7 +175,7 @@ fn check_value(setting: &str, value: &Value) -> Result<(), String> {
                 .map(|_| ())
                 .ok_or_else(|| format!("vmid: {vmid} is not a guest id (100..=999999999)"))
         }
-        _ => Ok(()),
+        other => BackupSettings::default().read(other, value),
     }
 }
 

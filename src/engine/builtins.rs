@@ -39,10 +39,6 @@ pub async fn run(
     }
 }
 
-fn setting<'a>(scope: &'a Scope<'_>, key: &str) -> Option<&'a serde_norway::Value> {
-    scope.playbook.settings.get(key)
-}
-
 /// Where each guest lives: `(type, vmid)` → host, from every PVE node's guest lists, asked
 /// in parallel.
 async fn guest_homes(scope: &Scope<'_>) -> Result<BTreeMap<(String, u32), String>, String> {
@@ -73,17 +69,8 @@ async fn guest_homes(scope: &Scope<'_>) -> Result<BTreeMap<(String, u32), String
 /// and `decommissioned` (listed in settings, or on no host). When PBS cannot list its groups
 /// (the datastore is gone), the alert's own group stands in, marked `from_alert`.
 async fn stale_groups(scope: &Scope<'_>, now: DateTime<Utc>) -> Result<Json, String> {
-    let hours = setting(scope, "stale_after_hours")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(48) as i64;
-    let listed: BTreeSet<String> = setting(scope, "decommissioned")
-        .and_then(|v| v.as_sequence())
-        .map(|s| {
-            s.iter()
-                .filter_map(|g| g.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let hours = i64::from(scope.playbook.backups.stale_after_hours);
+    let listed = &scope.playbook.backups.decommissioned;
     let homes = guest_homes(scope).await?;
     let datastore = match scope.parameters.get("datastore") {
         Some(Value::Name(name)) => name.clone(),
@@ -135,17 +122,6 @@ async fn stale_groups(scope: &Scope<'_>, now: DateTime<Utc>) -> Result<Json, Str
     )
 }
 
-/// The most recent `HH:MM` UTC at or before `now`.
-fn last_scheduled(now: DateTime<Utc>, at: &str) -> Option<DateTime<Utc>> {
-    let time = chrono::NaiveTime::parse_from_str(at, "%H:%M").ok()?;
-    let today = now.date_naive().and_time(time).and_utc();
-    Some(if today <= now {
-        today
-    } else {
-        today - chrono::Duration::days(1)
-    })
-}
-
 /// Classifies one per-guest vzdump log (reference/host-outputs.md).
 pub fn classify_log(log: &str, last_run: Option<DateTime<Utc>>) -> &'static str {
     let first = log
@@ -187,9 +163,7 @@ async fn vzdump_logs(
         .values()
         .find_map(|r| r.data.get("active").and_then(|a| a.as_array()).cloned())
         .ok_or("the stale groups are not known")?;
-    let last_run = setting(scope, "schedule")
-        .and_then(|v| v.as_str())
-        .and_then(|at| last_scheduled(now, at));
+    let last_run = scope.playbook.backups.last_scheduled(now);
     let mut classes = BTreeSet::new();
     let mut guests = Vec::new();
     for guest in active {
@@ -244,7 +218,11 @@ mod tests {
     #[test]
     fn logs_are_classified_as_the_reference_prints_them() {
         let now = Utc.with_ymd_and_hms(2026, 11, 26, 6, 0, 0).unwrap();
-        let last_run = last_scheduled(now, "02:00");
+        let schedule = crate::playbook::compiled::BackupSettings {
+            schedule: chrono::NaiveTime::from_hms_opt(2, 0, 0),
+            ..Default::default()
+        };
+        let last_run = schedule.last_scheduled(now);
         let chunk = "2026-11-26 02:00:03 INFO: Starting Backup of VM 451 (qemu)\n2026-11-26 02:00:04 ERROR: Backup of VM 451 failed - VM 451 qmp command 'backup' failed - backup connect failed: command error: unable to open chunk store at \"/mnt/pbs-datastore/.chunks\" - No such file or directory (os error 2)\n";
         assert_eq!(classify_log(chunk, last_run), "chunk_store");
         assert_eq!(

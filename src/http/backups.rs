@@ -108,17 +108,7 @@ pub async fn status(
         None => dispatcher.estate.pbs_target.datastore.clone(),
     };
     let playbook = dispatcher.playbook(query.playbook.as_deref())?;
-    let stale_after_hours = playbook
-        .settings
-        .get("stale_after_hours")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(48);
-    let decommissioned: Vec<&str> = playbook
-        .settings
-        .get("decommissioned")
-        .and_then(|v| v.as_sequence())
-        .map(|list| list.iter().filter_map(|g| g.as_str()).collect())
-        .unwrap_or_default();
+    let backups = &playbook.backups;
     let configured = datastore == dispatcher.estate.pbs_target.datastore;
     let groups = dispatcher
         .estate
@@ -145,8 +135,8 @@ pub async fn status(
         .map(|g| {
             let group = format!("{}/{}", g.backup_type, g.backup_id);
             let age_hours = now.saturating_sub(g.last_backup) as f64 / 3600.0;
-            let stale = age_hours >= stale_after_hours as f64;
-            let freshness = if decommissioned.contains(&group.as_str()) {
+            let stale = age_hours >= f64::from(backups.stale_after_hours);
+            let freshness = if backups.decommissioned.contains(&group) {
                 Freshness::Decommissioned
             } else if stale {
                 Freshness::Stale
@@ -175,7 +165,7 @@ pub async fn status(
     Ok(BackupStatus {
         datastore: datastore.to_string(),
         playbook: playbook.name.clone(),
-        stale_after_hours,
+        stale_after_hours: u64::from(backups.stale_after_hours),
         groups,
     })
 }

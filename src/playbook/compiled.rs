@@ -2,10 +2,10 @@
 //! enums, durations are [`Duration`]s, templates and regexes are parsed, time intervals are
 //! numbers. Nothing is parsed again while a run works.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike, Utc};
 
 use super::model::{
     self, ApprovalPolicy, Automation, Builtin, Condition, Escalation, OnTimeout, PbsRead, PveRead,
@@ -27,7 +27,10 @@ pub struct Playbook {
     pub triggers: Vec<Trigger>,
     pub target: String,
     pub automation: Automation,
+    /// For templates (`{settings.canary.host}`).
     pub settings: BTreeMap<String, serde_norway::Value>,
+    /// The settings the backup builtins and the backup status read, parsed from `settings`.
+    pub backups: BackupSettings,
     pub parameters: BTreeMap<String, Parameter>,
     pub diagnose: Vec<Probe>,
     pub causes: Vec<Cause>,
@@ -46,6 +49,99 @@ impl Playbook {
 
     pub fn cause(&self, id: &str) -> Option<&Cause> {
         self.causes.iter().find(|c| c.id == id)
+    }
+}
+
+/// The settings the backup builtins and `GET /api/v1/backups` read, parsed when the playbook
+/// compiles (and again after the config overrides them), so a bad value stops the load rather
+/// than falling back to a default while a run works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// A group at least this many hours old is stale (`stale_after_hours`).
+    pub stale_after_hours: u32,
+    /// When the nightly backup job starts, UTC (`schedule`): a vzdump log older than its last
+    /// start is stale.
+    pub schedule: Option<NaiveTime>,
+    /// Groups whose guest is gone, like `vm/330` (`decommissioned`): never remediated.
+    pub decommissioned: BTreeSet<String>,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            stale_after_hours: 48,
+            schedule: None,
+            decommissioned: BTreeSet::new(),
+        }
+    }
+}
+
+impl BackupSettings {
+    /// Reads every setting these know from a playbook's `settings`.
+    pub fn parse(settings: &BTreeMap<String, serde_norway::Value>) -> Result<Self, String> {
+        let mut parsed = Self::default();
+        for (name, value) in settings {
+            parsed
+                .read(name, value)
+                .map_err(|e| format!("settings.{name}: {e}"))?;
+        }
+        Ok(parsed)
+    }
+
+    /// Reads one setting into its field; a setting these do not read is left alone. The one
+    /// place that says what each accepts, for playbook files and config overrides alike.
+    pub fn read(&mut self, name: &str, value: &serde_norway::Value) -> Result<(), String> {
+        match name {
+            "stale_after_hours" => {
+                self.stale_after_hours = value
+                    .as_u64()
+                    .and_then(|hours| u32::try_from(hours).ok())
+                    .filter(|hours| (1..=8760).contains(hours))
+                    .ok_or("must be a whole number of hours in 1..=8760")?;
+            }
+            "schedule" => {
+                self.schedule = Some(
+                    value
+                        .as_str()
+                        .and_then(|at| NaiveTime::parse_from_str(at, "%H:%M").ok())
+                        .ok_or("must be a time of day as HH:MM (UTC), like \"02:00\"")?,
+                );
+            }
+            "decommissioned" => {
+                let groups = value
+                    .as_sequence()
+                    .ok_or("must be a list of backup groups like vm/330 or ct/105")?;
+                self.decommissioned = groups
+                    .iter()
+                    .map(|group| {
+                        let text = group.as_str().unwrap_or_default();
+                        let valid = text.split_once('/').is_some_and(|(kind, id)| {
+                            matches!(kind, "vm" | "ct")
+                                && id.parse().ok().and_then(|id| Vmid::new(id).ok()).is_some()
+                        });
+                        if valid {
+                            Ok(text.to_owned())
+                        } else {
+                            Err(format!(
+                                "'{text}' is not a backup group like vm/330 or ct/105"
+                            ))
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The most recent start of the backup job at or before `now`, if the playbook names one.
+    pub fn last_scheduled(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let today = now.date_naive().and_time(self.schedule?).and_utc();
+        Some(if today <= now {
+            today
+        } else {
+            today - chrono::Duration::days(1)
+        })
     }
 }
 
@@ -439,6 +535,7 @@ pub fn compile(source: &model::Playbook) -> Result<Playbook, String> {
         target: source.target.clone(),
         automation: source.automation,
         settings: source.settings.clone(),
+        backups: BackupSettings::parse(&source.settings)?,
         parameters,
         diagnose,
         causes,
@@ -653,6 +750,60 @@ fn step(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    const SHIPPED: &str = include_str!("../../playbooks/pbs-backup-stale.yaml");
+
+    fn shipped_with(from: &str, to: &str) -> Result<Playbook, String> {
+        assert!(SHIPPED.contains(from), "{from}");
+        super::super::parse(
+            std::path::Path::new("pbs-backup-stale.yaml"),
+            &SHIPPED.replace(from, to),
+        )
+        .map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| p.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    #[test]
+    fn the_backup_settings_are_typed_when_the_playbook_loads() {
+        let backups = shipped_with("", "").unwrap().backups;
+        assert_eq!(backups.stale_after_hours, 48);
+        assert_eq!(backups.schedule, NaiveTime::from_hms_opt(2, 0, 0));
+        assert_eq!(backups.decommissioned.len(), 8);
+        assert!(backups.decommissioned.contains("vm/330"));
+        // The job starts at 02:00: at 01:00 its last start was the day before.
+        let at = |d, h| Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap();
+        assert_eq!(backups.last_scheduled(at(26, 6)), Some(at(26, 2)));
+        assert_eq!(backups.last_scheduled(at(26, 1)), Some(at(25, 2)));
+    }
+
+    #[test]
+    fn a_bad_backup_setting_stops_the_playbook_loading() {
+        for (from, to, expected) in [
+            (
+                "stale_after_hours: 48",
+                "stale_after_hours: two days",
+                "settings.stale_after_hours: must be a whole number of hours in 1..=8760",
+            ),
+            (
+                "schedule: \"02:00\"",
+                "schedule: \"2am\"",
+                "settings.schedule: must be a time of day as HH:MM (UTC)",
+            ),
+            (
+                "decommissioned: [vm/330,",
+                "decommissioned: [vm/three,",
+                "settings.decommissioned: 'vm/three' is not a backup group like vm/330 or ct/105",
+            ),
+        ] {
+            let error = shipped_with(from, to).unwrap_err();
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+    }
 
     fn interval(yaml: &str) -> Result<TimeInterval, String> {
         TimeInterval::parse(&serde_norway::from_str(yaml).unwrap())
