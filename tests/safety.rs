@@ -32,7 +32,6 @@ fn t(minutes: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
 }
 
-/// A run for `target`, leased by a worker.
 /// A new live run of pbs-backup-stale for `target`, as the engine creates it.
 fn new_run(target: &str) -> NewRun<'_> {
     NewRun {
@@ -46,6 +45,7 @@ fn new_run(target: &str) -> NewRun<'_> {
     }
 }
 
+/// A run for `target`, leased by a worker.
 async fn running(store: &Store, target: &str, at: chrono::DateTime<Utc>) -> Lease {
     let Created::New(_) = store.create_run(new_run(target), at).await.unwrap() else {
         panic!("a run is active for {target}")
