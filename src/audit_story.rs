@@ -41,9 +41,18 @@ pub fn sentence(actor: &str, detail: &AuditDetail) -> String {
             ),
             _ => format!("{} fired: a new incident opened", alert(d)),
         },
-        AuditDetail::IncidentDeduplicated(d) => {
-            format!("{} fired again: counted into the open incident", alert(d))
-        }
+        AuditDetail::IncidentDeduplicated(d) => match d.deliveries.as_deref() {
+            Some(deliveries @ [_, _, ..]) => format!(
+                "{} fired again {} times, unchanged: counted into the open incident",
+                alert(d),
+                deliveries.len()
+            ),
+            Some(_) => format!(
+                "{} fired again, unchanged: counted into the open incident",
+                alert(d)
+            ),
+            None => format!("{} fired again: counted into the open incident", alert(d)),
+        },
         AuditDetail::IncidentSourceResolved(d) => format!(
             "{} was resolved by its sender: the incident is resolved",
             alert(d)
@@ -845,6 +854,23 @@ mod tests {
         );
         let unknown = sentence_of_stored("audit.from_the_future", "someone", &json!({"n": 1}));
         assert_eq!(unknown, "someone recorded audit.from_the_future");
+    }
+
+    #[test]
+    fn unchanged_repeats_read_as_how_many_fired_again() {
+        let repeats = |deliveries: Value| {
+            let detail = json!({"source": "alertmanager", "alert_name": "PBSBackupStale",
+                                "intake": "deduplicated", "deliveries": deliveries});
+            sentence_of_stored("incident.deduplicated", "alertmanager", &detail)
+        };
+        assert_eq!(
+            repeats(json!([4, 5, 7])),
+            "PBSBackupStale (from alertmanager) fired again 3 times, unchanged: counted into the open incident"
+        );
+        assert_eq!(
+            repeats(json!([4])),
+            "PBSBackupStale (from alertmanager) fired again, unchanged: counted into the open incident"
+        );
     }
 
     #[test]

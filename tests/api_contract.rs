@@ -167,7 +167,9 @@ async fn schemathesis_finds_nothing_across_every_route_and_role() {
         (
             "a delivery with neither alerts nor refused alerts",
             "SELECT id FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE delivery_id = d.id)
-               AND NOT EXISTS (SELECT 1 FROM refused_alerts WHERE delivery_id = d.id)",
+               AND NOT EXISTS (SELECT 1 FROM refused_alerts WHERE delivery_id = d.id)
+               AND NOT EXISTS (SELECT 1 FROM audit_events e, json_each(e.detail, '$.deliveries') r
+                               WHERE e.action = 'incident.deduplicated' AND r.value = d.id)",
         ),
         (
             "an incident with no alert",

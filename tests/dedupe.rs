@@ -33,8 +33,107 @@ async fn concurrent_duplicates_make_one_incident_and_count_every_post() {
     let incidents = open["incidents"].as_array().unwrap();
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0]["alert_count"], POSTS);
-    assert_eq!(app.count("alerts").await, POSTS as i64);
-    assert_eq!(app.count("audit_events").await, POSTS as i64);
+    // Every post is a delivery; the repeats changed nothing, so the opening alert is the one
+    // stored, and the trail accounts for each repeat's delivery exactly once.
+    assert_eq!(app.count("deliveries").await, POSTS as i64);
+    assert_eq!(app.count("alerts").await, 1);
+    let mut db = app.db().await;
+    let mut counted: Vec<i64> = sqlx::query_scalar(
+        "SELECT d.value FROM audit_events, json_each(detail, '$.deliveries') d
+         WHERE action = 'incident.deduplicated'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let opening: i64 = sqlx::query_scalar(
+        "SELECT json_extract(detail, '$.delivery_id') FROM audit_events
+         WHERE action = 'incident.opened'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    counted.push(opening);
+    counted.sort_unstable();
+    let deliveries: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries ORDER BY id")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(counted, deliveries, "each delivery in the trail once");
+    let events = app.count("audit_events").await;
+    assert!(
+        events < POSTS as i64,
+        "repeats in one batch share an event: {events} events for {POSTS} posts"
+    );
+}
+
+/// A repeat that changes something (here the description's age) is stored as an alert of its
+/// own, and the incident shows it; one that changes nothing is counted and listed in the trail.
+#[tokio::test]
+async fn a_repeat_is_stored_when_it_changes_something_and_counted_when_it_does_not() {
+    let app = TestApp::spawn().await;
+    let body = reference("alertmanager-v4.json");
+    let older = body.replace("last backed up 52h ago", "last backed up 53h ago");
+    assert_ne!(older, body);
+    let mut actions = Vec::new();
+    for body in [&body, &body, &older, &older, &older] {
+        let response = app.post_alertmanager(body).await;
+        assert_eq!(response.status(), 202);
+        let answer = response.json::<Value>().await.unwrap();
+        actions.push(
+            answer["incidents"][0]["action"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        actions,
+        [
+            "opened",
+            "deduplicated",
+            "deduplicated",
+            "deduplicated",
+            "deduplicated"
+        ]
+    );
+    assert_eq!(app.count("deliveries").await, 5);
+    assert_eq!(
+        app.count("alerts").await,
+        2,
+        "the opening alert and the change"
+    );
+
+    let detail = app.get_incident(1).await;
+    assert_eq!(detail["incident"]["alert_count"], 5);
+    assert_eq!(
+        detail["alerts"][0]["annotations"]["description"],
+        "Backup group vm/451 on pbs-datastore last backed up 53h ago",
+        "the newest alert first"
+    );
+    // Posted one by one, each repeat is its own batch: opened (delivery 1), the unchanged
+    // repeat (2), the change with its alert (3), then the unchanged ones (4, 5).
+    let mut db = app.db().await;
+    let trail: Vec<(String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT action, json_extract(detail, '$.alert_id'), json_extract(detail, '$.deliveries')
+         FROM audit_events ORDER BY id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let trail: Vec<(&str, Option<i64>, Option<&str>)> = trail
+        .iter()
+        .map(|(action, alert, deliveries)| (action.as_str(), *alert, deliveries.as_deref()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("incident.opened", Some(1), None),
+            ("incident.deduplicated", None, Some("[2]")),
+            ("incident.deduplicated", Some(2), None),
+            ("incident.deduplicated", None, Some("[4]")),
+            ("incident.deduplicated", None, Some("[5]")),
+        ]
+    );
 }
 
 #[tokio::test]

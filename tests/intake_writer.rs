@@ -300,6 +300,70 @@ async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_the_ref
     assert_eq!(fingerprints, ["one", "two"]);
 }
 
+/// Unchanged repeats in one batch share an audit event, and the trail keeps arrival order:
+/// repeats of "a" are written before the event of the next other alert, and a resolve comes
+/// after the repeats it follows.
+#[tokio::test]
+async fn unchanged_repeats_in_a_batch_share_an_event_in_arrival_order() {
+    let parts = parts(16).await;
+    let mut queued = Vec::new();
+    for body in [
+        notification("a", "firing"),
+        notification("a", "firing"),
+        notification("a", "firing"),
+        notification("b", "firing"),
+        notification("a", "firing"),
+        notification("a", "resolved"),
+    ] {
+        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
+    }
+    let (_stop, _task, connected) = parts.start();
+    for answer in outcomes(queued).await {
+        answer.unwrap();
+    }
+
+    let mut db = open(&connected.db_path).await;
+    let trail: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT action, json_extract(detail, '$.fingerprint'),
+                json_extract(detail, '$.delivery_id'), json_extract(detail, '$.deliveries')
+         FROM audit_events ORDER BY id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let trail: Vec<(&str, &str, Option<i64>, Option<&str>)> = trail
+        .iter()
+        .map(|(action, fingerprint, delivery, deliveries)| {
+            (
+                action.as_str(),
+                fingerprint.as_str(),
+                *delivery,
+                deliveries.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("incident.opened", "a", Some(1), None),
+            ("incident.deduplicated", "a", Some(2), Some("[2,3]")),
+            ("incident.opened", "b", Some(4), None),
+            ("incident.deduplicated", "a", Some(5), Some("[5]")),
+            ("incident.source_resolved", "a", Some(6), None),
+        ]
+    );
+    // The opening alert, b's, and the resolve (it changed the status): no copy of a repeat.
+    assert_eq!(scalar(&mut db, "SELECT COUNT(*) FROM alerts").await, 3);
+    assert_eq!(
+        scalar(
+            &mut db,
+            "SELECT alert_count FROM incidents WHERE fingerprint = 'a'"
+        )
+        .await,
+        4
+    );
+}
+
 /// Shutdown stops taking deliveries, commits and answers every one already queued, and then
 /// the writer ends; a delivery after that is refused as shutting down (503).
 #[tokio::test]
@@ -345,10 +409,12 @@ async fn another_writer_gets_its_turn_while_deliveries_keep_waiting() {
     const QUEUED: usize = 4096;
     let parts = parts(QUEUED).await;
     let store = parts.store.clone();
-    // One repeated alert: the queue holds 16 full batches before the writer starts.
-    let body = notification("storm", "firing");
+    // Distinct alerts, each stored whole (an unchanged repeat stores much less, and a storm of
+    // those could be written before this task asks): 16 full batches queued before the writer
+    // starts.
     let mut queued = Vec::with_capacity(QUEUED);
-    for _ in 0..QUEUED {
+    for i in 0..QUEUED {
+        let body = notification(&format!("storm-{i}"), "firing");
         queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
     }
     let (stop, task, connected) = parts.start();
@@ -377,7 +443,7 @@ async fn another_writer_gets_its_turn_while_deliveries_keep_waiting() {
     let mut db = open(&connected.db_path).await;
     let deliveries_before: i64 = scalar(
         &mut db,
-        "SELECT COUNT(*) FROM audit_events WHERE action = 'incident.deduplicated'
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'incident.opened'
            AND id < (SELECT id FROM audit_events WHERE action = 'run.finished')",
     )
     .await;

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | none | | `opened`: a new incident, routed to a playbook |
 //! | open (but silent past its source's resolve timeout) | | it times out; then as below |
-//! | open | | `deduplicated`: counted, joins the incident's run |
+//! | open | | `deduplicated`: counted, joins the incident's run; stored as an alert only if it changes something ([`Trail`]) |
 //! | resolved by a run, within the settle window | | `settling`: the sender has not caught up; nothing runs |
 //! | resolved by its source, same `startsAt` | | `late_firing`: an HA peer catching up; nothing reopens |
 //! | resolved otherwise | | `recurred`: a new incident linked to the earlier one, and a new run |
@@ -235,8 +235,9 @@ impl Rules {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(batch.len());
         let mut started = false;
+        let mut trail = Trail::default();
         for submission in batch {
-            match self.record(&tx, submission) {
+            match self.record(&tx, &mut trail, submission) {
                 Ok((outcomes, run_started)) => {
                     started |= run_started;
                     answers.push(Ok(outcomes));
@@ -246,6 +247,10 @@ impl Rules {
                     return self.record_batch_apart(conn, batch);
                 }
             }
+        }
+        if trail.flush(&tx).is_err() {
+            drop(tx);
+            return self.record_batch_apart(conn, batch);
         }
         tx.commit()?;
         Ok((answers, started))
@@ -263,7 +268,13 @@ impl Rules {
         let mut started = false;
         for submission in batch {
             let savepoint = tx.savepoint()?;
-            match self.record(&savepoint, submission) {
+            // Repeats coalesce within a delivery here: each delivery commits or rolls back
+            // with its own events.
+            let mut trail = Trail::default();
+            match self
+                .record(&savepoint, &mut trail, submission)
+                .and_then(|recorded| trail.flush(&savepoint).map(|()| recorded))
+            {
                 Ok((outcomes, run_started)) => {
                     savepoint.commit()?;
                     started |= run_started;
@@ -290,6 +301,7 @@ impl Rules {
     fn record(
         &self,
         tx: &Connection,
+        trail: &mut Trail,
         submission: &Submission,
     ) -> Result<(Vec<AlertOutcome>, bool), StoreError> {
         let Submission {
@@ -306,7 +318,7 @@ impl Rules {
             let outcome = match entry {
                 Err(refused) => {
                     rows::insert_refused(tx, refused, delivery_id, now)?;
-                    audit::append_sync(
+                    trail.append(
                         tx,
                         now,
                         NewAuditEvent::of(
@@ -331,34 +343,47 @@ impl Rules {
                     // The alert and its incident first, then what it means for runs, so the
                     // trail reads in that order.
                     let mut outcome = match alert.status {
-                        AlertStatus::Firing => self.incident_for(tx, alert, now)?,
+                        AlertStatus::Firing => self.incident_for(tx, trail, alert, now)?,
                         AlertStatus::Resolved => self.resolved(tx, alert, now)?,
                     };
-                    let alert_id =
-                        rows::insert_alert(tx, alert, delivery_id, outcome.incident_id, now)?;
-                    audit::append_sync(
-                        tx,
-                        now,
-                        NewAuditEvent {
-                            incident_id: outcome.incident_id,
-                            ..NewAuditEvent::of(
-                                &actor.name,
-                                intake_detail(AlertIntake {
-                                    delivery_id: Some(delivery_id),
-                                    alert_id: Some(alert_id),
-                                    source: Some(alert.source.as_str().to_owned()),
-                                    alert_name: Some(alert.name.as_str().to_owned()),
-                                    fingerprint: Some(alert.fingerprint.as_str().to_owned()),
-                                    status: Some(alert.status.as_str().to_owned()),
-                                    intake: Some(outcome.action),
-                                    recurrence_of: outcome.recurrence_of,
-                                }),
-                            )
-                        },
-                    )?;
+                    let intake = AlertIntake {
+                        delivery_id: Some(delivery_id),
+                        source: Some(alert.source.as_str().to_owned()),
+                        alert_name: Some(alert.name.as_str().to_owned()),
+                        fingerprint: Some(alert.fingerprint.as_str().to_owned()),
+                        status: Some(alert.status.as_str().to_owned()),
+                        intake: Some(outcome.action),
+                        recurrence_of: outcome.recurrence_of,
+                        ..AlertIntake::default()
+                    };
+                    match outcome.incident_id {
+                        Some(incident_id)
+                            if outcome.action == IntakeAction::Deduplicated
+                                && rows::latest_alert_is(tx, incident_id, alert)? =>
+                        {
+                            trail.repeat(tx, incident_id, &actor.name, intake, now)?;
+                        }
+                        incident_id => {
+                            let alert_id =
+                                rows::insert_alert(tx, alert, delivery_id, incident_id, now)?;
+                            let intake = AlertIntake {
+                                alert_id: Some(alert_id),
+                                ..intake
+                            };
+                            trail.append(
+                                tx,
+                                now,
+                                NewAuditEvent {
+                                    incident_id,
+                                    ..NewAuditEvent::of(&actor.name, intake_detail(intake))
+                                },
+                            )?;
+                        }
+                    }
                     match alert.status {
                         AlertStatus::Firing => {
-                            started |= self.route(tx, alert, &mut outcome, &actor.name, now)?;
+                            started |=
+                                self.route(tx, trail, alert, &mut outcome, &actor.name, now)?;
                         }
                         AlertStatus::Resolved => {
                             if let Some(incident_id) = outcome.incident_id {
@@ -379,13 +404,14 @@ impl Rules {
     fn incident_for(
         &self,
         tx: &Connection,
+        trail: &mut Trail,
         alert: &Alert,
         now: DateTime<Utc>,
     ) -> Result<AlertOutcome, StoreError> {
         if let Some(after) = self.lifecycle.resolve_after.get(alert.source.as_str())
             && let Some(id) = rows::time_out_incident(tx, alert, since(now, *after), now)?
         {
-            audit::append_sync(tx, now, timed_out(id, *after))?;
+            trail.append(tx, now, timed_out(id, *after))?;
         }
         // A repeat of the open incident, the common case, is counted first.
         let (incident_id, action, recurrence_of) =
@@ -423,6 +449,7 @@ impl Rules {
     fn route(
         &self,
         tx: &Connection,
+        trail: &mut Trail,
         alert: &Alert,
         outcome: &mut AlertOutcome,
         actor: &str,
@@ -443,6 +470,8 @@ impl Rules {
         let Some(dispatcher) = self.dispatcher.as_ref().filter(|_| wants_run) else {
             return Ok(false);
         };
+        // A run's own events follow the repeats that led to it.
+        trail.flush(tx)?;
         match dispatcher.route(alert) {
             Ok((playbook, version)) => {
                 rows::set_routing(tx, incident_id, Some(&playbook.name), None)?;
@@ -471,7 +500,7 @@ impl Rules {
                     }
                     Created::AlreadyActive(id) => {
                         if runs::link_incident(tx, id, incident_id, now)? {
-                            audit::append_sync(
+                            trail.append(
                                 tx,
                                 now,
                                 NewAuditEvent {
@@ -496,7 +525,7 @@ impl Rules {
             Err(reason) => {
                 rows::set_routing(tx, incident_id, None, Some(&reason))?;
                 if action != IntakeAction::Deduplicated {
-                    audit::append_sync(
+                    trail.append(
                         tx,
                         now,
                         NewAuditEvent {
@@ -609,6 +638,93 @@ fn cancel_runs_left_without_open_incidents(
         }
     }
     Ok(())
+}
+
+/// Intake's audit events for one transaction, in arrival order. Consecutive repeats of one
+/// incident that change nothing (see [`rows::latest_alert_is`]) become one
+/// `incident.deduplicated` event that lists their deliveries, so an alert repeated in a storm
+/// adds an event per batch, not per post, and no alert rows. Every other event goes through
+/// [`Trail::append`], which writes the repeats waiting first.
+#[derive(Default)]
+struct Trail {
+    repeats: Option<Repeats>,
+}
+
+/// Unchanged repeats of one incident from one sender, waiting to be one event.
+struct Repeats {
+    incident_id: i64,
+    actor: String,
+    /// The first repeat's particulars, with every repeat's delivery.
+    intake: AlertIntake,
+    /// When the last one arrived.
+    at: DateTime<Utc>,
+}
+
+impl Trail {
+    /// Writes the repeats waiting, then `event`.
+    fn append(
+        &mut self,
+        tx: &Connection,
+        at: DateTime<Utc>,
+        event: NewAuditEvent<'_>,
+    ) -> Result<(), StoreError> {
+        self.flush(tx)?;
+        Ok(audit::append_sync(tx, at, event)?)
+    }
+
+    /// Counts an unchanged repeat of `incident_id` into the event waiting for it, or starts one.
+    fn repeat(
+        &mut self,
+        tx: &Connection,
+        incident_id: i64,
+        actor: &str,
+        intake: AlertIntake,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let delivery_id = intake.delivery_id.into_iter();
+        if let Some(waiting) = self
+            .repeats
+            .as_mut()
+            .filter(|waiting| waiting.incident_id == incident_id && waiting.actor == actor)
+        {
+            waiting
+                .intake
+                .deliveries
+                .get_or_insert_default()
+                .extend(delivery_id);
+            waiting.at = at;
+            return Ok(());
+        }
+        self.flush(tx)?;
+        self.repeats = Some(Repeats {
+            incident_id,
+            actor: actor.to_owned(),
+            intake: AlertIntake {
+                deliveries: Some(delivery_id.collect()),
+                ..intake
+            },
+            at,
+        });
+        Ok(())
+    }
+
+    /// Writes the repeats waiting, if any, as their one event.
+    fn flush(&mut self, tx: &Connection) -> Result<(), StoreError> {
+        if let Some(repeats) = self.repeats.take() {
+            audit::append_sync(
+                tx,
+                repeats.at,
+                NewAuditEvent {
+                    incident_id: Some(repeats.incident_id),
+                    ..NewAuditEvent::of(
+                        &repeats.actor,
+                        AuditDetail::IncidentDeduplicated(repeats.intake),
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
 }
 
 enum Weighed {

@@ -285,6 +285,11 @@ pub struct AlertIntake {
     pub intake: Option<IntakeAction>,
     /// The incident this one is a recurrence of.
     pub recurrence_of: Option<i64>,
+    /// Repeats that changed nothing (`incident.deduplicated` with no `alert_id`): every
+    /// delivery the one event counts, in arrival order, `delivery_id` first. They store no
+    /// alert of their own; their incident counts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<i64>>,
 }
 
 /// An event whose one particular is why.

@@ -331,6 +331,36 @@ pub fn insert_alert(
     Ok(conn.last_insert_rowid())
 }
 
+/// Whether the incident's latest stored alert says exactly what `alert` says (name,
+/// severity, status, labels, annotations, start and end): a repeat that changes nothing is
+/// counted into its incident without a copy of its own.
+pub fn latest_alert_is(
+    conn: &Connection,
+    incident_id: i64,
+    alert: &Alert,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT name = ?2 AND severity = ?3 AND status = ?4 AND labels = ?5
+                AND annotations = ?6 AND starts_at IS ?7 AND ends_at IS ?8
+         FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(
+        params![
+            incident_id,
+            alert.name.as_str(),
+            alert.severity.as_str(),
+            alert.status.as_str(),
+            json_text(&alert.labels),
+            json_text(&alert.annotations),
+            alert.starts_at.map(sql_time),
+            alert.ends_at.map(sql_time),
+        ],
+        |row| row.get(0),
+    )
+    .optional()
+    .map(|same| same.unwrap_or(false))
+}
+
 pub fn insert_refused(
     conn: &Connection,
     refused: &RefusedAlert,
