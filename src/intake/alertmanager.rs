@@ -67,7 +67,7 @@ pub(super) fn normalize(
         .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            typed_at::<WebhookAlert>(Some(&format!("alerts[{i}]")), raw.get().as_bytes())
+            typed_at::<WebhookAlert>(|| Some(format!("alerts[{i}]")), raw.get().as_bytes())
                 .and_then(|alert| normalize_alert(i, alert, &source))
                 .map_err(|error| RefusedAlert {
                     position: i,
