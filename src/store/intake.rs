@@ -301,6 +301,32 @@ pub fn set_routing(
     Ok(())
 }
 
+/// An alert's own columns, as its row stores them: written by [`insert_alert`] and compared
+/// by [`latest_alert_is`].
+struct AlertColumns<'a> {
+    name: &'a str,
+    severity: &'a str,
+    status: &'a str,
+    labels: String,
+    annotations: String,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+}
+
+impl<'a> AlertColumns<'a> {
+    fn of(alert: &'a Alert) -> Self {
+        Self {
+            name: alert.name.as_str(),
+            severity: alert.severity.as_str(),
+            status: alert.status.as_str(),
+            labels: json_text(&alert.labels),
+            annotations: json_text(&alert.annotations),
+            starts_at: alert.starts_at.map(sql_time),
+            ends_at: alert.ends_at.map(sql_time),
+        }
+    }
+}
+
 pub fn insert_alert(
     conn: &Connection,
     alert: &Alert,
@@ -308,6 +334,7 @@ pub fn insert_alert(
     incident_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
+    let columns = AlertColumns::of(alert);
     conn.prepare_cached(
         "INSERT INTO alerts
            (delivery_id, incident_id, source, name, severity, status, fingerprint, labels,
@@ -318,27 +345,28 @@ pub fn insert_alert(
         delivery_id,
         incident_id,
         alert.source.as_str(),
-        alert.name.as_str(),
-        alert.severity.as_str(),
-        alert.status.as_str(),
+        columns.name,
+        columns.severity,
+        columns.status,
         alert.fingerprint.as_str(),
-        json_text(&alert.labels),
-        json_text(&alert.annotations),
-        alert.starts_at.map(sql_time),
-        alert.ends_at.map(sql_time),
+        columns.labels,
+        columns.annotations,
+        columns.starts_at,
+        columns.ends_at,
         sql_time(now)
     ])?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Whether the incident's latest stored alert says exactly what `alert` says (name,
-/// severity, status, labels, annotations, start and end): a repeat that changes nothing is
-/// counted into its incident without a copy of its own.
+/// Whether the incident's latest stored alert says exactly what `alert` says (its own
+/// columns: name, severity, status, labels, annotations, start and end): a repeat that changes
+/// nothing is counted into its incident without a copy of its own.
 pub fn latest_alert_is(
     conn: &Connection,
     incident_id: i64,
     alert: &Alert,
 ) -> rusqlite::Result<bool> {
+    let columns = AlertColumns::of(alert);
     conn.prepare_cached(
         "SELECT name = ?2 AND severity = ?3 AND status = ?4 AND labels = ?5
                 AND annotations = ?6 AND starts_at IS ?7 AND ends_at IS ?8
@@ -347,13 +375,13 @@ pub fn latest_alert_is(
     .query_row(
         params![
             incident_id,
-            alert.name.as_str(),
-            alert.severity.as_str(),
-            alert.status.as_str(),
-            json_text(&alert.labels),
-            json_text(&alert.annotations),
-            alert.starts_at.map(sql_time),
-            alert.ends_at.map(sql_time),
+            columns.name,
+            columns.severity,
+            columns.status,
+            columns.labels,
+            columns.annotations,
+            columns.starts_at,
+            columns.ends_at,
         ],
         |row| row.get(0),
     )
