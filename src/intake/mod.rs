@@ -146,8 +146,8 @@ fn typed<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, IntakeError> {
 
 /// [`typed`] for a part of the body at `prefix` (`alerts[3]`), which the message names. A body
 /// that is not JSON at all is refused as such, wherever its shape went wrong first. A body
-/// that fits is read once, without tracking paths (a third of intake's parsing); only a
-/// failure is read again to name its field.
+/// that fits is read once, without tracking paths (a quarter of parsing the reference body);
+/// only a failure is read again to name its field.
 fn typed_at<'de, T: Deserialize<'de>>(
     prefix: impl FnOnce() -> Option<String>,
     body: &'de [u8],
