@@ -55,7 +55,7 @@ impl Config {
                         .map_err(|e| e.to_string())
                         .and_then(|value| {
                             same_shape(default, &value)?;
-                            check_value(setting, &value)?;
+                            check_value(setting, &value, &mut file.playbook.backups)?;
                             Ok(value)
                         }),
                 };
@@ -71,13 +71,6 @@ impl Config {
                 }
             }
             if changed {
-                match BackupSettings::parse(&file.playbook.settings) {
-                    Ok(backups) => file.playbook.backups = backups,
-                    Err(message) => problems.push(Problem {
-                        location: source.locate_key(&key),
-                        message: format!("{key}: {message}"),
-                    }),
-                }
                 match pinned_text(&file.version.text, &file.playbook.settings) {
                     Ok(text) => file.version = PlaybookVersion::of(&text),
                     Err(message) => problems.push(Problem {
@@ -153,8 +146,9 @@ fn same_shape(default: &Value, value: &Value) -> Result<(), String> {
     }
 }
 
-/// What the builtins and templates that read these settings accept.
-fn check_value(setting: &str, value: &Value) -> Result<(), String> {
+/// What the builtins and templates that read these settings accept; a backup setting that
+/// passes is read into the playbook's typed `backups` at once.
+fn check_value(setting: &str, value: &Value, backups: &mut BackupSettings) -> Result<(), String> {
     match setting {
         "canary" => {
             let host = value
@@ -175,7 +169,7 @@ fn check_value(setting: &str, value: &Value) -> Result<(), String> {
                 .map(|_| ())
                 .ok_or_else(|| format!("vmid: {vmid} is not a guest id (100..=999999999)"))
         }
-        other => BackupSettings::default().read(other, value),
+        other => backups.read(other, value),
     }
 }
 
@@ -211,12 +205,23 @@ mod tests {
             "canary = { host = \"pihanga\", kind = \"qemu\", vmid = 151 }\n",
             "decommissioned = [\"vm/330\"]\n",
         ));
-        let settings = &files.unwrap()[0].playbook.settings;
+        let playbook = &files.unwrap()[0].playbook;
+        let settings = &playbook.settings;
         assert_eq!(settings["stale_after_hours"].as_u64(), Some(72));
         assert_eq!(settings["schedule"].as_str(), Some("03:30"));
         assert_eq!(settings["canary"]["host"].as_str(), Some("pihanga"));
         assert_eq!(settings["canary"]["vmid"].as_u64(), Some(151));
         assert_eq!(settings["decommissioned"].as_sequence().unwrap().len(), 1);
+        // What the builtins read, typed.
+        assert_eq!(playbook.backups.stale_after_hours, 72);
+        assert_eq!(
+            playbook.backups.schedule,
+            chrono::NaiveTime::from_hms_opt(3, 30, 0)
+        );
+        assert_eq!(
+            playbook.backups.decommissioned,
+            ["vm/330".to_owned()].into()
+        );
     }
 
     #[test]
