@@ -413,31 +413,32 @@ impl Rules {
         {
             trail.append(tx, now, timed_out(id, *after))?;
         }
-        // A repeat of the open incident, the common case, is counted first.
-        let (incident_id, action, recurrence_of) =
-            if let Some(id) = rows::repeat_open_incident(tx, alert, now)? {
-                (id, IntakeAction::Deduplicated, None)
-            } else {
-                let latest = rows::latest_incident(tx, alert)?;
-                match self.weigh(alert, latest.as_ref(), now) {
-                    Weighed::Repeat(id, action) => {
-                        rows::repeat_incident(tx, id, now)?;
-                        (id, action, None)
-                    }
-                    Weighed::New { recurrence_of } => {
-                        let id = rows::open_incident(tx, alert, recurrence_of, now)?;
-                        let action = if recurrence_of.is_some() {
-                            IntakeAction::Recurred
-                        } else {
-                            IntakeAction::Opened
-                        };
-                        (id, action, recurrence_of)
-                    }
+        let latest = rows::latest_incident(tx, alert)?;
+        let (incident_id, action, recurrence_of, run_id) =
+            match self.weigh(alert, latest.as_ref(), now) {
+                Weighed::Repeat(id, action) => {
+                    rows::repeat_incident(tx, id, now)?;
+                    (
+                        id,
+                        action,
+                        None,
+                        latest.and_then(|latest| latest.linked_run),
+                    )
+                }
+                // A new incident has no run yet.
+                Weighed::New { recurrence_of } => {
+                    let id = rows::open_incident(tx, alert, recurrence_of, now)?;
+                    let action = if recurrence_of.is_some() {
+                        IntakeAction::Recurred
+                    } else {
+                        IntakeAction::Opened
+                    };
+                    (id, action, recurrence_of, None)
                 }
             };
         Ok(AlertOutcome {
             incident_id: Some(incident_id),
-            run_id: runs::latest_linked_run(tx, incident_id)?,
+            run_id,
             action,
             recurrence_of,
             reason: None,

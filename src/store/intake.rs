@@ -89,6 +89,8 @@ impl ResolvedBy {
 pub struct LatestIncident {
     pub id: i64,
     pub open: bool,
+    /// The latest run linked to it, which a repeat joins.
+    pub linked_run: Option<i64>,
     pub resolved_by: Option<ResolvedBy>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub starts_at: Option<DateTime<Utc>>,
@@ -191,26 +193,17 @@ pub fn time_out_incidents(
     .collect()
 }
 
-/// Counts one more notification of the alert's open incident, if it has one: the common
-/// repeat. Returns the incident.
-pub fn repeat_open_incident(
-    conn: &Connection,
-    alert: &Alert,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<Option<i64>> {
-    let open = open_incident_id(conn, alert)?;
-    if let Some(id) = open {
-        repeat_incident(conn, id, now)?;
-    }
-    Ok(open)
-}
-
+/// The latest incident of the alert's (source, fingerprint): the open one if there is one
+/// (a key has at most one open incident, and nothing newer can be opened beside it), with the
+/// run it is linked to, in one lookup for the common repeat.
 pub fn latest_incident(
     conn: &Connection,
     alert: &Alert,
 ) -> rusqlite::Result<Option<LatestIncident>> {
     conn.prepare_cached(
-        "SELECT id, status = 'open', resolved_by, resolved_at, starts_at FROM incidents
+        "SELECT id, status = 'open', resolved_by, resolved_at, starts_at,
+                (SELECT MAX(run_id) FROM run_incidents WHERE incident_id = incidents.id)
+         FROM incidents
          WHERE source = ?1 AND fingerprint = ?2 ORDER BY id DESC LIMIT 1",
     )?
     .query_row(
@@ -225,6 +218,7 @@ pub fn latest_incident(
                     .and_then(ResolvedBy::parse),
                 resolved_at: time_column(row, 3)?,
                 starts_at: time_column(row, 4)?,
+                linked_run: row.get(5)?,
             })
         },
     )
