@@ -1,4 +1,4 @@
-//! Cheaper repeats and retention: identical raw bodies are stored once, old rows leave through
+//! Cheaper repeats and retention: a repeated raw body is stored once, old rows leave through
 //! the pruner (never what an open incident or an active run needs), and over a simulated month
 //! the file stays bounded while the audit trail's exports plus its remaining rows account for
 //! every event.
@@ -108,6 +108,37 @@ async fn identical_bodies_are_stored_once_and_every_delivery_keeps_its_own() {
             "the exact body, byte for byte"
         );
     }
+}
+
+/// Intake finds a repeat's body among the bodies it stored last (see `RecentBodies`); one that
+/// the pruner removed meanwhile is stored again, not referred to.
+#[tokio::test]
+async fn a_body_the_pruner_removed_is_stored_again_when_it_comes_back() {
+    let app = TestApp::spawn_with(|config| {
+        config.retention.alerts_days = Some(7);
+        config.retention.deliveries_days = Some(7);
+        config.retention.every_secs = 1;
+    })
+    .await;
+    let firing = alertmanager(&[("z", "firing")]);
+    post(&app, INGEST_TOKEN, &firing).await;
+    post(&app, INGEST_TOKEN, &alertmanager(&[("z", "resolved")])).await;
+    assert_eq!(app.count("raw_bodies").await, 2);
+
+    app.clock.advance(chrono::Duration::days(8));
+    eventually("the pruner to remove both bodies", WAIT, || async {
+        (app.count("raw_bodies").await == 0).then_some(())
+    })
+    .await;
+
+    post(&app, INGEST_TOKEN, &firing).await;
+    assert_eq!(app.count("raw_bodies").await, 1);
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM delivery_bodies ORDER BY id DESC LIMIT 1")
+            .fetch_one(&mut app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(body, firing, "the body stored again, byte for byte");
 }
 
 #[tokio::test]

@@ -37,13 +37,13 @@ use crate::clock::Clock;
 use crate::config::IncidentsConfig;
 use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION};
 use crate::store::audit::{self, AlertIntake, AuditDetail, NewAuditEvent, Reason};
-use crate::store::intake::{self as rows, IntakeAction, LatestIncident, ResolvedBy};
+use crate::store::intake::{self as rows, IntakeAction, LatestIncident, RecentBodies, ResolvedBy};
 use crate::store::runs::{self, Created, NewRun};
 use crate::store::{Store, StoreError};
 
 pub mod writer;
 
-use writer::{Durable, WriterThread};
+use writer::{Connected, Durable, WriterThread};
 
 /// When a repeat is a new problem; see the module docs. The default is the config's.
 #[derive(Debug, Clone)]
@@ -163,7 +163,9 @@ impl IntakeService {
         batch: Vec<Submission>,
     ) -> Result<Vec<Result<Vec<AlertOutcome>, StoreError>>, StoreError> {
         let ((answers, started), durable) = self
-            .on_connection(move |conn, rules| rules.record_batch(conn, &batch))
+            .on_connection(move |conn, rules| {
+                rules.record_batch(&mut conn.conn, &mut conn.bodies, &batch)
+            })
             .await?;
         durable.wait().await?;
         if started && let Some(dispatcher) = &self.rules.dispatcher {
@@ -177,13 +179,13 @@ impl IntakeService {
     /// fsync that makes it durable. A panic in `work` resumes here.
     async fn on_connection<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection, &Rules) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&mut Connected, &Rules) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<(T, Durable), StoreError> {
         let (answer, answered) = oneshot::channel();
         self.writer.run(Box::new(move |conn, rules| {
             let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 conn.and_then(|conn| {
-                    let done = work(&mut conn.conn, rules)?;
+                    let done = work(conn, rules)?;
                     Ok((done, conn.synced()))
                 })
             }));
@@ -204,7 +206,9 @@ impl IntakeService {
     pub async fn time_out_silent(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let (count, durable) = self
             .on_connection(move |conn, rules| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut count = 0;
                 for (source, after) in &rules.lifecycle.resolve_after {
                     for id in rows::time_out_incidents(&tx, source, since(now, *after), now)? {
@@ -230,6 +234,7 @@ impl Rules {
     fn record_batch(
         &self,
         conn: &mut Connection,
+        bodies: &mut RecentBodies,
         batch: &[Submission],
     ) -> Result<Recorded, StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -237,20 +242,20 @@ impl Rules {
         let mut started = false;
         let mut trail = Trail::default();
         for submission in batch {
-            match self.record(&tx, &mut trail, submission) {
+            match self.record(&tx, bodies, &mut trail, submission) {
                 Ok((outcomes, run_started)) => {
                     started |= run_started;
                     answers.push(Ok(outcomes));
                 }
                 Err(_) => {
                     drop(tx);
-                    return self.record_batch_apart(conn, batch);
+                    return self.record_batch_apart(conn, bodies, batch);
                 }
             }
         }
         if trail.flush(&tx).is_err() {
             drop(tx);
-            return self.record_batch_apart(conn, batch);
+            return self.record_batch_apart(conn, bodies, batch);
         }
         tx.commit()?;
         Ok((answers, started))
@@ -261,6 +266,7 @@ impl Rules {
     fn record_batch_apart(
         &self,
         conn: &mut Connection,
+        bodies: &mut RecentBodies,
         batch: &[Submission],
     ) -> Result<Recorded, StoreError> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -272,7 +278,7 @@ impl Rules {
             // with its own events.
             let mut trail = Trail::default();
             match self
-                .record(&savepoint, &mut trail, submission)
+                .record(&savepoint, bodies, &mut trail, submission)
                 .and_then(|recorded| trail.flush(&savepoint).map(|()| recorded))
             {
                 Ok((outcomes, run_started)) => {
@@ -301,6 +307,7 @@ impl Rules {
     fn record(
         &self,
         tx: &Connection,
+        bodies: &mut RecentBodies,
         trail: &mut Trail,
         submission: &Submission,
     ) -> Result<(Vec<AlertOutcome>, bool), StoreError> {
@@ -311,7 +318,8 @@ impl Rules {
             received_at: now,
         } = submission;
         let now = *now;
-        let delivery_id = rows::insert_delivery(tx, &delivery.source, &actor.name, raw_body, now)?;
+        let delivery_id =
+            rows::insert_delivery(tx, bodies, &delivery.source, &actor.name, raw_body, now)?;
         let mut outcomes = Vec::with_capacity(delivery.entries.len());
         let mut started = false;
         for entry in &delivery.entries {

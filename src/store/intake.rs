@@ -11,6 +11,8 @@
 //! as a trigger that fills an ephemeral table, which cost a quarter of the writer's time per
 //! alert. An insert's id is `last_insert_rowid()`, and an update finds its row first.
 
+use std::collections::{HashMap, VecDeque};
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -108,24 +110,62 @@ fn json_text(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("labels and annotations serialise")
 }
 
-/// Records a delivery: who sent it, when, from which source, and its exact body. Identical
-/// bodies (a sender repeating the same alert) are stored once in `raw_bodies` and referenced;
-/// the `delivery_bodies` view gives every delivery its body back.
+/// How many distinct bodies [`RecentBodies`] remembers.
+const RECENT_BODIES: usize = 4096;
+
+/// The bodies intake stored or reused last, by the SHA-256 of their bytes, oldest forgotten
+/// first: how a repeat finds the body it shares with earlier deliveries. A unique index on the
+/// digest did this for every body ever stored, and it measured as the costliest part of storing
+/// a new alert (a random index page to look up and another to write, for every delivery).
+///
+/// A hint only: a remembered body is checked against its row before it is referenced, so a
+/// body that retention removed, or whose insert rolled back, is stored again. So is a body
+/// last seen more than [`RECENT_BODIES`] distinct bodies ago, or before runbookd restarted.
+#[derive(Debug, Default)]
+pub struct RecentBodies {
+    ids: HashMap<[u8; 32], i64>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl RecentBodies {
+    fn get(&self, digest: &[u8; 32]) -> Option<i64> {
+        self.ids.get(digest).copied()
+    }
+
+    fn remember(&mut self, digest: [u8; 32], id: i64) {
+        if self.ids.insert(digest, id).is_none() {
+            self.order.push_back(digest);
+            if self.order.len() > RECENT_BODIES
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Records a delivery: who sent it, when, from which source, and its exact body. A body that
+/// is one of the [`RecentBodies`] (a sender repeating the same alert, an HA pair sending the
+/// same notification) is referenced, not stored again; the `delivery_bodies` view gives every
+/// delivery its body back.
 pub fn insert_delivery(
     conn: &Connection,
+    bodies: &mut RecentBodies,
     source: &Source,
     actor: &str,
     raw_body: &str,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
-    let sha256 = hex::encode(Sha256::digest(raw_body.as_bytes()));
+    let digest: [u8; 32] = Sha256::digest(raw_body.as_bytes()).into();
+    let sha256 = hex::encode(digest);
     let now = sql_time(now);
-    // Looked up first: a repeat, the common case, then writes nothing for its body. Intake's
-    // one writer does this in its write transaction, so no other body can slip in between.
-    let known: Option<i64> = conn
-        .prepare_cached("SELECT id FROM raw_bodies WHERE sha256 = ?1")?
-        .query_row([&sha256], |row| row.get(0))
-        .optional()?;
+    let known: Option<i64> = match bodies.get(&digest) {
+        Some(id) => conn
+            .prepare_cached("SELECT id FROM raw_bodies WHERE id = ?1 AND sha256 = ?2")?
+            .query_row(params![id, sha256], |row| row.get(0))
+            .optional()?,
+        None => None,
+    };
     let body_id = match known {
         Some(id) => id,
         None => {
@@ -133,7 +173,9 @@ pub fn insert_delivery(
                 "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![sha256, raw_body, now])?;
-            conn.last_insert_rowid()
+            let id = conn.last_insert_rowid();
+            bodies.remember(digest, id);
+            id
         }
     };
     conn.prepare_cached(
@@ -401,4 +443,32 @@ pub fn insert_refused(
         sql_time(now)
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: usize) -> [u8; 32] {
+        Sha256::digest(n.to_le_bytes()).into()
+    }
+
+    #[test]
+    fn recent_bodies_forget_the_oldest_past_their_bound() {
+        let mut bodies = RecentBodies::default();
+        for n in 0..=RECENT_BODIES {
+            bodies.remember(digest(n), n as i64);
+        }
+        assert_eq!(bodies.get(&digest(0)), None, "the oldest is forgotten");
+        assert_eq!(bodies.get(&digest(1)), Some(1));
+        assert_eq!(
+            bodies.get(&digest(RECENT_BODIES)),
+            Some(RECENT_BODIES as i64)
+        );
+        // A body stored again (its row had gone) is remembered by its new row, in its place.
+        bodies.remember(digest(1), 99);
+        assert_eq!(bodies.get(&digest(1)), Some(99));
+        assert_eq!(bodies.ids.len(), RECENT_BODIES);
+        assert_eq!(bodies.order.len(), RECENT_BODIES);
+    }
 }

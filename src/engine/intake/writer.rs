@@ -25,6 +25,7 @@ use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AlertOutcome, IntakeService, Rules, Submission};
+use crate::store::intake::RecentBodies;
 use crate::store::{Store, StoreError};
 
 /// Deliveries that may wait for the writer; past this, senders wait up to [`QUEUE_WAIT`].
@@ -360,7 +361,7 @@ impl Writer {
         let recorded = match held {
             Ok(()) => connected(&mut self.conn, &self.store).map(|conn| {
                 let recorded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    rules.record_batch(&mut conn.conn, &submissions)
+                    rules.record_batch(&mut conn.conn, &mut conn.bodies, &submissions)
                 }));
                 (recorded, &*conn)
             }),
@@ -444,6 +445,8 @@ async fn next_batch(serving: &mut Option<Deliveries>) -> Option<Vec<Job>> {
 /// closes).
 pub(super) struct Connected {
     pub(super) conn: Connection,
+    /// The bodies this connection stored or reused last, which repeats find theirs among.
+    pub(super) bodies: RecentBodies,
     /// To the WAL-sync thread, which holds the WAL's file; it ends with this connection.
     sync: std::sync::mpsc::Sender<AfterSync>,
 }
@@ -471,6 +474,7 @@ impl Connected {
         Ok(Self {
             sync: spawn_sync_thread(wal, store.open_sync()?),
             conn,
+            bodies: RecentBodies::default(),
         })
     }
 
