@@ -21,7 +21,7 @@ use runbookd::engine::intake::writer::{self, IntakeQueue, IntakeWriter, Queued, 
 use runbookd::engine::intake::{IntakeService, Lifecycle, Submission};
 use runbookd::http::AppError;
 use runbookd::store::Store;
-use runbookd::store::intake::IntakeAction;
+use runbookd::store::intake::{IntakeAction, RawBody};
 use serde_json::Value;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -36,7 +36,7 @@ fn notification(fingerprint: &str, status: &str) -> String {
 fn submission(body: &str) -> Submission {
     Submission {
         delivery: runbookd::intake::parse(body.as_bytes(), None).unwrap(),
-        raw_body: body.to_owned(),
+        raw_body: RawBody::new(body.to_owned()),
         actor: Principal {
             name: "alertmanager".into(),
             role: Role::Ingest,

@@ -37,7 +37,9 @@ use crate::clock::Clock;
 use crate::config::IncidentsConfig;
 use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION};
 use crate::store::audit::{self, AlertIntake, AuditDetail, NewAuditEvent, Reason};
-use crate::store::intake::{self as rows, IntakeAction, LatestIncident, RecentBodies, ResolvedBy};
+use crate::store::intake::{
+    self as rows, IntakeAction, LatestIncident, RawBody, RecentBodies, ResolvedBy,
+};
 use crate::store::runs::{self, Created, NewRun};
 use crate::store::{Store, StoreError};
 
@@ -89,7 +91,7 @@ pub struct AlertOutcome {
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub delivery: Delivery,
-    pub raw_body: String,
+    pub raw_body: RawBody,
     pub actor: Principal,
     pub received_at: DateTime<Utc>,
 }
@@ -143,7 +145,7 @@ impl IntakeService {
     ) -> Result<Vec<AlertOutcome>, StoreError> {
         let submission = Submission {
             delivery: delivery.clone(),
-            raw_body: raw_body.to_owned(),
+            raw_body: RawBody::new(raw_body.to_owned()),
             actor: actor.clone(),
             received_at: now,
         };

@@ -13,7 +13,7 @@ use super::extract::{ApiQuery, JsonBody};
 use crate::auth::Principal;
 use crate::engine::intake::Submission;
 use crate::intake::{self, Alert, AlertStatus, Format, RefusedAlert, Source};
-use crate::store::intake::IntakeAction;
+use crate::store::intake::{IntakeAction, RawBody};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -167,7 +167,7 @@ async fn accept(
             .intake
             .submit(Submission {
                 delivery,
-                raw_body: raw.to_owned(),
+                raw_body: RawBody::new(raw.to_owned()),
                 actor: caller.clone(),
                 received_at: state.clock.now(),
             })

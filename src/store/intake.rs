@@ -110,6 +110,25 @@ fn json_text(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("labels and annotations serialise")
 }
 
+/// A delivery's body as received, with the SHA-256 of its bytes: hashed where the body
+/// arrives, so that the one writer, which every delivery waits for, only looks it up.
+#[derive(Debug, Clone)]
+pub struct RawBody {
+    text: String,
+    sha256: [u8; 32],
+}
+
+impl RawBody {
+    pub fn new(text: String) -> Self {
+        let sha256 = Sha256::digest(text.as_bytes()).into();
+        Self { text, sha256 }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 /// How many distinct bodies [`RecentBodies`] remembers.
 const RECENT_BODIES: usize = 4096;
 
@@ -153,10 +172,10 @@ pub fn insert_delivery(
     bodies: &mut RecentBodies,
     source: &Source,
     actor: &str,
-    raw_body: &str,
+    raw_body: &RawBody,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
-    let digest: [u8; 32] = Sha256::digest(raw_body.as_bytes()).into();
+    let digest = raw_body.sha256;
     let sha256 = hex::encode(digest);
     let now = sql_time(now);
     let known: Option<i64> = match bodies.get(&digest) {
@@ -172,7 +191,7 @@ pub fn insert_delivery(
             conn.prepare_cached(
                 "INSERT INTO raw_bodies (sha256, body, first_seen) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![sha256, raw_body, now])?;
+            .execute(params![sha256, raw_body.as_str(), now])?;
             let id = conn.last_insert_rowid();
             bodies.remember(digest, id);
             id
