@@ -1,4 +1,4 @@
--- A repeat finds its body among the bodies intake stored or reused last (the intake writer
+-- A repeat finds its body among the last bodies intake stored (the intake writer
 -- remembers them by digest and checks the row before it refers to it; see RecentBodies in
 -- src/store/intake.rs), no longer through a unique index on raw_bodies.sha256. That index cost
 -- every new body a random index page to look up and another to write, and measured as the

@@ -132,14 +132,14 @@ impl RawBody {
 /// How many distinct bodies [`RecentBodies`] remembers.
 const RECENT_BODIES: usize = 4096;
 
-/// The bodies intake stored or reused last, by the SHA-256 of their bytes, oldest forgotten
-/// first: how a repeat finds the body it shares with earlier deliveries. A unique index on the
+/// The last distinct bodies intake stored, by the SHA-256 of their bytes, the first stored
+/// forgotten first: how a repeat finds the body it shares with earlier deliveries. A unique index on the
 /// digest did this for every body ever stored, and it measured as the costliest part of storing
 /// a new alert (a random index page to look up and another to write, for every delivery).
 ///
 /// A hint only: a remembered body is checked against its row before it is referenced, so a
 /// body that retention removed, or whose insert rolled back, is stored again. So is a body
-/// last seen more than [`RECENT_BODIES`] distinct bodies ago, or before runbookd restarted.
+/// first stored more than [`RECENT_BODIES`] distinct bodies ago, or before runbookd restarted.
 #[derive(Debug, Default)]
 pub struct RecentBodies {
     ids: HashMap<[u8; 32], i64>,

@@ -445,7 +445,7 @@ async fn next_batch(serving: &mut Option<Deliveries>) -> Option<Vec<Job>> {
 /// closes).
 pub(super) struct Connected {
     pub(super) conn: Connection,
-    /// The bodies this connection stored or reused last, which repeats find theirs among.
+    /// The bodies this connection stored last, which repeats find theirs among.
     pub(super) bodies: RecentBodies,
     /// To the WAL-sync thread, which holds the WAL's file; it ends with this connection.
     sync: std::sync::mpsc::Sender<AfterSync>,
