@@ -50,6 +50,16 @@ fn alertmanager(alerts: &[(&str, &str)]) -> String {
     .to_string()
 }
 
+/// An app whose pruner removes alerts and deliveries older than 7 days, checking every second.
+async fn spawn_pruning_after_a_week() -> TestApp {
+    TestApp::spawn_with(|config| {
+        config.retention.alerts_days = Some(7);
+        config.retention.deliveries_days = Some(7);
+        config.retention.every_secs = 1;
+    })
+    .await
+}
+
 /// The bytes the database's pages hold, after a checkpoint moves the WAL into the file.
 async fn used_bytes(db: &mut SqliteConnection) -> i64 {
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -114,12 +124,7 @@ async fn identical_bodies_are_stored_once_and_every_delivery_keeps_its_own() {
 /// the pruner removed meanwhile is stored again, not referred to.
 #[tokio::test]
 async fn a_body_the_pruner_removed_is_stored_again_when_it_comes_back() {
-    let app = TestApp::spawn_with(|config| {
-        config.retention.alerts_days = Some(7);
-        config.retention.deliveries_days = Some(7);
-        config.retention.every_secs = 1;
-    })
-    .await;
+    let app = spawn_pruning_after_a_week().await;
     let firing = alertmanager(&[("z", "firing")]);
     post(&app, INGEST_TOKEN, &firing).await;
     post(&app, INGEST_TOKEN, &alertmanager(&[("z", "resolved")])).await;
@@ -182,12 +187,7 @@ async fn a_repeated_body_costs_less_than_its_size_again() {
 
 #[tokio::test]
 async fn the_pruner_removes_what_nothing_needs_and_keeps_what_open_incidents_and_runs_need() {
-    let app = TestApp::spawn_with(|config| {
-        config.retention.alerts_days = Some(7);
-        config.retention.deliveries_days = Some(7);
-        config.retention.every_secs = 1;
-    })
-    .await;
+    let app = spawn_pruning_after_a_week().await;
     // "a" stays open; "b" is resolved; "c" is resolved but an active run still covers it. Of
     // each incident, the first alert is what it needs; repeats are counted on the incident.
     // Each repeat here changes its summary, so that it is stored as an alert of its own.
