@@ -56,6 +56,17 @@ struct Parts {
     _dir: tempfile::TempDir,
 }
 
+impl Parts {
+    /// Queues each body as a delivery, in order, before or while the writer runs.
+    async fn queue(&self, bodies: impl IntoIterator<Item = String>) -> Vec<Queued> {
+        let mut queued = Vec::new();
+        for body in bodies {
+            queued.push(self.writer.enqueue(submission(&body)).await.unwrap());
+        }
+        queued
+    }
+}
+
 async fn parts(capacity: usize) -> Parts {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("intake.db");
@@ -153,15 +164,14 @@ async fn outcomes(queued: Vec<Queued>) -> Vec<Result<Vec<IntakeAction>, SubmitEr
 async fn a_firing_and_a_resolve_in_one_batch_apply_in_arrival_order() {
     runbookd::telemetry::metrics_handle();
     let parts = parts(16).await;
-    let mut queued = Vec::new();
-    for body in [
-        notification("fired-then-resolved", "firing"),
-        notification("fired-then-resolved", "resolved"),
-        notification("resolved-then-fired", "resolved"),
-        notification("resolved-then-fired", "firing"),
-    ] {
-        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
-    }
+    let queued = parts
+        .queue([
+            notification("fired-then-resolved", "firing"),
+            notification("fired-then-resolved", "resolved"),
+            notification("resolved-then-fired", "resolved"),
+            notification("resolved-then-fired", "firing"),
+        ])
+        .await;
     let (_stop, _task, connected) = parts.start();
 
     let answers = outcomes(queued).await;
@@ -215,14 +225,13 @@ async fn a_failing_delivery_rolls_back_alone_and_the_rest_of_its_batch_commits()
     .await
     .unwrap();
     let poisoned = notification("poisoned", "firing").replace("PBSBackupStale", "Poisoned");
-    let mut queued = Vec::new();
-    for body in [
-        notification("before", "firing"),
-        poisoned,
-        notification("after", "firing"),
-    ] {
-        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
-    }
+    let queued = parts
+        .queue([
+            notification("before", "firing"),
+            poisoned,
+            notification("after", "firing"),
+        ])
+        .await;
     let (_stop, _task, _connected) = parts.start();
 
     let answers = outcomes(queued).await;
@@ -306,17 +315,16 @@ async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing_of_the_ref
 #[tokio::test]
 async fn unchanged_repeats_in_a_batch_share_an_event_in_arrival_order() {
     let parts = parts(16).await;
-    let mut queued = Vec::new();
-    for body in [
-        notification("a", "firing"),
-        notification("a", "firing"),
-        notification("a", "firing"),
-        notification("b", "firing"),
-        notification("a", "firing"),
-        notification("a", "resolved"),
-    ] {
-        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
-    }
+    let queued = parts
+        .queue([
+            notification("a", "firing"),
+            notification("a", "firing"),
+            notification("a", "firing"),
+            notification("b", "firing"),
+            notification("a", "firing"),
+            notification("a", "resolved"),
+        ])
+        .await;
     let (_stop, _task, connected) = parts.start();
     for answer in outcomes(queued).await {
         answer.unwrap();
@@ -369,11 +377,9 @@ async fn unchanged_repeats_in_a_batch_share_an_event_in_arrival_order() {
 #[tokio::test]
 async fn shutdown_commits_and_answers_every_queued_delivery_then_refuses() {
     let parts = parts(16).await;
-    let mut queued = Vec::new();
-    for i in 0..5 {
-        let body = notification(&format!("queued-{i}"), "firing");
-        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
-    }
+    let queued = parts
+        .queue((0..5).map(|i| notification(&format!("queued-{i}"), "firing")))
+        .await;
     let (stop, task, connected) = parts.start();
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), task)
@@ -410,11 +416,9 @@ async fn another_writer_gets_its_turn_while_deliveries_keep_waiting() {
     let parts = parts(QUEUED).await;
     let store = parts.store.clone();
     // Distinct alerts, each stored whole: 16 full batches queued before the writer starts.
-    let mut queued = Vec::with_capacity(QUEUED);
-    for i in 0..QUEUED {
-        let body = notification(&format!("storm-{i}"), "firing");
-        queued.push(parts.writer.enqueue(submission(&body)).await.unwrap());
-    }
+    let queued = parts
+        .queue((0..QUEUED).map(|i| notification(&format!("storm-{i}"), "firing")))
+        .await;
     let mut reader = open(&parts.db_path).await;
     let (stop, task, connected) = parts.start();
     // The storm is being written: the first batch is committed.
