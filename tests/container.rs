@@ -49,8 +49,19 @@ fn podman_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// The built image, removed when the test ends, however it ends: each build would otherwise
+/// leave the previous one behind, untagged, and a machine that runs the suite daily fills its
+/// disk with them.
+struct Image;
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = podman(&["rmi", "--force", IMAGE]);
+    }
+}
+
 /// Builds the runtime image from the Dockerfile with this build's binary.
-fn build_image() {
+fn build_image() -> Image {
     let base = Command::new(root().join("scripts/base-image.sh"))
         .env(
             "CONTAINERS_CONF",
@@ -84,6 +95,7 @@ fn build_image() {
         IMAGE,
         root().to_str().unwrap(),
     ]);
+    Image
 }
 
 fn free_port() -> u16 {
@@ -117,7 +129,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
 
 #[tokio::test]
 async fn the_image_serves_resolves_an_alert_as_non_root_in_data_and_stops_on_sigterm() {
-    build_image();
+    let image = build_image();
     let data: PathBuf = tempfile::tempdir().unwrap().keep();
     // As a volume's owner would be: the image's user.
     let chown = Command::new("chown")
@@ -206,5 +218,6 @@ async fn the_image_serves_resolves_an_alert_as_non_root_in_data_and_stops_on_sig
         String::from_utf8_lossy(&logs.stderr).to_string() + &String::from_utf8_lossy(&logs.stdout);
     assert!(logs.contains("\"stopped\""), "{logs}");
     drop(container);
+    drop(image);
     let _ = std::fs::remove_dir_all(&data);
 }
