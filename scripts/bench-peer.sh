@@ -5,6 +5,11 @@
 # (tests/fixtures/reference/alertmanager-v4.json):
 #   unique    every request another alert (its own fingerprint and backup_id label);
 #   repeated  the same alert every time.
+# Each load runs in BENCH_ROUNDS rounds (default 3); a round measures both servers one right
+# after the other, alternating which goes first. The machine's speed drifts by a fifth over
+# minutes (a VM's neighbours), so one sample of each server, a minute apart, can compare the
+# drift more than the servers: each round's ratio pairs samples taken moments apart, and the
+# targets are read off the median of the rounds' ratios. Every round is printed.
 # Each server starts on a settled machine: the previous one's dirty pages written back, and
 # its leftovers (webhook forks a hook process per request) given a few seconds to go.
 # Prints rate, p50, p99 and peak RSS (VmHWM from /proc, each server started fresh per load)
@@ -16,7 +21,7 @@
 # Then start-up: 100k incidents seeded with SQL into a database, `runbookd serve` timed from
 # exec until /readyz answers 200 (best and median of 5).
 #
-# Usage: scripts/bench-peer.sh [all|peer|startup]       (default all; BENCH_SECONDS, RUNBOOKD_BIN)
+# Usage: scripts/bench-peer.sh [all|peer|startup]   (default all; BENCH_SECONDS, BENCH_ROUNDS, RUNBOOKD_BIN)
 # Installs wrk (the load generator) and webhook (the peer) with apt-get when missing, and
 # sqlite3 (to seed and check the databases).
 set -euo pipefail
@@ -24,6 +29,7 @@ cd "$(dirname "$0")/.."
 
 MODE=${1:-all}
 SECONDS_EACH=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=2
 CONNECTIONS=32
 TOKEN=bench-ingest-7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e
@@ -145,61 +151,99 @@ load() {
     echo "$rate $(percentile_ms "$out" 50%) $(percentile_ms "$out" 99%) $requests ${non2xx:-0}"
 }
 
-ROWS=()
-# One load against both servers: each started fresh, so its peak RSS is this load's.
-compare() {
-    local name=$1 unique=$2
+# webhook under one load, on a fresh server; sets WH_RATE WH_P50 WH_P99 WH_RSS.
+measure_webhook() {
+    local name=$1 unique=$2 dir=$WORK/$1-webhook-$3 requests bad
     settle
-    start_webhook "$WORK/$name-webhook"
-    read -r wh_rate wh_p50 wh_p99 wh_requests wh_bad < <(load "$WH_URL/hooks/alertmanager" "$unique" "$WORK/$name-webhook/wrk")
-    local wh_rss
-    wh_rss=$(peak_rss_mib "$WH_PID")
+    start_webhook "$dir"
+    read -r WH_RATE WH_P50 WH_P99 requests bad < <(load "$WH_URL/hooks/alertmanager" "$unique" "$dir/wrk")
+    WH_RSS=$(peak_rss_mib "$WH_PID")
     stop "$WH_PID"
+}
 
+# runbookd under one load, on a fresh server and database, then checks that the database holds
+# what was answered; sets RB_RATE RB_P50 RB_P99 RB_RSS.
+measure_runbookd() {
+    local name=$1 unique=$2 dir=$WORK/$1-runbookd-$3 requests bad
     settle
-    start_runbookd "$WORK/$name-runbookd"
-    read -r rb_rate rb_p50 rb_p99 rb_requests rb_bad < <(load "$RB_URL/webhook/alertmanager" "$unique" "$WORK/$name-runbookd/wrk")
-    local rb_rss
-    rb_rss=$(peak_rss_mib "$RB_PID")
+    start_runbookd "$dir"
+    read -r RB_RATE RB_P50 RB_P99 requests bad < <(load "$RB_URL/webhook/alertmanager" "$unique" "$dir/wrk")
+    RB_RSS=$(peak_rss_mib "$RB_PID")
     stop "$RB_PID"
-    if [[ $rb_bad != 0 ]]; then
-        echo "runbookd answered $rb_bad requests with other than 2xx:" >&2
-        tail -n 20 "$WORK/$name-runbookd/log" >&2
+    if [[ $bad != 0 ]]; then
+        echo "runbookd answered $bad requests with other than 2xx:" >&2
+        tail -n 20 "$dir/log" >&2
         exit 1
     fi
-    local db=$WORK/$name-runbookd/runbookd.db
-    local incidents alerts counted runs
+    local db=$dir/runbookd.db incidents alerts counted runs
     incidents=$(sqlite3 "$db" 'SELECT COUNT(*) FROM incidents')
     alerts=$(sqlite3 "$db" 'SELECT COUNT(*) FROM alerts')
     counted=$(sqlite3 "$db" 'SELECT COALESCE(SUM(alert_count), 0) FROM incidents')
     runs=$(sqlite3 "$db" 'SELECT COUNT(*) FROM runs')
-    echo "$name: runbookd answered $rb_requests posts, stored $alerts alerts in $incidents incidents (counted $counted), $runs runs (no estate: none start)" >&2
+    echo "round $3 $name: runbookd answered $requests posts, stored $alerts alerts in $incidents incidents (counted $counted), $runs runs (no estate: none start)" >&2
     if [[ $unique == 0 ]]; then
         # Posts wrk cut off at the end may be stored without being counted by wrk.
-        if [[ $incidents != 1 || $runs != 0 || $counted -lt $rb_requests ]]; then
+        if [[ $incidents != 1 || $runs != 0 || $counted -lt $requests ]]; then
             echo "FAIL: the repeated alert must be one incident counting every post, and no run" >&2
             exit 1
         fi
-    elif ((incidents < rb_requests)); then
-        echo "FAIL: $rb_requests unique alerts answered, $incidents incidents stored" >&2
+    elif ((incidents < requests)); then
+        echo "FAIL: $requests unique alerts answered, $incidents incidents stored" >&2
         exit 1
     fi
-    ROWS+=("$(awk -v n="$name" -v rr="$rb_rate" -v wr="$wh_rate" -v r50="$rb_p50" -v w50="$wh_p50" \
-        -v r99="$rb_p99" -v w99="$wh_p99" -v rrss="$rb_rss" -v wrss="$wh_rss" 'BEGIN {
-        printf "| %-8s | %8d/s | %8d/s | %5.2fx | %7.2f | %7.2f | %7.2f | %7.2f | %5.2fx | %6.1f | %6.1f |",
-            n, rr, wr, rr / wr, r50, w50, r99, w99, (r99 > 0 ? w99 / r99 : 0), rrss, wrss }')")
+}
+
+ROWS=()
+# Per load, one line per round: "rate_ratio p99_ratio rb_rss".
+declare -A RATIOS
+# One round of one load against both servers, each started fresh (so its peak RSS is this
+# load's), one right after the other; odd rounds start with webhook, even rounds with runbookd.
+compare() {
+    local name=$1 unique=$2 round=$3
+    if ((round % 2)); then
+        measure_webhook "$name" "$unique" "$round"
+        measure_runbookd "$name" "$unique" "$round"
+    else
+        measure_runbookd "$name" "$unique" "$round"
+        measure_webhook "$name" "$unique" "$round"
+    fi
+    ROWS+=("$(awk -v n="$name" -v r="$round" -v rr="$RB_RATE" -v wr="$WH_RATE" -v r50="$RB_P50" -v w50="$WH_P50" \
+        -v r99="$RB_P99" -v w99="$WH_P99" -v rrss="$RB_RSS" -v wrss="$WH_RSS" 'BEGIN {
+        printf "| %-8s | %5d | %8d/s | %8d/s | %5.2fx | %7.2f | %7.2f | %7.2f | %7.2f | %5.2fx | %6.1f | %6.1f |",
+            n, r, rr, wr, rr / wr, r50, w50, r99, w99, (r99 > 0 ? w99 / r99 : 0), rrss, wrss }')")
+    RATIOS[$name]+="$(awk -v rr="$RB_RATE" -v wr="$WH_RATE" -v r99="$RB_P99" -v w99="$WH_P99" -v rss="$RB_RSS" \
+        'BEGIN { printf "%.4f %.4f %s", rr / wr, (r99 > 0 ? w99 / r99 : 0), rss }')"$'\n'
+}
+
+# The median of each load's per-round ratios, and its highest peak RSS.
+summary() {
+    local name=$1
+    printf '%s' "${RATIOS[$name]}" | awk -v n="$name" '
+        function median(a, k,   i, j, t) {
+            for (i = 2; i <= k; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+        }
+        NF == 3 { k++; rate[k] = $1; p99[k] = $2; if ($3 > rss) rss = $3 }
+        END { printf "%-8s median of %d rounds: rate %.2fx, p99 webhook/runbookd %.2fx; runbookd peak RSS %.1f MiB\n",
+                     n, k, median(rate, k), median(p99, k), rss }'
 }
 
 peer() {
-    echo "wrk -t$THREADS -c$CONNECTIONS -d${SECONDS_EACH}s, reference Alertmanager body; $(nproc) CPUs" >&2
-    compare unique 1
-    compare repeated 0
+    echo "wrk -t$THREADS -c$CONNECTIONS -d${SECONDS_EACH}s, reference Alertmanager body; $(nproc) CPUs; $ROUNDS rounds" >&2
+    local round
+    for ((round = 1; round <= ROUNDS; round++)); do
+        compare unique 1 "$round"
+        compare repeated 0 "$round"
+    done
     echo
-    echo "| load     | runbookd   | webhook    | rate   | p50 ms  | p50 ms  | p99 ms  | p99 ms  | p99    | RSS MiB | RSS MiB |"
-    echo "|          |            |            | ratio  | runbookd| webhook | runbookd| webhook | webhook/runbookd | runbookd | webhook |"
+    echo "| load     | round | runbookd   | webhook    | rate   | p50 ms  | p50 ms  | p99 ms  | p99 ms  | p99    | RSS MiB | RSS MiB |"
+    echo "|          |       |            |            | ratio  | runbookd| webhook | runbookd| webhook | webhook/runbookd | runbookd | webhook |"
     printf '%s\n' "${ROWS[@]}"
     echo
-    echo "targets: unique rate >= 2x and runbookd p99 <= 1/5 of webhook's (p99 ratio >= 5x); repeated >= 3x; runbookd RSS <= 64 MiB"
+    summary unique
+    summary repeated
+    echo
+    echo "targets (on the medians): unique rate >= 2x and runbookd p99 <= 1/5 of webhook's (p99 ratio >= 5x); repeated >= 3x; runbookd RSS <= 64 MiB"
 }
 
 startup() {
