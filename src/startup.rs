@@ -199,6 +199,7 @@ impl Application {
             metrics,
             max_body_bytes: config.http.max_body_bytes,
             intake: intake_writer,
+            recent_parses: Arc::default(),
             dispatcher,
             limits: config.engine.limits(),
             remediation,

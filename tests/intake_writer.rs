@@ -20,8 +20,9 @@ use runbookd::config::DatabaseConfig;
 use runbookd::engine::intake::writer::{self, IntakeQueue, IntakeWriter, Queued, SubmitError};
 use runbookd::engine::intake::{IntakeService, Lifecycle, Submission};
 use runbookd::http::AppError;
+use runbookd::intake::RawBody;
 use runbookd::store::Store;
-use runbookd::store::intake::{IntakeAction, RawBody};
+use runbookd::store::intake::IntakeAction;
 use serde_json::Value;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -35,7 +36,7 @@ fn notification(fingerprint: &str, status: &str) -> String {
 
 fn submission(body: &str) -> Submission {
     Submission {
-        delivery: runbookd::intake::parse(body.as_bytes(), None).unwrap(),
+        delivery: std::sync::Arc::new(runbookd::intake::parse(body.as_bytes(), None).unwrap()),
         raw_body: RawBody::new(body.to_owned()),
         actor: Principal {
             name: "alertmanager".into(),

@@ -35,11 +35,9 @@ use super::worker::Progress;
 use crate::auth::Principal;
 use crate::clock::Clock;
 use crate::config::IncidentsConfig;
-use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION};
+use crate::intake::{Alert, AlertStatus, Delivery, FAILURE_ANNOTATION, RawBody};
 use crate::store::audit::{self, AlertIntake, AuditDetail, NewAuditEvent, Reason};
-use crate::store::intake::{
-    self as rows, IntakeAction, LatestIncident, RawBody, RecentBodies, ResolvedBy,
-};
+use crate::store::intake::{self as rows, IntakeAction, LatestIncident, RecentBodies, ResolvedBy};
 use crate::store::runs::{self, Created, NewRun};
 use crate::store::{Store, StoreError};
 
@@ -90,7 +88,8 @@ pub struct AlertOutcome {
 /// One delivery as intake records it: parsed, its body verbatim, who sent it and when.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub delivery: Delivery,
+    /// Shared with [`crate::intake::RecentParses`] when the same body came before.
+    pub delivery: Arc<Delivery>,
     pub raw_body: RawBody,
     pub actor: Principal,
     pub received_at: DateTime<Utc>,
@@ -144,7 +143,7 @@ impl IntakeService {
         now: DateTime<Utc>,
     ) -> Result<Vec<AlertOutcome>, StoreError> {
         let submission = Submission {
-            delivery: delivery.clone(),
+            delivery: Arc::new(delivery.clone()),
             raw_body: RawBody::new(raw_body.to_owned()),
             actor: actor.clone(),
             received_at: now,

@@ -12,8 +12,8 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{ApiQuery, JsonBody};
 use crate::auth::Principal;
 use crate::engine::intake::Submission;
-use crate::intake::{self, Alert, AlertStatus, Format, RefusedAlert, Source};
-use crate::store::intake::{IntakeAction, RawBody};
+use crate::intake::{self, Alert, AlertStatus, Format, RawBody, RefusedAlert, Source};
+use crate::store::intake::IntakeAction;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -154,10 +154,13 @@ async fn accept(
     let result = async {
         let declared = declared?;
         let JsonBody(body) = body?;
-        let delivery = intake::parse(&body, declared)?;
-        // serde_json has validated the bytes as UTF-8 JSON already.
-        let raw = std::str::from_utf8(&body)
-            .map_err(|e| AppError::Intake(intake::IntakeError::InvalidJson(e.to_string())))?;
+        // JSON is UTF-8; checked before parsing, so that the body's digest can find an earlier
+        // parse of the same bytes.
+        let text = String::from_utf8(body.into()).map_err(|e| {
+            AppError::Intake(intake::IntakeError::InvalidJson(e.utf8_error().to_string()))
+        })?;
+        let raw_body = RawBody::new(text);
+        let delivery = state.recent_parses.parse(&raw_body, declared)?;
         // What the answer names of each alert, read before the delivery goes to the writer.
         let source = delivery.source.clone();
         let named: Vec<Named> = delivery.entries.iter().map(Named::of).collect();
@@ -167,7 +170,7 @@ async fn accept(
             .intake
             .submit(Submission {
                 delivery,
-                raw_body: RawBody::new(raw.to_owned()),
+                raw_body,
                 actor: caller.clone(),
                 received_at: state.clock.now(),
             })

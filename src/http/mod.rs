@@ -71,6 +71,8 @@ pub struct AppState {
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// Deliveries → incidents → runs, through the one intake writer (group commit).
     pub intake: crate::engine::intake::writer::IntakeWriter,
+    /// A body that came before is not parsed again.
+    pub recent_parses: Arc<crate::intake::RecentParses>,
     /// The safety limits the engine enforces, for the safety overview.
     pub limits: Limits,
     /// Whether runs can happen, and if not, why: shown by `/readyz` and the web page.

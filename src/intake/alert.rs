@@ -18,7 +18,7 @@ pub const MAX_NAME_LEN: usize = 256;
 
 /// Where an alert came from: `alertmanager`, `sweep`, or an IngestPayload sender such as
 /// `pbs` or `manual`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Source(String);
 

@@ -6,15 +6,18 @@
 //! | sweep finding | `?source=sweep`, or a `check_name` field | `sweep` |
 //! | IngestPayload (forwarder, manual) | `?source=pbs\|manual\|generic`, or an `alert_name` field | the query, else the body's `source`, else `generic` |
 //!
-//! Parsing is pure: it touches no database. A body that cannot be read at all (not JSON, no
-//! known shape, a bad envelope) is refused whole; otherwise each alert of it is either accepted
-//! or refused on its own, with the reason, so one bad alert never loses its group.
+//! Parsing is pure: it touches no database, and the same bytes declared the same way always
+//! give the same delivery, so a body that came before is not parsed again ([`RecentParses`]).
+//! A body that cannot be read at all (not JSON, no known shape, a bad envelope) is refused
+//! whole; otherwise each alert of it is either accepted or refused on its own, with the
+//! reason, so one bad alert never loses its group.
 
 pub mod alert;
 mod alertmanager;
 mod backup_group;
 pub mod fingerprint;
 mod ingest_payload;
+mod raw_body;
 mod sweep;
 
 use std::borrow::Cow;
@@ -27,12 +30,13 @@ pub use alert::{
     Alert, AlertName, AlertStatus, Annotations, Fingerprint, Labels, Severity, Source,
 };
 pub use ingest_payload::FAILURE_ANNOTATION;
+pub use raw_body::{RawBody, RecentParses};
 
 /// One delivery may carry at most this many alerts.
 pub const MAX_ALERTS_PER_DELIVERY: usize = 1000;
 
 /// The body shapes runbookd reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Alertmanager,
     SweepFinding,

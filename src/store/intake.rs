@@ -16,10 +16,9 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{parse_sql_time, sql_time};
-use crate::intake::{Alert, RefusedAlert, Source};
+use crate::intake::{Alert, RawBody, RefusedAlert, Source};
 
 /// What recording one alert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -110,25 +109,6 @@ fn json_text(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("labels and annotations serialise")
 }
 
-/// A delivery's body as received, with the SHA-256 of its bytes: hashed where the body
-/// arrives, so that the one writer, which every delivery waits for, only looks it up.
-#[derive(Debug, Clone)]
-pub struct RawBody {
-    text: String,
-    sha256: [u8; 32],
-}
-
-impl RawBody {
-    pub fn new(text: String) -> Self {
-        let sha256 = Sha256::digest(text.as_bytes()).into();
-        Self { text, sha256 }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
 /// How many distinct bodies [`RecentBodies`] remembers.
 const RECENT_BODIES: usize = 4096;
 
@@ -175,7 +155,7 @@ pub fn insert_delivery(
     raw_body: &RawBody,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
-    let digest = raw_body.sha256;
+    let digest = *raw_body.sha256();
     let sha256 = hex::encode(digest);
     let now = sql_time(now);
     let known: Option<i64> = match bodies.get(&digest) {
@@ -467,6 +447,7 @@ pub fn insert_refused(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn digest(n: usize) -> [u8; 32] {
         Sha256::digest(n.to_le_bytes()).into()
