@@ -34,8 +34,8 @@ impl RawBody {
 /// How many distinct bodies [`RecentParses`] remembers.
 const RECENT_PARSES: usize = 16;
 
-/// A larger body is parsed every time, so that what is remembered stays small (its deliveries
-/// take about a MiB at most).
+/// A larger body is parsed every time, so that what is remembered stays small: the deliveries
+/// of at most [`RECENT_PARSES`] bodies of this size.
 const REMEMBERED_BODY_BYTES: usize = 64 * 1024;
 
 /// How a body was declared: by its route or `?source=`, or not at all (then it is sniffed).
