@@ -153,7 +153,8 @@ load() {
 
 # webhook under one load, on a fresh server; sets WH_RATE WH_P50 WH_P99 WH_RSS.
 measure_webhook() {
-    local name=$1 unique=$2 dir=$WORK/$1-webhook-$3 requests bad
+    local name=$1 unique=$2 round=$3 requests bad
+    local dir=$WORK/$name-webhook-$round
     settle
     start_webhook "$dir"
     read -r WH_RATE WH_P50 WH_P99 requests bad < <(load "$WH_URL/hooks/alertmanager" "$unique" "$dir/wrk")
@@ -164,7 +165,8 @@ measure_webhook() {
 # runbookd under one load, on a fresh server and database, then checks that the database holds
 # what was answered; sets RB_RATE RB_P50 RB_P99 RB_RSS.
 measure_runbookd() {
-    local name=$1 unique=$2 dir=$WORK/$1-runbookd-$3 requests bad
+    local name=$1 unique=$2 round=$3 requests bad
+    local dir=$WORK/$name-runbookd-$round
     settle
     start_runbookd "$dir"
     read -r RB_RATE RB_P50 RB_P99 requests bad < <(load "$RB_URL/webhook/alertmanager" "$unique" "$dir/wrk")
@@ -180,7 +182,7 @@ measure_runbookd() {
     alerts=$(sqlite3 "$db" 'SELECT COUNT(*) FROM alerts')
     counted=$(sqlite3 "$db" 'SELECT COALESCE(SUM(alert_count), 0) FROM incidents')
     runs=$(sqlite3 "$db" 'SELECT COUNT(*) FROM runs')
-    echo "round $3 $name: runbookd answered $requests posts, stored $alerts alerts in $incidents incidents (counted $counted), $runs runs (no estate: none start)" >&2
+    echo "round $round $name: runbookd answered $requests posts, stored $alerts alerts in $incidents incidents (counted $counted), $runs runs (no estate: none start)" >&2
     if [[ $unique == 0 ]]; then
         # Posts wrk cut off at the end may be stored without being counted by wrk.
         if [[ $incidents != 1 || $runs != 0 || $counted -lt $requests ]]; then
