@@ -1,9 +1,9 @@
 //! A delivery's body as it arrived, and the deliveries intake parsed last, found again by
 //! their body's digest.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use hashlink::LinkedHashMap;
 use sha2::{Digest, Sha256};
 
 use super::{Delivery, Format, IntakeError, Source, parse};
@@ -41,19 +41,16 @@ const REMEMBERED_BODY_BYTES: usize = 64 * 1024;
 /// How a body was declared: by its route or `?source=`, or not at all (then it is sniffed).
 type Declared = Option<(Source, Format)>;
 
+/// Deliveries by their body's digest and declaration, the first parsed at the front.
+type Parsed = LinkedHashMap<([u8; 32], Declared), Arc<Delivery>>;
+
 /// The deliveries parsed from the last distinct bodies, by digest and declaration, the first
 /// parsed forgotten first. A sender that repeats itself (Alertmanager's `repeat_interval`, an
 /// HA pair, a retry) sends the same bytes, which parse to the same delivery: parsing was about
 /// a tenth of the CPU a repeated alert cost under a storm.
 #[derive(Debug, Default)]
 pub struct RecentParses {
-    remembered: Mutex<Remembered>,
-}
-
-#[derive(Debug, Default)]
-struct Remembered {
-    deliveries: HashMap<([u8; 32], Declared), Arc<Delivery>>,
-    order: VecDeque<([u8; 32], Declared)>,
+    remembered: Mutex<Parsed>,
 }
 
 impl RecentParses {
@@ -62,34 +59,26 @@ impl RecentParses {
     /// is worked out again each time).
     pub fn parse(&self, body: &RawBody, declared: Declared) -> Result<Arc<Delivery>, IntakeError> {
         let key = (body.sha256, declared);
-        if let Some(delivery) = self.lock().deliveries.get(&key) {
+        if let Some(delivery) = self.lock().get(&key) {
             return Ok(delivery.clone());
         }
         let delivery = Arc::new(parse(body.as_str().as_bytes(), key.1.clone())?);
         if body.text.len() <= REMEMBERED_BODY_BYTES {
-            self.lock().remember(key, delivery.clone());
+            let mut remembered = self.lock();
+            // Another request may have parsed the same body meanwhile: it keeps its place.
+            remembered.replace(key, delivery.clone());
+            if remembered.len() > RECENT_PARSES {
+                remembered.pop_front();
+            }
         }
         Ok(delivery)
     }
 
     /// Not held while a body is parsed; a panic cannot leave it half-updated.
-    fn lock(&self) -> MutexGuard<'_, Remembered> {
+    fn lock(&self) -> MutexGuard<'_, Parsed> {
         self.remembered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Remembered {
-    fn remember(&mut self, key: ([u8; 32], Declared), delivery: Arc<Delivery>) {
-        if self.deliveries.insert(key.clone(), delivery).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > RECENT_PARSES
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.deliveries.remove(&oldest);
-            }
-        }
     }
 }
 
@@ -158,8 +147,6 @@ mod tests {
             &once,
             &parses.parse(&large, alertmanager()).unwrap()
         ));
-        let remembered = parses.lock();
-        assert_eq!(remembered.deliveries.len(), RECENT_PARSES);
-        assert_eq!(remembered.order.len(), RECENT_PARSES);
+        assert_eq!(parses.lock().len(), RECENT_PARSES);
     }
 }

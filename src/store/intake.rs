@@ -11,9 +11,8 @@
 //! as a trigger that fills an ephemeral table, which cost a quarter of the writer's time per
 //! alert. An insert's id is `last_insert_rowid()`, and an update finds its row first.
 
-use std::collections::{HashMap, VecDeque};
-
 use chrono::{DateTime, Utc};
+use hashlink::LinkedHashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -122,8 +121,7 @@ const RECENT_BODIES: usize = 4096;
 /// first stored more than [`RECENT_BODIES`] distinct bodies ago, or before runbookd restarted.
 #[derive(Debug, Default)]
 pub struct RecentBodies {
-    ids: HashMap<[u8; 32], i64>,
-    order: VecDeque<[u8; 32]>,
+    ids: LinkedHashMap<[u8; 32], i64>,
 }
 
 impl RecentBodies {
@@ -131,14 +129,11 @@ impl RecentBodies {
         self.ids.get(digest).copied()
     }
 
+    /// A body remembered already keeps its place (its new row replaces the old).
     fn remember(&mut self, digest: [u8; 32], id: i64) {
-        if self.ids.insert(digest, id).is_none() {
-            self.order.push_back(digest);
-            if self.order.len() > RECENT_BODIES
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.ids.remove(&oldest);
-            }
+        self.ids.replace(digest, id);
+        if self.ids.len() > RECENT_BODIES {
+            self.ids.pop_front();
         }
     }
 }
@@ -469,6 +464,5 @@ mod tests {
         bodies.remember(digest(1), 99);
         assert_eq!(bodies.get(&digest(1)), Some(99));
         assert_eq!(bodies.ids.len(), RECENT_BODIES);
-        assert_eq!(bodies.order.len(), RECENT_BODIES);
     }
 }
